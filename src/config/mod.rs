@@ -1,0 +1,192 @@
+//! Configuration: Iris-compatible YAML (`settings`, `teams.<name>`, `database`, `dashboard`),
+//! loaded and validated once into a [`Config`] whose types encode what has been checked.
+//!
+//! Where the file is: `$IRIS_CONFIG_PATH`, else `$IRIS_HOME/config.yaml` (or `config.yml`),
+//! with `IRIS_HOME` defaulting to `~/.iris`. No file at all is not an error: Iris then runs on
+//! embedded defaults with no teams.
+//!
+//! Invariant: every `TeamConfig::path` of a local team is an absolute, canonical (realpath)
+//! directory that existed when the config was loaded; every [`TeamName`] passed validation.
+
+mod load;
+mod name;
+
+pub use load::{ConfigError, ConfigWarning, load, load_from_path, load_from_str};
+pub use name::{NameError, TeamName};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from; `None` when running on embedded defaults.
+    pub source: Option<PathBuf>,
+    /// `$IRIS_HOME` (absolute): where the database and other state live.
+    pub iris_home: PathBuf,
+    /// Global settings, defaults filled in.
+    pub settings: Settings,
+    /// Teams by name, in name order.
+    pub teams: BTreeMap<TeamName, TeamConfig>,
+    /// Where the database lives.
+    pub database: DatabaseConfig,
+    /// Keys that were accepted but have no effect here, or that deserve a word (one each).
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// Embedded defaults: no teams, every setting at its default, `IRIS_HOME` as given.
+    #[must_use]
+    pub fn defaults(iris_home: PathBuf) -> Self {
+        let database = DatabaseConfig {
+            path: iris_home.join("data").join("iris.db"),
+            in_memory: false,
+        };
+        Self {
+            source: None,
+            iris_home,
+            settings: Settings::default(),
+            teams: BTreeMap::new(),
+            database,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The team called `name`, if configured.
+    #[must_use]
+    pub fn team(&self, name: &str) -> Option<&TeamConfig> {
+        self.teams.iter().find(|(key, _)| key.as_str() == name).map(|(_, team)| team)
+    }
+
+    /// Names of all configured teams, for error messages that list them.
+    #[must_use]
+    pub fn team_names(&self) -> Vec<String> {
+        self.teams.keys().map(|name| name.as_str().to_owned()).collect()
+    }
+}
+
+/// `settings`: global knobs. Durations are written in the file as milliseconds (numbers, as in
+/// Iris MCP) or as strings with a unit (`"30s"`, `"500ms"`, `"5m"`, `"1h"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `spawnTimeout`: how long a new agent may take to answer `initialize`. Default 20 s.
+    pub spawn_timeout: Duration,
+    /// `responseTimeout`: a running turn that prints nothing for this long is timed out. Default 120 s.
+    pub response_timeout: Duration,
+    /// `idleTimeout`: an agent idle this long is stopped. Default 1 h.
+    pub idle_timeout: Duration,
+    /// `maxProcesses`: hard bound on live agent processes. Default 10, at least 1.
+    pub max_processes: usize,
+    /// `healthCheckInterval`: how often idle agents get a token-free round trip. Default 30 s.
+    pub health_check_interval: Duration,
+    /// `httpPort`: the MCP HTTP port. Default 1615.
+    pub http_port: u16,
+    /// `claudePath`: the claude executable for teams that set none. Default: `claude` on `PATH`.
+    pub claude_path: Option<String>,
+    /// `maxQueuePerPair`: turns that may wait behind the running one on a pair. Default 100.
+    pub max_queue_per_pair: usize,
+    /// `poolWaitTimeout`: how long a message waits for a free slot when every agent is busy,
+    /// before failing with "pool saturated". Default 30 s.
+    pub pool_wait_timeout: Duration,
+    /// `stopGracePeriod`: after closing an agent's stdin, and again after SIGTERM, how long to
+    /// wait before escalating. Default 5 s.
+    pub stop_grace_period: Duration,
+    /// `wakeConcurrency`: how many agents `team_wake_all` starts at once. Default 4.
+    pub wake_concurrency: usize,
+    /// `maxLineBytes`: longest stdout line accepted from an agent; longer lines are skipped
+    /// and logged. Default 16 MiB.
+    pub max_line_bytes: usize,
+    /// `hotReloadConfig`: watch the file and apply valid edits. Default false.
+    pub hot_reload_config: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            spawn_timeout: Duration::from_secs(20),
+            response_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(3600),
+            max_processes: 10,
+            health_check_interval: Duration::from_secs(30),
+            http_port: 1615,
+            claude_path: None,
+            max_queue_per_pair: 100,
+            pool_wait_timeout: Duration::from_secs(30),
+            stop_grace_period: Duration::from_secs(5),
+            wake_concurrency: 4,
+            max_line_bytes: 16 * 1024 * 1024,
+            hot_reload_config: false,
+        }
+    }
+}
+
+/// `database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// Absolute path of the SQLite file (relative paths in the file resolve against `IRIS_HOME`).
+    pub path: PathBuf,
+    /// `inMemory`: use an in-memory database (tests).
+    pub in_memory: bool,
+}
+
+/// How a team answers the tool-permission requests of its agent (`grantPermission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantPermission {
+    /// Allow every tool use.
+    Yes,
+    /// Deny every tool use that needs permission.
+    No,
+    /// Ask a person (dashboard). Not available yet: denies, saying so.
+    Ask,
+    /// Forward to the caller. Not available yet: denies, saying so.
+    Forward,
+}
+
+impl GrantPermission {
+    /// The config spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Yes => "yes",
+            Self::No => "no",
+            Self::Ask => "ask",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+/// `teams.<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamConfig {
+    /// The team's name (the map key).
+    pub name: TeamName,
+    /// Absolute real path of the project directory (for remote teams: the path on the host, as written).
+    pub path: PathBuf,
+    /// Free text shown in listings.
+    pub description: String,
+    /// `claudePath`: executable for this team's agent; `~` expanded for local teams.
+    pub claude_path: Option<String>,
+    /// `idleTimeout` override.
+    pub idle_timeout: Option<Duration>,
+    /// `spawnTimeout` override.
+    pub spawn_timeout: Option<Duration>,
+    /// `model`: passed as `--model=<m>`.
+    pub model: Option<String>,
+    /// `allowedTools`: a list, or a string separated by commas or spaces.
+    pub allowed_tools: Vec<String>,
+    /// `disallowedTools`: same forms.
+    pub disallowed_tools: Vec<String>,
+    /// `appendSystemPrompt`: passed as `--append-system-prompt=<text>`.
+    pub append_system_prompt: Option<String>,
+    /// `permissionMode`: one of `default`, `acceptEdits`, `plan`, `dontAsk`, `bypassPermissions`, `manual`.
+    pub permission_mode: Option<String>,
+    /// `grantPermission`: default `ask`.
+    pub grant_permission: GrantPermission,
+    /// `env`: extra environment variables for the agent process (values are strings).
+    pub env: BTreeMap<String, String>,
+    /// `remote`: e.g. `ssh user@host`; remote teams are validated but not run by this build yet.
+    pub remote: Option<String>,
+    /// `color`: `#rrggbb` for the dashboard.
+    pub color: Option<String>,
+}
