@@ -1,1 +1,275 @@
-fn main(){}
+//! Pool benchmark: `cargo bench --bench pool` (add `-- --quick` for a short run).
+//!
+//! The fake agent answers at once, so what is measured is Iris: the driver, the pool, the
+//! pipes and the process management around a turn. Prints a Markdown report for
+//! BENCHMARKS.md.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iris::agent::{Agent, AgentEvent, EventSink};
+use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
+use iris::pool::{Pool, PoolOptions, SessionMode, agent_spec};
+
+const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
+
+struct Sizes {
+    warm_turns: usize,
+    throughput_turns: usize,
+    spawns: usize,
+    cycles: usize,
+}
+
+fn main() {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let sizes = if quick {
+        Sizes { warm_turns: 500, throughput_turns: 2000, spawns: 30, cycles: 500 }
+    } else {
+        Sizes { warm_turns: 5000, throughput_turns: 20_000, spawns: 200, cycles: 10_000 }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(&sizes));
+}
+
+async fn run(sizes: &Sizes) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("## Pool benchmark (fake agent answering at once)\n");
+    println!("machine: {} cores; fake agent: {FAKE_AGENT}\n", std::thread::available_parallelism().map_or(0, usize::from));
+
+    let (direct, pooled) = warm_turn_latency(dir.path(), sizes.warm_turns).await;
+    println!("| warm turn ({} turns, one pair) | p50 | p99 | mean |", sizes.warm_turns);
+    println!("|---|---|---|---|");
+    println!("| driver only (`Agent::turn`) | {} | {} | {} |", us(percentile(&direct, 50.0)), us(percentile(&direct, 99.0)), us(mean(&direct)));
+    println!("| through the pool (`Pool::send`) | {} | {} | {} |", us(percentile(&pooled, 50.0)), us(percentile(&pooled, 99.0)), us(mean(&pooled)));
+    println!(
+        "| pool overhead (difference) | {} | | {} |\n",
+        us(percentile(&pooled, 50.0).saturating_sub(percentile(&direct, 50.0))),
+        us(mean(&pooled).saturating_sub(mean(&direct)))
+    );
+
+    println!("| pairs | turns | seconds | turns/s |");
+    println!("|---|---|---|---|");
+    for pairs in [1, 8, 64] {
+        let (turns, elapsed) = throughput(dir.path(), pairs, sizes.throughput_turns).await;
+        println!("| {pairs} | {turns} | {:.2} | {:.0} |", elapsed.as_secs_f64(), turns as f64 / elapsed.as_secs_f64());
+    }
+
+    let ready = spawn_to_ready(dir.path(), sizes.spawns).await;
+    println!("\n| spawn to ready ({} spawns) | p50 | p99 |", sizes.spawns);
+    println!("|---|---|---|");
+    println!("| `initialize` answered | {} | {} |\n", us(percentile(&ready, 50.0)), us(percentile(&ready, 99.0)));
+
+    let churn = spawn_evict_cycles(dir.path(), sizes.cycles).await;
+    println!("| spawn/evict cycles | {} |", sizes.cycles);
+    println!("|---|---|");
+    println!("| seconds | {:.1} |", churn.elapsed.as_secs_f64());
+    println!("| RSS before / after warm-up / after | {} / {} / {} KiB |", churn.rss_start, churn.rss_warm, churn.rss_end);
+    println!("| open fds before / after | {} / {} |", churn.fds_before, churn.fds_after);
+    println!("| live agent processes after shutdown | {} |", churn.leftover);
+}
+
+fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
+    let mut config = Config::defaults(root.join("home"));
+    config.settings.max_processes = max_processes;
+    config.settings.max_queue_per_pair = 100_000;
+    config.settings.stop_grace_period = Duration::from_secs(2);
+    for index in 0..teams {
+        let name = TeamName::new(&format!("team{index}")).expect("name");
+        let path = root.join("teams").join(name.as_str());
+        std::fs::create_dir_all(&path).expect("team dir");
+        let state = root.join("state").join(uuid::Uuid::new_v4().to_string());
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut env = BTreeMap::new();
+        env.insert("FAKE_AGENT_STATE_DIR".to_owned(), state.display().to_string());
+        config.teams.insert(
+            name.clone(),
+            TeamConfig {
+                name,
+                path: std::fs::canonicalize(path).expect("canonical"),
+                description: String::new(),
+                claude_path: Some(FAKE_AGENT.to_owned()),
+                idle_timeout: None,
+                spawn_timeout: None,
+                model: None,
+                allowed_tools: Vec::new(),
+                disallowed_tools: Vec::new(),
+                append_system_prompt: None,
+                permission_mode: None,
+                grant_permission: GrantPermission::Yes,
+                env,
+                remote: None,
+                color: None,
+            },
+        );
+    }
+    config
+}
+
+async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let config = config(root, 1, 4);
+    let team = config.teams.values().next().expect("team").clone();
+    let pool = Pool::new(Arc::new(config.clone()), PoolOptions::default());
+    let pair = pool.pair("bench", team.name.as_str()).expect("pair");
+
+    let spec = agent_spec(&config, &team, &pair, uuid::Uuid::new_v4(), SessionMode::New, 0.0);
+    let sink: EventSink = Arc::new(|_event: AgentEvent| {});
+    let agent = Agent::spawn(spec, sink, None).await.expect("spawn");
+    let mut direct = Vec::with_capacity(turns);
+    for _ in 0..turns / 10 {
+        agent.turn("warm-up".to_owned()).await.expect("turn");
+    }
+    for _ in 0..turns {
+        let started = Instant::now();
+        agent.turn("ping".to_owned()).await.expect("turn");
+        direct.push(started.elapsed());
+    }
+    agent.stop().await;
+
+    let mut pooled = Vec::with_capacity(turns);
+    for _ in 0..turns / 10 {
+        pool.send(&pair, "warm-up".to_owned()).await.expect("send");
+    }
+    for _ in 0..turns {
+        let started = Instant::now();
+        pool.send(&pair, "ping".to_owned()).await.expect("send");
+        pooled.push(started.elapsed());
+    }
+    pool.shutdown().await;
+    (direct, pooled)
+}
+
+async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration) {
+    let config = config(root, pairs, pairs);
+    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pair_list: Vec<_> = (0..pairs)
+        .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
+        .collect();
+    for result in pool.wake_all(pair_list.clone(), 8).await {
+        result.1.expect("wake");
+    }
+    let per_pair = total / pairs;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for pair in pair_list {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            // Keep a few turns queued per pair so the pipe is never empty.
+            let mut in_flight = std::collections::VecDeque::new();
+            for _ in 0..per_pair {
+                in_flight.push_back(pool.submit(&pair, "ping".to_owned()).expect("submit"));
+                if in_flight.len() >= 4
+                    && let Some(ticket) = in_flight.pop_front()
+                {
+                    ticket.outcome().await.expect("turn");
+                }
+            }
+            for ticket in in_flight {
+                ticket.outcome().await.expect("turn");
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("task");
+    }
+    let elapsed = started.elapsed();
+    pool.shutdown().await;
+    (per_pair * pairs, elapsed)
+}
+
+async fn spawn_to_ready(root: &Path, spawns: usize) -> Vec<Duration> {
+    let config = config(root, 1, 1);
+    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pair = pool.pair("bench", "team0").expect("pair");
+    let mut ready = Vec::with_capacity(spawns);
+    for _ in 0..spawns {
+        let started = Instant::now();
+        pool.wake(&pair).await.expect("wake");
+        ready.push(started.elapsed());
+        pool.sleep(&pair).await;
+    }
+    pool.shutdown().await;
+    ready
+}
+
+struct Churn {
+    elapsed: Duration,
+    rss_start: u64,
+    rss_warm: u64,
+    rss_end: u64,
+    fds_before: usize,
+    fds_after: usize,
+    leftover: usize,
+}
+
+/// Two slots, four teams used round-robin: every message spawns a process and evicts one.
+async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
+    let config = config(root, 4, 2);
+    let fds_before = open_fds();
+    let rss_start = rss_kib();
+    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pairs: Vec<_> = (0..4).map(|index| pool.pair("bench", &format!("team{index}")).expect("pair")).collect();
+    let started = Instant::now();
+    let mut rss_warm = 0;
+    let mut pids = std::collections::BTreeSet::new();
+    for cycle in 0..cycles {
+        let outcome = pool.send(&pairs[cycle % 4], "ping".to_owned()).await.expect("send");
+        pids.insert(outcome.pid);
+        if cycle == cycles / 10 {
+            rss_warm = rss_kib();
+        }
+    }
+    let elapsed = started.elapsed();
+    pool.shutdown().await;
+    drop(pool);
+    let leftover = pids.iter().filter(|pid| Path::new(&format!("/proc/{pid}")).exists()).count();
+    Churn {
+        elapsed,
+        rss_start,
+        rss_warm,
+        rss_end: rss_kib(),
+        fds_before,
+        fds_after: open_fds(),
+        leftover,
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+fn percentile(samples: &[Duration], pct: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((pct / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn mean(samples: &[Duration]) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap_or(u32::MAX)
+}
+
+fn us(duration: Duration) -> String {
+    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
+}

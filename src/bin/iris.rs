@@ -1,1 +1,201 @@
-fn main() {}
+//! The `iris` command. Everything lives in the library; this file parses arguments, sets up
+//! logging and signals, calls the library, and maps errors to exit codes.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "iris",
+    version,
+    about = "Let the Claude Code agents of your projects ask and tell each other",
+    after_help = "Configuration: $IRIS_CONFIG_PATH, else $IRIS_HOME/config.yaml (IRIS_HOME defaults to ~/.iris).\nLogs go to stderr; set RUST_LOG (e.g. RUST_LOG=iris=debug) for more."
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load and validate the configuration, and show what it resolves to.
+    Check {
+        /// Print the resolved configuration as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
+    /// events) come as JSON lines on stdout.
+    Console {
+        /// Also write every pool event to stdout.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Internal: the orphan guard that stops agents if Iris is killed.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long, default_value_t = 3000)]
+        grace_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Guard { grace_ms }) = cli.command {
+        // No runtime, no logging setup: the guard must be small and start fast.
+        return match iris::guard::run(Duration::from_millis(grace_ms)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("iris guard: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_tracing(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "iris=info",
+        1 => "iris=debug",
+        _ => "iris=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // stderr only: stdout carries protocol output (console now, MCP stdio later).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
+    let config = iris::config::load()?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match command {
+        None => {
+            print_start_hints(&config);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Check { json }) => {
+            print_check(&config, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Console { events }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(console(config, events))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Guard { .. }) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
+    if let Err(error) = iris::process::become_subreaper() {
+        tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
+    }
+    let exe = std::env::current_exe().context("locating the iris executable for the orphan guard")?;
+    let guard = iris::guard::Guard::start(&exe, config.settings.stop_grace_period)
+        .context("starting the orphan guard")?;
+    let pool = iris::pool::Pool::new(Arc::new(config), iris::pool::PoolOptions { guard: Some(guard) });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    iris::console::run(pool, events, shutdown).await.context("console i/o")?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::warn!("cannot install signal handlers; stop iris by closing its input");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    shutdown.cancel();
+}
+
+fn print_start_hints(config: &iris::config::Config) {
+    match &config.source {
+        Some(path) => println!("iris: configuration {} ({} teams)", path.display(), config.teams.len()),
+        None => println!(
+            "iris: no configuration file; running on embedded defaults with no teams.\n\
+             Create $IRIS_HOME/config.yaml (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
+             teams:\n  backend:\n    path: ~/code/backend\n    description: The API server\n    grantPermission: yes\n"
+        ),
+    }
+    println!("\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool.\nRun `iris --help` for more.");
+}
+
+fn print_check(config: &iris::config::Config, json: bool) -> anyhow::Result<()> {
+    if json {
+        let teams: Vec<serde_json::Value> = config
+            .teams
+            .values()
+            .map(|team| {
+                serde_json::json!({
+                    "name": team.name,
+                    "path": team.path,
+                    "description": team.description,
+                    "grantPermission": team.grant_permission.as_str(),
+                    "remote": team.remote,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "source": config.source,
+            "irisHome": config.iris_home,
+            "maxProcesses": config.settings.max_processes,
+            "teams": teams,
+            "warnings": config.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    match &config.source {
+        Some(path) => println!("configuration: {}", path.display()),
+        None => println!("configuration: none (embedded defaults)"),
+    }
+    println!("IRIS_HOME: {}", config.iris_home.display());
+    println!("maxProcesses: {}", config.settings.max_processes);
+    if config.teams.is_empty() {
+        println!("teams: none");
+    }
+    for team in config.teams.values() {
+        let place = team.remote.as_deref().map_or_else(String::new, |remote| format!(" on {remote}"));
+        println!(
+            "team {}: {}{} (grantPermission: {})",
+            team.name,
+            team.path.display(),
+            place,
+            team.grant_permission.as_str()
+        );
+    }
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+    Ok(())
+}

@@ -1,0 +1,759 @@
+//! The task that owns one agent process: its `Child`, stdin writer, stdout reader, stderr
+//! tail and per-process state. Everything else talks to it through [`super::Agent`].
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::process::{Child, ChildStdout};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::lines::{Line, LineReader};
+use super::protocol::{self, Incoming};
+use super::{
+    Agent, AgentEvent, AgentSpec, Command, EventSink, ExitInfo, Shared, SpawnError,
+    TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_MAX_TEXT, TranscriptEntry, TurnError, TurnResult,
+};
+use crate::guard::Guard;
+use crate::process;
+
+/// Stderr lines kept for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept (longer ones are cut).
+const STDERR_LINE_MAX: usize = 2048;
+/// After the process exited: how long to keep reading stdout for lines it wrote just before.
+/// Bounded because a member that escaped the process group could hold the pipe open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Request id of the readiness handshake.
+const INITIALIZE_ID: &str = "iris-initialize";
+
+static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Environment variables a nested `claude` must not inherit: they make it think it runs
+/// inside another Claude Code session.
+const NESTED_SESSION_VARIABLES: [&str; 3] = ["CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT"];
+
+pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>) -> Result<Agent, SpawnError> {
+    let started = Instant::now();
+    let program = resolve_program(&spec)?;
+    match std::fs::metadata(&spec.cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(SpawnError::BadDirectory {
+                path: spec.cwd.clone(),
+                message: "not a directory".to_owned(),
+            });
+        }
+        Err(error) => {
+            return Err(SpawnError::BadDirectory {
+                path: spec.cwd.clone(),
+                message: error.to_string(),
+            });
+        }
+    }
+
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for name in NESTED_SESSION_VARIABLES.iter().copied().chain(spec.env_remove.iter().map(String::as_str)) {
+        command.env_remove(name);
+    }
+    command.envs(spec.env.iter().map(|(key, value)| (key, value)));
+    process::configure_child(&mut command);
+
+    let mut child = command.spawn().map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => SpawnError::MissingBinary {
+            program: program.clone(),
+            source_key: spec.program_source.clone(),
+        },
+        std::io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
+            program: program.clone(),
+            source_key: spec.program_source.clone(),
+            message: error.to_string(),
+        },
+        _ => SpawnError::Io {
+            label: spec.label.clone(),
+            message: error.to_string(),
+        },
+    })?;
+    let Some(pid) = child.id() else {
+        return Err(SpawnError::Io {
+            label: spec.label.clone(),
+            message: "process exited before its pid was known".to_owned(),
+        });
+    };
+    // From here on the group must be killed whatever happens: the drop guard covers panics
+    // and cancellation, the actor covers everything else.
+    let group = GroupGuard { pgid: pid, armed: true };
+    if let Some(guard) = &guard {
+        guard.watch(pid);
+    }
+    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(SpawnError::Io {
+            label: spec.label.clone(),
+            message: "stdio was not piped".to_owned(),
+        });
+    };
+    tracing::info!(agent = %spec.label, pid, program = %program, "agent process started");
+
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let stderr_task = tokio::spawn(drain_stderr(stderr, stderr_tail.clone(), spec.label.clone(), pid));
+    let (writes, pending_writes) = mpsc::unbounded_channel();
+    tokio::spawn(write_stdin(stdin, pending_writes, spec.label.clone()));
+
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (command_tx, command_rx) = mpsc::channel(16);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
+
+    let mut actor = Actor {
+        label: spec.label.clone(),
+        pid,
+        child,
+        group,
+        guard,
+        stdout: LineReader::new(stdout, spec.max_line_bytes),
+        stdout_eof: false,
+        writes: Some(writes),
+        stderr_tail,
+        stderr_task: Some(stderr_task),
+        commands: command_rx,
+        commands_closed: false,
+        ready: Some(ready_tx),
+        pending_health: HashMap::new(),
+        next_request: 0,
+        turn: None,
+        recovering: None,
+        stopping: None,
+        cost_baseline: spec.cost_baseline,
+        exit: exit_tx,
+        sink,
+        spec,
+    };
+    actor.write(protocol::control_request(INITIALIZE_ID, "initialize"));
+    let spawn_timeout = actor.spec.spawn_timeout;
+    let label = actor.spec.label.clone();
+    let task = tokio::spawn(actor.run());
+
+    let outcome = tokio::time::timeout(spawn_timeout, ready_rx).await;
+    let shared = Arc::new(Shared {
+        id,
+        pid,
+        label: label.clone(),
+        started,
+        ready_after: started.elapsed(),
+        exit: exit_rx,
+    });
+    let agent = Agent { shared, commands: command_tx };
+    match outcome {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!(agent = %label, pid, ready_ms = agent.ready_after().as_millis(), "agent ready");
+            Ok(agent)
+        }
+        Ok(Ok(Err(message))) => {
+            agent.stop().await;
+            Err(SpawnError::Refused { label, message })
+        }
+        Ok(Err(_)) => {
+            // The actor dropped the readiness sender: the process ended first.
+            let exit = agent.exited().await;
+            let _ = task.await;
+            Err(SpawnError::ExitedEarly { label, exit })
+        }
+        Err(_) => {
+            let exit = agent.stop().await;
+            Err(SpawnError::Timeout {
+                label,
+                after: spawn_timeout,
+                stderr_tail: exit.stderr_tail,
+            })
+        }
+    }
+}
+
+/// Finds the executable: a name without `/` is looked up on `PATH` (so a missing one is
+/// reported with the config key that chose it, before anything is started).
+fn resolve_program(spec: &AgentSpec) -> Result<String, SpawnError> {
+    if spec.program.contains('/') {
+        return Ok(spec.program.clone());
+    }
+    which::which(&spec.program)
+        .map(|path| path.to_string_lossy().into_owned())
+        .map_err(|_| SpawnError::MissingBinary {
+            program: spec.program.clone(),
+            source_key: spec.program_source.clone(),
+        })
+}
+
+/// Kills the process group on drop unless disarmed after a clean, reaped exit. A backstop for
+/// panics and runtime shutdown; the actor's own stop sequence is the plan.
+struct GroupGuard {
+    pgid: u32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            process::signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The running turn.
+struct TurnState {
+    reply: oneshot::Sender<Result<TurnResult, TurnError>>,
+    started: Instant,
+    /// Reset by every line the agent prints during the turn.
+    silent_deadline: tokio::time::Instant,
+    answer_parts: Vec<String>,
+    transcript: Vec<TranscriptEntry>,
+    transcript_dropped: usize,
+    interrupted: bool,
+}
+
+impl TurnState {
+    fn record(&mut self, entry: TranscriptEntry) {
+        if self.transcript.len() < TRANSCRIPT_MAX_ENTRIES {
+            self.transcript.push(entry);
+        } else {
+            self.transcript_dropped += 1;
+        }
+    }
+
+    fn partial(&self) -> String {
+        self.answer_parts.concat()
+    }
+}
+
+/// Where a graceful stop is.
+enum StopStage {
+    StdinClosed,
+    Terminated,
+    Killed,
+}
+
+struct Stopping {
+    stage: StopStage,
+    deadline: tokio::time::Instant,
+}
+
+struct Actor {
+    spec: AgentSpec,
+    label: Arc<str>,
+    pid: u32,
+    child: Child,
+    group: GroupGuard,
+    guard: Option<Guard>,
+    stdout: LineReader<ChildStdout>,
+    stdout_eof: bool,
+    /// Lines for the stdin writer task; `None` once stdin is closed.
+    writes: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_task: Option<JoinHandle<()>>,
+    commands: mpsc::Receiver<Command>,
+    commands_closed: bool,
+    ready: Option<oneshot::Sender<Result<(), String>>>,
+    pending_health: HashMap<String, oneshot::Sender<()>>,
+    next_request: u64,
+    turn: Option<TurnState>,
+    /// Set after a timed-out turn was interrupted: until its result arrives (or this deadline
+    /// passes and the process is killed) no new turn starts.
+    recovering: Option<tokio::time::Instant>,
+    stopping: Option<Stopping>,
+    /// The CLI's cumulative cost before the running turn.
+    cost_baseline: f64,
+    exit: watch::Sender<Option<ExitInfo>>,
+    sink: EventSink,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                status = self.child.wait() => {
+                    self.finish(status).await;
+                    return;
+                }
+                line = self.stdout.next_line(), if !self.stdout_eof => match line {
+                    Ok(Some(Line::Data(bytes))) => self.on_line(&bytes),
+                    Ok(Some(Line::TooLong { bytes })) => self.skipped(format!("stdout line of {bytes} bytes exceeds maxLineBytes ({})", self.spec.max_line_bytes)),
+                    Ok(None) => self.stdout_eof = true,
+                    Err(error) => {
+                        tracing::warn!(agent = %self.label, %error, "reading agent stdout failed");
+                        self.stdout_eof = true;
+                    }
+                },
+                command = self.commands.recv(), if !self.commands_closed && self.recovering.is_none() => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        // Every handle is gone: nobody can use this process any more.
+                        self.commands_closed = true;
+                        self.begin_stop();
+                    }
+                },
+                () = sleep_until(deadline), if deadline.is_some() => self.on_deadline(),
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        [
+            self.turn.as_ref().map(|turn| turn.silent_deadline),
+            self.recovering,
+            self.stopping.as_ref().map(|stopping| stopping.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn write(&mut self, line: Vec<u8>) {
+        if let Some(writes) = &self.writes {
+            // A closed writer means stdin broke (the process is dying): the exit path reports it.
+            let _ = writes.send(line);
+        }
+    }
+
+    fn request_id(&mut self, prefix: &str) -> String {
+        self.next_request += 1;
+        format!("iris-{prefix}-{}", self.next_request)
+    }
+
+    fn emit(&self, event: AgentEvent) {
+        (self.sink)(event);
+    }
+
+    fn skipped(&self, reason: String) {
+        tracing::warn!(agent = %self.label, %reason, "agent output skipped");
+        self.emit(AgentEvent::Skipped { reason });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Turn { text, reply } => {
+                if self.turn.is_some() || self.stopping.is_some() {
+                    let _ = reply.send(Err(if self.stopping.is_some() { TurnError::Gone } else { TurnError::Busy }));
+                    return;
+                }
+                let now = Instant::now();
+                self.write(protocol::user_message(&text));
+                self.turn = Some(TurnState {
+                    reply,
+                    started: now,
+                    silent_deadline: tokio::time::Instant::now() + self.spec.response_timeout,
+                    answer_parts: Vec::new(),
+                    transcript: Vec::new(),
+                    transcript_dropped: 0,
+                    interrupted: false,
+                });
+            }
+            Command::Interrupt { reply } => {
+                let running = self.turn.is_some();
+                if running {
+                    let id = self.request_id("interrupt");
+                    self.write(protocol::control_request(&id, "interrupt"));
+                    if let Some(turn) = &mut self.turn {
+                        turn.interrupted = true;
+                    }
+                }
+                let _ = reply.send(running);
+            }
+            Command::Health { reply } => {
+                let id = self.request_id("health");
+                self.write(protocol::control_request(&id, "mcp_status"));
+                self.pending_health.insert(id, reply);
+            }
+            Command::Stop => self.begin_stop(),
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        tracing::debug!(agent = %self.label, pid = self.pid, "stopping agent: closing stdin");
+        // Dropping the sender lets the writer flush what is queued, then close the pipe.
+        self.writes = None;
+        self.stopping = Some(Stopping {
+            stage: StopStage::StdinClosed,
+            deadline: tokio::time::Instant::now() + self.spec.stop_grace,
+        });
+    }
+
+    fn on_deadline(&mut self) {
+        let now = tokio::time::Instant::now();
+        if let Some(stopping) = &mut self.stopping
+            && stopping.deadline <= now
+        {
+            match stopping.stage {
+                StopStage::StdinClosed => {
+                    tracing::info!(agent = %self.label, pid = self.pid, "agent ignored stdin close; sending SIGTERM to its group");
+                    process::signal_group(self.pid, Signal::SIGTERM);
+                    stopping.stage = StopStage::Terminated;
+                    stopping.deadline = now + self.spec.stop_grace;
+                }
+                StopStage::Terminated | StopStage::Killed => {
+                    tracing::warn!(agent = %self.label, pid = self.pid, "agent ignored SIGTERM; sending SIGKILL to its group");
+                    process::signal_group(self.pid, Signal::SIGKILL);
+                    stopping.stage = StopStage::Killed;
+                    // Nothing survives SIGKILL; re-check rarely in case the exit is slow to show.
+                    stopping.deadline = now + Duration::from_secs(1);
+                }
+            }
+        }
+        if self.recovering.is_some_and(|deadline| deadline <= now) {
+            tracing::warn!(agent = %self.label, pid = self.pid, "agent did not recover from an interrupt; killing it");
+            self.recovering = None;
+            process::signal_group(self.pid, Signal::SIGKILL);
+            self.stopping = Some(Stopping {
+                stage: StopStage::Killed,
+                deadline: now + Duration::from_secs(1),
+            });
+        }
+        if self.turn.as_ref().is_some_and(|turn| turn.silent_deadline <= now)
+            && let Some(turn) = self.turn.take()
+        {
+            let after = self.spec.response_timeout;
+            tracing::warn!(agent = %self.label, ?after, "turn timed out; interrupting");
+            let partial = turn.partial();
+            let _ = turn.reply.send(Err(TurnError::TimedOut { after, partial }));
+            let id = self.request_id("interrupt");
+            self.write(protocol::control_request(&id, "interrupt"));
+            self.recovering = Some(now + self.spec.stop_grace);
+        }
+    }
+
+    fn on_line(&mut self, bytes: &[u8]) {
+        let line: Value = match serde_json::from_slice(bytes) {
+            Ok(line) => line,
+            Err(error) => {
+                let preview: String = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+                self.skipped(format!("stdout line is not JSON ({error}): {preview}"));
+                return;
+            }
+        };
+        if let Some(turn) = &mut self.turn {
+            turn.silent_deadline = tokio::time::Instant::now() + self.spec.response_timeout;
+        }
+        match protocol::classify(&line) {
+            Incoming::ControlResponse { request_id, outcome } => self.on_control_response(&request_id, outcome),
+            Incoming::ControlRequest { request_id, subtype, request } => {
+                self.on_control_request(&request_id, &subtype, &request);
+            }
+            Incoming::ControlCancel | Incoming::System => self.pass_on(line),
+            Incoming::Assistant => {
+                if let Some(turn) = &mut self.turn {
+                    if let Some(text) = protocol::assistant_text(&line) {
+                        turn.record(TranscriptEntry::AssistantText { text: truncate(&text) });
+                        turn.answer_parts.push(text);
+                    }
+                    for (name, input) in protocol::tool_uses(&line) {
+                        turn.record(TranscriptEntry::ToolUse {
+                            name,
+                            input: truncate(&input.to_string()),
+                        });
+                    }
+                }
+                self.pass_on(line);
+            }
+            Incoming::User => {
+                if let Some(turn) = &mut self.turn {
+                    for (content, is_error) in protocol::tool_results(&line) {
+                        turn.record(TranscriptEntry::ToolResult {
+                            content: truncate(&content),
+                            is_error,
+                        });
+                    }
+                }
+                self.pass_on(line);
+            }
+            Incoming::Result => self.on_result(line),
+            Incoming::Unknown(kind) => {
+                tracing::debug!(agent = %self.label, kind, "agent line of unknown type");
+                self.emit(AgentEvent::Skipped {
+                    reason: format!("unknown line type '{kind}'"),
+                });
+            }
+        }
+    }
+
+    /// Streams a line of the running turn to subscribers.
+    fn pass_on(&self, line: Value) {
+        if self.turn.is_some() {
+            self.emit(AgentEvent::Output { line: Arc::new(line) });
+        }
+    }
+
+    fn on_control_response(&mut self, request_id: &str, outcome: Result<Value, String>) {
+        if request_id == INITIALIZE_ID {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(outcome.map(|_| ()));
+            }
+        } else if let Some(reply) = self.pending_health.remove(request_id) {
+            // An error answer ("unsupported subtype") is still a full round trip: alive.
+            let _ = reply.send(());
+        }
+    }
+
+    fn on_control_request(&mut self, request_id: &str, subtype: &str, request: &Value) {
+        if subtype != "can_use_tool" {
+            tracing::debug!(agent = %self.label, subtype, "unsupported control request from agent");
+            self.write(protocol::control_error(
+                request_id,
+                &format!("Iris does not handle control request '{subtype}'"),
+            ));
+            return;
+        }
+        let tool = request
+            .get("tool_name")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown tool")
+            .to_owned();
+        let decision = self.spec.permissions.decide(&tool);
+        let (answer, allowed, reason) = match decision {
+            Ok(()) => (protocol::permission_allow(request), true, None),
+            Err(message) => (protocol::permission_deny(request, &message), false, Some(message)),
+        };
+        tracing::info!(agent = %self.label, tool, allowed, "tool permission answered");
+        self.write(protocol::control_success(request_id, answer));
+        if let Some(turn) = &mut self.turn {
+            turn.record(TranscriptEntry::Permission {
+                tool: tool.clone(),
+                allowed,
+                reason: reason.clone(),
+            });
+        }
+        self.emit(AgentEvent::Permission { tool, allowed, reason });
+    }
+
+    fn on_result(&mut self, line: Value) {
+        let result = protocol::result_line(&line);
+        let cost = self.turn_cost(result.total_cost_usd, result.cost_since_last_result);
+        if let Some(total) = result.total_cost_usd {
+            self.cost_baseline = total;
+        }
+        if self.recovering.take().is_some() {
+            tracing::info!(agent = %self.label, "agent recovered from a timed-out turn");
+            return;
+        }
+        let Some(turn) = self.turn.take() else {
+            tracing::debug!(agent = %self.label, "result line outside a turn ignored");
+            return;
+        };
+        self.emit(AgentEvent::Output { line: Arc::new(line) });
+        let answer = match result.text {
+            Some(text) if !text.is_empty() => text,
+            _ => turn.partial(),
+        };
+        let outcome = TurnResult {
+            answer,
+            is_error: result.is_error,
+            subtype: result.subtype,
+            terminal_reason: result.terminal_reason,
+            interrupted: turn.interrupted,
+            duration_ms: u64::try_from(turn.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            cli_duration_ms: result.duration_ms,
+            num_turns: result.num_turns,
+            usage: result.usage,
+            cost_usd: cost,
+            total_cost_usd: result.total_cost_usd,
+            session_id: result.session_id,
+            errors: result.errors,
+            transcript: turn.transcript,
+            transcript_dropped: turn.transcript_dropped,
+        };
+        let _ = turn.reply.send(Ok(outcome));
+    }
+
+    /// This turn's own cost: the CLI's per-turn figure when it gives one, else the growth of
+    /// its cumulative total (which resets if the CLI did not restore it on resume).
+    fn turn_cost(&self, total: Option<f64>, since_last: Option<f64>) -> f64 {
+        if let Some(cost) = since_last {
+            return cost;
+        }
+        match total {
+            Some(total) if total >= self.cost_baseline => total - self.cost_baseline,
+            Some(total) => total,
+            None => 0.0,
+        }
+    }
+
+    /// The process exited: collect what it still wrote, kill what is left of its group, reap
+    /// everything, and fail whatever was waiting.
+    async fn finish(mut self, status: std::io::Result<ExitStatus>) {
+        // Leftover members (tools the agent started) hold stdout open and would outlive it.
+        process::signal_group(self.pid, Signal::SIGKILL);
+        let drain_until = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+        while !self.stdout_eof {
+            match tokio::time::timeout_at(drain_until, self.stdout.next_line()).await {
+                Ok(Ok(Some(Line::Data(bytes)))) => self.on_line(&bytes),
+                Ok(Ok(Some(Line::TooLong { .. }))) => {}
+                Ok(Ok(None) | Err(_)) | Err(_) => self.stdout_eof = true,
+            }
+        }
+        process::kill_remaining(self.pid, Duration::from_secs(1)).await;
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        self.group.armed = false;
+        if let Some(guard) = &self.guard {
+            guard.forget(self.pid);
+        }
+        let stderr_tail = self
+            .stderr_tail
+            .lock()
+            .map(|tail| tail.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        let requested = self.stopping.is_some();
+        let info = describe_exit(status, requested, stderr_tail);
+        if requested {
+            tracing::info!(agent = %self.label, pid = self.pid, status = %info.status, "agent stopped");
+        } else {
+            tracing::warn!(agent = %self.label, pid = self.pid, status = %info.status, stderr = %info.stderr_tail, "agent exited unexpectedly");
+        }
+        if let Some(turn) = self.turn.take() {
+            let partial = turn.partial();
+            let _ = turn.reply.send(Err(TurnError::Exited {
+                exit: info.clone(),
+                partial,
+            }));
+        }
+        // Dropping `ready` and `pending_health` tells their waiters the process is gone.
+        self.exit.send_replace(Some(info));
+        // Turns that arrived after the exit get a clear answer too.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Turn { reply, .. } => {
+                    let _ = reply.send(Err(TurnError::Gone));
+                }
+                Command::Interrupt { reply } => {
+                    let _ = reply.send(false);
+                }
+                Command::Health { .. } | Command::Stop => {}
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe_exit(status: std::io::Result<ExitStatus>, requested: bool, stderr_tail: String) -> ExitInfo {
+    let (status, code, signal) = match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => (format!("exit code {code}"), Some(code), None),
+            (None, Some(signal)) => {
+                let name = Signal::try_from(signal).map_or("unknown", Signal::as_str);
+                (format!("killed by signal {signal} ({name})"), None, Some(signal))
+            }
+            (None, None) => ("unknown exit status".to_owned(), None, None),
+        },
+        Err(error) => (format!("unknown ({error})"), None, None),
+    };
+    ExitInfo {
+        status,
+        code,
+        signal,
+        requested,
+        stderr_tail,
+    }
+}
+
+/// Cuts `text` to [`TRANSCRIPT_MAX_TEXT`] bytes on a character boundary.
+fn truncate(text: &str) -> String {
+    if text.len() <= TRANSCRIPT_MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = TRANSCRIPT_MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// Writes queued lines to the agent's stdin, in order. Ends (closing stdin) when the actor
+/// drops its sender, or when the pipe breaks because the process died.
+async fn write_stdin(
+    mut stdin: tokio::process::ChildStdin,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+    label: Arc<str>,
+) {
+    while let Some(line) = lines.recv().await {
+        if let Err(error) = stdin.write_all(&line).await {
+            // EPIPE: the process is gone; its exit is reported by the actor.
+            tracing::debug!(agent = %label, %error, "writing to agent stdin failed");
+            return;
+        }
+    }
+    let _ = stdin.shutdown().await;
+}
+
+/// Reads stderr continuously (so a full pipe never blocks the agent), logs it, and keeps the
+/// last lines for error messages.
+async fn drain_stderr(
+    stderr: impl AsyncRead + Unpin,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    label: Arc<str>,
+    pid: u32,
+) {
+    let mut lines = LineReader::new(stderr, STDERR_LINE_MAX);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let text = match line {
+            Line::Data(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Line::TooLong { bytes } => format!("[{bytes}-byte line cut]"),
+        };
+        tracing::debug!(agent = %label, pid, stderr = %text);
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_character_boundaries() {
+        let text = "é".repeat(TRANSCRIPT_MAX_TEXT);
+        let cut = truncate(&text);
+        assert!(cut.len() < text.len());
+        assert!(cut.ends_with(&format!("({} bytes)", text.len())));
+        assert_eq!(truncate("short"), "short");
+    }
+
+    #[test]
+    fn describes_exits() {
+        let info = describe_exit(Ok(ExitStatus::from_raw(3 << 8)), false, "boom".to_owned());
+        assert_eq!((info.status.as_str(), info.code), ("exit code 3", Some(3)));
+        let info = describe_exit(Ok(ExitStatus::from_raw(9)), true, String::new());
+        assert_eq!(info.status, "killed by signal 9 (SIGKILL)");
+        assert_eq!(info.to_string(), "killed by signal 9 (SIGKILL)");
+        let info = describe_exit(Ok(ExitStatus::from_raw(1 << 8)), false, "Error: x\n".to_owned());
+        assert_eq!(info.to_string(), "exit code 1; stderr: Error: x");
+    }
+}

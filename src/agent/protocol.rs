@@ -1,0 +1,388 @@
+//! Claude Code's stream-json wire format: what Iris writes to an agent's stdin and how it
+//! reads the lines on its stdout. Only this module knows the JSON shapes; the actor works on
+//! [`Incoming`].
+
+use serde_json::{Value, json};
+
+/// One parsed stdout line, classified by what the driver must do with it.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The answer to a control request Iris sent.
+    ControlResponse {
+        /// The id Iris chose.
+        request_id: String,
+        /// The response payload, or the error text.
+        outcome: Result<Value, String>,
+    },
+    /// A request from the CLI that Iris must answer (`can_use_tool`, hooks, ...).
+    ControlRequest {
+        /// The CLI's id, echoed in the answer.
+        request_id: String,
+        /// `request.subtype`.
+        subtype: String,
+        /// The whole `request` object.
+        request: Value,
+    },
+    /// The CLI withdrew a control request (nothing to answer).
+    ControlCancel,
+    /// `system` lines (`init`, `status`, `api_retry`, ...).
+    System,
+    /// An assistant message: one content block per line in practice.
+    Assistant,
+    /// A user message echoed by the CLI: tool results, interrupt notices.
+    User,
+    /// The end of a turn.
+    Result,
+    /// A valid JSON line of a type this driver does not know: logged and passed on.
+    Unknown(String),
+}
+
+/// Classifies a parsed line.
+#[must_use]
+pub fn classify(line: &Value) -> Incoming {
+    let kind = line.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "control_response" => {
+            let response = line.get("response").unwrap_or(&Value::Null);
+            let request_id = string_field(response, "request_id");
+            let outcome = if response.get("subtype").and_then(Value::as_str) == Some("success") {
+                Ok(response.get("response").cloned().unwrap_or(Value::Null))
+            } else {
+                Err(response
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("control request failed without a message")
+                    .to_owned())
+            };
+            Incoming::ControlResponse {
+                request_id,
+                outcome,
+            }
+        }
+        "control_request" => {
+            let request = line.get("request").cloned().unwrap_or(Value::Null);
+            Incoming::ControlRequest {
+                request_id: string_field(line, "request_id"),
+                subtype: string_field(&request, "subtype"),
+                request,
+            }
+        }
+        "control_cancel_request" => Incoming::ControlCancel,
+        "system" => Incoming::System,
+        "assistant" => Incoming::Assistant,
+        "user" => Incoming::User,
+        "result" => Incoming::Result,
+        other => Incoming::Unknown(other.to_owned()),
+    }
+}
+
+fn string_field(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Serializes `value` as one NDJSON line.
+fn to_line(value: &Value) -> Vec<u8> {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// A user turn.
+#[must_use]
+pub fn user_message(text: &str) -> Vec<u8> {
+    to_line(&json!({
+        "type": "user",
+        "message": {"role": "user", "content": text},
+        "parent_tool_use_id": null,
+        "session_id": "",
+    }))
+}
+
+/// A control request of `subtype` with extra fields.
+#[must_use]
+pub fn control_request(request_id: &str, subtype: &str) -> Vec<u8> {
+    to_line(&json!({
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": subtype},
+    }))
+}
+
+/// A successful answer to a control request of the CLI.
+#[must_use]
+pub fn control_success(request_id: &str, response: Value) -> Vec<u8> {
+    to_line(&json!({
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": response},
+    }))
+}
+
+/// An error answer to a control request of the CLI.
+#[must_use]
+pub fn control_error(request_id: &str, error: &str) -> Vec<u8> {
+    to_line(&json!({
+        "type": "control_response",
+        "response": {"subtype": "error", "request_id": request_id, "error": error},
+    }))
+}
+
+/// The answer that allows a `can_use_tool` request, with the input unchanged.
+#[must_use]
+pub fn permission_allow(request: &Value) -> Value {
+    json!({
+        "behavior": "allow",
+        "updatedInput": request.get("input").cloned().unwrap_or_else(|| json!({})),
+        "toolUseID": request.get("tool_use_id").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// The answer that denies a `can_use_tool` request with `message`.
+#[must_use]
+pub fn permission_deny(request: &Value, message: &str) -> Value {
+    json!({
+        "behavior": "deny",
+        "message": message,
+        "toolUseID": request.get("tool_use_id").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// The text blocks of an assistant line, joined.
+#[must_use]
+pub fn assistant_text(line: &Value) -> Option<String> {
+    let blocks = line.pointer("/message/content")?.as_array()?;
+    let text: Vec<&str> = blocks
+        .iter()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|block| block.get("text").and_then(Value::as_str))
+        .collect();
+    (!text.is_empty()).then(|| text.concat())
+}
+
+/// The `tool_use` blocks of an assistant line: `(name, input)`.
+#[must_use]
+pub fn tool_uses(line: &Value) -> Vec<(String, Value)> {
+    let Some(blocks) = line.pointer("/message/content").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    blocks
+        .iter()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some("tool_use"))
+        .map(|block| {
+            (
+                string_field(block, "name"),
+                block.get("input").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// The `tool_result` blocks of a user line: `(content as text, is_error)`.
+#[must_use]
+pub fn tool_results(line: &Value) -> Vec<(String, bool)> {
+    let Some(blocks) = line.pointer("/message/content").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    blocks
+        .iter()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(|block| {
+            let content = match block.get("content") {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            (content, is_error)
+        })
+        .collect()
+}
+
+/// The fields of a `result` line that Iris keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultLine {
+    /// `result`: the final text (absent on some error subtypes).
+    pub text: Option<String>,
+    /// `is_error`: API errors arrive as `subtype: success` with this set.
+    pub is_error: bool,
+    /// `subtype`: `success`, `error_during_execution`, `error_max_turns`, ...
+    pub subtype: String,
+    /// `terminal_reason`: `completed`, `aborted_streaming`, `api_error`, ...
+    pub terminal_reason: Option<String>,
+    /// `duration_ms` as the CLI measured it.
+    pub duration_ms: Option<u64>,
+    /// `num_turns`: model round trips inside this turn.
+    pub num_turns: Option<u64>,
+    /// `session_id`.
+    pub session_id: Option<String>,
+    /// `total_cost_usd`: cumulative for the process (and restored on resume).
+    pub total_cost_usd: Option<f64>,
+    /// The sum of `model_usage_since_last_result.*.costUSD`: this turn's cost, when the CLI
+    /// reports it (2.1.332 does).
+    pub cost_since_last_result: Option<f64>,
+    /// `usage`, as sent.
+    pub usage: Option<Value>,
+    /// `errors`, joined, for error subtypes.
+    pub errors: Option<String>,
+}
+
+/// Reads a `result` line.
+#[must_use]
+pub fn result_line(line: &Value) -> ResultLine {
+    let cost_since_last_result = line
+        .get("model_usage_since_last_result")
+        .and_then(Value::as_object)
+        .map(|models| {
+            models
+                .values()
+                .filter_map(|usage| usage.get("costUSD").and_then(Value::as_f64))
+                .sum::<f64>()
+        });
+    let errors = line.get("errors").and_then(Value::as_array).map(|errors| {
+        errors
+            .iter()
+            .map(|error| error.as_str().map_or_else(|| error.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    ResultLine {
+        text: line.get("result").and_then(Value::as_str).map(str::to_owned),
+        is_error: line.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+        subtype: string_field(line, "subtype"),
+        terminal_reason: line
+            .get("terminal_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        duration_ms: line.get("duration_ms").and_then(Value::as_u64),
+        num_turns: line.get("num_turns").and_then(Value::as_u64),
+        session_id: line.get("session_id").and_then(Value::as_str).map(str::to_owned),
+        total_cost_usd: line.get("total_cost_usd").and_then(Value::as_f64),
+        cost_since_last_result,
+        usage: line.get("usage").cloned(),
+        errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn classifies_control_responses() {
+        let ok = parse(
+            r#"{"type":"control_response","response":{"subtype":"success","request_id":"i1","response":{"pid":7}}}"#,
+        );
+        match classify(&ok) {
+            Incoming::ControlResponse {
+                request_id,
+                outcome,
+            } => {
+                assert_eq!(request_id, "i1");
+                assert_eq!(outcome.unwrap()["pid"], 7);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = parse(
+            r#"{"type":"control_response","response":{"subtype":"error","request_id":"x","error":"Unsupported control request subtype: z"}}"#,
+        );
+        match classify(&error) {
+            Incoming::ControlResponse { outcome, .. } => {
+                assert_eq!(outcome.unwrap_err(), "Unsupported control request subtype: z");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_can_use_tool() {
+        let line = parse(
+            r#"{"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"touch x"},"tool_use_id":"toolu_1"}}"#,
+        );
+        let Incoming::ControlRequest {
+            request_id,
+            subtype,
+            request,
+        } = classify(&line)
+        else {
+            panic!("not a control request");
+        };
+        assert_eq!((request_id.as_str(), subtype.as_str()), ("r9", "can_use_tool"));
+        let allow = permission_allow(&request);
+        assert_eq!(allow["behavior"], "allow");
+        assert_eq!(allow["updatedInput"]["command"], "touch x");
+        assert_eq!(allow["toolUseID"], "toolu_1");
+        let deny = permission_deny(&request, "no");
+        assert_eq!((deny["behavior"].as_str(), deny["message"].as_str()), (Some("deny"), Some("no")));
+    }
+
+    #[test]
+    fn unknown_types_are_named() {
+        assert!(matches!(classify(&parse(r#"{"type":"mystery"}"#)), Incoming::Unknown(kind) if kind == "mystery"));
+        assert!(matches!(classify(&parse(r"{}")), Incoming::Unknown(kind) if kind.is_empty()));
+        assert!(matches!(classify(&parse(r"[1,2]")), Incoming::Unknown(_)));
+    }
+
+    #[test]
+    fn reads_result_lines() {
+        // Shape from the real CLI 2.1.332 (reference/claude-cli.md, Appendix B), trimmed.
+        let line = parse(
+            r#"{"type":"result","subtype":"success","is_error":false,"result":"pong","session_id":"s1","num_turns":2,"duration_ms":707,"total_cost_usd":0.000336,"usage":{"input_tokens":24},"terminal_reason":"completed","model_usage_since_last_result":{"m":{"costUSD":0.0001},"n":{"costUSD":0.00002}}}"#,
+        );
+        let result = result_line(&line);
+        assert_eq!(result.text.as_deref(), Some("pong"));
+        assert!(!result.is_error);
+        assert_eq!(result.subtype, "success");
+        assert_eq!(result.terminal_reason.as_deref(), Some("completed"));
+        assert_eq!(result.duration_ms, Some(707));
+        assert_eq!(result.num_turns, Some(2));
+        assert_eq!(result.total_cost_usd, Some(0.000_336));
+        assert!((result.cost_since_last_result.unwrap() - 0.00012).abs() < 1e-12);
+
+        let interrupted = parse(
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true,"terminal_reason":"aborted_streaming","errors":["[ede_diagnostic] x"]}"#,
+        );
+        let result = result_line(&interrupted);
+        assert!(result.is_error && result.text.is_none());
+        assert_eq!(result.errors.as_deref(), Some("[ede_diagnostic] x"));
+    }
+
+    #[test]
+    fn extracts_text_tools_and_results() {
+        let assistant = parse(
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"a"},{"type":"tool_use","name":"Bash","input":{"command":"ls"}},{"type":"text","text":"b"}]}}"#,
+        );
+        assert_eq!(assistant_text(&assistant).as_deref(), Some("ab"));
+        assert_eq!(tool_uses(&assistant), vec![("Bash".to_owned(), parse(r#"{"command":"ls"}"#))]);
+        let user = parse(
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"host says no","is_error":true},{"type":"tool_result","content":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}]}}"#,
+        );
+        assert_eq!(
+            tool_results(&user),
+            vec![("host says no".to_owned(), true), ("x\ny".to_owned(), false)]
+        );
+    }
+
+    #[test]
+    fn messages_are_single_ndjson_lines() {
+        let message = user_message("multi\nline \"quoted\"");
+        assert_eq!(message.iter().filter(|&&byte| byte == b'\n').count(), 1);
+        assert!(message.ends_with(b"\n"));
+        let value: Value = serde_json::from_slice(&message).unwrap();
+        assert_eq!(value["message"]["content"], "multi\nline \"quoted\"");
+        let request: Value = serde_json::from_slice(&control_request("r1", "interrupt")).unwrap();
+        assert_eq!(request["request"]["subtype"], "interrupt");
+        assert_eq!(request["request_id"], "r1");
+    }
+}

@@ -1,0 +1,145 @@
+//! The orphan guard: a small companion process (`iris guard`) that stops every agent process
+//! group Iris started if Iris itself dies without stopping them, even by `SIGKILL`.
+//!
+//! Why a process: the parent-death signal reaches only an agent's direct child (the `claude`
+//! process), not the tools it started, and a signal to a process that ignores `SIGTERM` is not
+//! enough. The guard holds the read end of a pipe whose write end only Iris holds; when Iris
+//! dies for any reason the kernel closes it, the guard reads end-of-file, and it signals every
+//! group still registered: `SIGTERM`, a grace period, then `SIGKILL`.
+//!
+//! Protocol on the guard's stdin, one line each: `+PGID` (watch) and `-PGID` (forget).
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::process;
+
+/// A handle to a running guard process. Cheap to clone; the guard exits (after stopping what
+/// is still registered) when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    updates: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Guard {
+    /// Starts `program guard --grace-ms N` (normally Iris's own executable).
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    pub fn start(program: &Path, grace: Duration) -> io::Result<Self> {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .arg("guard")
+            .arg(format!("--grace-ms={}", grace.as_millis()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Its own group: a Ctrl-C meant for Iris must not kill the guard first.
+            .process_group(0);
+        let mut child = command.spawn()?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("guard stdin was not piped"))?;
+        let (updates, mut pending) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(line) = pending.recv().await {
+                if let Err(error) = stdin.write_all(&line).await {
+                    tracing::error!(%error, "orphan guard is gone; agents will not be stopped if Iris is killed");
+                    break;
+                }
+            }
+            drop(stdin);
+            let _ = child.wait().await;
+        });
+        Ok(Self { updates })
+    }
+
+    /// Registers an agent's process group.
+    pub fn watch(&self, pgid: u32) {
+        let _ = self.updates.send(format!("+{pgid}\n").into_bytes());
+    }
+
+    /// Forgets a process group that was stopped and reaped.
+    pub fn forget(&self, pgid: u32) {
+        let _ = self.updates.send(format!("-{pgid}\n").into_bytes());
+    }
+}
+
+/// The guard process's main loop: reads registrations from stdin until end-of-file, then stops
+/// every registered group. Returns how many groups it had to stop.
+///
+/// # Errors
+/// A read error on stdin (the groups are stopped all the same).
+pub fn run(grace: Duration) -> io::Result<usize> {
+    let mut groups = BTreeSet::new();
+    let stdin = io::stdin();
+    let mut read_error = None;
+    for line in stdin.lock().lines() {
+        match line {
+            Ok(line) => apply(&mut groups, line.trim()),
+            Err(error) => {
+                read_error = Some(error);
+                break;
+            }
+        }
+    }
+    let stopped = stop_all(&groups, grace);
+    match read_error {
+        Some(error) => Err(error),
+        None => Ok(stopped),
+    }
+}
+
+fn apply(groups: &mut BTreeSet<u32>, line: &str) {
+    let (sign, number) = line.split_at(line.len().min(1));
+    let Ok(pgid) = number.parse::<u32>() else {
+        return;
+    };
+    match sign {
+        "+" => {
+            groups.insert(pgid);
+        }
+        "-" => {
+            groups.remove(&pgid);
+        }
+        _ => {}
+    }
+}
+
+fn stop_all(groups: &BTreeSet<u32>, grace: Duration) -> usize {
+    let alive: Vec<u32> = groups.iter().copied().filter(|&pgid| process::group_alive(pgid)).collect();
+    for &pgid in &alive {
+        process::signal_group(pgid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && alive.iter().any(|&pgid| process::group_alive(pgid)) {
+        // The groups are not our children: polling is the only way to see them go.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pgid in &alive {
+        process::signal_group(pgid, Signal::SIGKILL);
+    }
+    alive.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_add_and_remove() {
+        let mut groups = BTreeSet::new();
+        for line in ["+10", "+11", "-10", "junk", "+", "", "*3", "+12"] {
+            apply(&mut groups, line);
+        }
+        assert_eq!(groups.into_iter().collect::<Vec<_>>(), vec![11, 12]);
+    }
+}

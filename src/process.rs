@@ -1,0 +1,110 @@
+//! Child-process hygiene shared by everything that starts a process: each child leads its own
+//! process group and gets a parent-death signal; groups are signalled as a whole; orphaned
+//! group members are reaped.
+//!
+//! Invariant: a pid or pgid is only ever signalled by the owner that started it (the agent actor
+//! or the guard), never found by name.
+
+use std::io;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Makes this process a child subreaper, so that orphaned grandchildren of agents (tools the
+/// agent started) are re-parented to Iris, which reaps them, instead of to PID 1 (which, in
+/// some containers, never reaps and leaves zombies).
+///
+/// # Errors
+/// When the kernel refuses (not Linux, or no permission).
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// Configures `command` so that the child leads a new process group and receives `SIGTERM`
+/// when the thread that spawned it dies (for Iris: when Iris dies, since spawns happen on
+/// runtime worker threads that live as long as the process).
+pub fn configure_child(command: &mut tokio::process::Command) {
+    command.process_group(0);
+    let parent = std::process::id();
+    #[expect(
+        unsafe_code,
+        reason = "pre_exec is the only way to set PR_SET_PDEATHSIG in the child; the closure \
+                  only makes async-signal-safe syscalls (prctl, getppid)"
+    )]
+    // SAFETY: runs in the forked child before exec; prctl and getppid are async-signal-safe
+    // and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
+            // The parent may have died between fork and prctl: then no signal will ever come.
+            if nix::unistd::getppid().as_raw().cast_unsigned() != parent {
+                return Err(io::Error::other("parent exited before the child started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `signal` to every process of the group `pgid`. A group that no longer exists is
+/// success: the goal (nobody left to signal) holds.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return;
+    };
+    if raw <= 1 {
+        return; // never signal group 0 (our own) or 1
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(pgid, ?signal, %error, "signalling process group failed"),
+    }
+}
+
+/// Whether any process of group `pgid` is still alive (zombies excluded when they are ours to
+/// reap: call [`reap_group`] first).
+#[must_use]
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    raw > 1 && killpg(Pid::from_raw(raw), None).is_ok()
+}
+
+/// Reaps every already-exited child of ours in group `pgid` (grandchildren re-parented to us as
+/// subreaper) without blocking. Call only after the group leader itself has been reaped by
+/// its owner, so that no one else's exit status is taken.
+pub fn reap_group(pgid: u32) {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return;
+    };
+    if raw <= 1 {
+        return;
+    }
+    loop {
+        match waitpid(Pid::from_raw(-raw), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Kills what is left of group `pgid` once its leader is gone: `SIGKILL` to the group, then
+/// reaps what it can, waiting at most `wait` for members (ours to reap) to disappear.
+pub async fn kill_remaining(pgid: u32, wait: Duration) {
+    signal_group(pgid, Signal::SIGKILL);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        reap_group(pgid);
+        if !group_alive(pgid) || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        // Polling is the only portable way to wait for processes that are not our children;
+        // the back-off keeps it cheap, and this is off every hot path.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,183 @@
+//! Shared test support: configs that point teams at the fake agent, condition waits, and a
+//! process-table scan for leftover processes.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
+use iris::pool::{Pool, PoolEvent, PoolOptions};
+use tempfile::TempDir;
+
+pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
+pub const IRIS: &str = env!("CARGO_BIN_EXE_iris");
+
+/// A test world: a temp dir holding team directories, agent state, logs and IRIS_HOME.
+pub struct World {
+    pub dir: TempDir,
+    pub config: Config,
+    /// A unique token put in every agent's environment, to find its processes.
+    pub marker: String,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("iris-home");
+        std::fs::create_dir_all(&home).expect("iris home");
+        let mut config = Config::defaults(home);
+        config.settings.stop_grace_period = Duration::from_millis(500);
+        config.settings.spawn_timeout = Duration::from_secs(20);
+        let marker = format!("iris-test-{}", uuid::Uuid::new_v4());
+        Self { dir, config, marker }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Adds a team run by the fake agent, with extra environment knobs.
+    pub fn team(&mut self, name: &str, knobs: &[(&str, &str)]) -> &mut TeamConfig {
+        let path = self.dir.path().join("teams").join(name);
+        std::fs::create_dir_all(&path).expect("team dir");
+        let path = std::fs::canonicalize(path).expect("canonical");
+        let state = self.dir.path().join("agent-state").join(name);
+        std::fs::create_dir_all(&state).expect("state dir");
+        let mut env = BTreeMap::new();
+        env.insert("FAKE_AGENT_STATE_DIR".to_owned(), state.display().to_string());
+        env.insert("FAKE_AGENT_MARKER".to_owned(), self.marker.clone());
+        env.insert("FAKE_AGENT_LOG".to_owned(), self.log_path(name).display().to_string());
+        for (key, value) in knobs {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let team_name = TeamName::new(name).expect("team name");
+        let team = TeamConfig {
+            name: team_name.clone(),
+            path,
+            description: format!("test team {name}"),
+            claude_path: Some(FAKE_AGENT.to_owned()),
+            idle_timeout: None,
+            spawn_timeout: None,
+            model: None,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            append_system_prompt: None,
+            permission_mode: None,
+            grant_permission: GrantPermission::Yes,
+            env,
+            remote: None,
+            color: None,
+        };
+        self.config.teams.insert(team_name.clone(), team);
+        self.config.teams.get_mut(&team_name).expect("just inserted")
+    }
+
+    pub fn log_path(&self, team: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{team}.log"))
+    }
+
+    /// The fake agent's log for `team`: one JSON value per line.
+    pub fn log(&self, team: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log_path(team))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The argv of every process started for `team`, in order.
+    pub fn starts(&self, team: &str) -> Vec<Vec<String>> {
+        self.log(team)
+            .into_iter()
+            .filter(|entry| entry["event"] == "start")
+            .map(|entry| {
+                entry["argv"]
+                    .as_array()
+                    .map(|argv| argv.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    pub fn pool(&self) -> Pool {
+        Pool::new(Arc::new(self.config.clone()), PoolOptions::default())
+    }
+
+    /// Pids of live (non-zombie) processes carrying this world's marker.
+    pub fn live_processes(&self) -> Vec<u32> {
+        processes_with_marker(&self.marker, false)
+    }
+}
+
+/// Processes whose environment holds `marker`; zombies are included only if asked.
+pub fn processes_with_marker(marker: &str, include_zombies: bool) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let has_marker = environ
+            .split(|&byte| byte == 0)
+            .any(|var| var == format!("FAKE_AGENT_MARKER={marker}").as_bytes());
+        // A zombie's environ is empty; recognise our zombies by their parent's children list
+        // instead: the caller reaps them (subreaper) before asking.
+        if has_marker && (!zombie || include_zombies) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Polls `condition` until it holds, failing the test after a generous deadline. The
+/// deadline only bounds a broken test; passing never depends on timing.
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(2);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Receives events until one matches.
+pub async fn wait_event(
+    events: &mut tokio::sync::broadcast::Receiver<PoolEvent>,
+    what: &str,
+    mut matches: impl FnMut(&PoolEvent) -> bool,
+) -> PoolEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if matches(&event) => return event,
+            Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(error)) => panic!("event channel closed while waiting for {what}: {error}"),
+            Err(_) => panic!("timed out waiting for event: {what}"),
+        }
+    }
+}
+
+/// Reaps any exited children of this (subreaper) test process.
+pub fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+pub fn assert_contains(haystack: &str, needle: &str) {
+    assert!(haystack.contains(needle), "expected {needle:?} in {haystack:?}");
+}
