@@ -91,7 +91,7 @@ async fn queue_bound_gives_a_clear_error() {
     let pool = world.pool();
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.submit(&pair, "[[hang]]".to_owned()).unwrap();
+    let running = pool.submit(&pair, "[[slow:600000]]".to_owned()).unwrap();
     wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
     let _one = pool.submit(&pair, "a".to_owned()).unwrap();
     let _two = pool.submit(&pair, "b".to_owned()).unwrap();
@@ -190,7 +190,7 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
     let busy = pool.pair("x", "busy").unwrap();
     let other = pool.pair("x", "other").unwrap();
     let mut events = pool.subscribe();
-    let hanging = pool.submit(&busy, "[[hang]]".to_owned()).unwrap();
+    let hanging = pool.submit(&busy, "[[slow:600000]]".to_owned()).unwrap();
     wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
     let error = pool.send(&other, "hi".to_owned()).await.unwrap_err();
     assert!(matches!(error, PoolError::Saturated { busy: 1, max: 1, .. }), "{error:?}");
@@ -245,8 +245,16 @@ async fn crash_at_a_given_turn_and_garbage_output_are_survived() {
     })
     .await;
     assert!(pool.send(&pair, "two".to_owned()).await.is_err());
-    let huge = pool.send(&pair, "[[huge:1000000]] three".to_owned()).await.unwrap();
-    assert_eq!(huge.result.answer, "fake answer #2: [[huge:1000000]] three");
+    // The crash is counted per process: the respawned one answers its first turn.
+    let after = pool.send(&pair, "three".to_owned()).await.unwrap();
+    assert_eq!(after.result.answer, "fake answer #2: three");
+
+    world.team("plain", &[]);
+    let pool = world.pool();
+    let pair = pool.pair("frontend", "plain").unwrap();
+    let mut events = pool.subscribe();
+    let huge = pool.send(&pair, "[[huge:1000000]] big".to_owned()).await.unwrap();
+    assert_eq!(huge.result.answer, "fake answer #1: [[huge:1000000]] big");
     wait_event(&mut events, "skipped long line", |event| {
         matches!(event, PoolEvent::Agent { event: iris::agent::AgentEvent::Skipped { reason }, .. } if reason.contains("exceeds maxLineBytes"))
     })
@@ -265,15 +273,15 @@ async fn silent_turn_times_out_and_the_process_recovers_or_is_replaced() {
     let pair = pool.pair("frontend", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
 
-    // A hang that still answers control requests: the interrupt brings it back.
-    let error = pool.send(&pair, "[[hang]]".to_owned()).await.unwrap_err();
+    // A silent turn that an interrupt can end: the process recovers and is kept.
+    let error = pool.send(&pair, "[[slow:600000]]".to_owned()).await.unwrap_err();
     assert!(matches!(error, PoolError::Turn { source: TurnError::TimedOut { .. }, .. }), "{error:?}");
     assert_contains(&error.to_string(), "responseTimeout");
     let after = pool.send(&pair, "two".to_owned()).await.unwrap();
     assert_eq!(after.pid, first.pid);
 
-    // A deaf hang: the process is killed and the next message gets a new one.
-    let error = pool.send(&pair, "[[hang:deaf]]".to_owned()).await.unwrap_err();
+    // A hang that ignores the interrupt: the process is killed and replaced.
+    let error = pool.send(&pair, "[[hang]]".to_owned()).await.unwrap_err();
     assert!(matches!(error, PoolError::Turn { source: TurnError::TimedOut { .. }, .. }), "{error:?}");
     let replaced = pool.send(&pair, "three".to_owned()).await.unwrap();
     assert_ne!(replaced.pid, first.pid);
@@ -396,12 +404,17 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     world.config.settings.stop_grace_period = Duration::from_millis(200);
     let pool = world.pool();
     let pair = pool.pair("x", "stubborn").unwrap();
-    pool.send(&pair, "hi".to_owned()).await.unwrap();
     let grandchild = pool.send(&pair, "[[grandchild]]".to_owned()).await.unwrap();
     assert!(!grandchild.result.is_error);
     wait_for("agent and grandchildren running", || world.live_processes().len() >= 4).await;
+    // A turn that ignores stdin close and interrupts, in a process that ignores SIGTERM:
+    // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
+    let hanging = pool.submit(&pair, "[[hang]]".to_owned()).unwrap();
+    wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
     assert!(pool.sleep(&pair).await);
+    let error = hanging.outcome().await.unwrap_err();
+    assert!(matches!(&error, PoolError::Turn { source: TurnError::Exited { exit, .. }, .. } if exit.requested), "{error:?}");
     let exited = wait_event(&mut events, "exit", |event| matches!(event, PoolEvent::Exited { .. })).await;
     let PoolEvent::Exited { reason, status, .. } = exited else { unreachable!() };
     assert_eq!(reason, "requested");

@@ -579,6 +579,14 @@ fn control_request(sh: &Shared, v: &Value) {
     let id = v.get("request_id").cloned().unwrap_or(Value::Null);
     let req = v.get("request").cloned().unwrap_or(Value::Null);
     let subtype = req.get("subtype").and_then(Value::as_str).unwrap_or("");
+    if subtype == "initialize"
+        && let Some(gate) = env_set("FAKE_AGENT_INIT_WAIT_FILE")
+    {
+        // A barrier for tests: hold the answer until the file exists.
+        while !std::path::Path::new(&gate).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     let mut st = sh.lock();
     match subtype {
         "initialize" => {
