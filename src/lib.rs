@@ -1,1 +1,3 @@
 //! Iris: a hub that lets Claude Code agents of different projects ask and tell each other.
+
+pub mod config;
