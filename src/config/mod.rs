@@ -10,8 +10,12 @@
 
 mod load;
 mod name;
+#[cfg(test)]
+mod tests;
 
-pub use load::{ConfigError, ConfigWarning, load, load_from_path, load_from_str};
+pub use load::{
+    ConfigError, ConfigWarning, Position, Problem, load, load_from_path, load_from_str,
+};
 pub use name::{NameError, TeamName};
 
 use std::collections::BTreeMap;
@@ -56,13 +60,19 @@ impl Config {
     /// The team called `name`, if configured.
     #[must_use]
     pub fn team(&self, name: &str) -> Option<&TeamConfig> {
-        self.teams.iter().find(|(key, _)| key.as_str() == name).map(|(_, team)| team)
+        self.teams
+            .iter()
+            .find(|(key, _)| key.as_str() == name)
+            .map(|(_, team)| team)
     }
 
     /// Names of all configured teams, for error messages that list them.
     #[must_use]
     pub fn team_names(&self) -> Vec<String> {
-        self.teams.keys().map(|name| name.as_str().to_owned()).collect()
+        self.teams
+            .keys()
+            .map(|name| name.as_str().to_owned())
+            .collect()
     }
 }
 
@@ -179,7 +189,7 @@ pub struct TeamConfig {
     pub disallowed_tools: Vec<String>,
     /// `appendSystemPrompt`: passed as `--append-system-prompt=<text>`.
     pub append_system_prompt: Option<String>,
-    /// `permissionMode`: one of `default`, `acceptEdits`, `plan`, `dontAsk`, `bypassPermissions`, `manual`.
+    /// `permissionMode`: one of `default`, `acceptEdits`, `plan`, `dontAsk`, `bypassPermissions`, `manual`, `auto`.
     pub permission_mode: Option<String>,
     /// `grantPermission`: default `ask`.
     pub grant_permission: GrantPermission,
