@@ -26,9 +26,19 @@ struct Sizes {
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let sizes = if quick {
-        Sizes { warm_turns: 500, throughput_turns: 2000, spawns: 30, cycles: 500 }
+        Sizes {
+            warm_turns: 500,
+            throughput_turns: 2000,
+            spawns: 30,
+            cycles: 500,
+        }
     } else {
-        Sizes { warm_turns: 5000, throughput_turns: 20_000, spawns: 200, cycles: 10_000 }
+        Sizes {
+            warm_turns: 5000,
+            throughput_turns: 20_000,
+            spawns: 200,
+            cycles: 10_000,
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -41,13 +51,29 @@ fn main() {
 async fn run(sizes: &Sizes) {
     let dir = tempfile::tempdir().expect("tempdir");
     println!("## Pool benchmark (fake agent answering at once)\n");
-    println!("machine: {} cores; fake agent: {FAKE_AGENT}\n", std::thread::available_parallelism().map_or(0, usize::from));
+    println!(
+        "machine: {} cores; fake agent: {FAKE_AGENT}\n",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
 
     let (direct, pooled) = warm_turn_latency(dir.path(), sizes.warm_turns).await;
-    println!("| warm turn ({} turns, one pair) | p50 | p99 | mean |", sizes.warm_turns);
+    println!(
+        "| warm turn ({} turns, one pair) | p50 | p99 | mean |",
+        sizes.warm_turns
+    );
     println!("|---|---|---|---|");
-    println!("| driver only (`Agent::turn`) | {} | {} | {} |", us(percentile(&direct, 50.0)), us(percentile(&direct, 99.0)), us(mean(&direct)));
-    println!("| through the pool (`Pool::send`) | {} | {} | {} |", us(percentile(&pooled, 50.0)), us(percentile(&pooled, 99.0)), us(mean(&pooled)));
+    println!(
+        "| driver only (`Agent::turn`) | {} | {} | {} |",
+        us(percentile(&direct, 50.0)),
+        us(percentile(&direct, 99.0)),
+        us(mean(&direct))
+    );
+    println!(
+        "| through the pool (`Pool::send`) | {} | {} | {} |",
+        us(percentile(&pooled, 50.0)),
+        us(percentile(&pooled, 99.0)),
+        us(mean(&pooled))
+    );
     println!(
         "| pool overhead (difference) | {} | | {} |\n",
         us(percentile(&pooled, 50.0).saturating_sub(percentile(&direct, 50.0))),
@@ -58,21 +84,38 @@ async fn run(sizes: &Sizes) {
     println!("|---|---|---|---|");
     for pairs in [1, 8, 64] {
         let (turns, elapsed) = throughput(dir.path(), pairs, sizes.throughput_turns).await;
-        println!("| {pairs} | {turns} | {:.2} | {:.0} |", elapsed.as_secs_f64(), turns as f64 / elapsed.as_secs_f64());
+        println!(
+            "| {pairs} | {turns} | {:.2} | {:.0} |",
+            elapsed.as_secs_f64(),
+            turns as f64 / elapsed.as_secs_f64()
+        );
     }
 
     let ready = spawn_to_ready(dir.path(), sizes.spawns).await;
     println!("\n| spawn to ready ({} spawns) | p50 | p99 |", sizes.spawns);
     println!("|---|---|---|");
-    println!("| `initialize` answered | {} | {} |\n", us(percentile(&ready, 50.0)), us(percentile(&ready, 99.0)));
+    println!(
+        "| `initialize` answered | {} | {} |\n",
+        us(percentile(&ready, 50.0)),
+        us(percentile(&ready, 99.0))
+    );
 
     let churn = spawn_evict_cycles(dir.path(), sizes.cycles).await;
     println!("| spawn/evict cycles | {} |", sizes.cycles);
     println!("|---|---|");
     println!("| seconds | {:.1} |", churn.elapsed.as_secs_f64());
-    println!("| RSS before / after warm-up / after | {} / {} / {} KiB |", churn.rss_start, churn.rss_warm, churn.rss_end);
-    println!("| open fds before / after | {} / {} |", churn.fds_before, churn.fds_after);
-    println!("| live agent processes after shutdown | {} |", churn.leftover);
+    println!(
+        "| RSS before / after warm-up / after | {} / {} / {} KiB |",
+        churn.rss_start, churn.rss_warm, churn.rss_end
+    );
+    println!(
+        "| open fds before / after | {} / {} |",
+        churn.fds_before, churn.fds_after
+    );
+    println!(
+        "| live agent processes after shutdown | {} |",
+        churn.leftover
+    );
 }
 
 fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
@@ -87,7 +130,10 @@ fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
         let state = root.join("state").join(uuid::Uuid::new_v4().to_string());
         std::fs::create_dir_all(&state).expect("state dir");
         let mut env = BTreeMap::new();
-        env.insert("FAKE_AGENT_STATE_DIR".to_owned(), state.display().to_string());
+        env.insert(
+            "FAKE_AGENT_STATE_DIR".to_owned(),
+            state.display().to_string(),
+        );
         config.teams.insert(
             name.clone(),
             TeamConfig {
@@ -118,7 +164,14 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
     let pool = Pool::new(Arc::new(config.clone()), PoolOptions::default());
     let pair = pool.pair("bench", team.name.as_str()).expect("pair");
 
-    let spec = agent_spec(&config, &team, &pair, uuid::Uuid::new_v4(), SessionMode::New, 0.0);
+    let spec = agent_spec(
+        &config,
+        &team,
+        &pair,
+        uuid::Uuid::new_v4(),
+        SessionMode::New,
+        0.0,
+    );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});
     let agent = Agent::spawn(spec, sink, None).await.expect("spawn");
     let mut direct = Vec::with_capacity(turns);
@@ -214,12 +267,17 @@ async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
     let fds_before = open_fds();
     let rss_start = rss_kib();
     let pool = Pool::new(Arc::new(config), PoolOptions::default());
-    let pairs: Vec<_> = (0..4).map(|index| pool.pair("bench", &format!("team{index}")).expect("pair")).collect();
+    let pairs: Vec<_> = (0..4)
+        .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
+        .collect();
     let started = Instant::now();
     let mut rss_warm = 0;
     let mut pids = std::collections::BTreeSet::new();
     for cycle in 0..cycles {
-        let outcome = pool.send(&pairs[cycle % 4], "ping".to_owned()).await.expect("send");
+        let outcome = pool
+            .send(&pairs[cycle % 4], "ping".to_owned())
+            .await
+            .expect("send");
         pids.insert(outcome.pid);
         if cycle == cycles / 10 {
             rss_warm = rss_kib();
@@ -228,7 +286,10 @@ async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
     let elapsed = started.elapsed();
     pool.shutdown().await;
     drop(pool);
-    let leftover = pids.iter().filter(|pid| Path::new(&format!("/proc/{pid}")).exists()).count();
+    let leftover = pids
+        .iter()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .count();
     Churn {
         elapsed,
         rss_start,

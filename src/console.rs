@@ -65,7 +65,11 @@ enum Request {
 ///
 /// # Errors
 /// Reading stdin or writing stdout failed.
-pub async fn run(pool: Pool, with_events: bool, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    pool: Pool,
+    with_events: bool,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -89,7 +93,8 @@ pub async fn run(pool: Pool, with_events: bool, shutdown: CancellationToken) -> 
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        let _ = out.send(json!({ "event": { "type": "lagged", "missed": missed } }));
+                        let _ =
+                            out.send(json!({ "event": { "type": "lagged", "missed": missed } }));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -148,7 +153,12 @@ pub async fn run(pool: Pool, with_events: bool, shutdown: CancellationToken) -> 
 
 async fn handle(pool: &Pool, request: Request) -> Value {
     match request {
-        Request::Send { id, from, to, message } => {
+        Request::Send {
+            id,
+            from,
+            to,
+            message,
+        } => {
             let outcome = match pool.pair(&from, &to) {
                 Ok(pair) => pool.send(&pair, message).await,
                 Err(error) => Err(error),
@@ -182,7 +192,9 @@ async fn handle(pool: &Pool, request: Request) -> Value {
                 .into_iter()
                 .map(|(pair, result)| match result {
                     Ok(pid) => json!({"team": pair.target, "ok": true, "pid": pid}),
-                    Err(error) => json!({"team": pair.target, "ok": false, "error": error.to_string()}),
+                    Err(error) => {
+                        json!({"team": pair.target, "ok": false, "error": error.to_string()})
+                    }
                 })
                 .collect();
             json!({"id": id, "ok": true, "teams": teams})

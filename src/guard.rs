@@ -115,7 +115,11 @@ fn apply(groups: &mut BTreeSet<u32>, line: &str) {
 }
 
 fn stop_all(groups: &BTreeSet<u32>, grace: Duration) -> usize {
-    let alive: Vec<u32> = groups.iter().copied().filter(|&pgid| process::group_alive(pgid)).collect();
+    let alive: Vec<u32> = groups
+        .iter()
+        .copied()
+        .filter(|&pgid| process::group_alive(pgid))
+        .collect();
     for &pgid in &alive {
         process::signal_group(pgid, Signal::SIGTERM);
     }

@@ -1,4 +1,8 @@
 //! Black-box tests of the agent driver and the pool, with real processes (the fake agent).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 mod common;
 
@@ -37,8 +41,18 @@ async fn first_turn_spawns_then_turns_are_warm() {
     assert_eq!(starts.len(), 1);
     let session_flag = format!("--session-id={}", first.session_id);
     assert!(starts[0].contains(&session_flag), "argv {:?}", starts[0]);
-    for flag in ["--print", "--verbose", "--input-format=stream-json", "--output-format=stream-json", "--permission-prompt-tool=stdio"] {
-        assert!(starts[0].iter().any(|arg| arg == flag), "missing {flag} in {:?}", starts[0]);
+    for flag in [
+        "--print",
+        "--verbose",
+        "--input-format=stream-json",
+        "--output-format=stream-json",
+        "--permission-prompt-tool=stdio",
+    ] {
+        assert!(
+            starts[0].iter().any(|arg| arg == flag),
+            "missing {flag} in {:?}",
+            starts[0]
+        );
     }
     let stdin: Vec<serde_json::Value> = world
         .log("backend")
@@ -48,7 +62,10 @@ async fn first_turn_spawns_then_turns_are_warm() {
         .collect();
     assert_eq!(stdin[0]["type"], "control_request");
     assert_eq!(stdin[0]["request"]["subtype"], "initialize");
-    assert_eq!(stdin.iter().filter(|line| line["type"] == "user").count(), 2);
+    assert_eq!(
+        stdin.iter().filter(|line| line["type"] == "user").count(),
+        2
+    );
 
     let status = pool.status();
     assert_eq!(status.live, 1);
@@ -75,7 +92,10 @@ async fn concurrent_messages_to_one_pair_share_one_spawn_and_keep_order() {
     let mut pids = std::collections::BTreeSet::new();
     for (index, ticket) in tickets.into_iter().enumerate() {
         let outcome = ticket.outcome().await.unwrap();
-        assert_eq!(outcome.result.answer, format!("fake answer #{}: m{index}", index + 1));
+        assert_eq!(
+            outcome.result.answer,
+            format!("fake answer #{}: m{index}", index + 1)
+        );
         pids.insert(outcome.pid);
     }
     assert_eq!(pids.len(), 1);
@@ -92,14 +112,20 @@ async fn queue_bound_gives_a_clear_error() {
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
     let running = pool.submit(&pair, "[[slow:600000]]".to_owned()).unwrap();
-    wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
+    wait_event(&mut events, "turn started", |event| {
+        matches!(event, PoolEvent::TurnStarted { .. })
+    })
+    .await;
     let _one = pool.submit(&pair, "a".to_owned()).unwrap();
     let _two = pool.submit(&pair, "b".to_owned()).unwrap();
     let Err(error) = pool.submit(&pair, "c".to_owned()) else {
         panic!("third queued message accepted");
     };
     assert!(matches!(error, PoolError::QueueFull { limit: 2, .. }));
-    assert_contains(&error.to_string(), "queue for frontend->backend is full (2 messages waiting");
+    assert_contains(
+        &error.to_string(),
+        "queue for frontend->backend is full (2 messages waiting",
+    );
     assert!(pool.interrupt(&pair).await);
     let interrupted = running.outcome().await.unwrap();
     assert!(interrupted.result.interrupted && interrupted.result.is_error);
@@ -165,8 +191,13 @@ async fn full_pool_evicts_the_least_recently_used_idle_process() {
     pool.send(&pair_a, "2".to_owned()).await.unwrap(); // a is now the most recently used
     let mut events = pool.subscribe();
     pool.send(&pair_c, "1".to_owned()).await.unwrap();
-    let evicted = wait_event(&mut events, "eviction", |event| matches!(event, PoolEvent::Evicted { .. })).await;
-    let PoolEvent::Evicted { pair, for_pair, .. } = evicted else { unreachable!() };
+    let evicted = wait_event(&mut events, "eviction", |event| {
+        matches!(event, PoolEvent::Evicted { .. })
+    })
+    .await;
+    let PoolEvent::Evicted { pair, for_pair, .. } = evicted else {
+        unreachable!()
+    };
     assert_eq!(pair, pair_b);
     assert_eq!(for_pair, pair_c);
     let again = pool.send(&pair_a, "3".to_owned()).await.unwrap();
@@ -191,15 +222,35 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
     let other = pool.pair("x", "other").unwrap();
     let mut events = pool.subscribe();
     let hanging = pool.submit(&busy, "[[slow:600000]]".to_owned()).unwrap();
-    wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
+    wait_event(&mut events, "turn started", |event| {
+        matches!(event, PoolEvent::TurnStarted { .. })
+    })
+    .await;
     let error = pool.send(&other, "hi".to_owned()).await.unwrap_err();
-    assert!(matches!(error, PoolError::Saturated { busy: 1, max: 1, .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            PoolError::Saturated {
+                busy: 1,
+                max: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_contains(&error.to_string(), "pool saturated (1/1 busy)");
     // The busy turn was not disturbed.
     assert!(pool.interrupt(&busy).await);
     assert!(hanging.outcome().await.unwrap().result.interrupted);
     // Now the idle process can be evicted for the other pair.
-    assert_eq!(pool.send(&other, "hi".to_owned()).await.unwrap().result.answer, "fake answer #1: hi");
+    assert_eq!(
+        pool.send(&other, "hi".to_owned())
+            .await
+            .unwrap()
+            .result
+            .answer,
+        "fake answer #1: hi"
+    );
     pool.shutdown().await;
 }
 
@@ -210,8 +261,15 @@ async fn crash_mid_turn_fails_at_once_and_the_next_message_resumes() {
     let pool = world.pool();
     let pair = pool.pair("frontend", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
-    let error = pool.send(&pair, "[[stderr:about to crash]] [[crash]]".to_owned()).await.unwrap_err();
-    let PoolError::Turn { source: TurnError::Exited { exit, .. }, .. } = &error else {
+    let error = pool
+        .send(&pair, "[[stderr:about to crash]] [[crash]]".to_owned())
+        .await
+        .unwrap_err();
+    let PoolError::Turn {
+        source: TurnError::Exited { exit, .. },
+        ..
+    } = &error
+    else {
         panic!("unexpected {error:?}");
     };
     assert_eq!(exit.code, Some(3));
@@ -226,7 +284,11 @@ async fn crash_mid_turn_fails_at_once_and_the_next_message_resumes() {
     assert_eq!(next.session_id, first.session_id);
     assert_eq!(next.result.answer, "fake answer #2: two");
     let starts = world.starts("backend");
-    assert!(starts[1].contains(&format!("--resume={}", first.session_id)), "{:?}", starts[1]);
+    assert!(
+        starts[1].contains(&format!("--resume={}", first.session_id)),
+        "{:?}",
+        starts[1]
+    );
     pool.shutdown().await;
 }
 
@@ -238,7 +300,10 @@ async fn crash_at_a_given_turn_and_garbage_output_are_survived() {
     let pool = world.pool();
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let first = pool.send(&pair, "[[garbage]] one".to_owned()).await.unwrap();
+    let first = pool
+        .send(&pair, "[[garbage]] one".to_owned())
+        .await
+        .unwrap();
     assert_eq!(first.result.answer, "fake answer #1: [[garbage]] one");
     wait_event(&mut events, "skipped garbage", |event| {
         matches!(event, PoolEvent::Agent { event: iris::agent::AgentEvent::Skipped { reason }, .. } if reason.contains("not JSON"))
@@ -253,13 +318,19 @@ async fn crash_at_a_given_turn_and_garbage_output_are_survived() {
     let pool = world.pool();
     let pair = pool.pair("frontend", "plain").unwrap();
     let mut events = pool.subscribe();
-    let huge = pool.send(&pair, "[[huge:1000000]] big".to_owned()).await.unwrap();
+    let huge = pool
+        .send(&pair, "[[huge:1000000]] big".to_owned())
+        .await
+        .unwrap();
     assert_eq!(huge.result.answer, "fake answer #1: [[huge:1000000]] big");
     wait_event(&mut events, "skipped long line", |event| {
         matches!(event, PoolEvent::Agent { event: iris::agent::AgentEvent::Skipped { reason }, .. } if reason.contains("exceeds maxLineBytes"))
     })
     .await;
-    let split = pool.send(&pair, "[[split]] [[answer:héllo ✓]]".to_owned()).await.unwrap();
+    let split = pool
+        .send(&pair, "[[split]] [[answer:héllo ✓]]".to_owned())
+        .await
+        .unwrap();
     assert_eq!(split.result.answer, "héllo ✓");
     pool.shutdown().await;
 }
@@ -274,15 +345,36 @@ async fn silent_turn_times_out_and_the_process_recovers_or_is_replaced() {
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
 
     // A silent turn that an interrupt can end: the process recovers and is kept.
-    let error = pool.send(&pair, "[[slow:600000]]".to_owned()).await.unwrap_err();
-    assert!(matches!(error, PoolError::Turn { source: TurnError::TimedOut { .. }, .. }), "{error:?}");
+    let error = pool
+        .send(&pair, "[[slow:600000]]".to_owned())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            PoolError::Turn {
+                source: TurnError::TimedOut { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_contains(&error.to_string(), "responseTimeout");
     let after = pool.send(&pair, "two".to_owned()).await.unwrap();
     assert_eq!(after.pid, first.pid);
 
     // A hang that ignores the interrupt: the process is killed and replaced.
     let error = pool.send(&pair, "[[hang]]".to_owned()).await.unwrap_err();
-    assert!(matches!(error, PoolError::Turn { source: TurnError::TimedOut { .. }, .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            PoolError::Turn {
+                source: TurnError::TimedOut { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     let replaced = pool.send(&pair, "three".to_owned()).await.unwrap();
     assert_ne!(replaced.pid, first.pid);
     assert_eq!(replaced.session_id, first.session_id);
@@ -298,13 +390,19 @@ async fn interrupt_ends_the_turn_and_keeps_the_process() {
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
     let slow = pool.submit(&pair, "[[slow:60000]]".to_owned()).unwrap();
-    wait_event(&mut events, "turn output", |event| matches!(event, PoolEvent::Agent { .. })).await;
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
+    })
+    .await;
     assert!(pool.interrupt(&pair).await);
     let outcome = slow.outcome().await.unwrap();
     assert!(outcome.result.interrupted);
     assert!(outcome.result.is_error);
     assert_eq!(outcome.result.subtype, "error_during_execution");
-    assert_eq!(outcome.result.terminal_reason.as_deref(), Some("aborted_streaming"));
+    assert_eq!(
+        outcome.result.terminal_reason.as_deref(),
+        Some("aborted_streaming")
+    );
     assert!(!pool.interrupt(&pair).await, "nothing is running now");
     let next = pool.send(&pair, "next".to_owned()).await.unwrap();
     assert_eq!(next.pid, outcome.pid);
@@ -319,9 +417,12 @@ async fn spawn_failures_are_immediate_and_clear() {
     world.team("missing", &[]).claude_path = Some("/nonexistent/bin/claude".to_owned());
     world.team("not-on-path", &[]).claude_path = Some("iris-no-such-claude-binary".to_owned());
     world.team("gone-dir", &[]);
-    world.team("mute", &[("FAKE_AGENT_NO_INIT", "1")]).spawn_timeout = Some(Duration::from_millis(300));
-    world.team("slow-start", &[("FAKE_AGENT_SPAWN_DELAY_MS", "60000")]).spawn_timeout =
-        Some(Duration::from_millis(300));
+    world
+        .team("mute", &[("FAKE_AGENT_NO_INIT", "1")])
+        .spawn_timeout = Some(Duration::from_millis(300));
+    world
+        .team("slow-start", &[("FAKE_AGENT_SPAWN_DELAY_MS", "60000")])
+        .spawn_timeout = Some(Duration::from_millis(300));
     std::fs::remove_dir(world.path().join("teams").join("gone-dir")).unwrap();
     let pool = world.pool();
     let send = |team: &'static str| {
@@ -336,27 +437,44 @@ async fn spawn_failures_are_immediate_and_clear() {
     };
 
     let error = send("early-exit").await;
-    let SpawnError::ExitedEarly { exit, .. } = &error else { panic!("{error:?}") };
+    let SpawnError::ExitedEarly { exit, .. } = &error else {
+        panic!("{error:?}")
+    };
     assert_eq!(exit.code, Some(7));
     assert_contains(&exit.stderr_tail, "exiting at start");
 
     let error = send("missing").await;
-    assert!(matches!(error, SpawnError::MissingBinary { .. }), "{error:?}");
+    assert!(
+        matches!(error, SpawnError::MissingBinary { .. }),
+        "{error:?}"
+    );
     assert_contains(&error.to_string(), "teams.missing.claudePath");
     let error = send("not-on-path").await;
-    assert!(matches!(error, SpawnError::MissingBinary { .. }), "{error:?}");
+    assert!(
+        matches!(error, SpawnError::MissingBinary { .. }),
+        "{error:?}"
+    );
     assert_contains(&error.to_string(), "iris-no-such-claude-binary");
 
     let error = send("gone-dir").await;
-    assert!(matches!(error, SpawnError::BadDirectory { .. }), "{error:?}");
+    assert!(
+        matches!(error, SpawnError::BadDirectory { .. }),
+        "{error:?}"
+    );
 
     for team in ["mute", "slow-start"] {
         let error = send(team).await;
-        assert!(matches!(error, SpawnError::Timeout { .. }), "{team}: {error:?}");
+        assert!(
+            matches!(error, SpawnError::Timeout { .. }),
+            "{team}: {error:?}"
+        );
         assert_contains(&error.to_string(), "spawnTimeout");
     }
     assert_eq!(pool.status().live, 0);
-    assert!(world.live_processes().is_empty(), "a failed spawn left a process behind");
+    assert!(
+        world.live_processes().is_empty(),
+        "a failed spawn left a process behind"
+    );
     pool.shutdown().await;
 }
 
@@ -372,13 +490,22 @@ async fn permissions_follow_grant_permission() {
         let text = r#"[[tool:Bash:{"command":"touch made-by-tool"}]]"#.to_owned();
         let outcome = pool.send(&pair, text).await.unwrap();
         let file = world.path().join("teams").join(team).join("made-by-tool");
-        assert_eq!(file.exists(), allowed, "{team}: file exists = {}", file.exists());
+        assert_eq!(
+            file.exists(),
+            allowed,
+            "{team}: file exists = {}",
+            file.exists()
+        );
         let decision = outcome
             .result
             .transcript
             .iter()
             .find_map(|entry| match entry {
-                TranscriptEntry::Permission { tool, allowed, reason } => Some((tool.clone(), *allowed, reason.clone())),
+                TranscriptEntry::Permission {
+                    tool,
+                    allowed,
+                    reason,
+                } => Some((tool.clone(), *allowed, reason.clone())),
                 _ => None,
             })
             .expect("permission decision in transcript");
@@ -391,7 +518,11 @@ async fn permissions_follow_grant_permission() {
             assert_contains(&reason, &format!("grantPermission: {team}"));
             assert_contains(&outcome.result.answer, "denied");
         }
-        assert!(outcome.result.transcript.iter().any(|entry| matches!(entry, TranscriptEntry::ToolUse { name, .. } if name == "Bash")));
+        assert!(
+            outcome.result.transcript.iter().any(
+                |entry| matches!(entry, TranscriptEntry::ToolUse { name, .. } if name == "Bash")
+            )
+        );
     }
     pool.shutdown().await;
 }
@@ -400,27 +531,49 @@ async fn permissions_follow_grant_permission() {
 async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     iris::process::become_subreaper().unwrap();
     let mut world = World::new();
-    world.team("stubborn", &[("FAKE_AGENT_IGNORE_SIGTERM", "1"), ("FAKE_AGENT_GRANDCHILDREN", "2")]);
+    world.team(
+        "stubborn",
+        &[
+            ("FAKE_AGENT_IGNORE_SIGTERM", "1"),
+            ("FAKE_AGENT_GRANDCHILDREN", "2"),
+        ],
+    );
     world.config.settings.stop_grace_period = Duration::from_millis(200);
     let pool = world.pool();
     let pair = pool.pair("x", "stubborn").unwrap();
     let grandchild = pool.send(&pair, "[[grandchild]]".to_owned()).await.unwrap();
     assert!(!grandchild.result.is_error);
-    wait_for("agent and grandchildren running", || world.live_processes().len() >= 4).await;
+    wait_for("agent and grandchildren running", || {
+        world.live_processes().len() >= 4
+    })
+    .await;
     // A turn that ignores stdin close and interrupts, in a process that ignores SIGTERM:
     // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
     let hanging = pool.submit(&pair, "[[hang]]".to_owned()).unwrap();
-    wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
+    wait_event(&mut events, "turn started", |event| {
+        matches!(event, PoolEvent::TurnStarted { .. })
+    })
+    .await;
     assert!(pool.sleep(&pair).await);
     let error = hanging.outcome().await.unwrap_err();
-    assert!(matches!(&error, PoolError::Turn { source: TurnError::Exited { exit, .. }, .. } if exit.requested), "{error:?}");
-    let exited = wait_event(&mut events, "exit", |event| matches!(event, PoolEvent::Exited { .. })).await;
-    let PoolEvent::Exited { reason, status, .. } = exited else { unreachable!() };
+    assert!(
+        matches!(&error, PoolError::Turn { source: TurnError::Exited { exit, .. }, .. } if exit.requested),
+        "{error:?}"
+    );
+    let exited = wait_event(&mut events, "exit", |event| {
+        matches!(event, PoolEvent::Exited { .. })
+    })
+    .await;
+    let PoolEvent::Exited { reason, status, .. } = exited else {
+        unreachable!()
+    };
     assert_eq!(reason, "requested");
     assert_contains(&status, "SIGKILL");
-    // No process of the group is left, not even as a zombie (we are their subreaper).
-    assert!(common::processes_with_marker(&world.marker, true).is_empty());
+    // No process of the group is left, not even as a zombie (we are their subreaper, and
+    // the agent reaps the group).
+    assert!(world.live_processes().is_empty());
+    assert_eq!(common::zombie_children(), Vec::<u32>::new());
     pool.shutdown().await;
 }
 
@@ -433,9 +586,22 @@ async fn dead_idle_process_is_removed_at_once_and_idle_timeout_stops_processes()
     let pair = pool.pair("x", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.pid.cast_signed()), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let exited = wait_event(&mut events, "crash noticed", |event| matches!(event, PoolEvent::Exited { .. })).await;
-    assert!(matches!(exited, PoolEvent::Exited { reason: "crashed", .. }));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.pid.cast_signed()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exited = wait_event(&mut events, "crash noticed", |event| {
+        matches!(event, PoolEvent::Exited { .. })
+    })
+    .await;
+    assert!(matches!(
+        exited,
+        PoolEvent::Exited {
+            reason: "crashed",
+            ..
+        }
+    ));
     assert_eq!(pool.status().live, 0);
     assert_eq!(pool.status().pairs[0].state, PairState::Stopped);
     let next = pool.send(&pair, "two".to_owned()).await.unwrap();
@@ -443,11 +609,16 @@ async fn dead_idle_process_is_removed_at_once_and_idle_timeout_stops_processes()
 
     let sleepy = pool.pair("x", "sleepy").unwrap();
     pool.send(&sleepy, "one".to_owned()).await.unwrap();
-    let exited = wait_event(&mut events, "idle stop", |event| {
-        matches!(event, PoolEvent::Exited { pair, .. } if pair.target.as_str() == "sleepy")
-    })
+    let exited = wait_event(
+        &mut events,
+        "idle stop",
+        |event| matches!(event, PoolEvent::Exited { pair, .. } if pair.target.as_str() == "sleepy"),
+    )
     .await;
-    assert!(matches!(exited, PoolEvent::Exited { reason: "idle", .. }), "{exited:?}");
+    assert!(
+        matches!(exited, PoolEvent::Exited { reason: "idle", .. }),
+        "{exited:?}"
+    );
     pool.shutdown().await;
 }
 
@@ -464,9 +635,17 @@ async fn failing_health_check_replaces_the_process() {
     // A healthy idle process passes checks; a frozen one fails them.
     let pid = nix::unistd::Pid::from_raw(first.pid.cast_signed());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    wait_event(&mut events, "unhealthy", |event| matches!(event, PoolEvent::Unhealthy { .. })).await;
-    let ready = wait_event(&mut events, "replacement ready", |event| matches!(event, PoolEvent::Ready { .. })).await;
-    let PoolEvent::Ready { pid: new_pid, .. } = ready else { unreachable!() };
+    wait_event(&mut events, "unhealthy", |event| {
+        matches!(event, PoolEvent::Unhealthy { .. })
+    })
+    .await;
+    let ready = wait_event(&mut events, "replacement ready", |event| {
+        matches!(event, PoolEvent::Ready { .. })
+    })
+    .await;
+    let PoolEvent::Ready { pid: new_pid, .. } = ready else {
+        unreachable!()
+    };
     assert_ne!(new_pid, first.pid);
     let next = pool.send(&pair, "two".to_owned()).await.unwrap();
     assert_eq!(next.pid, new_pid);
@@ -481,18 +660,28 @@ async fn wake_all_is_parallel_and_bounded() {
     let teams = ["w1", "w2", "w3", "w4", "w5"];
     let gate = world.path().join("gate");
     for team in teams {
-        world.team(team, &[("FAKE_AGENT_INIT_WAIT_FILE", gate.to_str().unwrap())]);
+        world.team(
+            team,
+            &[("FAKE_AGENT_INIT_WAIT_FILE", gate.to_str().unwrap())],
+        );
     }
     let pool = world.pool();
     let mut events = pool.subscribe();
-    let pairs: Vec<_> = teams.iter().map(|team| pool.pair("x", team).unwrap()).collect();
+    let pairs: Vec<_> = teams
+        .iter()
+        .map(|team| pool.pair("x", team).unwrap())
+        .collect();
     let waking = tokio::spawn({
         let pool = pool.clone();
         async move { pool.wake_all(pairs, 3).await }
     });
     // Three processes start while none can become ready: the wakes run in parallel.
     wait_for("three agents started", || {
-        teams.iter().map(|team| world.starts(team).len()).sum::<usize>() == 3
+        teams
+            .iter()
+            .map(|team| world.starts(team).len())
+            .sum::<usize>()
+            == 3
     })
     .await;
     std::fs::write(&gate, b"open").unwrap();
@@ -523,9 +712,15 @@ async fn unknown_and_invalid_names_are_refused() {
     world.team("frontend", &[]);
     let pool = world.pool();
     let error = pool.pair("x", "nope").unwrap_err();
-    assert_contains(&error.to_string(), "unknown team 'nope'; known teams: backend, frontend");
+    assert_contains(
+        &error.to_string(),
+        "unknown team 'nope'; known teams: backend, frontend",
+    );
     let error = pool.pair("a/b", "backend").unwrap_err();
-    assert!(matches!(error, PoolError::InvalidName { role: "caller", .. }));
+    assert!(matches!(
+        error,
+        PoolError::InvalidName { role: "caller", .. }
+    ));
     let error = pool.pair("x", "$(rm -rf /)").unwrap_err();
     assert!(matches!(error, PoolError::UnknownTeam { .. }));
     pool.shutdown().await;
@@ -540,10 +735,19 @@ async fn shutdown_fails_queued_messages_and_leaves_no_process() {
     let mut events = pool.subscribe();
     let running = pool.submit(&pair, "[[slow:60000]]".to_owned()).unwrap();
     let queued = pool.submit(&pair, "later".to_owned()).unwrap();
-    wait_event(&mut events, "turn started", |event| matches!(event, PoolEvent::TurnStarted { .. })).await;
+    wait_event(&mut events, "turn started", |event| {
+        matches!(event, PoolEvent::TurnStarted { .. })
+    })
+    .await;
     pool.shutdown().await;
     assert!(running.outcome().await.is_err());
-    assert!(matches!(queued.outcome().await, Err(PoolError::ShuttingDown)));
-    assert!(matches!(pool.send(&pair, "after".to_owned()).await, Err(PoolError::ShuttingDown)));
+    assert!(matches!(
+        queued.outcome().await,
+        Err(PoolError::ShuttingDown)
+    ));
+    assert!(matches!(
+        pool.send(&pair, "after".to_owned()).await,
+        Err(PoolError::ShuttingDown)
+    ));
     assert!(world.live_processes().is_empty());
 }

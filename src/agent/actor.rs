@@ -38,9 +38,17 @@ static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Environment variables a nested `claude` must not inherit: they make it think it runs
 /// inside another Claude Code session.
-const NESTED_SESSION_VARIABLES: [&str; 3] = ["CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT"];
+const NESTED_SESSION_VARIABLES: [&str; 3] = [
+    "CLAUDECODE",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_CODE_SSE_PORT",
+];
 
-pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>) -> Result<Agent, SpawnError> {
+pub(super) async fn spawn(
+    spec: AgentSpec,
+    sink: EventSink,
+    guard: Option<Guard>,
+) -> Result<Agent, SpawnError> {
     let started = Instant::now();
     let program = resolve_program(&spec)?;
     match std::fs::metadata(&spec.cwd) {
@@ -67,7 +75,11 @@ pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for name in NESTED_SESSION_VARIABLES.iter().copied().chain(spec.env_remove.iter().map(String::as_str)) {
+    for name in NESTED_SESSION_VARIABLES
+        .iter()
+        .copied()
+        .chain(spec.env_remove.iter().map(String::as_str))
+    {
         command.env_remove(name);
     }
     command.envs(spec.env.iter().map(|(key, value)| (key, value)));
@@ -96,11 +108,15 @@ pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>
     };
     // From here on the group must be killed whatever happens: the drop guard covers panics
     // and cancellation, the actor covers everything else.
-    let group = GroupGuard { pgid: pid, armed: true };
+    let group = GroupGuard {
+        pgid: pid,
+        armed: true,
+    };
     if let Some(guard) = &guard {
         guard.watch(pid);
     }
-    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(SpawnError::Io {
             label: spec.label.clone(),
@@ -110,7 +126,12 @@ pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>
     tracing::info!(agent = %spec.label, pid, program = %program, "agent process started");
 
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-    let stderr_task = tokio::spawn(drain_stderr(stderr, stderr_tail.clone(), spec.label.clone(), pid));
+    let stderr_task = tokio::spawn(drain_stderr(
+        stderr,
+        stderr_tail.clone(),
+        spec.label.clone(),
+        pid,
+    ));
     let (writes, pending_writes) = mpsc::unbounded_channel();
     tokio::spawn(write_stdin(stdin, pending_writes, spec.label.clone()));
 
@@ -157,7 +178,10 @@ pub(super) async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>
         ready_after: started.elapsed(),
         exit: exit_rx,
     });
-    let agent = Agent { shared, commands: command_tx };
+    let agent = Agent {
+        shared,
+        commands: command_tx,
+    };
     match outcome {
         Ok(Ok(Ok(()))) => {
             tracing::info!(agent = %label, pid, ready_ms = agent.ready_after().as_millis(), "agent ready");
@@ -348,7 +372,11 @@ impl Actor {
         match command {
             Command::Turn { text, reply } => {
                 if self.turn.is_some() || self.stopping.is_some() {
-                    let _ = reply.send(Err(if self.stopping.is_some() { TurnError::Gone } else { TurnError::Busy }));
+                    let _ = reply.send(Err(if self.stopping.is_some() {
+                        TurnError::Gone
+                    } else {
+                        TurnError::Busy
+                    }));
                     return;
                 }
                 let now = Instant::now();
@@ -426,7 +454,10 @@ impl Actor {
                 deadline: now + Duration::from_secs(1),
             });
         }
-        if self.turn.as_ref().is_some_and(|turn| turn.silent_deadline <= now)
+        if self
+            .turn
+            .as_ref()
+            .is_some_and(|turn| turn.silent_deadline <= now)
             && let Some(turn) = self.turn.take()
         {
             let after = self.spec.response_timeout;
@@ -443,7 +474,8 @@ impl Actor {
         let line: Value = match serde_json::from_slice(bytes) {
             Ok(line) => line,
             Err(error) => {
-                let preview: String = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+                let preview: String =
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
                 self.skipped(format!("stdout line is not JSON ({error}): {preview}"));
                 return;
             }
@@ -452,15 +484,24 @@ impl Actor {
             turn.silent_deadline = tokio::time::Instant::now() + self.spec.response_timeout;
         }
         match protocol::classify(&line) {
-            Incoming::ControlResponse { request_id, outcome } => self.on_control_response(&request_id, outcome),
-            Incoming::ControlRequest { request_id, subtype, request } => {
+            Incoming::ControlResponse {
+                request_id,
+                outcome,
+            } => self.on_control_response(&request_id, outcome),
+            Incoming::ControlRequest {
+                request_id,
+                subtype,
+                request,
+            } => {
                 self.on_control_request(&request_id, &subtype, &request);
             }
             Incoming::ControlCancel | Incoming::System => self.pass_on(line),
             Incoming::Assistant => {
                 if let Some(turn) = &mut self.turn {
                     if let Some(text) = protocol::assistant_text(&line) {
-                        turn.record(TranscriptEntry::AssistantText { text: truncate(&text) });
+                        turn.record(TranscriptEntry::AssistantText {
+                            text: truncate(&text),
+                        });
                         turn.answer_parts.push(text);
                     }
                     for (name, input) in protocol::tool_uses(&line) {
@@ -496,7 +537,9 @@ impl Actor {
     /// Streams a line of the running turn to subscribers.
     fn pass_on(&self, line: Value) {
         if self.turn.is_some() {
-            self.emit(AgentEvent::Output { line: Arc::new(line) });
+            self.emit(AgentEvent::Output {
+                line: Arc::new(line),
+            });
         }
     }
 
@@ -528,7 +571,11 @@ impl Actor {
         let decision = self.spec.permissions.decide(&tool);
         let (answer, allowed, reason) = match decision {
             Ok(()) => (protocol::permission_allow(request), true, None),
-            Err(message) => (protocol::permission_deny(request, &message), false, Some(message)),
+            Err(message) => (
+                protocol::permission_deny(request, &message),
+                false,
+                Some(message),
+            ),
         };
         tracing::info!(agent = %self.label, tool, allowed, "tool permission answered");
         self.write(protocol::control_success(request_id, answer));
@@ -539,7 +586,11 @@ impl Actor {
                 reason: reason.clone(),
             });
         }
-        self.emit(AgentEvent::Permission { tool, allowed, reason });
+        self.emit(AgentEvent::Permission {
+            tool,
+            allowed,
+            reason,
+        });
     }
 
     fn on_result(&mut self, line: Value) {
@@ -556,7 +607,9 @@ impl Actor {
             tracing::debug!(agent = %self.label, "result line outside a turn ignored");
             return;
         };
-        self.emit(AgentEvent::Output { line: Arc::new(line) });
+        self.emit(AgentEvent::Output {
+            line: Arc::new(line),
+        });
         let answer = match result.text {
             Some(text) if !text.is_empty() => text,
             _ => turn.partial(),
@@ -659,13 +712,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn describe_exit(status: std::io::Result<ExitStatus>, requested: bool, stderr_tail: String) -> ExitInfo {
+fn describe_exit(
+    status: std::io::Result<ExitStatus>,
+    requested: bool,
+    stderr_tail: String,
+) -> ExitInfo {
     let (status, code, signal) = match status {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => (format!("exit code {code}"), Some(code), None),
             (None, Some(signal)) => {
                 let name = Signal::try_from(signal).map_or("unknown", Signal::as_str);
-                (format!("killed by signal {signal} ({name})"), None, Some(signal))
+                (
+                    format!("killed by signal {signal} ({name})"),
+                    None,
+                    Some(signal),
+                )
             }
             (None, None) => ("unknown exit status".to_owned(), None, None),
         },
@@ -753,7 +814,11 @@ mod tests {
         let info = describe_exit(Ok(ExitStatus::from_raw(9)), true, String::new());
         assert_eq!(info.status, "killed by signal 9 (SIGKILL)");
         assert_eq!(info.to_string(), "killed by signal 9 (SIGKILL)");
-        let info = describe_exit(Ok(ExitStatus::from_raw(1 << 8)), false, "Error: x\n".to_owned());
+        let info = describe_exit(
+            Ok(ExitStatus::from_raw(1 << 8)),
+            false,
+            "Error: x\n".to_owned(),
+        );
         assert_eq!(info.to_string(), "exit code 1; stderr: Error: x");
     }
 }

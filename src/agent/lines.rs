@@ -158,7 +158,11 @@ mod tests {
 
     #[tokio::test]
     async fn splits_lines_across_reads() {
-        let lines = collect(vec![b"ab".to_vec(), b"c\nde".to_vec(), b"f\n\ng".to_vec()], 100).await;
+        let lines = collect(
+            vec![b"ab".to_vec(), b"c\nde".to_vec(), b"f\n\ng".to_vec()],
+            100,
+        )
+        .await;
         assert_eq!(lines, vec![data("abc"), data("def"), data(""), data("g")]);
     }
 
@@ -178,7 +182,10 @@ mod tests {
         chunks.extend(long.chunks(7).map(<[u8]>::to_vec));
         chunks.push(b"\nafter\n".to_vec());
         let lines = collect(chunks, 100).await;
-        assert_eq!(lines, vec![data("ok"), Line::TooLong { bytes: 1000 }, data("after")]);
+        assert_eq!(
+            lines,
+            vec![data("ok"), Line::TooLong { bytes: 1000 }, data("after")]
+        );
     }
 
     #[tokio::test]

@@ -218,7 +218,9 @@ impl std::fmt::Display for ExitInfo {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SpawnError {
     /// The executable does not exist.
-    #[error("claude executable '{program}' not found (set by {source_key}); install Claude Code or fix {source_key}")]
+    #[error(
+        "claude executable '{program}' not found (set by {source_key}); install Claude Code or fix {source_key}"
+    )]
     MissingBinary {
         /// What was tried.
         program: String,
@@ -260,7 +262,9 @@ pub enum SpawnError {
         message: String,
     },
     /// Nothing answered `initialize` within `spawnTimeout`.
-    #[error("agent {label} did not answer initialize within {after:?} (spawnTimeout); stderr: {stderr_tail}")]
+    #[error(
+        "agent {label} did not answer initialize within {after:?} (spawnTimeout); stderr: {stderr_tail}"
+    )]
     Timeout {
         /// `caller->target`.
         label: Arc<str>,
@@ -365,7 +369,11 @@ impl Agent {
     /// # Errors
     /// [`SpawnError`]: missing binary, bad directory, early exit (with status and stderr),
     /// refusal, or no answer within `spawn_timeout`. The process is gone when this fails.
-    pub async fn spawn(spec: AgentSpec, sink: EventSink, guard: Option<Guard>) -> Result<Self, SpawnError> {
+    pub async fn spawn(
+        spec: AgentSpec,
+        sink: EventSink,
+        guard: Option<Guard>,
+    ) -> Result<Self, SpawnError> {
         actor::spawn(spec, sink, guard).await
     }
 
@@ -417,7 +425,12 @@ impl Agent {
     /// running.
     pub async fn interrupt(&self) -> bool {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Interrupt { reply }).await.is_err() {
+        if self
+            .commands
+            .send(Command::Interrupt { reply })
+            .await
+            .is_err()
+        {
             return false;
         }
         answer.await.unwrap_or(false)

@@ -200,7 +200,10 @@ pub fn tool_results(line: &Value) -> Vec<(String, bool)> {
                 Some(other) => other.to_string(),
                 None => String::new(),
             };
-            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            let is_error = block
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             (content, is_error)
         })
         .collect()
@@ -249,13 +252,23 @@ pub fn result_line(line: &Value) -> ResultLine {
     let errors = line.get("errors").and_then(Value::as_array).map(|errors| {
         errors
             .iter()
-            .map(|error| error.as_str().map_or_else(|| error.to_string(), str::to_owned))
+            .map(|error| {
+                error
+                    .as_str()
+                    .map_or_else(|| error.to_string(), str::to_owned)
+            })
             .collect::<Vec<_>>()
             .join("; ")
     });
     ResultLine {
-        text: line.get("result").and_then(Value::as_str).map(str::to_owned),
-        is_error: line.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+        text: line
+            .get("result")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        is_error: line
+            .get("is_error")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         subtype: string_field(line, "subtype"),
         terminal_reason: line
             .get("terminal_reason")
@@ -263,7 +276,10 @@ pub fn result_line(line: &Value) -> ResultLine {
             .map(str::to_owned),
         duration_ms: line.get("duration_ms").and_then(Value::as_u64),
         num_turns: line.get("num_turns").and_then(Value::as_u64),
-        session_id: line.get("session_id").and_then(Value::as_str).map(str::to_owned),
+        session_id: line
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         total_cost_usd: line.get("total_cost_usd").and_then(Value::as_f64),
         cost_since_last_result,
         usage: line.get("usage").cloned(),
@@ -299,7 +315,10 @@ mod tests {
         );
         match classify(&error) {
             Incoming::ControlResponse { outcome, .. } => {
-                assert_eq!(outcome.unwrap_err(), "Unsupported control request subtype: z");
+                assert_eq!(
+                    outcome.unwrap_err(),
+                    "Unsupported control request subtype: z"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -318,18 +337,26 @@ mod tests {
         else {
             panic!("not a control request");
         };
-        assert_eq!((request_id.as_str(), subtype.as_str()), ("r9", "can_use_tool"));
+        assert_eq!(
+            (request_id.as_str(), subtype.as_str()),
+            ("r9", "can_use_tool")
+        );
         let allow = permission_allow(&request);
         assert_eq!(allow["behavior"], "allow");
         assert_eq!(allow["updatedInput"]["command"], "touch x");
         assert_eq!(allow["toolUseID"], "toolu_1");
         let deny = permission_deny(&request, "no");
-        assert_eq!((deny["behavior"].as_str(), deny["message"].as_str()), (Some("deny"), Some("no")));
+        assert_eq!(
+            (deny["behavior"].as_str(), deny["message"].as_str()),
+            (Some("deny"), Some("no"))
+        );
     }
 
     #[test]
     fn unknown_types_are_named() {
-        assert!(matches!(classify(&parse(r#"{"type":"mystery"}"#)), Incoming::Unknown(kind) if kind == "mystery"));
+        assert!(
+            matches!(classify(&parse(r#"{"type":"mystery"}"#)), Incoming::Unknown(kind) if kind == "mystery")
+        );
         assert!(matches!(classify(&parse(r"{}")), Incoming::Unknown(kind) if kind.is_empty()));
         assert!(matches!(classify(&parse(r"[1,2]")), Incoming::Unknown(_)));
     }
@@ -364,13 +391,19 @@ mod tests {
             r#"{"type":"assistant","message":{"content":[{"type":"text","text":"a"},{"type":"tool_use","name":"Bash","input":{"command":"ls"}},{"type":"text","text":"b"}]}}"#,
         );
         assert_eq!(assistant_text(&assistant).as_deref(), Some("ab"));
-        assert_eq!(tool_uses(&assistant), vec![("Bash".to_owned(), parse(r#"{"command":"ls"}"#))]);
+        assert_eq!(
+            tool_uses(&assistant),
+            vec![("Bash".to_owned(), parse(r#"{"command":"ls"}"#))]
+        );
         let user = parse(
             r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"host says no","is_error":true},{"type":"tool_result","content":[{"type":"text","text":"x"},{"type":"text","text":"y"}]}]}}"#,
         );
         assert_eq!(
             tool_results(&user),
-            vec![("host says no".to_owned(), true), ("x\ny".to_owned(), false)]
+            vec![
+                ("host says no".to_owned(), true),
+                ("x\ny".to_owned(), false)
+            ]
         );
     }
 

@@ -114,20 +114,28 @@ async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<(
     if let Err(error) = iris::process::become_subreaper() {
         tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
     }
-    let exe = std::env::current_exe().context("locating the iris executable for the orphan guard")?;
+    let exe =
+        std::env::current_exe().context("locating the iris executable for the orphan guard")?;
     let guard = iris::guard::Guard::start(&exe, config.settings.stop_grace_period)
         .context("starting the orphan guard")?;
-    let pool = iris::pool::Pool::new(Arc::new(config), iris::pool::PoolOptions { guard: Some(guard) });
+    let pool = iris::pool::Pool::new(
+        Arc::new(config),
+        iris::pool::PoolOptions { guard: Some(guard) },
+    );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    iris::console::run(pool, events, shutdown).await.context("console i/o")?;
+    iris::console::run(pool, events, shutdown)
+        .await
+        .context("console i/o")?;
     Ok(())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; stop iris by closing its input");
         return;
     };
@@ -140,14 +148,20 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 fn print_start_hints(config: &iris::config::Config) {
     match &config.source {
-        Some(path) => println!("iris: configuration {} ({} teams)", path.display(), config.teams.len()),
+        Some(path) => println!(
+            "iris: configuration {} ({} teams)",
+            path.display(),
+            config.teams.len()
+        ),
         None => println!(
             "iris: no configuration file; running on embedded defaults with no teams.\n\
              Create $IRIS_HOME/config.yaml (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
              teams:\n  backend:\n    path: ~/code/backend\n    description: The API server\n    grantPermission: yes\n"
         ),
     }
-    println!("\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool.\nRun `iris --help` for more.");
+    println!(
+        "\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool.\nRun `iris --help` for more."
+    );
 }
 
 fn print_check(config: &iris::config::Config, json: bool) -> anyhow::Result<()> {
@@ -185,7 +199,10 @@ fn print_check(config: &iris::config::Config, json: bool) -> anyhow::Result<()> 
         println!("teams: none");
     }
     for team in config.teams.values() {
-        let place = team.remote.as_deref().map_or_else(String::new, |remote| format!(" on {remote}"));
+        let place = team
+            .remote
+            .as_deref()
+            .map_or_else(String::new, |remote| format!(" on {remote}"));
         println!(
             "team {}: {}{} (grantPermission: {})",
             team.name,

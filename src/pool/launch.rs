@@ -57,7 +57,10 @@ pub fn agent_spec(
         args.push(format!("--allowedTools={}", team.allowed_tools.join(",")));
     }
     if !team.disallowed_tools.is_empty() {
-        args.push(format!("--disallowedTools={}", team.disallowed_tools.join(",")));
+        args.push(format!(
+            "--disallowedTools={}",
+            team.disallowed_tools.join(",")
+        ));
     }
     if let Some(prompt) = &team.append_system_prompt {
         args.push(format!("--append-system-prompt={prompt}"));
@@ -69,7 +72,11 @@ pub fn agent_spec(
         ("IRIS_TEAM".to_owned(), pair.target.to_string()),
         ("IRIS_CALLER".to_owned(), pair.caller.to_string()),
     ];
-    env.extend(team.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+    env.extend(
+        team.env
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone())),
+    );
     AgentSpec {
         label: Arc::from(pair.to_string()),
         program,

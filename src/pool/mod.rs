@@ -93,7 +93,9 @@ pub enum PoolError {
         limit: usize,
     },
     /// Every process is busy and none freed up in time.
-    #[error("pool saturated ({busy}/{max} busy); no agent process became free within {waited:?} (poolWaitTimeout)")]
+    #[error(
+        "pool saturated ({busy}/{max} busy); no agent process became free within {waited:?} (poolWaitTimeout)"
+    )]
     Saturated {
         /// Processes that were busy (or starting, or stopping).
         busy: usize,
@@ -487,7 +489,11 @@ impl Pool {
     }
 
     /// Wakes every pair, at most `concurrency` spawns at a time. Results in input order.
-    pub async fn wake_all(&self, pairs: Vec<Pair>, concurrency: usize) -> Vec<(Pair, Result<u32, PoolError>)> {
+    pub async fn wake_all(
+        &self,
+        pairs: Vec<Pair>,
+        concurrency: usize,
+    ) -> Vec<(Pair, Result<u32, PoolError>)> {
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for (index, pair) in pairs.into_iter().enumerate() {
@@ -508,7 +514,10 @@ impl Pool {
             }
         }
         results.sort_by_key(|(index, _, _)| *index);
-        results.into_iter().map(|(_, pair, outcome)| (pair, outcome)).collect()
+        results
+            .into_iter()
+            .map(|(_, pair, outcome)| (pair, outcome))
+            .collect()
     }
 
     /// Interrupts `pair`'s running turn. Returns whether one was running.
@@ -591,7 +600,12 @@ impl Pool {
             state
                 .pairs
                 .iter()
-                .filter_map(|(pair, entry)| entry.slot.agent().map(|agent| (pair.clone(), agent.clone())))
+                .filter_map(|(pair, entry)| {
+                    entry
+                        .slot
+                        .agent()
+                        .map(|agent| (pair.clone(), agent.clone()))
+                })
                 .collect()
         };
         self.inner.cancel.cancel();
@@ -665,13 +679,18 @@ fn millis(duration: Duration) -> u64 {
 
 impl Inner {
     fn config(&self) -> Arc<Config> {
-        self.config.read().map_or_else(|poisoned| poisoned.into_inner().clone(), |config| config.clone())
+        self.config.read().map_or_else(
+            |poisoned| poisoned.into_inner().clone(),
+            |config| config.clone(),
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the counts half-updated (every update
         // is a single statement), so the state is still consistent: keep going.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn emit(&self, event: PoolEvent) {
@@ -788,7 +807,10 @@ impl Worker {
         let state = self.pool.lock();
         let entry = state.pairs.get(&self.pair)?;
         match &entry.slot {
-            Slot::Idle(agent) => Some((agent.clone(), tokio::time::Instant::from_std(entry.last_used) + idle_timeout)),
+            Slot::Idle(agent) => Some((
+                agent.clone(),
+                tokio::time::Instant::from_std(entry.last_used) + idle_timeout,
+            )),
             _ => None,
         }
     }
@@ -827,17 +849,28 @@ impl Worker {
                 Err(TurnError::Gone) if !retried => {
                     retried = true;
                     let exit = agent.exited().await;
-                    self.pool.release(&self.pair, &agent, "crashed", exit.status);
+                    self.pool
+                        .release(&self.pair, &agent, "crashed", exit.status);
                 }
                 Err(error) => {
                     match &error {
                         TurnError::Exited { exit, .. } => {
-                            self.pool.release(&self.pair, &agent, if exit.requested { "requested" } else { "crashed" }, exit.status.clone());
+                            self.pool.release(
+                                &self.pair,
+                                &agent,
+                                if exit.requested {
+                                    "requested"
+                                } else {
+                                    "crashed"
+                                },
+                                exit.status.clone(),
+                            );
                             self.note_session_problem(&exit.stderr_tail);
                         }
                         TurnError::Gone | TurnError::Busy => {
                             let exit = agent.exited().await;
-                            self.pool.release(&self.pair, &agent, "crashed", exit.status);
+                            self.pool
+                                .release(&self.pair, &agent, "crashed", exit.status);
                         }
                         // The actor interrupts and recovers (or kills) the process itself; the
                         // next turn waits for that inside the actor.
@@ -862,20 +895,23 @@ impl Worker {
         let session_id = {
             let mut state = self.pool.lock();
             // Entries are never removed while the pool runs, so the worker's entry is there.
-            state.pairs.get_mut(&self.pair).map_or_else(Uuid::nil, |entry| {
-                entry.session.resumable = true;
-                entry.session.turns += 1;
-                entry.session.total_cost += result.cost_usd;
-                if let Some(total) = result.total_cost_usd {
-                    entry.session.cli_total = total;
-                }
-                entry.process_turns += 1;
-                entry.last_used = Instant::now();
-                if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
-                    entry.slot = Slot::Idle(agent.clone());
-                }
-                entry.session.id
-            })
+            state
+                .pairs
+                .get_mut(&self.pair)
+                .map_or_else(Uuid::nil, |entry| {
+                    entry.session.resumable = true;
+                    entry.session.turns += 1;
+                    entry.session.total_cost += result.cost_usd;
+                    if let Some(total) = result.total_cost_usd {
+                        entry.session.cli_total = total;
+                    }
+                    entry.process_turns += 1;
+                    entry.last_used = Instant::now();
+                    if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
+                        entry.slot = Slot::Idle(agent.clone());
+                    }
+                    entry.session.id
+                })
         };
         self.pool.slot_changed.notify_waiters();
         self.pool.emit(PoolEvent::TurnFinished {
@@ -1018,7 +1054,9 @@ impl Worker {
                 let victim = state
                     .pairs
                     .iter()
-                    .filter(|(pair, entry)| **pair != self.pair && matches!(entry.slot, Slot::Idle(_)))
+                    .filter(|(pair, entry)| {
+                        **pair != self.pair && matches!(entry.slot, Slot::Idle(_))
+                    })
                     .min_by_key(|(_, entry)| entry.last_used)
                     .map(|(pair, _)| pair.clone());
                 victim.and_then(|pair| {
@@ -1099,7 +1137,15 @@ impl Worker {
                 let id = session.map_or_else(Uuid::new_v4, |session| session.id);
                 let resumable = session.is_some_and(|session| session.resumable);
                 let baseline = session.map_or(0.0, |session| session.cli_total);
-                (id, if resumable { SessionMode::Resume } else { SessionMode::New }, baseline)
+                (
+                    id,
+                    if resumable {
+                        SessionMode::Resume
+                    } else {
+                        SessionMode::New
+                    },
+                    baseline,
+                )
             };
             self.pool.emit(PoolEvent::Spawning {
                 pair: self.pair.clone(),
@@ -1173,7 +1219,8 @@ impl Worker {
         let taken = {
             let mut state = self.pool.lock();
             match state.pairs.get_mut(&self.pair) {
-                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) => {
+                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) =>
+                {
                     entry.slot = Slot::Stopping(agent.clone());
                     true
                 }
@@ -1191,7 +1238,8 @@ impl Worker {
         let taken = {
             let mut state = self.pool.lock();
             match state.pairs.get_mut(&self.pair) {
-                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) => {
+                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) =>
+                {
                     entry.slot = Slot::Busy(agent.clone());
                     true
                 }
@@ -1230,7 +1278,9 @@ impl Worker {
                 self.pool.stop_agent(&self.pair, agent, "unhealthy").await;
                 match self.acquire_agent().await {
                     Ok((replacement, _)) => self.set_idle(&replacement),
-                    Err(error) => tracing::warn!(pair = %self.pair, %error, "replacing an unhealthy agent failed"),
+                    Err(error) => {
+                        tracing::warn!(pair = %self.pair, %error, "replacing an unhealthy agent failed")
+                    }
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Shared test support: configs that point teams at the fake agent, condition waits, and a
 //! process-table scan for leftover processes.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,11 @@ impl World {
         config.settings.stop_grace_period = Duration::from_millis(500);
         config.settings.spawn_timeout = Duration::from_secs(20);
         let marker = format!("iris-test-{}", uuid::Uuid::new_v4());
-        Self { dir, config, marker }
+        Self {
+            dir,
+            config,
+            marker,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -46,9 +50,15 @@ impl World {
         let state = self.dir.path().join("agent-state").join(name);
         std::fs::create_dir_all(&state).expect("state dir");
         let mut env = BTreeMap::new();
-        env.insert("FAKE_AGENT_STATE_DIR".to_owned(), state.display().to_string());
+        env.insert(
+            "FAKE_AGENT_STATE_DIR".to_owned(),
+            state.display().to_string(),
+        );
         env.insert("FAKE_AGENT_MARKER".to_owned(), self.marker.clone());
-        env.insert("FAKE_AGENT_LOG".to_owned(), self.log_path(name).display().to_string());
+        env.insert(
+            "FAKE_AGENT_LOG".to_owned(),
+            self.log_path(name).display().to_string(),
+        );
         for (key, value) in knobs {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
@@ -71,7 +81,10 @@ impl World {
             color: None,
         };
         self.config.teams.insert(team_name.clone(), team);
-        self.config.teams.get_mut(&team_name).expect("just inserted")
+        self.config
+            .teams
+            .get_mut(&team_name)
+            .expect("just inserted")
     }
 
     pub fn log_path(&self, team: &str) -> PathBuf {
@@ -95,7 +108,11 @@ impl World {
             .map(|entry| {
                 entry["argv"]
                     .as_array()
-                    .map(|argv| argv.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+                    .map(|argv| {
+                        argv.iter()
+                            .filter_map(|arg| arg.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default()
             })
             .collect()
@@ -167,6 +184,28 @@ pub async fn wait_event(
     }
 }
 
+/// Zombie processes whose parent is this test process (children nobody reaped).
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let parent = fields.next().and_then(|field| field.parse::<u32>().ok());
+        if state == Some("Z") && parent == Some(me) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Reaps any exited children of this (subreaper) test process.
 pub fn reap_children() {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -179,5 +218,8 @@ pub fn reap_children() {
 }
 
 pub fn assert_contains(haystack: &str, needle: &str) {
-    assert!(haystack.contains(needle), "expected {needle:?} in {haystack:?}");
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in {haystack:?}"
+    );
 }

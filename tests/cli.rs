@@ -1,0 +1,217 @@
+//! Black-box tests of the `iris` binary: the console, the orphan guard, and config errors.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use common::{IRIS, assert_contains, processes_with_marker, reap_children, wait_for};
+
+/// A config file with teams run by the fake agent.
+fn write_config(
+    dir: &std::path::Path,
+    marker: &str,
+    teams: &[&str],
+    knobs: &str,
+) -> std::path::PathBuf {
+    let mut yaml =
+        String::from("settings:\n  stopGracePeriod: 300ms\n  maxProcesses: 4\n  claudePath: ");
+    yaml.push_str(common::FAKE_AGENT);
+    yaml.push_str("\nteams:\n");
+    for team in teams {
+        let path = dir.join(team);
+        std::fs::create_dir_all(&path).unwrap();
+        let state = dir.join("state").join(team);
+        std::fs::create_dir_all(&state).unwrap();
+        yaml.push_str(&format!(
+            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n{knobs}",
+            path.display(),
+            state.display()
+        ));
+    }
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+fn iris(config: &std::path::Path, home: &std::path::Path) -> Command {
+    let mut command = Command::new(IRIS);
+    command
+        .env("IRIS_CONFIG_PATH", config)
+        .env("IRIS_HOME", home)
+        .env_remove("RUST_LOG");
+    command
+}
+
+struct Console {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Console {
+    fn start(config: &std::path::Path, home: &std::path::Path) -> Self {
+        let mut child = iris(config, home)
+            .arg("console")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn request(&mut self, request: &serde_json::Value) -> serde_json::Value {
+        writeln!(self.stdin, "{request}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("bad console output {line:?}: {error}"))
+    }
+}
+
+#[test]
+fn console_answers_and_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-cli-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, &["backend"], "");
+    let mut console = Console::start(&config, dir.path());
+    let answer = console.request(&serde_json::json!({"id": 1, "op": "send", "from": "frontend", "to": "backend", "message": "hi"}));
+    assert_eq!(answer["id"], 1);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["outcome"]["result"]["answer"], "fake answer #1: hi");
+    let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "frontend", "to": "nope", "message": "hi"}));
+    assert_eq!(answer["ok"], false);
+    assert_contains(
+        answer["error"].as_str().unwrap(),
+        "unknown team 'nope'; known teams: backend",
+    );
+    let answer = console.request(&serde_json::json!({"id": 3, "op": "launch"}));
+    assert_contains(
+        answer["error"].as_str().unwrap(),
+        "bad request: unknown variant `launch`",
+    );
+    writeln!(console.stdin, "not json").unwrap();
+    let answer = console.request(&serde_json::json!({"id": 4, "op": "status"}));
+    // The bad line got its own error answer first.
+    assert_eq!(answer["ok"], false);
+    let answer = {
+        let mut line = String::new();
+        console.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    assert_eq!(answer["id"], 4);
+    assert_eq!(answer["status"]["live"], 1);
+    drop(console.stdin);
+    let status = console.child.wait().unwrap();
+    assert!(status.success());
+    wait_for_no_processes(&marker);
+}
+
+fn wait_for_no_processes(marker: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(wait_for("no agent process left", || {
+        reap_children();
+        processes_with_marker(marker, true).is_empty()
+    }));
+}
+
+#[test]
+fn sigkill_of_iris_leaves_no_agent_process_behind() {
+    // As subreaper, this test adopts the orphans, so it can check that none is left even as
+    // a zombie (it reaps them), instead of leaving them to a PID 1 that may never reap.
+    iris::process::become_subreaper().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-kill-{}", uuid::Uuid::new_v4());
+    let knobs = "      FAKE_AGENT_IGNORE_SIGTERM: \"1\"\n      FAKE_AGENT_GRANDCHILDREN: \"2\"\n";
+    let config = write_config(dir.path(), &marker, &["a", "b", "c"], knobs);
+    let mut console = Console::start(&config, dir.path());
+    let woken = console.request(&serde_json::json!({"id": 1, "op": "wake_all", "from": "caller"}));
+    assert_eq!(woken["ok"], true, "{woken}");
+    for team in woken["teams"].as_array().unwrap() {
+        assert_eq!(team["ok"], true, "{team}");
+    }
+    // A turn in flight that ignores stdin close and interrupts, with a grandchild of its own.
+    let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "caller", "to": "a", "message": "[[grandchild]]"}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    writeln!(console.stdin, "{}", serde_json::json!({"id": 3, "op": "send", "from": "caller", "to": "b", "message": "[[hang]]"})).unwrap();
+    console.stdin.flush().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 3 agents x (1 + 2 grandchildren) + 1 extra grandchild.
+    runtime.block_on(wait_for("agents running", || {
+        processes_with_marker(&marker, false).len() >= 10
+    }));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(console.child.id().cast_signed()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    console.child.wait().unwrap();
+    wait_for_no_processes(&marker);
+}
+
+#[test]
+fn bad_config_is_reported_with_file_key_and_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "settings:\n  maxProcesess: 3\nteams:\n  backend:\n    path: /definitely/not/here\n",
+    )
+    .unwrap();
+    let output = iris(&config, dir.path()).arg("check").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_contains(&stderr, &config.display().to_string());
+    assert_contains(
+        &stderr,
+        "settings.maxProcesess: unknown key; did you mean 'maxProcesses'?",
+    );
+    assert_contains(&stderr, "teams.backend.path");
+    assert_contains(&stderr, "/definitely/not/here");
+}
+
+#[test]
+fn no_config_runs_on_defaults_and_explains_how_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(IRIS)
+        .env_remove("IRIS_CONFIG_PATH")
+        .env("IRIS_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_contains(
+        &stdout,
+        "no configuration file; running on embedded defaults with no teams",
+    );
+    assert_contains(&stdout, "teams:");
+    let output = Command::new(IRIS)
+        .args(["check", "--json"])
+        .env_remove("IRIS_CONFIG_PATH")
+        .env("IRIS_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["teams"], serde_json::json!([]));
+    assert_eq!(json["maxProcesses"], 10);
+}
