@@ -551,8 +551,9 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
     let hanging = pool.submit(&pair, "[[hang]]".to_owned()).unwrap();
-    wait_event(&mut events, "turn started", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    // Wait for the agent's own output: the turn is then inside the process, not just queued.
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
     })
     .await;
     assert!(pool.sleep(&pair).await);

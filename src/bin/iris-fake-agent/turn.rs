@@ -376,7 +376,23 @@ impl Worker {
             "fast_mode_state": "off",
             "uuid": new_uuid(),
         });
+        // Persist the turn before its result is visible, as a transcript written during the
+        // turn would be: a host that kills the process right after the result loses nothing.
         let (recorded_answer, recorded_outcome) = match &outcome {
+            Outcome::Success { answer, .. } => (answer.as_str(), "success"),
+            Outcome::ApiError => (API_ERROR_TEXT, "error"),
+            Outcome::Aborted => (INTERRUPTED_TEXT, "interrupted"),
+        };
+        self.store.record(&TurnRecord {
+            n: t.n,
+            text: &t.text,
+            answer: recorded_answer,
+            outcome: recorded_outcome,
+            cost,
+            model: &t.model,
+            permission_mode: &t.permission_mode,
+        });
+        match &outcome {
             Outcome::Success { answer, split } => {
                 result["result"] = json!(answer);
                 let line = line_of(&result);
@@ -385,7 +401,6 @@ impl Worker {
                 } else {
                     write_chunks(&[&line], Duration::ZERO);
                 }
-                (answer.as_str(), "success")
             }
             Outcome::ApiError => {
                 result["is_error"] = json!(true);
@@ -394,7 +409,6 @@ impl Worker {
                 result["terminal_reason"] = json!("api_error");
                 result["stop_reason"] = Value::Null;
                 emit(&result);
-                (API_ERROR_TEXT, "error")
             }
             Outcome::Aborted => {
                 emit(&json!({
@@ -414,18 +428,8 @@ impl Worker {
                     "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"
                 ]);
                 emit(&result);
-                (INTERRUPTED_TEXT, "interrupted")
             }
-        };
-        self.store.record(&TurnRecord {
-            n: t.n,
-            text: &t.text,
-            answer: recorded_answer,
-            outcome: recorded_outcome,
-            cost,
-            model: &t.model,
-            permission_mode: &t.permission_mode,
-        });
+        }
         self.history += 1;
         if let Some(u) = &t.uuid {
             emit(&lifecycle(self.cfg(), u, "completed"));
