@@ -470,7 +470,14 @@ impl Loader<'_> {
                         self.duration(value, &key),
                     );
                 }
-                "httpPort" => set(&mut settings.http_port, self.port(value, &key)),
+                "httpPort" => {
+                    set(&mut settings.http_port, self.port(value, &key));
+                    self.warn(
+                        &key,
+                        entry.position,
+                        "this build has no HTTP server yet; the port is kept for when it does",
+                    );
+                }
                 "claudePath" => {
                     settings.claude_path = self
                         .string(value, &key)
@@ -493,6 +500,7 @@ impl Loader<'_> {
                 }
                 "hotReloadConfig" => {
                     set(&mut settings.hot_reload_config, self.boolean(value, &key));
+                    self.warn(&key, entry.position, "this build does not reload the configuration yet; restart Iris to apply changes");
                 }
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
