@@ -1,4 +1,32 @@
-//! Iris: a hub that lets Claude Code agents of different projects ask and tell each other.
+//! Iris: a hub that lets the Claude Code agents of different projects ("teams") ask and tell
+//! each other, through a warm, bounded pool of long-lived headless `claude` processes.
+//!
+//! # Layout
+//!
+//! - [`config`]: Iris-compatible YAML, loaded and validated once into a [`config::Config`].
+//! - [`agent`]: the driver for ONE `claude` process in stream-json mode: spawn and readiness
+//!   (the `initialize` control request, no model turn), turns, interrupts, permission requests,
+//!   health round trips, graceful stop. One actor task owns each process.
+//! - [`pool`]: at most one process per (caller → target) pair and `maxProcesses` in all;
+//!   per-pair FIFO queues, LRU eviction of idle processes only, idle timeout, health checks,
+//!   events and status.
+//! - [`guard`]: a companion process that stops every agent's process group if Iris dies.
+//! - [`process`]: process-group, parent-death-signal and reaping primitives.
+//! - [`console`]: `iris console`, a JSON-lines interface to the pool.
+//!
+//! # Theory of operation
+//!
+//! A message for a pair goes into that pair's queue. The pair's worker takes it, makes sure
+//! the pair has a ready agent (taking a pool slot, evicting the least recently used idle agent
+//! of another pair when the pool is full, or waiting a bounded time when every agent is busy),
+//! writes the message as one stream-json user line and waits for the `result` line. The
+//! agent's session id belongs to the pair: the first process starts it with `--session-id`,
+//! later ones continue it with `--resume`, so a crash or an eviction never loses the
+//! conversation.
+//!
+//! Every agent leads its own process group. Stopping one closes its stdin, then signals the
+//! group with `SIGTERM` and `SIGKILL` after grace periods, then reaps every member. If Iris is
+//! killed, the parent-death signal reaches each agent and the guard kills the groups.
 
 pub mod agent;
 pub mod config;

@@ -3,7 +3,7 @@
 //!
 //! Each pair has a worker task that owns its queue: it takes the next turn, makes sure the
 //! pair has a ready agent (spawning it, with `--resume` once the session has a transcript),
-//! runs the turn and answers. The shared [`State`] (one `std::sync::Mutex`, never held across
+//! runs the turn and answers. The shared `State` (one `std::sync::Mutex`, never held across
 //! an await) records every pair's slot, so capacity is checked and taken atomically.
 //!
 //! Invariant: `State::live` counts the slots that are `Spawning`, `Idle`, `Busy` or
