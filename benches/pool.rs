@@ -134,26 +134,14 @@ fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
             "FAKE_AGENT_STATE_DIR".to_owned(),
             state.display().to_string(),
         );
-        config.teams.insert(
+        let mut team = TeamConfig::new(
             name.clone(),
-            TeamConfig {
-                name,
-                path: std::fs::canonicalize(path).expect("canonical"),
-                description: String::new(),
-                claude_path: Some(FAKE_AGENT.to_owned()),
-                idle_timeout: None,
-                spawn_timeout: None,
-                model: None,
-                allowed_tools: Vec::new(),
-                disallowed_tools: Vec::new(),
-                append_system_prompt: None,
-                permission_mode: None,
-                grant_permission: GrantPermission::Yes,
-                env,
-                remote: None,
-                color: None,
-            },
+            std::fs::canonicalize(path).expect("canonical"),
         );
+        team.claude_path = Some(FAKE_AGENT.to_owned());
+        team.grant_permission = GrantPermission::Yes;
+        team.env = env;
+        config.teams.insert(name, team);
     }
     config
 }

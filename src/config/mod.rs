@@ -200,3 +200,28 @@ pub struct TeamConfig {
     /// `color`: `#rrggbb` for the dashboard.
     pub color: Option<String>,
 }
+
+impl TeamConfig {
+    /// A local team at `path` (taken as given: canonicalize it first) with every optional key
+    /// at its default, as the loader would produce for a team that sets only `path`.
+    #[must_use]
+    pub fn new(name: TeamName, path: PathBuf) -> Self {
+        Self {
+            name,
+            path,
+            description: String::new(),
+            claude_path: None,
+            idle_timeout: None,
+            spawn_timeout: None,
+            model: None,
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            append_system_prompt: None,
+            permission_mode: None,
+            grant_permission: GrantPermission::Ask,
+            env: BTreeMap::new(),
+            remote: None,
+            color: None,
+        }
+    }
+}

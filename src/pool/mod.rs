@@ -1051,14 +1051,12 @@ impl Worker {
                     }
                     return Ok(());
                 }
-                let victim = state
-                    .pairs
-                    .iter()
-                    .filter(|(pair, entry)| {
-                        **pair != self.pair && matches!(entry.slot, Slot::Idle(_))
-                    })
-                    .min_by_key(|(_, entry)| entry.last_used)
-                    .map(|(pair, _)| pair.clone());
+                let victim = least_recently_used_idle(
+                    state.pairs.iter().map(|(pair, entry)| {
+                        (pair, matches!(entry.slot, Slot::Idle(_)), entry.last_used)
+                    }),
+                    &self.pair,
+                );
                 victim.and_then(|pair| {
                     let entry = state.pairs.get_mut(&pair)?;
                     let Slot::Idle(agent) = std::mem::replace(&mut entry.slot, Slot::Empty) else {
@@ -1215,18 +1213,21 @@ impl Worker {
         })
     }
 
-    async fn stop_if_idle(&self, agent: &Agent, reason: &'static str) {
-        let taken = {
-            let mut state = self.pool.lock();
-            match state.pairs.get_mut(&self.pair) {
-                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) =>
-                {
-                    entry.slot = Slot::Stopping(agent.clone());
-                    true
-                }
-                _ => false,
+    /// Moves the pair's slot from `Idle(agent)` to `next(agent)`. False when the slot no
+    /// longer holds that agent idle (it was taken, evicted or replaced meanwhile).
+    fn take_idle(&self, agent: &Agent, next: fn(Agent) -> Slot) -> bool {
+        let mut state = self.pool.lock();
+        match state.pairs.get_mut(&self.pair) {
+            Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) => {
+                entry.slot = next(agent.clone());
+                true
             }
-        };
+            _ => false,
+        }
+    }
+
+    async fn stop_if_idle(&self, agent: &Agent, reason: &'static str) {
+        let taken = self.take_idle(agent, Slot::Stopping);
         if taken {
             tracing::info!(pair = %self.pair, pid = agent.pid(), reason, "stopping idle agent");
             self.pool.stop_agent(&self.pair, agent, reason).await;
@@ -1235,17 +1236,7 @@ impl Worker {
 
     /// A token-free round trip; an agent that fails it is stopped and replaced.
     async fn health_check(&self, agent: &Agent) {
-        let taken = {
-            let mut state = self.pool.lock();
-            match state.pairs.get_mut(&self.pair) {
-                Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) =>
-                {
-                    entry.slot = Slot::Busy(agent.clone());
-                    true
-                }
-                _ => false,
-            }
-        };
+        let taken = self.take_idle(agent, Slot::Busy);
         if !taken {
             return;
         }
@@ -1287,6 +1278,18 @@ impl Worker {
     }
 }
 
+/// The eviction rule: among the idle pairs other than `requester`, the one used least
+/// recently. Busy, spawning and stopping pairs are never chosen.
+fn least_recently_used_idle<'a>(
+    candidates: impl Iterator<Item = (&'a Pair, bool, Instant)>,
+    requester: &Pair,
+) -> Option<Pair> {
+    candidates
+        .filter(|(pair, idle, _)| *idle && *pair != requester)
+        .min_by_key(|(_, _, last_used)| *last_used)
+        .map(|(pair, _, _)| pair.clone())
+}
+
 /// What a CLI's stderr says about the session id it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionProblem {
@@ -1323,6 +1326,143 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TeamConfig;
+
+    fn pair(caller: &str, target: &str) -> Pair {
+        Pair::new(
+            TeamName::new(caller).unwrap(),
+            TeamName::new(target).unwrap(),
+        )
+    }
+
+    #[test]
+    fn eviction_picks_the_least_recently_used_idle_pair_of_another_pair() {
+        let now = Instant::now();
+        let (a, b, c, me) = (
+            pair("x", "a"),
+            pair("x", "b"),
+            pair("x", "c"),
+            pair("x", "me"),
+        );
+        let older = now.checked_sub(Duration::from_secs(60)).unwrap();
+        let oldest = now.checked_sub(Duration::from_secs(120)).unwrap();
+        // c is the oldest but busy; me is idle and old but is the one asking.
+        let candidates = [
+            (&a, true, now),
+            (&b, true, older),
+            (&c, false, oldest),
+            (&me, true, oldest),
+        ];
+        assert_eq!(
+            least_recently_used_idle(candidates.into_iter(), &me),
+            Some(b.clone())
+        );
+        let all_busy = [(&a, false, now), (&b, false, older)];
+        assert_eq!(least_recently_used_idle(all_busy.into_iter(), &me), None);
+        let only_me = [(&me, true, now)];
+        assert_eq!(least_recently_used_idle(only_me.into_iter(), &me), None);
+    }
+
+    /// A pool of one slot held by a spawn that never finishes, and a team whose binary does
+    /// not exist (so a message that gets a slot fails at once, without any process).
+    fn full_pool() -> (Pool, Pair, Pair) {
+        let dir = std::env::temp_dir();
+        let mut config = Config::defaults(dir.clone());
+        config.settings.max_processes = 1;
+        config.settings.pool_wait_timeout = Duration::from_secs(30);
+        for name in ["holder", "waiter"] {
+            let mut team = TeamConfig::new(TeamName::new(name).unwrap(), dir.clone());
+            team.claude_path = Some("/nonexistent/iris-test/claude".to_owned());
+            config.teams.insert(team.name.clone(), team);
+        }
+        let pool = Pool::new(Arc::new(config), PoolOptions::default());
+        let holder = pool.pair("x", "holder").unwrap();
+        let waiter = pool.pair("x", "waiter").unwrap();
+        {
+            let (jobs, _receiver) = mpsc::channel(1);
+            let mut state = pool.inner.lock();
+            state.pairs.insert(
+                holder.clone(),
+                PairEntry {
+                    jobs,
+                    slot: Slot::Spawning,
+                    session: Session {
+                        id: Uuid::new_v4(),
+                        resumable: false,
+                        turns: 0,
+                        total_cost: 0.0,
+                        cli_total: 0.0,
+                    },
+                    last_used: Instant::now(),
+                    process_turns: 0,
+                },
+            );
+            state.live = 1;
+        }
+        (pool, holder, waiter)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pool_fails_after_pool_wait_timeout_and_not_before() {
+        let (pool, _holder, waiter) = full_pool();
+        let started = tokio::time::Instant::now();
+        let error = pool.send(&waiter, "hi".to_owned()).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                PoolError::Saturated {
+                    busy: 1,
+                    max: 1,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "pool saturated (1/1 busy); no agent process became free within 30s (poolWaitTimeout)"
+        );
+        // Virtual time: the wait lasted exactly the configured timeout.
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(pool.status().live, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_message_takes_the_slot_as_soon_as_it_frees_up() {
+        let (pool, holder, waiter) = full_pool();
+        let started = tokio::time::Instant::now();
+        let releaser = {
+            let inner = pool.inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                {
+                    let mut state = inner.lock();
+                    if let Some(entry) = state.pairs.get_mut(&holder) {
+                        entry.slot = Slot::Empty;
+                    }
+                    state.live -= 1;
+                }
+                inner.slot_changed.notify_waiters();
+            })
+        };
+        // It got the slot (then failed to start the missing binary), 10 s in, not 30.
+        let error = pool.send(&waiter, "hi".to_owned()).await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                PoolError::Spawn {
+                    source: SpawnError::MissingBinary { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        releaser.await.unwrap();
+        // The failed spawn gave its slot back.
+        assert_eq!(pool.status().live, 0);
+        pool.shutdown().await;
+    }
 
     #[test]
     fn recognizes_session_problems() {

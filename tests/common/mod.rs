@@ -63,23 +63,11 @@ impl World {
             env.insert((*key).to_owned(), (*value).to_owned());
         }
         let team_name = TeamName::new(name).expect("team name");
-        let team = TeamConfig {
-            name: team_name.clone(),
-            path,
-            description: format!("test team {name}"),
-            claude_path: Some(FAKE_AGENT.to_owned()),
-            idle_timeout: None,
-            spawn_timeout: None,
-            model: None,
-            allowed_tools: Vec::new(),
-            disallowed_tools: Vec::new(),
-            append_system_prompt: None,
-            permission_mode: None,
-            grant_permission: GrantPermission::Yes,
-            env,
-            remote: None,
-            color: None,
-        };
+        let mut team = TeamConfig::new(team_name.clone(), path);
+        team.description = format!("test team {name}");
+        team.claude_path = Some(FAKE_AGENT.to_owned());
+        team.grant_permission = GrantPermission::Yes;
+        team.env = env;
         self.config.teams.insert(team_name.clone(), team);
         self.config
             .teams
