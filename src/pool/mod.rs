@@ -867,10 +867,17 @@ impl Worker {
                             );
                             self.note_session_problem(&exit.stderr_tail);
                         }
-                        TurnError::Gone | TurnError::Busy => {
+                        TurnError::Gone => {
                             let exit = agent.exited().await;
                             self.pool
                                 .release(&self.pair, &agent, "crashed", exit.status);
+                        }
+                        // The process is alive but out of step with the pool (never expected):
+                        // replace it rather than wait on it.
+                        TurnError::Busy => {
+                            let exit = agent.stop().await;
+                            self.pool
+                                .release(&self.pair, &agent, "unhealthy", exit.status);
                         }
                         // The actor interrupts and recovers (or kills) the process itself; the
                         // next turn waits for that inside the actor.
@@ -1076,8 +1083,9 @@ impl Worker {
                 let exit = agent.stop().await;
                 // Hand the freed slot straight to this pair, so no one can take it between
                 // the victim's exit and this spawn (the count stays the same).
-                let handed_over = {
+                let (handed_over, closed) = {
                     let mut state = self.pool.lock();
+                    let closed = state.closed;
                     let owned = state
                         .pairs
                         .get(&victim_pair)
@@ -1088,11 +1096,14 @@ impl Worker {
                             entry.slot = Slot::Empty;
                             entry.process_turns = 0;
                         }
-                        if let Some(entry) = state.pairs.get_mut(&self.pair) {
+                        if closed {
+                            // Shutting down: give the slot back instead of starting a process.
+                            state.live -= 1;
+                        } else if let Some(entry) = state.pairs.get_mut(&self.pair) {
                             entry.slot = Slot::Spawning;
                         }
                     }
-                    owned
+                    (owned, closed)
                 };
                 self.pool.slot_changed.notify_waiters();
                 self.pool.emit(PoolEvent::Exited {
@@ -1101,6 +1112,9 @@ impl Worker {
                     reason: "evicted",
                     status: exit.status,
                 });
+                if closed {
+                    return Err(PoolError::ShuttingDown);
+                }
                 if handed_over {
                     return Ok(());
                 }
@@ -1254,18 +1268,28 @@ impl Worker {
                 self.pool.slot_changed.notify_waiters();
             }
             Err(error) => {
+                // Only if the slot still holds this agent for the check: a sleep, an eviction or a
+                // crash may have taken and released it meanwhile, and must not be undone.
+                let still_ours = {
+                    let mut state = self.pool.lock();
+                    match state.pairs.get_mut(&self.pair) {
+                        Some(entry) if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) =>
+                        {
+                            entry.slot = Slot::Stopping(agent.clone());
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if !still_ours {
+                    return;
+                }
                 tracing::warn!(pair = %self.pair, pid = agent.pid(), %error, "agent failed its health check; replacing it");
                 self.pool.emit(PoolEvent::Unhealthy {
                     pair: self.pair.clone(),
                     pid: agent.pid(),
                     error: error.to_string(),
                 });
-                {
-                    let mut state = self.pool.lock();
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Stopping(agent.clone());
-                    }
-                }
                 self.pool.stop_agent(&self.pair, agent, "unhealthy").await;
                 match self.acquire_agent().await {
                     Ok((replacement, _)) => self.set_idle(&replacement),
