@@ -334,6 +334,25 @@ struct PairEntry {
     process_turns: u64,
 }
 
+impl PairEntry {
+    /// A pair seen for the first time: no process, a new session.
+    fn new(jobs: mpsc::Sender<Job>) -> Self {
+        Self {
+            jobs,
+            slot: Slot::Empty,
+            session: Session {
+                id: Uuid::new_v4(),
+                resumable: false,
+                turns: 0,
+                total_cost: 0.0,
+                cli_total: 0.0,
+            },
+            last_used: Instant::now(),
+            process_turns: 0,
+        }
+    }
+}
+
 struct Session {
     id: Uuid,
     /// A transcript exists: spawn with `--resume`.
@@ -638,22 +657,9 @@ impl Pool {
             Some(entry) => entry.jobs.clone(),
             None => {
                 let (jobs, receiver) = mpsc::channel(limit.max(1));
-                state.pairs.insert(
-                    pair.clone(),
-                    PairEntry {
-                        jobs: jobs.clone(),
-                        slot: Slot::Empty,
-                        session: Session {
-                            id: Uuid::new_v4(),
-                            resumable: false,
-                            turns: 0,
-                            total_cost: 0.0,
-                            cli_total: 0.0,
-                        },
-                        last_used: Instant::now(),
-                        process_turns: 0,
-                    },
-                );
+                state
+                    .pairs
+                    .insert(pair.clone(), PairEntry::new(jobs.clone()));
                 let worker = Worker {
                     pool: self.inner.clone(),
                     pair: pair.clone(),
@@ -1405,22 +1411,9 @@ mod tests {
         {
             let (jobs, _receiver) = mpsc::channel(1);
             let mut state = pool.inner.lock();
-            state.pairs.insert(
-                holder.clone(),
-                PairEntry {
-                    jobs,
-                    slot: Slot::Spawning,
-                    session: Session {
-                        id: Uuid::new_v4(),
-                        resumable: false,
-                        turns: 0,
-                        total_cost: 0.0,
-                        cli_total: 0.0,
-                    },
-                    last_used: Instant::now(),
-                    process_turns: 0,
-                },
-            );
+            let mut entry = PairEntry::new(jobs);
+            entry.slot = Slot::Spawning;
+            state.pairs.insert(holder.clone(), entry);
             state.live = 1;
         }
         (pool, holder, waiter)
