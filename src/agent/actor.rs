@@ -158,6 +158,7 @@ pub(super) async fn spawn(
         next_request: 0,
         turn: None,
         recovering: None,
+        parked: VecDeque::new(),
         stopping: None,
         cost_baseline: spec.cost_baseline,
         exit: exit_tx,
@@ -297,6 +298,8 @@ struct Actor {
     /// Set after a timed-out turn was interrupted: until its result arrives (or this deadline
     /// passes and the process is killed) no new turn starts.
     recovering: Option<tokio::time::Instant>,
+    /// Turns and health checks that arrived while recovering, served when it ends.
+    parked: VecDeque<Command>,
     stopping: Option<Stopping>,
     /// The CLI's cumulative cost before the running turn.
     cost_baseline: f64,
@@ -323,7 +326,12 @@ impl Actor {
                         self.stdout_eof = true;
                     }
                 },
-                command = self.commands.recv(), if !self.commands_closed && self.recovering.is_none() => match command {
+                command = self.commands.recv(), if !self.commands_closed => match command {
+                    // A turn or health check waits until the interrupted turn has ended; a
+                    // stop or interrupt is served at once.
+                    Some(command @ (Command::Turn { .. } | Command::Health { .. })) if self.recovering.is_some() => {
+                        self.parked.push_back(command);
+                    }
                     Some(command) => self.on_command(command),
                     None => {
                         // Every handle is gone: nobody can use this process any more.
@@ -601,6 +609,9 @@ impl Actor {
         }
         if self.recovering.take().is_some() {
             tracing::info!(agent = %self.label, "agent recovered from a timed-out turn");
+            while let Some(command) = self.parked.pop_front() {
+                self.on_command(command);
+            }
             return;
         }
         let Some(turn) = self.turn.take() else {
@@ -689,9 +700,14 @@ impl Actor {
         }
         // Dropping `ready` and `pending_health` tells their waiters the process is gone.
         self.exit.send_replace(Some(info));
-        // Turns that arrived after the exit get a clear answer too.
+        // Turns that were parked or arrived after the exit get a clear answer too: `Gone`
+        // (never written to the process, so the pool may safely retry them).
         self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        let parked: Vec<Command> = self.parked.drain(..).collect();
+        for command in parked
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.commands.try_recv().ok()))
+        {
             match command {
                 Command::Turn { reply, .. } => {
                     let _ = reply.send(Err(TurnError::Gone));
