@@ -116,7 +116,7 @@ pub enum AgentEvent {
 pub type EventSink = Arc<dyn Fn(AgentEvent) + Send + Sync>;
 
 /// One entry of a turn's bounded transcript.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TranscriptEntry {
     /// Text the assistant wrote.
