@@ -15,8 +15,13 @@
 //! old process never touches its successor.
 
 mod launch;
+mod worker;
 
 pub use launch::{SessionMode, agent_spec};
+
+use worker::Worker;
+#[cfg(test)]
+use worker::{SessionProblem, least_recently_used_idle, session_problem};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::agent::{Agent, AgentEvent, EventSink, SpawnError, TurnError, TurnResult};
+use crate::agent::{Agent, AgentEvent, SpawnError, TurnError, TurnResult};
 use crate::config::{Config, NameError, TeamName};
 use crate::guard::Guard;
 
@@ -308,7 +313,7 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: RwLock<Arc<Config>>,
     state: Mutex<State>,
     /// Woken whenever a slot frees up or a process becomes idle (evictable).
@@ -320,13 +325,13 @@ struct Inner {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     pairs: HashMap<Pair, PairEntry>,
     live: usize,
     closed: bool,
 }
 
-struct PairEntry {
+pub(crate) struct PairEntry {
     jobs: mpsc::Sender<Job>,
     slot: Slot,
     session: Session,
@@ -353,7 +358,7 @@ impl PairEntry {
     }
 }
 
-struct Session {
+pub(crate) struct Session {
     id: Uuid,
     /// A transcript exists: spawn with `--resume`.
     resumable: bool,
@@ -363,7 +368,7 @@ struct Session {
     cli_total: f64,
 }
 
-enum Slot {
+pub(crate) enum Slot {
     Empty,
     Spawning,
     Idle(Agent),
@@ -390,7 +395,7 @@ impl Slot {
     }
 }
 
-enum Job {
+pub(crate) enum Job {
     Turn {
         text: String,
         reply: oneshot::Sender<Result<TurnOutcome, PoolError>>,
@@ -736,620 +741,6 @@ impl Inner {
                 status,
             });
         }
-    }
-}
-
-/// The task that serves one pair's queue.
-struct Worker {
-    pool: Arc<Inner>,
-    pair: Pair,
-}
-
-impl Worker {
-    async fn run(self, mut jobs: mpsc::Receiver<Job>) {
-        let mut health = tokio::time::interval(self.pool.config().settings.health_check_interval);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        health.reset();
-        loop {
-            let idle = self.idle_agent();
-            let idle_deadline = idle.as_ref().map(|(_, deadline)| *deadline);
-            tokio::select! {
-                biased;
-                () = self.pool.cancel.cancelled() => break,
-                job = jobs.recv() => match job {
-                    Some(job) => self.handle(job).await,
-                    None => break,
-                },
-                exit = wait_exit(idle.as_ref().map(|(agent, _)| agent.clone())), if idle.is_some() => {
-                    // Only a death while idle is ours to clean up; a process that is being
-                    // stopped (evicted, put to sleep) is released by whoever stops it.
-                    if let Some((agent, _)) = &idle
-                        && self.slot_is_idle(agent)
-                    {
-                        self.pool.release(&self.pair, agent, "crashed", exit);
-                    }
-                }
-                () = sleep_until(idle_deadline), if idle.is_some() => {
-                    if let Some((agent, _)) = idle {
-                        self.stop_if_idle(&agent, "idle").await;
-                    }
-                }
-                _ = health.tick(), if idle.is_some() => {
-                    if let Some((agent, _)) = idle {
-                        self.health_check(&agent).await;
-                    }
-                }
-            }
-        }
-        // Shutting down: whoever still waits in the queue gets a clear answer.
-        jobs.close();
-        while let Ok(job) = jobs.try_recv() {
-            match job {
-                Job::Turn { reply, .. } => {
-                    let _ = reply.send(Err(PoolError::ShuttingDown));
-                }
-                Job::Wake { reply } => {
-                    let _ = reply.send(Err(PoolError::ShuttingDown));
-                }
-            }
-        }
-    }
-
-    fn slot_is_idle(&self, agent: &Agent) -> bool {
-        let state = self.pool.lock();
-        state
-            .pairs
-            .get(&self.pair)
-            .is_some_and(|entry| matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()))
-    }
-
-    /// The pair's agent if it is idle, with the time it should be stopped for idleness.
-    fn idle_agent(&self) -> Option<(Agent, tokio::time::Instant)> {
-        let config = self.pool.config();
-        let idle_timeout = config
-            .team(self.pair.target.as_str())
-            .and_then(|team| team.idle_timeout)
-            .unwrap_or(config.settings.idle_timeout);
-        let state = self.pool.lock();
-        let entry = state.pairs.get(&self.pair)?;
-        match &entry.slot {
-            Slot::Idle(agent) => Some((
-                agent.clone(),
-                tokio::time::Instant::from_std(entry.last_used) + idle_timeout,
-            )),
-            _ => None,
-        }
-    }
-
-    async fn handle(&self, job: Job) {
-        match job {
-            Job::Turn { text, reply } => {
-                let outcome = self.run_turn(text).await;
-                let _ = reply.send(outcome);
-            }
-            Job::Wake { reply } => {
-                let outcome = match self.acquire_agent().await {
-                    Ok((agent, _)) => {
-                        self.set_idle(&agent);
-                        Ok(agent.pid())
-                    }
-                    Err(error) => Err(error),
-                };
-                let _ = reply.send(outcome);
-            }
-        }
-    }
-
-    async fn run_turn(&self, text: String) -> Result<TurnOutcome, PoolError> {
-        // One retry, only when the message never reached a process (it was gone before the
-        // turn was written), so nothing can run twice.
-        let mut retried = false;
-        loop {
-            let (agent, cold) = self.acquire_agent().await?;
-            self.pool.emit(PoolEvent::TurnStarted {
-                pair: self.pair.clone(),
-                pid: agent.pid(),
-            });
-            match agent.turn(text.clone()).await {
-                Ok(result) => return Ok(self.finish_turn(&agent, cold, result)),
-                Err(TurnError::Gone) if !retried => {
-                    retried = true;
-                    let exit = agent.exited().await;
-                    self.pool
-                        .release(&self.pair, &agent, "crashed", exit.status);
-                }
-                Err(error) => {
-                    match &error {
-                        TurnError::Exited { exit, .. } => {
-                            self.pool.release(
-                                &self.pair,
-                                &agent,
-                                if exit.requested {
-                                    "requested"
-                                } else {
-                                    "crashed"
-                                },
-                                exit.status.clone(),
-                            );
-                            self.note_session_problem(&exit.stderr_tail);
-                        }
-                        TurnError::Gone => {
-                            let exit = agent.exited().await;
-                            self.pool
-                                .release(&self.pair, &agent, "crashed", exit.status);
-                        }
-                        // The process is alive but out of step with the pool (never expected):
-                        // replace it rather than wait on it.
-                        TurnError::Busy => {
-                            let exit = agent.stop().await;
-                            self.pool
-                                .release(&self.pair, &agent, "unhealthy", exit.status);
-                        }
-                        // The actor interrupts and recovers (or kills) the process itself; the
-                        // next turn waits for that inside the actor.
-                        TurnError::TimedOut { .. } => self.set_idle(&agent),
-                    }
-                    // Any turn that was written may have left a transcript behind.
-                    self.mark_resumable();
-                    self.pool.emit(PoolEvent::TurnFailed {
-                        pair: self.pair.clone(),
-                        error: error.to_string(),
-                    });
-                    return Err(PoolError::Turn {
-                        pair: self.pair.to_string(),
-                        source: error,
-                    });
-                }
-            }
-        }
-    }
-
-    fn finish_turn(&self, agent: &Agent, cold: bool, result: TurnResult) -> TurnOutcome {
-        let session_id = {
-            let mut state = self.pool.lock();
-            // Entries are never removed while the pool runs, so the worker's entry is there.
-            state
-                .pairs
-                .get_mut(&self.pair)
-                .map_or_else(Uuid::nil, |entry| {
-                    entry.session.resumable = true;
-                    entry.session.turns += 1;
-                    entry.session.total_cost += result.cost_usd;
-                    if let Some(total) = result.total_cost_usd {
-                        entry.session.cli_total = total;
-                    }
-                    entry.process_turns += 1;
-                    entry.last_used = Instant::now();
-                    if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
-                        entry.slot = Slot::Idle(agent.clone());
-                    }
-                    entry.session.id
-                })
-        };
-        self.pool.slot_changed.notify_waiters();
-        self.pool.emit(PoolEvent::TurnFinished {
-            pair: self.pair.clone(),
-            is_error: result.is_error,
-            cost_usd: result.cost_usd,
-            duration_ms: result.duration_ms,
-        });
-        TurnOutcome {
-            pair: self.pair.clone(),
-            session_id,
-            pid: agent.pid(),
-            cold,
-            result,
-        }
-    }
-
-    fn set_idle(&self, agent: &Agent) {
-        {
-            let mut state = self.pool.lock();
-            if let Some(entry) = state.pairs.get_mut(&self.pair)
-                && matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id())
-            {
-                entry.slot = Slot::Idle(agent.clone());
-                entry.last_used = Instant::now();
-            }
-        }
-        self.pool.slot_changed.notify_waiters();
-    }
-
-    fn mark_resumable(&self) {
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            entry.session.resumable = true;
-        }
-    }
-
-    /// Learns from a failed process's stderr whether the session id was wrong for the mode.
-    fn note_session_problem(&self, stderr: &str) {
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            match session_problem(stderr) {
-                Some(SessionProblem::AlreadyExists) => entry.session.resumable = true,
-                Some(SessionProblem::NotFound) => entry.session.resumable = false,
-                None => {}
-            }
-        }
-    }
-
-    /// A ready agent, taken `Busy`: the pair's idle one, or a new one in a reserved slot.
-    async fn acquire_agent(&self) -> Result<(Agent, bool), PoolError> {
-        loop {
-            let changed = self.pool.slot_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let mut state = self.pool.lock();
-                if state.closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                let Some(entry) = state.pairs.get_mut(&self.pair) else {
-                    return Err(PoolError::ShuttingDown);
-                };
-                match std::mem::replace(&mut entry.slot, Slot::Empty) {
-                    Slot::Idle(agent) if !agent.has_exited() => {
-                        entry.slot = Slot::Busy(agent.clone());
-                        return Ok((agent, false));
-                    }
-                    Slot::Idle(_) => {
-                        // Died while idle and not yet noticed: free its slot and start anew.
-                        state.live -= 1;
-                        break;
-                    }
-                    Slot::Empty => break,
-                    // Being stopped by an eviction or a sleep: wait until it is gone.
-                    other => entry.slot = other,
-                }
-            }
-            tokio::select! {
-                () = &mut changed => {}
-                () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
-            }
-        }
-        self.reserve_slot().await?;
-        match self.spawn_agent().await {
-            Ok(agent) => {
-                let closed = {
-                    let mut state = self.pool.lock();
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Busy(agent.clone());
-                        entry.process_turns = 0;
-                    }
-                    state.closed
-                };
-                if closed {
-                    self.pool.stop_agent(&self.pair, &agent, "shutdown").await;
-                    return Err(PoolError::ShuttingDown);
-                }
-                Ok((agent, true))
-            }
-            Err(error) => {
-                {
-                    let mut state = self.pool.lock();
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Empty;
-                    }
-                    state.live -= 1;
-                }
-                self.pool.slot_changed.notify_waiters();
-                self.pool.emit(PoolEvent::SpawnFailed {
-                    pair: self.pair.clone(),
-                    error: error.to_string(),
-                });
-                Err(error)
-            }
-        }
-    }
-
-    /// Takes a slot for this pair (`Spawning`), evicting the least recently used idle
-    /// process of another pair when the pool is full, or waiting for one to free up.
-    async fn reserve_slot(&self) -> Result<(), PoolError> {
-        let config = self.pool.config();
-        let max = config.settings.max_processes;
-        let wait = config.settings.pool_wait_timeout;
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let changed = self.pool.slot_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let victim = {
-                let mut state = self.pool.lock();
-                if state.closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                if state.live < max {
-                    state.live += 1;
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Spawning;
-                    }
-                    return Ok(());
-                }
-                let victim = least_recently_used_idle(
-                    state.pairs.iter().map(|(pair, entry)| {
-                        (pair, matches!(entry.slot, Slot::Idle(_)), entry.last_used)
-                    }),
-                    &self.pair,
-                );
-                victim.and_then(|pair| {
-                    let entry = state.pairs.get_mut(&pair)?;
-                    let Slot::Idle(agent) = std::mem::replace(&mut entry.slot, Slot::Empty) else {
-                        return None;
-                    };
-                    entry.slot = Slot::Stopping(agent.clone());
-                    Some((pair, agent))
-                })
-            };
-            if let Some((victim_pair, agent)) = victim {
-                tracing::info!(evicted = %victim_pair, pid = agent.pid(), for_pair = %self.pair, "pool full: evicting least recently used idle agent");
-                self.pool.emit(PoolEvent::Evicted {
-                    pair: victim_pair.clone(),
-                    pid: agent.pid(),
-                    for_pair: self.pair.clone(),
-                });
-                let exit = agent.stop().await;
-                // Hand the freed slot straight to this pair, so no one can take it between
-                // the victim's exit and this spawn (the count stays the same).
-                let (handed_over, closed) = {
-                    let mut state = self.pool.lock();
-                    let closed = state.closed;
-                    let owned = state
-                        .pairs
-                        .get(&victim_pair)
-                        .and_then(|entry| entry.slot.agent())
-                        .is_some_and(|held| held.id() == agent.id());
-                    if owned {
-                        if let Some(entry) = state.pairs.get_mut(&victim_pair) {
-                            entry.slot = Slot::Empty;
-                            entry.process_turns = 0;
-                        }
-                        if closed {
-                            // Shutting down: give the slot back instead of starting a process.
-                            state.live -= 1;
-                        } else if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                            entry.slot = Slot::Spawning;
-                        }
-                    }
-                    (owned, closed)
-                };
-                self.pool.slot_changed.notify_waiters();
-                self.pool.emit(PoolEvent::Exited {
-                    pair: victim_pair,
-                    pid: agent.pid(),
-                    reason: "evicted",
-                    status: exit.status,
-                });
-                if closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                if handed_over {
-                    return Ok(());
-                }
-                continue;
-            }
-            tokio::select! {
-                () = &mut changed => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    let busy = self.pool.lock().live;
-                    return Err(PoolError::Saturated { busy, max, waited: wait });
-                }
-                () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
-            }
-        }
-    }
-
-    /// Starts the pair's agent in its reserved slot: `--resume` when the session has a
-    /// transcript, `--session-id` otherwise, correcting the choice once if the CLI disagrees.
-    async fn spawn_agent(&self) -> Result<Agent, PoolError> {
-        let mut corrected = false;
-        loop {
-            let config = self.pool.config();
-            let Some(team) = config.team(self.pair.target.as_str()) else {
-                return Err(PoolError::UnknownTeam {
-                    name: self.pair.target.to_string(),
-                    known: config.team_names(),
-                });
-            };
-            let (session_id, mode, baseline) = {
-                let state = self.pool.lock();
-                let session = state.pairs.get(&self.pair).map(|entry| &entry.session);
-                let id = session.map_or_else(Uuid::new_v4, |session| session.id);
-                let resumable = session.is_some_and(|session| session.resumable);
-                let baseline = session.map_or(0.0, |session| session.cli_total);
-                (
-                    id,
-                    if resumable {
-                        SessionMode::Resume
-                    } else {
-                        SessionMode::New
-                    },
-                    baseline,
-                )
-            };
-            self.pool.emit(PoolEvent::Spawning {
-                pair: self.pair.clone(),
-                session_id,
-                resume: mode == SessionMode::Resume,
-            });
-            let spec = agent_spec(&config, team, &self.pair, session_id, mode, baseline);
-            match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
-                Ok(agent) => {
-                    self.pool.emit(PoolEvent::Ready {
-                        pair: self.pair.clone(),
-                        pid: agent.pid(),
-                        ready_ms: millis(agent.ready_after()),
-                    });
-                    return Ok(agent);
-                }
-                Err(SpawnError::ExitedEarly { ref exit, .. })
-                    if !corrected && session_problem(&exit.stderr_tail).is_some() =>
-                {
-                    corrected = true;
-                    self.correct_session(session_problem(&exit.stderr_tail), session_id);
-                }
-                Err(source) => {
-                    return Err(PoolError::Spawn {
-                        pair: self.pair.to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-
-    fn correct_session(&self, problem: Option<SessionProblem>, old: Uuid) {
-        let mut reset = None;
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            match problem {
-                Some(SessionProblem::AlreadyExists) => entry.session.resumable = true,
-                Some(SessionProblem::NotFound) => {
-                    // The transcript is gone (deleted by hand, another HOME): the conversation
-                    // cannot continue, so start a new one rather than fail forever.
-                    entry.session.id = Uuid::new_v4();
-                    entry.session.resumable = false;
-                    entry.session.cli_total = 0.0;
-                    reset = Some(entry.session.id);
-                }
-                None => {}
-            }
-        }
-        if let Some(session_id) = reset {
-            tracing::warn!(pair = %self.pair, %old, new = %session_id, "session transcript not found; starting a new session");
-            self.pool.emit(PoolEvent::SessionReset {
-                pair: self.pair.clone(),
-                old_session_id: old,
-                session_id,
-            });
-        }
-    }
-
-    fn sink(&self) -> EventSink {
-        let events = self.pool.events.clone();
-        let pair = self.pair.clone();
-        Arc::new(move |event| {
-            let _ = events.send(PoolEvent::Agent {
-                pair: pair.clone(),
-                event,
-            });
-        })
-    }
-
-    /// Moves the pair's slot from `Idle(agent)` to `next(agent)`. False when the slot no
-    /// longer holds that agent idle (it was taken, evicted or replaced meanwhile).
-    fn take_idle(&self, agent: &Agent, next: fn(Agent) -> Slot) -> bool {
-        let mut state = self.pool.lock();
-        match state.pairs.get_mut(&self.pair) {
-            Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) => {
-                entry.slot = next(agent.clone());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    async fn stop_if_idle(&self, agent: &Agent, reason: &'static str) {
-        let taken = self.take_idle(agent, Slot::Stopping);
-        if taken {
-            tracing::info!(pair = %self.pair, pid = agent.pid(), reason, "stopping idle agent");
-            self.pool.stop_agent(&self.pair, agent, reason).await;
-        }
-    }
-
-    /// A token-free round trip; an agent that fails it is stopped and replaced.
-    async fn health_check(&self, agent: &Agent) {
-        let taken = self.take_idle(agent, Slot::Busy);
-        if !taken {
-            return;
-        }
-        let timeout = self.pool.config().settings.spawn_timeout;
-        match agent.health_check(timeout).await {
-            Ok(_) => {
-                // Back to idle without touching last_used: a health check is not use.
-                let mut state = self.pool.lock();
-                if let Some(entry) = state.pairs.get_mut(&self.pair)
-                    && matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id())
-                {
-                    entry.slot = Slot::Idle(agent.clone());
-                }
-                drop(state);
-                self.pool.slot_changed.notify_waiters();
-            }
-            Err(error) => {
-                // Only if the slot still holds this agent for the check: a sleep, an eviction or a
-                // crash may have taken and released it meanwhile, and must not be undone.
-                let still_ours = {
-                    let mut state = self.pool.lock();
-                    match state.pairs.get_mut(&self.pair) {
-                        Some(entry) if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) =>
-                        {
-                            entry.slot = Slot::Stopping(agent.clone());
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if !still_ours {
-                    return;
-                }
-                tracing::warn!(pair = %self.pair, pid = agent.pid(), %error, "agent failed its health check; replacing it");
-                self.pool.emit(PoolEvent::Unhealthy {
-                    pair: self.pair.clone(),
-                    pid: agent.pid(),
-                    error: error.to_string(),
-                });
-                self.pool.stop_agent(&self.pair, agent, "unhealthy").await;
-                match self.acquire_agent().await {
-                    Ok((replacement, _)) => self.set_idle(&replacement),
-                    Err(error) => {
-                        tracing::warn!(pair = %self.pair, %error, "replacing an unhealthy agent failed")
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The eviction rule: among the idle pairs other than `requester`, the one used least
-/// recently. Busy, spawning and stopping pairs are never chosen.
-fn least_recently_used_idle<'a>(
-    candidates: impl Iterator<Item = (&'a Pair, bool, Instant)>,
-    requester: &Pair,
-) -> Option<Pair> {
-    candidates
-        .filter(|(pair, idle, _)| *idle && *pair != requester)
-        .min_by_key(|(_, _, last_used)| *last_used)
-        .map(|(pair, _, _)| pair.clone())
-}
-
-/// What a CLI's stderr says about the session id it was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionProblem {
-    /// `--session-id` named a session that exists: resume it instead.
-    AlreadyExists,
-    /// `--resume` named a session with no transcript.
-    NotFound,
-}
-
-fn session_problem(stderr: &str) -> Option<SessionProblem> {
-    if stderr.contains("is already in use") {
-        Some(SessionProblem::AlreadyExists)
-    } else if stderr.contains("No conversation found") {
-        Some(SessionProblem::NotFound)
-    } else {
-        None
-    }
-}
-
-async fn wait_exit(agent: Option<Agent>) -> String {
-    match agent {
-        Some(agent) => agent.exited().await.status,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
