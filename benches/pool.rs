@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use iris::agent::{Agent, AgentEvent, EventSink};
 use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
 use iris::pool::{Pool, PoolOptions, SessionMode, agent_spec};
+use iris::store::MessageMode;
 
 const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
 
 struct Sizes {
+    store_messages: usize,
     warm_turns: usize,
     throughput_turns: usize,
     spawns: usize,
@@ -27,6 +29,7 @@ fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let sizes = if quick {
         Sizes {
+            store_messages: 1000,
             warm_turns: 500,
             throughput_turns: 2000,
             spawns: 30,
@@ -34,6 +37,7 @@ fn main() {
         }
     } else {
         Sizes {
+            store_messages: 10_000,
             warm_turns: 5000,
             throughput_turns: 20_000,
             spawns: 200,
@@ -100,6 +104,8 @@ async fn run(sizes: &Sizes) {
         us(percentile(&ready, 99.0))
     );
 
+    store_costs(dir.path(), sizes.store_messages).await;
+
     let churn = spawn_evict_cycles(dir.path(), sizes.cycles).await;
     println!("| spawn/evict cycles | {} |", sizes.cycles);
     println!("|---|---|");
@@ -120,6 +126,8 @@ async fn run(sizes: &Sizes) {
 
 fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
     let mut config = Config::defaults(root.join("home"));
+    // A real file store, as in production (a new file per pool, so runs do not mix).
+    config.database.path = root.join(format!("bench-{}.db", uuid::Uuid::new_v4()));
     config.settings.max_processes = max_processes;
     config.settings.max_queue_per_pair = 100_000;
     config.settings.stop_grace_period = Duration::from_secs(2);
@@ -149,7 +157,7 @@ fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
 async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Duration>) {
     let config = config(root, 1, 4);
     let team = config.teams.values().next().expect("team").clone();
-    let pool = Pool::new(Arc::new(config.clone()), PoolOptions::default());
+    let pool = Pool::start(Arc::new(config.clone()), PoolOptions::default()).await.expect("pool");
     let pair = pool.pair("bench", team.name.as_str()).expect("pair");
 
     let spec = agent_spec(
@@ -159,6 +167,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
         uuid::Uuid::new_v4(),
         SessionMode::New,
         0.0,
+        "bench",
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});
     let agent = Agent::spawn(spec, sink, None).await.expect("spawn");
@@ -188,7 +197,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
 
 async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration) {
     let config = config(root, pairs, pairs);
-    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
     let pair_list: Vec<_> = (0..pairs)
         .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
         .collect();
@@ -204,7 +213,7 @@ async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration
             // Keep a few turns queued per pair so the pipe is never empty.
             let mut in_flight = std::collections::VecDeque::new();
             for _ in 0..per_pair {
-                in_flight.push_back(pool.submit(&pair, "ping".to_owned()).expect("submit"));
+                in_flight.push_back(pool.submit(&pair, "ping".to_owned(), MessageMode::Ask).await.expect("submit"));
                 if in_flight.len() >= 4
                     && let Some(ticket) = in_flight.pop_front()
                 {
@@ -226,7 +235,7 @@ async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration
 
 async fn spawn_to_ready(root: &Path, spawns: usize) -> Vec<Duration> {
     let config = config(root, 1, 1);
-    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
     let pair = pool.pair("bench", "team0").expect("pair");
     let mut ready = Vec::with_capacity(spawns);
     for _ in 0..spawns {
@@ -254,7 +263,7 @@ async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
     let config = config(root, 4, 2);
     let fds_before = open_fds();
     let rss_start = rss_kib();
-    let pool = Pool::new(Arc::new(config), PoolOptions::default());
+    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
     let pairs: Vec<_> = (0..4)
         .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
         .collect();
@@ -321,4 +330,95 @@ fn mean(samples: &[Duration]) -> Duration {
 
 fn us(duration: Duration) -> String {
     format!("{:.1} µs", duration.as_secs_f64() * 1e6)
+}
+
+/// What recording costs: the four store writes of one turn, messages written per second,
+/// and the database size per message with a typical transcript.
+async fn store_costs(root: &Path, messages: usize) {
+    use iris::agent::TranscriptEntry;
+    use iris::config::DatabaseConfig;
+    use iris::store::{MessageFinish, MessageId, MessageState, NewMessage, Store};
+
+    let mut database = Config::defaults(root.join("home")).database;
+    database.path = root.join(format!("store-{}.db", uuid::Uuid::new_v4()));
+    let database: DatabaseConfig = database;
+    let store = Store::open(&database).await.expect("store");
+    let caller = TeamName::new("bench").expect("name");
+    let target = TeamName::new("team0").expect("name");
+    let session = store
+        .create_session(&caller, &target, uuid::Uuid::new_v4())
+        .await
+        .expect("session")
+        .session_id;
+    // A transcript like a short tool-using turn: text, a tool call, its result, an answer.
+    let transcript = vec![
+        TranscriptEntry::AssistantText { text: "Let me look at the routes.".repeat(4) },
+        TranscriptEntry::ToolUse { name: "Grep".to_owned(), input: r#"{"pattern":"plan","path":"src"}"#.to_owned() },
+        TranscriptEntry::ToolResult { content: "src/routes/plan.rs:12: pub async fn plan(...)\n".repeat(8), is_error: false },
+        TranscriptEntry::AssistantText { text: "GET /v1/users/{id}/plan returns the user's plan.".repeat(3) },
+    ];
+    let mut per_turn = Vec::with_capacity(messages);
+    let started = Instant::now();
+    for index in 0..messages {
+        let id = MessageId::new();
+        let turn = Instant::now();
+        store
+            .insert_message(NewMessage {
+                id,
+                caller: caller.clone(),
+                target: target.clone(),
+                session_id: Some(session),
+                mode: MessageMode::Ask,
+                text: format!("Which endpoint returns the user's plan? ({index})"),
+            })
+            .await
+            .expect("insert");
+        store.mark_running(id, session).await.expect("running");
+        store
+            .finish_message(
+                id,
+                MessageFinish {
+                    state: MessageState::Completed,
+                    answer: Some("GET /v1/users/{id}/plan returns the user's plan.".repeat(3)),
+                    is_error: false,
+                    error: None,
+                    cost_usd: Some(0.0021),
+                    usage: Some(serde_json::json!({"input_tokens": 1200, "output_tokens": 85})),
+                    duration_ms: Some(2400),
+                    transcript: transcript.clone(),
+                },
+            )
+            .await
+            .expect("finish");
+        store.record_turn(session, 0.0021, Some(0.0021 * (index + 1) as f64)).await.expect("turn");
+        per_turn.push(turn.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let bytes = std::fs::metadata(&database.path).map_or(0, |meta| meta.len())
+        + std::fs::metadata(database.path.with_extension("db-wal")).map_or(0, |meta| meta.len());
+
+    // Accepting tells: inserts only, as fast as callers can write them.
+    let tells = messages;
+    let accept_started = Instant::now();
+    for index in 0..tells {
+        store
+            .insert_message(NewMessage {
+                id: MessageId::new(),
+                caller: caller.clone(),
+                target: target.clone(),
+                session_id: Some(session),
+                mode: MessageMode::Quick,
+                text: format!("note {index}"),
+            })
+            .await
+            .expect("insert");
+    }
+    let accept_elapsed = accept_started.elapsed();
+
+    println!("\n| store (file, WAL) | value |");
+    println!("|---|---|");
+    println!("| recording one turn (insert, running, finish with transcript, session) p50 / p99 | {} / {} |", us(percentile(&per_turn, 50.0)), us(percentile(&per_turn, 99.0)));
+    println!("| turns recorded per second (sequential) | {:.0} |", messages as f64 / elapsed.as_secs_f64());
+    println!("| tells accepted (written) per second (sequential) | {:.0} |", tells as f64 / accept_elapsed.as_secs_f64());
+    println!("| database size for {messages} finished messages with transcripts | {:.1} MiB ({:.0} bytes per message) |", bytes as f64 / 1_048_576.0, bytes as f64 / messages as f64);
 }

@@ -5,7 +5,10 @@
 //! Requests (one JSON object per line; `id` is echoed back and may be any JSON value):
 //! `{"id":1,"op":"send","from":"frontend","to":"backend","message":"..."}`,
 //! `{"op":"wake","from":..,"to":..}`, `{"op":"wake_all","from":..}`, `{"op":"interrupt",..}`,
-//! `{"op":"sleep",..}`, `{"op":"status"}`.
+//! `{"op":"sleep",..}`, `{"op":"status"}`; durable messages: `{"op":"tell",..,"message":..}`
+//! (answers at once with the message id), `{"op":"message","messageId":..,"waitMs":N}`,
+//! `{"op":"cancel","messageId":..}`; sessions: `{"op":"report",..,"limit":N,"before":id}`,
+//! `{"op":"reboot",..}`, `{"op":"delete",..,"deleteTranscript":true}`, `{"op":"fork",..}`.
 //! Answers: `{"id":..,"ok":true,...}` or `{"id":..,"ok":false,"error":"..."}`. With
 //! `--events`, pool events are written too, as `{"event":{...}}`.
 //! Requests run concurrently; answers come in the order they finish.
@@ -17,7 +20,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pool::Pool;
+use std::time::Duration;
+
+use crate::pool::{Pool, PoolError};
+use crate::store::{MessageId, MessageMode, Page};
 
 /// Longest request line accepted on stdin.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -59,6 +65,65 @@ enum Request {
         #[serde(default)]
         id: Value,
     },
+    Tell {
+        #[serde(default)]
+        id: Value,
+        from: String,
+        to: String,
+        message: String,
+    },
+    Message {
+        #[serde(default)]
+        id: Value,
+        #[serde(rename = "messageId")]
+        message_id: String,
+        #[serde(default, rename = "waitMs")]
+        wait_ms: u64,
+    },
+    Cancel {
+        #[serde(default)]
+        id: Value,
+        #[serde(rename = "messageId")]
+        message_id: String,
+    },
+    Report {
+        #[serde(default)]
+        id: Value,
+        from: String,
+        to: String,
+        #[serde(default = "default_limit")]
+        limit: usize,
+        #[serde(default)]
+        before: Option<String>,
+    },
+    Reboot {
+        #[serde(default)]
+        id: Value,
+        from: String,
+        to: String,
+    },
+    Delete {
+        #[serde(default)]
+        id: Value,
+        from: String,
+        to: String,
+        #[serde(default, rename = "deleteTranscript")]
+        delete_transcript: bool,
+    },
+    Fork {
+        #[serde(default)]
+        id: Value,
+        from: String,
+        to: String,
+    },
+}
+
+fn default_limit() -> usize {
+    20
+}
+
+fn message_id(text: &str) -> Result<MessageId, PoolError> {
+    text.parse().map_err(|_| PoolError::UnknownMessage { id: text.to_owned() })
 }
 
 /// Runs the console until stdin ends or `shutdown` is cancelled, then stops the pool.
@@ -208,9 +273,83 @@ async fn handle(pool: &Pool, request: Request) -> Value {
             Err(error) => failure(id, &error),
         },
         Request::Status { id } => json!({"id": id, "ok": true, "status": pool.status()}),
+        Request::Tell { id, from, to, message } => {
+            let accepted = match pool.pair(&from, &to) {
+                Ok(pair) => pool.tell(&pair, message, MessageMode::Tell).await,
+                Err(error) => Err(error),
+            };
+            match accepted {
+                Ok(message_id) => json!({"id": id, "ok": true, "messageId": message_id, "status": "queued"}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Message { id, message_id: text, wait_ms } => {
+            let record = match message_id(&text) {
+                Ok(message) => pool.wait_message(message, Duration::from_millis(wait_ms)).await,
+                Err(error) => Err(error),
+            };
+            match record {
+                Ok(record) => json!({"id": id, "ok": true, "message": record}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Cancel { id, message_id: text } => {
+            let state = match message_id(&text) {
+                Ok(message) => pool.cancel(message).await,
+                Err(error) => Err(error),
+            };
+            match state {
+                Ok(state) => json!({"id": id, "ok": true, "state": state}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Report { id, from, to, limit, before } => {
+            let before = match before.as_deref().map(message_id).transpose() {
+                Ok(before) => before,
+                Err(error) => return failure(id, &error),
+            };
+            let messages = match pool.pair(&from, &to) {
+                Ok(pair) => pool.report(&pair, Page { limit, before }).await,
+                Err(error) => Err(error),
+            };
+            match messages {
+                Ok(messages) => json!({"id": id, "ok": true, "messages": messages}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Reboot { id, from, to } => {
+            let rebooted = match pool.pair(&from, &to) {
+                Ok(pair) => pool.reboot(&pair).await,
+                Err(error) => Err(error),
+            };
+            match rebooted {
+                Ok((old, new)) => json!({"id": id, "ok": true, "oldSessionId": old, "sessionId": new}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Delete { id, from, to, delete_transcript } => {
+            let deleted = match pool.pair(&from, &to) {
+                Ok(pair) => pool.delete_session(&pair, delete_transcript).await,
+                Err(error) => Err(error),
+            };
+            match deleted {
+                Ok((old, transcript)) => json!({"id": id, "ok": true, "deletedSessionId": old, "deletedTranscript": transcript}),
+                Err(error) => failure(id, &error),
+            }
+        }
+        Request::Fork { id, from, to } => {
+            let command = match pool.pair(&from, &to) {
+                Ok(pair) => pool.fork_command(&pair).await,
+                Err(error) => Err(error),
+            };
+            match command {
+                Ok(command) => json!({"id": id, "ok": true, "command": command.shell_line(), "fork": command}),
+                Err(error) => failure(id, &error),
+            }
+        }
     }
 }
 
-fn failure(id: Value, error: &crate::pool::PoolError) -> Value {
+fn failure(id: Value, error: &PoolError) -> Value {
     json!({"id": id, "ok": false, "error": error.to_string()})
 }

@@ -73,6 +73,33 @@ pub fn group_alive(pgid: u32) -> bool {
     raw > 1 && killpg(Pid::from_raw(raw), None).is_ok()
 }
 
+/// Whether a live (not zombie) process of group `pgid` has `entry` (`NAME=value`) in its
+/// environment. Used to recognise our own leftover agents before signalling their group.
+#[must_use]
+pub fn group_has_environment(pgid: u32, entry: &str) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|process| {
+        let Ok(pid) = process.file_name().to_string_lossy().parse::<u32>() else {
+            return false;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|field| field.parse::<u32>().ok());
+        if state == Some("Z") || group != Some(pgid) {
+            return false;
+        }
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|environ| environ.split(|&byte| byte == 0).any(|item| item == entry.as_bytes()))
+    })
+}
+
 /// Reaps every already-exited child of ours in group `pgid` (grandchildren re-parented to us as
 /// subreaper) without blocking. Call only after the group leader itself has been reaped by
 /// its owner, so that no one else's exit status is taken.

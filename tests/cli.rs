@@ -215,3 +215,138 @@ fn no_config_runs_on_defaults_and_explains_how_to_start() {
     assert_eq!(json["teams"], serde_json::json!([]));
     assert_eq!(json["maxProcesses"], 10);
 }
+
+/// Children of `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(list.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+    }
+    found
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.cast_signed()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+fn user_lines_containing(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["event"] == "stdin")
+        .filter(|entry| {
+            entry["line"]
+                .as_str()
+                .is_some_and(|line| line.contains("\"type\":\"user\"") && line.contains(needle))
+        })
+        .count()
+}
+
+#[test]
+fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupted() {
+    iris::process::become_subreaper().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-restart-{}", uuid::Uuid::new_v4());
+    let log = dir.path().join("agent.log");
+    let knobs = format!("      FAKE_AGENT_LOG: {}\n", log.display());
+    let config = write_config(dir.path(), &marker, &["backend"], &knobs);
+    let mut console = Console::start(&config, dir.path());
+    let tell = |console: &mut Console, text: &str| {
+        let answer = console.request(&serde_json::json!({"op": "tell", "from": "frontend", "to": "backend", "message": text}));
+        assert_eq!(answer["ok"], true, "{answer}");
+        answer["messageId"].as_str().unwrap().to_owned()
+    };
+    let running = tell(&mut console, "[[slow:600000]] long");
+    let first = tell(&mut console, "queued one");
+    let second = tell(&mut console, "queued two");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(wait_for("long message running", || user_lines_containing(&log, "long") == 1));
+    sigkill(console.child.id());
+    console.child.wait().unwrap();
+    wait_for_no_processes(&marker);
+
+    let mut console = Console::start(&config, dir.path());
+    for id in [&first, &second] {
+        let answer = console.request(&serde_json::json!({"op": "message", "messageId": id, "waitMs": 60000}));
+        assert_eq!(answer["message"]["state"], "completed", "{answer}");
+    }
+    let answer = console.request(&serde_json::json!({"op": "message", "messageId": running}));
+    assert_eq!(answer["message"]["state"], "interrupted", "{answer}");
+    assert_contains(answer["message"]["error"].as_str().unwrap(), "not re-run");
+    assert_eq!(user_lines_containing(&log, "queued one"), 1);
+    assert_eq!(user_lines_containing(&log, "queued two"), 1);
+    assert_eq!(user_lines_containing(&log, "long"), 1);
+    let answer = console.request(&serde_json::json!({"op": "message", "messageId": "not-an-id"}));
+    assert_contains(answer["error"].as_str().unwrap(), "no message with id not-an-id");
+    drop(console.stdin);
+    assert!(console.child.wait().unwrap().success());
+    wait_for_no_processes(&marker);
+}
+
+#[test]
+fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
+    iris::process::become_subreaper().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-leftover-{}", uuid::Uuid::new_v4());
+    // Agents that ignore SIGTERM (so the parent-death signal alone does not end them).
+    let knobs = "      FAKE_AGENT_IGNORE_SIGTERM: \"1\"\n      FAKE_AGENT_GRANDCHILDREN: \"1\"\n";
+    let config = write_config(dir.path(), &marker, &["a", "b"], knobs);
+    let mut console = Console::start(&config, dir.path());
+    let woken = console.request(&serde_json::json!({"op": "wake_all", "from": "caller"}));
+    assert_eq!(woken["ok"], true, "{woken}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(wait_for("agents running", || processes_with_marker(&marker, false).len() >= 4));
+    // Kill the guard first (the child of this iris running `iris guard`), then iris.
+    let guard = children(console.child.id())
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|&byte| byte == 0)
+                .any(|arg| arg == b"guard")
+        })
+        .expect("guard process");
+    sigkill(guard);
+    sigkill(console.child.id());
+    console.child.wait().unwrap();
+    runtime.block_on(wait_for("orphans reaped", || {
+        reap_children();
+        true
+    }));
+    assert!(processes_with_marker(&marker, false).len() >= 4, "agents should have survived");
+
+    // The next Iris finds them by their recorded process groups and keys, and stops them.
+    let mut console = Console::start(&config, dir.path());
+    let status = console.request(&serde_json::json!({"op": "status"}));
+    assert_eq!(status["ok"], true);
+    wait_for_no_processes(&marker);
+    drop(console.stdin);
+    assert!(console.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_corrupt_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-corrupt-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, &["backend"], "");
+    let database = dir.path().join("data").join("iris.db");
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    let garbage = b"this is not a sqlite database, but somebody's data".repeat(100);
+    std::fs::write(&database, &garbage).unwrap();
+    let output = iris(&config, dir.path())
+        .arg("console")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_contains(&stderr, &database.display().to_string());
+    assert_contains(&stderr, "not a valid Iris database");
+    assert_eq!(std::fs::read(&database).unwrap(), garbage);
+}

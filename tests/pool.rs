@@ -12,12 +12,13 @@ use common::{World, assert_contains, wait_event, wait_for};
 use iris::agent::{SpawnError, TranscriptEntry, TurnError};
 use iris::config::GrantPermission;
 use iris::pool::{PairState, PoolError, PoolEvent};
+use iris::store::MessageMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_turn_spawns_then_turns_are_warm() {
     let mut world = World::new();
     world.team("backend", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
 
     let first = pool.send(&pair, "hello".to_owned()).await.unwrap();
@@ -84,11 +85,12 @@ async fn first_turn_spawns_then_turns_are_warm() {
 async fn concurrent_messages_to_one_pair_share_one_spawn_and_keep_order() {
     let mut world = World::new();
     world.team("backend", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
-    let tickets: Vec<_> = (0..20)
-        .map(|index| pool.submit(&pair, format!("m{index}")).unwrap())
-        .collect();
+    let mut tickets = Vec::new();
+    for index in 0..20 {
+        tickets.push(pool.submit(&pair, format!("m{index}"), MessageMode::Ask).await.unwrap());
+    }
     let mut pids = std::collections::BTreeSet::new();
     for (index, ticket) in tickets.into_iter().enumerate() {
         let outcome = ticket.outcome().await.unwrap();
@@ -108,17 +110,17 @@ async fn queue_bound_gives_a_clear_error() {
     let mut world = World::new();
     world.team("backend", &[]);
     world.config.settings.max_queue_per_pair = 2;
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.submit(&pair, "[[slow:600000]]".to_owned()).unwrap();
+    let running = pool.submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask).await.unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
-    let _one = pool.submit(&pair, "a".to_owned()).unwrap();
-    let _two = pool.submit(&pair, "b".to_owned()).unwrap();
-    let Err(error) = pool.submit(&pair, "c".to_owned()) else {
+    let _one = pool.submit(&pair, "a".to_owned(), MessageMode::Ask).await.unwrap();
+    let _two = pool.submit(&pair, "b".to_owned(), MessageMode::Ask).await.unwrap();
+    let Err(error) = pool.submit(&pair, "c".to_owned(), MessageMode::Ask).await else {
         panic!("third queued message accepted");
     };
     assert!(matches!(error, PoolError::QueueFull { limit: 2, .. }));
@@ -140,7 +142,7 @@ async fn max_processes_is_a_hard_bound_under_concurrency() {
         world.team(team, &[]);
     }
     world.config.settings.max_processes = 2;
-    let pool = world.pool();
+    let pool = world.pool().await;
     let mut events = pool.subscribe();
     let watcher = tokio::spawn(async move {
         let (mut live, mut peak) = (0_i64, 0_i64);
@@ -182,7 +184,7 @@ async fn full_pool_evicts_the_least_recently_used_idle_process() {
         world.team(team, &[]);
     }
     world.config.settings.max_processes = 2;
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair_a = pool.pair("x", "a").unwrap();
     let pair_b = pool.pair("x", "b").unwrap();
     let pair_c = pool.pair("x", "c").unwrap();
@@ -217,11 +219,11 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
     world.team("other", &[]);
     world.config.settings.max_processes = 1;
     world.config.settings.pool_wait_timeout = Duration::from_millis(300);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let busy = pool.pair("x", "busy").unwrap();
     let other = pool.pair("x", "other").unwrap();
     let mut events = pool.subscribe();
-    let hanging = pool.submit(&busy, "[[slow:600000]]".to_owned()).unwrap();
+    let hanging = pool.submit(&busy, "[[slow:600000]]".to_owned(), MessageMode::Ask).await.unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })
@@ -258,7 +260,7 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
 async fn crash_mid_turn_fails_at_once_and_the_next_message_resumes() {
     let mut world = World::new();
     world.team("backend", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
     let error = pool
@@ -297,7 +299,7 @@ async fn crash_at_a_given_turn_and_garbage_output_are_survived() {
     let mut world = World::new();
     world.team("backend", &[("FAKE_AGENT_CRASH_AT_TURN", "2")]);
     world.config.settings.max_line_bytes = 64 * 1024;
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
     let first = pool
@@ -315,7 +317,7 @@ async fn crash_at_a_given_turn_and_garbage_output_are_survived() {
     assert_eq!(after.result.answer, "fake answer #2: three");
 
     world.team("plain", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "plain").unwrap();
     let mut events = pool.subscribe();
     let huge = pool
@@ -340,7 +342,7 @@ async fn silent_turn_times_out_and_the_process_recovers_or_is_replaced() {
     let mut world = World::new();
     world.team("backend", &[]);
     world.config.settings.response_timeout = Duration::from_millis(300);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
 
@@ -386,10 +388,10 @@ async fn silent_turn_times_out_and_the_process_recovers_or_is_replaced() {
 async fn interrupt_ends_the_turn_and_keeps_the_process() {
     let mut world = World::new();
     world.team("backend", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let slow = pool.submit(&pair, "[[slow:60000]]".to_owned()).unwrap();
+    let slow = pool.submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask).await.unwrap();
     wait_event(&mut events, "turn output", |event| {
         matches!(event, PoolEvent::Agent { .. })
     })
@@ -424,7 +426,7 @@ async fn spawn_failures_are_immediate_and_clear() {
         .team("slow-start", &[("FAKE_AGENT_SPAWN_DELAY_MS", "60000")])
         .spawn_timeout = Some(Duration::from_millis(300));
     std::fs::remove_dir(world.path().join("teams").join("gone-dir")).unwrap();
-    let pool = world.pool();
+    let pool = world.pool().await;
     let send = |team: &'static str| {
         let pool = pool.clone();
         async move {
@@ -484,7 +486,7 @@ async fn permissions_follow_grant_permission() {
     world.team("yes", &[]).grant_permission = GrantPermission::Yes;
     world.team("no", &[]).grant_permission = GrantPermission::No;
     world.team("ask", &[]).grant_permission = GrantPermission::Ask;
-    let pool = world.pool();
+    let pool = world.pool().await;
     for (team, allowed) in [("yes", true), ("no", false), ("ask", false)] {
         let pair = pool.pair("x", team).unwrap();
         let text = r#"[[tool:Bash:{"command":"touch made-by-tool"}]]"#.to_owned();
@@ -539,7 +541,7 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
         ],
     );
     world.config.settings.stop_grace_period = Duration::from_millis(200);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("x", "stubborn").unwrap();
     let grandchild = pool.send(&pair, "[[grandchild]]".to_owned()).await.unwrap();
     assert!(!grandchild.result.is_error);
@@ -550,7 +552,7 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     // A turn that ignores stdin close and interrupts, in a process that ignores SIGTERM:
     // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
-    let hanging = pool.submit(&pair, "[[hang]]".to_owned()).unwrap();
+    let hanging = pool.submit(&pair, "[[hang]]".to_owned(), MessageMode::Ask).await.unwrap();
     // Wait for the agent's own output: the turn is then inside the process, not just queued.
     wait_event(&mut events, "turn output", |event| {
         matches!(event, PoolEvent::Agent { .. })
@@ -583,7 +585,7 @@ async fn dead_idle_process_is_removed_at_once_and_idle_timeout_stops_processes()
     let mut world = World::new();
     world.team("backend", &[]);
     world.team("sleepy", &[]).idle_timeout = Some(Duration::from_millis(200));
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("x", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
@@ -629,7 +631,7 @@ async fn failing_health_check_replaces_the_process() {
     world.team("backend", &[]);
     world.config.settings.health_check_interval = Duration::from_millis(100);
     world.config.settings.spawn_timeout = Duration::from_millis(500);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("x", "backend").unwrap();
     let first = pool.send(&pair, "one".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
@@ -666,7 +668,7 @@ async fn wake_all_is_parallel_and_bounded() {
             &[("FAKE_AGENT_INIT_WAIT_FILE", gate.to_str().unwrap())],
         );
     }
-    let pool = world.pool();
+    let pool = world.pool().await;
     let mut events = pool.subscribe();
     let pairs: Vec<_> = teams
         .iter()
@@ -711,7 +713,7 @@ async fn unknown_and_invalid_names_are_refused() {
     let mut world = World::new();
     world.team("backend", &[]);
     world.team("frontend", &[]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let error = pool.pair("x", "nope").unwrap_err();
     assert_contains(
         &error.to_string(),
@@ -731,11 +733,11 @@ async fn unknown_and_invalid_names_are_refused() {
 async fn shutdown_fails_queued_messages_and_leaves_no_process() {
     let mut world = World::new();
     world.team("backend", &[("FAKE_AGENT_GRANDCHILDREN", "1")]);
-    let pool = world.pool();
+    let pool = world.pool().await;
     let pair = pool.pair("x", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.submit(&pair, "[[slow:60000]]".to_owned()).unwrap();
-    let queued = pool.submit(&pair, "later".to_owned()).unwrap();
+    let running = pool.submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let queued = pool.submit(&pair, "later".to_owned(), MessageMode::Ask).await.unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })

@@ -118,10 +118,12 @@ async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<(
         std::env::current_exe().context("locating the iris executable for the orphan guard")?;
     let guard = iris::guard::Guard::start(&exe, config.settings.stop_grace_period)
         .context("starting the orphan guard")?;
-    let pool = iris::pool::Pool::new(
+    let pool = iris::pool::Pool::start(
         Arc::new(config),
         iris::pool::PoolOptions { guard: Some(guard) },
-    );
+    )
+    .await
+    .context("starting the agent pool")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     iris::console::run(pool, events, shutdown)

@@ -1,5 +1,6 @@
 //! How a team's agent is launched: the command line and environment built from its config.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -26,7 +27,12 @@ const BASE_ARGS: [&str; 5] = [
     "--permission-prompt-tool=stdio",
 ];
 
-/// Builds the spec that starts `team`'s agent for `pair`.
+/// The environment variable that carries an agent's unique key: a restarted Iris stops a
+/// leftover process group only if its processes carry the key it recorded.
+pub const AGENT_KEY_VARIABLE: &str = "IRIS_AGENT_KEY";
+
+/// Builds the spec that starts `team`'s agent for `pair`. `agent_key` goes into the agent's
+/// environment as [`AGENT_KEY_VARIABLE`].
 #[must_use]
 pub fn agent_spec(
     config: &Config,
@@ -35,16 +41,10 @@ pub fn agent_spec(
     session: Uuid,
     mode: SessionMode,
     cost_baseline: f64,
+    agent_key: &str,
 ) -> AgentSpec {
     let settings = &config.settings;
-    let (program, program_source) = match (&team.claude_path, &settings.claude_path) {
-        (Some(path), _) => (path.clone(), format!("teams.{}.claudePath", team.name)),
-        (None, Some(path)) => (path.clone(), "settings.claudePath".to_owned()),
-        (None, None) => (
-            "claude".to_owned(),
-            "PATH (no claudePath is configured; set settings.claudePath)".to_owned(),
-        ),
-    };
+    let (program, program_source) = program(config, team);
     let mut args: Vec<String> = BASE_ARGS.iter().map(|arg| (*arg).to_owned()).collect();
     args.push(match mode {
         SessionMode::New => format!("--session-id={session}"),
@@ -71,6 +71,7 @@ pub fn agent_spec(
     let mut env: Vec<(String, String)> = vec![
         ("IRIS_TEAM".to_owned(), pair.target.to_string()),
         ("IRIS_CALLER".to_owned(), pair.caller.to_string()),
+        (AGENT_KEY_VARIABLE.to_owned(), agent_key.to_owned()),
     ];
     env.extend(
         team.env
@@ -94,5 +95,148 @@ pub fn agent_spec(
             team: team.name.to_string(),
         },
         cost_baseline,
+    }
+}
+
+/// The program that runs `team`'s agent and the config key that chose it.
+fn program(config: &Config, team: &TeamConfig) -> (String, String) {
+    match (&team.claude_path, &config.settings.claude_path) {
+        (Some(path), _) => (path.clone(), format!("teams.{}.claudePath", team.name)),
+        (None, Some(path)) => (path.clone(), "settings.claudePath".to_owned()),
+        (None, None) => (
+            "claude".to_owned(),
+            "PATH (no claudePath is configured; set settings.claudePath)".to_owned(),
+        ),
+    }
+}
+
+/// Where Claude Code keeps the transcript of `session` for `team`:
+/// `<claude dir>/projects/<escaped real path>/<session>.jsonl`, where the claude dir is
+/// `CLAUDE_CONFIG_DIR`, else `$HOME/.claude` (the team's `env` first, then Iris's).
+#[must_use]
+pub fn transcript_path(team: &TeamConfig, session: Uuid) -> PathBuf {
+    let variable = |name: &str| {
+        team.env
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .filter(|value| !value.is_empty())
+    };
+    let claude_dir = variable("CLAUDE_CONFIG_DIR").map_or_else(
+        || PathBuf::from(variable("HOME").unwrap_or_default()).join(".claude"),
+        PathBuf::from,
+    );
+    claude_dir
+        .join("projects")
+        .join(project_dir_name(&team.path))
+        .join(format!("{session}.jsonl"))
+}
+
+/// Claude Code's name for a project directory: every character outside `[A-Za-z0-9]`
+/// becomes `-`; a name over 200 characters is cut to 200 and gets `-<base36 hash>`.
+#[must_use]
+pub fn project_dir_name(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let escaped: String = text
+        .encode_utf16()
+        .map(|unit| match char::from_u32(u32::from(unit)) {
+            Some(character) if character.is_ascii_alphanumeric() => character,
+            _ => '-',
+        })
+        .collect();
+    if escaped.len() <= 200 {
+        return escaped;
+    }
+    // JavaScript's 31-multiplier string hash over UTF-16 units, as a signed 32-bit value.
+    let hash = text
+        .encode_utf16()
+        .fold(0_i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit.cast_signed())));
+    let mut magnitude = hash.unsigned_abs();
+    let mut digits = Vec::new();
+    loop {
+        let digit = u8::try_from(magnitude % 36).unwrap_or(0);
+        digits.push(if digit < 10 { b'0' + digit } else { b'a' + digit - 10 });
+        magnitude /= 36;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    format!("{}-{}", &escaped[..200], String::from_utf8_lossy(&digits))
+}
+
+/// How to open a pair's conversation interactively, as a fork.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ForkCommand {
+    /// The team's directory.
+    pub cwd: PathBuf,
+    /// The claude executable.
+    pub program: String,
+    /// `--resume=<id>` and `--fork-session`.
+    pub args: Vec<String>,
+}
+
+impl ForkCommand {
+    /// The command as one shell line, every part quoted.
+    #[must_use]
+    pub fn shell_line(&self) -> String {
+        let mut line = format!("cd {} && {}", shell_quote(&self.cwd.to_string_lossy()), shell_quote(&self.program));
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        line
+    }
+}
+
+/// The fork command for `team`'s session `session`.
+#[must_use]
+pub fn fork_command(config: &Config, team: &TeamConfig, session: Uuid) -> ForkCommand {
+    ForkCommand {
+        cwd: team.path.clone(),
+        program: program(config, team).0,
+        args: vec![format!("--resume={session}"), "--fork-session".to_owned()],
+    }
+}
+
+/// Quotes `text` for a POSIX shell (single quotes; a quote inside becomes `'\''`).
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-_./=:@%+,".contains(character))
+    {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_dir_names_follow_claude_code() {
+        // Examples measured with the real CLI (reference/claude-cli.md, section 5).
+        assert_eq!(project_dir_name(Path::new("/srv/cc-work")), "-srv-cc-work");
+        assert_eq!(
+            project_dir_name(Path::new("/srv/cc esc/a.b_c-d~e+f@g")),
+            "-srv-cc-esc-a-b-c-d-e-f-g"
+        );
+        let long = format!("/{}", "x".repeat(300));
+        let name = project_dir_name(Path::new(&long));
+        assert!(name.starts_with(&format!("-{}", "x".repeat(199))));
+        assert_eq!(name.as_bytes()[200], b'-');
+        assert!(name[201..].chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+    }
+
+    #[test]
+    fn fork_command_is_quoted_for_the_shell() {
+        let command = ForkCommand {
+            cwd: PathBuf::from("/srv/it's here"),
+            program: "claude".to_owned(),
+            args: vec!["--resume=0000".to_owned(), "--fork-session".to_owned()],
+        };
+        assert_eq!(command.shell_line(), "cd '/srv/it'\\''s here' && claude --resume=0000 --fork-session");
     }
 }

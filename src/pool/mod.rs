@@ -15,9 +15,10 @@
 //! old process never touches its successor.
 
 mod launch;
+mod recovery;
 mod worker;
 
-pub use launch::{SessionMode, agent_spec};
+pub use launch::{ForkCommand, SessionMode, agent_spec, transcript_path};
 
 use worker::Worker;
 #[cfg(test)]
@@ -37,6 +38,10 @@ use uuid::Uuid;
 use crate::agent::{Agent, AgentEvent, SpawnError, TurnError, TurnResult};
 use crate::config::{Config, NameError, TeamName};
 use crate::guard::Guard;
+use crate::store::{
+    MessageId, MessageMode, MessageRecord, MessageState, NewMessage, Page, SessionRecord, SessionStatus,
+    Store, StoreError,
+};
 
 /// A caller team and a target team: the unit that owns one conversation and one process.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -127,14 +132,42 @@ pub enum PoolError {
         #[source]
         source: TurnError,
     },
-    /// The pool is shutting down.
+    /// The pool is shutting down (a queued message stays queued and is delivered when Iris
+    /// starts again).
     #[error("iris is shutting down")]
     ShuttingDown,
+    /// The message store failed.
+    #[error("message store: {source}")]
+    Store {
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// No message has this id.
+    #[error("no message with id {id}")]
+    UnknownMessage {
+        /// The id given.
+        id: String,
+    },
+    /// The message was cancelled before it ran.
+    #[error("message {id} was cancelled")]
+    Cancelled {
+        /// The message.
+        id: MessageId,
+    },
+}
+
+impl From<StoreError> for PoolError {
+    fn from(source: StoreError) -> Self {
+        Self::Store { source }
+    }
 }
 
 /// A finished turn, with where it ran.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnOutcome {
+    /// The message.
+    pub message_id: MessageId,
     /// The pair.
     pub pair: Pair,
     /// The pair's session.
@@ -237,6 +270,24 @@ pub enum PoolEvent {
         /// Why.
         error: String,
     },
+    /// A message was accepted (written to the store and queued).
+    MessageQueued {
+        /// The message.
+        id: MessageId,
+        /// The pair.
+        pair: Pair,
+        /// ask, tell or quick.
+        mode: MessageMode,
+    },
+    /// A message reached its final state.
+    MessageFinished {
+        /// The message.
+        id: MessageId,
+        /// The pair.
+        pair: Pair,
+        /// Its final state.
+        state: MessageState,
+    },
     /// The session could not be resumed and a new one was started.
     SessionReset {
         /// The pair.
@@ -322,6 +373,9 @@ pub(crate) struct Inner {
     guard: Option<Guard>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    store: Store,
+    /// Serializes loading and replacing sessions (rare; never held by a turn).
+    sessions: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -337,23 +391,35 @@ pub(crate) struct PairEntry {
     session: Session,
     last_used: Instant,
     process_turns: u64,
+    /// The message whose turn is running.
+    current: Option<MessageId>,
+    /// A cancel asked for `current`: its interrupted turn is recorded as `cancelled`.
+    cancel_requested: bool,
 }
 
 impl PairEntry {
-    /// A pair seen for the first time: no process, a new session.
-    fn new(jobs: mpsc::Sender<Job>) -> Self {
+    /// A pair's entry: no process yet, its session as stored.
+    fn new(jobs: mpsc::Sender<Job>, session: Session) -> Self {
         Self {
             jobs,
             slot: Slot::Empty,
-            session: Session {
-                id: Uuid::new_v4(),
-                resumable: false,
-                turns: 0,
-                total_cost: 0.0,
-                cli_total: 0.0,
-            },
+            session,
             last_used: Instant::now(),
             process_turns: 0,
+            current: None,
+            cancel_requested: false,
+        }
+    }
+}
+
+impl From<&SessionRecord> for Session {
+    fn from(record: &SessionRecord) -> Self {
+        Self {
+            id: record.session_id,
+            resumable: record.resumable,
+            turns: record.turns,
+            total_cost: record.total_cost_usd,
+            cli_total: record.cli_total_usd,
         }
     }
 }
@@ -397,20 +463,30 @@ impl Slot {
 
 pub(crate) enum Job {
     Turn {
+        id: MessageId,
         text: String,
-        reply: oneshot::Sender<Result<TurnOutcome, PoolError>>,
+        /// `None` for messages nobody waits on (recovered after a restart).
+        reply: Option<oneshot::Sender<Result<TurnOutcome, PoolError>>>,
     },
     Wake {
         reply: oneshot::Sender<Result<u32, PoolError>>,
     },
 }
 
-/// A message accepted into a pair's queue; await it for the outcome.
+/// A message accepted into a pair's queue (and written to the store); await it for the
+/// outcome.
 pub struct Ticket {
+    id: MessageId,
     answer: oneshot::Receiver<Result<TurnOutcome, PoolError>>,
 }
 
 impl Ticket {
+    /// The message's id, valid in the store at once.
+    #[must_use]
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
     /// Waits for the turn to finish.
     ///
     /// # Errors
@@ -421,11 +497,25 @@ impl Ticket {
 }
 
 impl Pool {
-    /// A pool serving `config`'s teams. Must be called inside a tokio runtime.
-    #[must_use]
-    pub fn new(config: Arc<Config>, options: PoolOptions) -> Self {
+    /// Opens the store and starts the pool: messages left `running` by a previous Iris are
+    /// marked `interrupted` (never re-run), `queued` ones are queued again in order, old
+    /// messages are pruned, and agent processes a previous Iris left behind are stopped.
+    ///
+    /// # Errors
+    /// [`PoolError::Store`] when the database cannot be opened or recovered.
+    pub async fn start(config: Arc<Config>, options: PoolOptions) -> Result<Self, PoolError> {
+        let store = Store::open(&config.database).await?;
+        let recovery = store.recover().await?;
+        if !recovery.interrupted.is_empty() {
+            tracing::warn!(count = recovery.interrupted.len(), "messages that were running when Iris stopped are marked interrupted");
+        }
+        let pruned = store.prune().await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old messages pruned");
+        }
+        recovery::stop_leftover_agents(&store, config.settings.stop_grace_period).await?;
         let (events, _) = broadcast::channel(4096);
-        Self {
+        let pool = Self {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
                 state: Mutex::new(State::default()),
@@ -434,8 +524,18 @@ impl Pool {
                 guard: options.guard,
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                store,
+                sessions: tokio::sync::Mutex::new(()),
             }),
-        }
+        };
+        pool.requeue(recovery.queued).await?;
+        Ok(pool)
+    }
+
+    /// The message store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The configuration in force.
@@ -483,14 +583,235 @@ impl Pool {
         Ok(Pair::new(caller, team.name.clone()))
     }
 
-    /// Queues `text` for `pair` and returns at once; the ticket yields the outcome.
+    /// Writes `text` to the store and queues it for `pair`; returns as soon as it is
+    /// written (accepted = written). The ticket yields the outcome.
     ///
     /// # Errors
-    /// [`PoolError::QueueFull`] or [`PoolError::ShuttingDown`].
-    pub fn submit(&self, pair: &Pair, text: String) -> Result<Ticket, PoolError> {
+    /// [`PoolError::QueueFull`], [`PoolError::Store`] or [`PoolError::ShuttingDown`].
+    pub async fn submit(&self, pair: &Pair, text: String, mode: MessageMode) -> Result<Ticket, PoolError> {
+        let jobs = self.ensure_pair(pair, 0).await?;
+        let limit = self.config().settings.max_queue_per_pair;
+        // Take the queue place first, so a full queue refuses before anything is written.
+        let permit = jobs.try_reserve_owned().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => PoolError::QueueFull {
+                pair: pair.to_string(),
+                limit,
+            },
+            mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
+        })?;
+        let id = MessageId::new();
+        let session_id = self.inner.lock().pairs.get(pair).map(|entry| entry.session.id);
+        self.inner
+            .store
+            .insert_message(NewMessage {
+                id,
+                caller: pair.caller.clone(),
+                target: pair.target.clone(),
+                session_id,
+                mode,
+                text: text.clone(),
+            })
+            .await?;
         let (reply, answer) = oneshot::channel();
-        self.enqueue(pair, Job::Turn { text, reply })?;
-        Ok(Ticket { answer })
+        permit.send(Job::Turn {
+            id,
+            text,
+            reply: Some(reply),
+        });
+        self.inner.emit(PoolEvent::MessageQueued {
+            id,
+            pair: pair.clone(),
+            mode,
+        });
+        Ok(Ticket { id, answer })
+    }
+
+    /// Fire and forget: writes and queues `text`, returning its id at once. The message is
+    /// delivered in order, also after a restart of Iris.
+    ///
+    /// # Errors
+    /// As [`Pool::submit`].
+    pub async fn tell(&self, pair: &Pair, text: String, mode: MessageMode) -> Result<MessageId, PoolError> {
+        Ok(self.submit(pair, text, mode).await?.id())
+    }
+
+    /// A message's record (state, answer, transcript...).
+    ///
+    /// # Errors
+    /// [`PoolError::UnknownMessage`] or [`PoolError::Store`].
+    pub async fn message(&self, id: MessageId) -> Result<MessageRecord, PoolError> {
+        self.inner
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| PoolError::UnknownMessage { id: id.to_string() })
+    }
+
+    /// Waits up to `timeout` for a message to reach a final state, then returns its record
+    /// (final or not).
+    ///
+    /// # Errors
+    /// As [`Pool::message`].
+    pub async fn wait_message(&self, id: MessageId, timeout: Duration) -> Result<MessageRecord, PoolError> {
+        let mut events = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.message(id).await?;
+            if record.state.is_final() {
+                return Ok(record);
+            }
+            let finished = async {
+                loop {
+                    match events.recv().await {
+                        Ok(PoolEvent::MessageFinished { id: done, .. }) if done == id => return,
+                        // Missed events: look at the store again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                return self.message(id).await;
+            }
+        }
+    }
+
+    /// Cancels a message: a queued one is removed from its queue, a running one is
+    /// interrupted. Either way it ends `cancelled`. Returns the message's state after the
+    /// cancel took effect (a message that had already finished keeps its state).
+    ///
+    /// # Errors
+    /// As [`Pool::message`].
+    pub async fn cancel(&self, id: MessageId) -> Result<MessageState, PoolError> {
+        let record = self.message(id).await?;
+        match record.state {
+            MessageState::Queued if self.inner.store.cancel_queued(id).await? => {
+                self.inner.emit(PoolEvent::MessageFinished {
+                    id,
+                    pair: Pair::new(record.caller, record.target),
+                    state: MessageState::Cancelled,
+                });
+                return Ok(MessageState::Cancelled);
+            }
+            state if state.is_final() => return Ok(state),
+            _ => {}
+        }
+        // Running (or started between the read and the cancel): interrupt its turn.
+        let pair = Pair::new(record.caller, record.target);
+        let agent = {
+            let mut state = self.inner.lock();
+            state.pairs.get_mut(&pair).and_then(|entry| {
+                if entry.current != Some(id) {
+                    return None;
+                }
+                entry.cancel_requested = true;
+                match &entry.slot {
+                    Slot::Busy(agent) => Some(agent.clone()),
+                    _ => None,
+                }
+            })
+        };
+        if let Some(agent) = agent {
+            agent.interrupt().await;
+        }
+        let grace = self.config().settings.stop_grace_period;
+        Ok(self.wait_message(id, grace * 3).await?.state)
+    }
+
+    /// The pair's recent messages, newest first (`before` pages back).
+    ///
+    /// # Errors
+    /// [`PoolError::Store`].
+    pub async fn report(&self, pair: &Pair, page: Page) -> Result<Vec<MessageRecord>, PoolError> {
+        Ok(self.inner.store.pair_messages(&pair.caller, &pair.target, page).await?)
+    }
+
+    /// The pair's current session, if it has one.
+    ///
+    /// # Errors
+    /// [`PoolError::Store`].
+    pub async fn session(&self, pair: &Pair) -> Result<Option<SessionRecord>, PoolError> {
+        Ok(self.inner.store.current_session(&pair.caller, &pair.target).await?)
+    }
+
+    /// Starts the pair over: stops its process and gives it a new session. The old session's
+    /// history stays in the store, marked `rebooted`. Returns the old and new session ids.
+    ///
+    /// # Errors
+    /// [`PoolError::Store`].
+    pub async fn reboot(&self, pair: &Pair) -> Result<(Option<Uuid>, Uuid), PoolError> {
+        self.replace_session(pair, SessionStatus::Rebooted).await
+    }
+
+    /// Forgets the pair's session: stops its process, marks the session `deleted` (its
+    /// messages stay), starts a new one for the next message, and with `delete_transcript`
+    /// also deletes Claude's transcript file of the old session. Returns the old session id
+    /// and the transcript path if one was deleted.
+    ///
+    /// # Errors
+    /// [`PoolError::Store`]; a transcript that cannot be deleted is logged, not an error.
+    pub async fn delete_session(
+        &self,
+        pair: &Pair,
+        delete_transcript: bool,
+    ) -> Result<(Option<Uuid>, Option<std::path::PathBuf>), PoolError> {
+        let (old, _) = self.replace_session(pair, SessionStatus::Deleted).await?;
+        let mut deleted = None;
+        if let (Some(old), true) = (old, delete_transcript) {
+            let config = self.config();
+            if let Some(team) = config.team(pair.target.as_str()) {
+                let path = launch::transcript_path(team, old);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => deleted = Some(path),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => tracing::warn!(path = %path.display(), %error, "cannot delete session transcript"),
+                }
+            }
+        }
+        Ok((old, deleted))
+    }
+
+    /// The command that opens the pair's conversation interactively in a fork:
+    /// `claude --resume=<id> --fork-session` in the team's directory.
+    ///
+    /// # Errors
+    /// [`PoolError::Store`], or [`PoolError::UnknownMessage`]-free: a pair with no session yet
+    /// gets its new session's id (nothing to fork: the CLI will say so).
+    pub async fn fork_command(&self, pair: &Pair) -> Result<launch::ForkCommand, PoolError> {
+        self.ensure_pair(pair, 0).await?;
+        let session_id = self
+            .inner
+            .lock()
+            .pairs
+            .get(pair)
+            .map_or_else(Uuid::nil, |entry| entry.session.id);
+        let config = self.config();
+        let team = config.team(pair.target.as_str()).ok_or_else(|| PoolError::UnknownTeam {
+            name: pair.target.to_string(),
+            known: config.team_names(),
+        })?;
+        Ok(launch::fork_command(&config, team, session_id))
+    }
+
+    async fn replace_session(&self, pair: &Pair, status: SessionStatus) -> Result<(Option<Uuid>, Uuid), PoolError> {
+        self.ensure_pair(pair, 0).await?;
+        let _sessions = self.inner.sessions.lock().await;
+        let old = self.inner.store.current_session(&pair.caller, &pair.target).await?;
+        if let Some(old) = &old {
+            self.inner.store.retire_session(old.session_id, status).await?;
+        }
+        let new = self
+            .inner
+            .store
+            .create_session(&pair.caller, &pair.target, Uuid::new_v4())
+            .await?;
+        if let Some(entry) = self.inner.lock().pairs.get_mut(pair) {
+            entry.session = Session::from(&new);
+        }
+        // The process still runs the old session: stop it (a running turn fails).
+        self.sleep(pair).await;
+        Ok((old.map(|old| old.session_id), new.session_id))
     }
 
     /// Sends `text` to `pair` and waits for the turn's outcome.
@@ -499,7 +820,7 @@ impl Pool {
     /// Every [`PoolError`]: the queue is full, the pool saturated, the agent could not start,
     /// the turn failed.
     pub async fn send(&self, pair: &Pair, text: String) -> Result<TurnOutcome, PoolError> {
-        self.submit(pair, text)?.outcome().await
+        self.submit(pair, text, MessageMode::Ask).await?.outcome().await
     }
 
     /// Makes sure `pair` has a ready process (spawning it if needed). Returns its pid.
@@ -507,8 +828,15 @@ impl Pool {
     /// # Errors
     /// As [`Pool::send`], for the spawn.
     pub async fn wake(&self, pair: &Pair) -> Result<u32, PoolError> {
+        let jobs = self.ensure_pair(pair, 0).await?;
         let (reply, answer) = oneshot::channel();
-        self.enqueue(pair, Job::Wake { reply })?;
+        jobs.try_send(Job::Wake { reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => PoolError::QueueFull {
+                pair: pair.to_string(),
+                limit: self.config().settings.max_queue_per_pair,
+            },
+            mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
+        })?;
         answer.await.unwrap_or(Err(PoolError::ShuttingDown))
     }
 
@@ -639,6 +967,9 @@ impl Pool {
             let inner = self.inner.clone();
             stops.spawn(async move {
                 let exit = agent.stop().await;
+                if let Err(error) = inner.store.agent_stopped(agent.pid()).await {
+                    tracing::warn!(pid = agent.pid(), %error, "cannot record that an agent stopped");
+                }
                 inner.emit(PoolEvent::Exited {
                     pair,
                     pid: agent.pid(),
@@ -652,35 +983,91 @@ impl Pool {
         self.inner.tasks.wait().await;
     }
 
-    fn enqueue(&self, pair: &Pair, job: Job) -> Result<(), PoolError> {
+    /// The pair's queue, creating its entry (with its stored session, or a new one) and its
+    /// worker on first use. `min_capacity` lets recovery queue more than the usual bound.
+    async fn ensure_pair(&self, pair: &Pair, min_capacity: usize) -> Result<mpsc::Sender<Job>, PoolError> {
+        {
+            let state = self.inner.lock();
+            if state.closed {
+                return Err(PoolError::ShuttingDown);
+            }
+            if let Some(entry) = state.pairs.get(pair) {
+                return Ok(entry.jobs.clone());
+            }
+        }
+        let _sessions = self.inner.sessions.lock().await;
+        if let Some(entry) = self.inner.lock().pairs.get(pair) {
+            return Ok(entry.jobs.clone());
+        }
+        let record = match self.inner.store.current_session(&pair.caller, &pair.target).await? {
+            Some(record) => record,
+            None => {
+                self.inner
+                    .store
+                    .create_session(&pair.caller, &pair.target, Uuid::new_v4())
+                    .await?
+            }
+        };
+        let limit = self.config().settings.max_queue_per_pair.max(min_capacity).max(1);
+        let (jobs, receiver) = mpsc::channel(limit);
         let mut state = self.inner.lock();
         if state.closed {
             return Err(PoolError::ShuttingDown);
         }
-        let limit = self.config().settings.max_queue_per_pair;
-        let jobs = match state.pairs.get(pair) {
-            Some(entry) => entry.jobs.clone(),
-            None => {
-                let (jobs, receiver) = mpsc::channel(limit.max(1));
-                state
-                    .pairs
-                    .insert(pair.clone(), PairEntry::new(jobs.clone()));
-                let worker = Worker {
-                    pool: self.inner.clone(),
-                    pair: pair.clone(),
-                };
-                self.inner.tasks.spawn(worker.run(receiver));
-                jobs
-            }
+        state
+            .pairs
+            .insert(pair.clone(), PairEntry::new(jobs.clone(), Session::from(&record)));
+        let worker = Worker {
+            pool: self.inner.clone(),
+            pair: pair.clone(),
         };
-        drop(state);
-        jobs.try_send(job).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => PoolError::QueueFull {
+        self.inner.tasks.spawn(worker.run(receiver));
+        Ok(jobs)
+    }
+
+    /// Queues again, in their original order, the messages a previous Iris accepted but
+    /// never started.
+    async fn requeue(&self, queued: Vec<MessageRecord>) -> Result<(), PoolError> {
+        let mut per_pair: HashMap<Pair, usize> = HashMap::new();
+        for record in &queued {
+            *per_pair
+                .entry(Pair::new(record.caller.clone(), record.target.clone()))
+                .or_default() += 1;
+        }
+        for record in queued {
+            let pair = Pair::new(record.caller.clone(), record.target.clone());
+            if self.config().team(pair.target.as_str()).is_none() {
+                self.inner
+                    .store
+                    .finish_message(
+                        record.id,
+                        crate::store::MessageFinish {
+                            state: MessageState::Failed,
+                            answer: None,
+                            is_error: true,
+                            error: Some(format!("team '{}' is no longer configured", pair.target)),
+                            cost_usd: None,
+                            usage: None,
+                            duration_ms: None,
+                            transcript: Vec::new(),
+                        },
+                    )
+                    .await?;
+                continue;
+            }
+            let jobs = self.ensure_pair(&pair, per_pair.get(&pair).copied().unwrap_or(0)).await?;
+            tracing::info!(id = %record.id, %pair, "delivering a message queued before the restart");
+            jobs.try_send(Job::Turn {
+                id: record.id,
+                text: record.text,
+                reply: None,
+            })
+            .map_err(|_| PoolError::QueueFull {
                 pair: pair.to_string(),
-                limit,
-            },
-            mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
-        })
+                limit: per_pair.get(&pair).copied().unwrap_or(0),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -708,6 +1095,16 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
+    /// Drops an ended agent from the store's list of live agents.
+    fn forget_agent(&self, pgid: u32) {
+        let store = self.store.clone();
+        self.tasks.spawn(async move {
+            if let Err(error) = store.agent_stopped(pgid).await {
+                tracing::warn!(pgid, %error, "cannot record that an agent stopped");
+            }
+        });
+    }
+
     /// Stops `agent`, which the caller already moved to `Stopping`, then frees its slot.
     async fn stop_agent(&self, pair: &Pair, agent: &Agent, reason: &'static str) {
         let exit = agent.stop().await;
@@ -733,6 +1130,7 @@ impl Inner {
             owned
         };
         if freed {
+            self.forget_agent(agent.pid());
             self.slot_changed.notify_waiters();
             self.emit(PoolEvent::Exited {
                 pair: pair.clone(),
@@ -786,9 +1184,10 @@ mod tests {
 
     /// A pool of one slot held by a spawn that never finishes, and a team whose binary does
     /// not exist (so a message that gets a slot fails at once, without any process).
-    fn full_pool() -> (Pool, Pair, Pair) {
+    async fn full_pool() -> (Pool, Pair, Pair) {
         let dir = std::env::temp_dir();
         let mut config = Config::defaults(dir.clone());
+        config.database.in_memory = true;
         config.settings.max_processes = 1;
         config.settings.pool_wait_timeout = Duration::from_secs(30);
         for name in ["holder", "waiter"] {
@@ -796,13 +1195,22 @@ mod tests {
             team.claude_path = Some("/nonexistent/iris-test/claude".to_owned());
             config.teams.insert(team.name.clone(), team);
         }
-        let pool = Pool::new(Arc::new(config), PoolOptions::default());
+        let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.unwrap();
         let holder = pool.pair("x", "holder").unwrap();
         let waiter = pool.pair("x", "waiter").unwrap();
         {
             let (jobs, _receiver) = mpsc::channel(1);
             let mut state = pool.inner.lock();
-            let mut entry = PairEntry::new(jobs);
+            let mut entry = PairEntry::new(
+                jobs,
+                Session {
+                    id: Uuid::new_v4(),
+                    resumable: false,
+                    turns: 0,
+                    total_cost: 0.0,
+                    cli_total: 0.0,
+                },
+            );
             entry.slot = Slot::Spawning;
             state.pairs.insert(holder.clone(), entry);
             state.live = 1;
@@ -812,7 +1220,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_pool_fails_after_pool_wait_timeout_and_not_before() {
-        let (pool, _holder, waiter) = full_pool();
+        let (pool, _holder, waiter) = full_pool().await;
         let started = tokio::time::Instant::now();
         let error = pool.send(&waiter, "hi".to_owned()).await.unwrap_err();
         assert!(
@@ -837,7 +1245,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_message_takes_the_slot_as_soon_as_it_frees_up() {
-        let (pool, holder, waiter) = full_pool();
+        let (pool, holder, waiter) = full_pool().await;
         let started = tokio::time::Instant::now();
         let releaser = {
             let inner = pool.inner.clone();

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    Inner, Job, Pair, PoolError, PoolEvent, SessionMode, Slot, TurnOutcome, agent_spec, millis,
+    Inner, Job, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome, agent_spec, millis,
 };
 use crate::agent::{Agent, EventSink, SpawnError, TurnError, TurnResult};
+use crate::store::{AgentRecord, MessageFinish, MessageId, MessageState, SessionStatus};
 
 /// The task that serves one pair's queue.
 pub(super) struct Worker {
@@ -59,8 +60,11 @@ impl Worker {
         jobs.close();
         while let Ok(job) = jobs.try_recv() {
             match job {
+                // The message stays queued in the store and is delivered after a restart.
                 Job::Turn { reply, .. } => {
-                    let _ = reply.send(Err(PoolError::ShuttingDown));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(PoolError::ShuttingDown));
+                    }
                 }
                 Job::Wake { reply } => {
                     let _ = reply.send(Err(PoolError::ShuttingDown));
@@ -97,9 +101,11 @@ impl Worker {
 
     async fn handle(&self, job: Job) {
         match job {
-            Job::Turn { text, reply } => {
-                let outcome = self.run_turn(text).await;
-                let _ = reply.send(outcome);
+            Job::Turn { id, text, reply } => {
+                let outcome = self.run_message(id, text).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
             }
             Job::Wake { reply } => {
                 let outcome = match self.acquire_agent().await {
@@ -114,18 +120,85 @@ impl Worker {
         }
     }
 
-    async fn run_turn(&self, text: String) -> Result<TurnOutcome, PoolError> {
+    /// Runs one message and records it: `running` right before its turn is written, its
+    /// final state when the turn ends. This is the one place where a message changes state
+    /// during delivery.
+    async fn run_message(&self, id: MessageId, text: String) -> Result<TurnOutcome, PoolError> {
+        let (outcome, started) = self.deliver(id, text).await;
+        let (cancel_requested, closed) = {
+            let mut state = self.pool.lock();
+            let closed = state.closed;
+            let requested = state.pairs.get_mut(&self.pair).is_some_and(|entry| {
+                entry.current = None;
+                std::mem::take(&mut entry.cancel_requested)
+            });
+            (requested, closed)
+        };
+        if let Some(finish) = final_record(&outcome, started, cancel_requested, closed) {
+            let state = finish.state;
+            if let Err(error) = self.pool.store.finish_message(id, finish).await {
+                // The caller still gets the outcome; only the record is behind.
+                tracing::error!(%id, pair = %self.pair, %error, "cannot record a finished message");
+            }
+            self.pool.emit(PoolEvent::MessageFinished {
+                id,
+                pair: self.pair.clone(),
+                state,
+            });
+        }
+        outcome
+    }
+
+    /// Delivers a message: an agent, then `running` in the store, then the turn. Returns
+    /// whether the message was started (marked running).
+    async fn deliver(&self, id: MessageId, text: String) -> (Result<TurnOutcome, PoolError>, bool) {
         // One retry, only when the message never reached a process (it was gone before the
         // turn was written), so nothing can run twice.
         let mut retried = false;
+        let mut started = false;
         loop {
-            let (agent, cold) = self.acquire_agent().await?;
+            let (agent, cold) = match self.acquire_agent().await {
+                Ok(acquired) => acquired,
+                Err(error) => return (Err(error), started),
+            };
+            if !started {
+                let session_id = self.session_id();
+                match self.pool.store.mark_running(id, session_id).await {
+                    Ok(true) => {
+                        started = true;
+                        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
+                            entry.current = Some(id);
+                            entry.cancel_requested = false;
+                        }
+                    }
+                    // Cancelled while it waited in the queue.
+                    Ok(false) => {
+                        self.set_idle(&agent);
+                        return (Err(PoolError::Cancelled { id }), false);
+                    }
+                    Err(error) => {
+                        self.set_idle(&agent);
+                        return (Err(error.into()), false);
+                    }
+                }
+            }
             self.pool.emit(PoolEvent::TurnStarted {
                 pair: self.pair.clone(),
                 pid: agent.pid(),
             });
             match agent.turn(text.clone()).await {
-                Ok(result) => return Ok(self.finish_turn(&agent, cold, result)),
+                Ok(result) => {
+                    let outcome = self.finish_turn(id, &agent, cold, result);
+                    if let Err(error) = self
+                        .pool
+                        .store
+                        .record_turn(outcome.session_id, outcome.result.cost_usd, outcome.result.total_cost_usd)
+                        .await
+                    {
+                        tracing::error!(pair = %self.pair, %error, "cannot record a turn in the session");
+                    }
+                    return (Ok(outcome), started);
+                }
                 Err(TurnError::Gone) if !retried => {
                     retried = true;
                     let exit = agent.exited().await;
@@ -145,7 +218,7 @@ impl Worker {
                                 },
                                 exit.status.clone(),
                             );
-                            self.note_session_problem(&exit.stderr_tail);
+                            self.note_session_problem(&exit.stderr_tail).await;
                         }
                         TurnError::Gone => {
                             let exit = agent.exited().await;
@@ -164,21 +237,32 @@ impl Worker {
                         TurnError::TimedOut { .. } => self.set_idle(&agent),
                     }
                     // Any turn that was written may have left a transcript behind.
-                    self.mark_resumable();
+                    self.mark_resumable(true).await;
                     self.pool.emit(PoolEvent::TurnFailed {
                         pair: self.pair.clone(),
                         error: error.to_string(),
                     });
-                    return Err(PoolError::Turn {
-                        pair: self.pair.to_string(),
-                        source: error,
-                    });
+                    return (
+                        Err(PoolError::Turn {
+                            pair: self.pair.to_string(),
+                            source: error,
+                        }),
+                        started,
+                    );
                 }
             }
         }
     }
 
-    fn finish_turn(&self, agent: &Agent, cold: bool, result: TurnResult) -> TurnOutcome {
+    fn session_id(&self) -> Uuid {
+        self.pool
+            .lock()
+            .pairs
+            .get(&self.pair)
+            .map_or_else(Uuid::nil, |entry| entry.session.id)
+    }
+
+    fn finish_turn(&self, id: MessageId, agent: &Agent, cold: bool, result: TurnResult) -> TurnOutcome {
         let session_id = {
             let mut state = self.pool.lock();
             // Entries are never removed while the pool runs, so the worker's entry is there.
@@ -208,6 +292,7 @@ impl Worker {
             duration_ms: result.duration_ms,
         });
         TurnOutcome {
+            message_id: id,
             pair: self.pair.clone(),
             session_id,
             pid: agent.pid(),
@@ -229,20 +314,30 @@ impl Worker {
         self.pool.slot_changed.notify_waiters();
     }
 
-    fn mark_resumable(&self) {
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            entry.session.resumable = true;
+    /// Records whether the session has a transcript to resume, in memory and in the store.
+    async fn mark_resumable(&self, resumable: bool) {
+        let session_id = {
+            let mut state = self.pool.lock();
+            let Some(entry) = state.pairs.get_mut(&self.pair) else {
+                return;
+            };
+            if entry.session.resumable == resumable {
+                return;
+            }
+            entry.session.resumable = resumable;
+            entry.session.id
+        };
+        if let Err(error) = self.pool.store.mark_resumable(session_id, resumable).await {
+            tracing::error!(pair = %self.pair, %error, "cannot record the session's state");
         }
     }
 
     /// Learns from a failed process's stderr whether the session id was wrong for the mode.
-    fn note_session_problem(&self, stderr: &str) {
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            match session_problem(stderr) {
-                Some(SessionProblem::AlreadyExists) => entry.session.resumable = true,
-                Some(SessionProblem::NotFound) => entry.session.resumable = false,
-                None => {}
-            }
+    async fn note_session_problem(&self, stderr: &str) {
+        match session_problem(stderr) {
+            Some(SessionProblem::AlreadyExists) => self.mark_resumable(true).await,
+            Some(SessionProblem::NotFound) => self.mark_resumable(false).await,
+            None => {}
         }
     }
 
@@ -444,9 +539,20 @@ impl Worker {
                 session_id,
                 resume: mode == SessionMode::Resume,
             });
-            let spec = agent_spec(&config, team, &self.pair, session_id, mode, baseline);
+            let agent_key = Uuid::new_v4().to_string();
+            let spec = agent_spec(&config, team, &self.pair, session_id, mode, baseline, &agent_key);
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
                 Ok(agent) => {
+                    let record = AgentRecord {
+                        pgid: agent.pid(),
+                        agent_key,
+                        caller: self.pair.caller.clone(),
+                        target: self.pair.target.clone(),
+                        started_at_ms: crate::store::now_ms(),
+                    };
+                    if let Err(error) = self.pool.store.agent_started(record).await {
+                        tracing::error!(pair = %self.pair, %error, "cannot record a started agent; a crashed Iris could not stop it later");
+                    }
                     self.pool.emit(PoolEvent::Ready {
                         pair: self.pair.clone(),
                         pid: agent.pid(),
@@ -458,7 +564,8 @@ impl Worker {
                     if !corrected && session_problem(&exit.stderr_tail).is_some() =>
                 {
                     corrected = true;
-                    self.correct_session(session_problem(&exit.stderr_tail), session_id);
+                    self.correct_session(session_problem(&exit.stderr_tail), session_id)
+                        .await?;
                 }
                 Err(source) => {
                     return Err(PoolError::Spawn {
@@ -470,30 +577,30 @@ impl Worker {
         }
     }
 
-    fn correct_session(&self, problem: Option<SessionProblem>, old: Uuid) {
-        let mut reset = None;
-        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-            match problem {
-                Some(SessionProblem::AlreadyExists) => entry.session.resumable = true,
-                Some(SessionProblem::NotFound) => {
-                    // The transcript is gone (deleted by hand, another HOME): the conversation
-                    // cannot continue, so start a new one rather than fail forever.
-                    entry.session.id = Uuid::new_v4();
-                    entry.session.resumable = false;
-                    entry.session.cli_total = 0.0;
-                    reset = Some(entry.session.id);
+    async fn correct_session(&self, problem: Option<SessionProblem>, old: Uuid) -> Result<(), PoolError> {
+        match problem {
+            Some(SessionProblem::AlreadyExists) => self.mark_resumable(true).await,
+            Some(SessionProblem::NotFound) => {
+                // The transcript is gone (deleted by hand, another HOME): the conversation
+                // cannot continue, so start a new one rather than fail forever.
+                let store = &self.pool.store;
+                store.retire_session(old, SessionStatus::Deleted).await?;
+                let record = store
+                    .create_session(&self.pair.caller, &self.pair.target, Uuid::new_v4())
+                    .await?;
+                if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
+                    entry.session = Session::from(&record);
                 }
-                None => {}
+                tracing::warn!(pair = %self.pair, %old, new = %record.session_id, "session transcript not found; starting a new session");
+                self.pool.emit(PoolEvent::SessionReset {
+                    pair: self.pair.clone(),
+                    old_session_id: old,
+                    session_id: record.session_id,
+                });
             }
+            None => {}
         }
-        if let Some(session_id) = reset {
-            tracing::warn!(pair = %self.pair, %old, new = %session_id, "session transcript not found; starting a new session");
-            self.pool.emit(PoolEvent::SessionReset {
-                pair: self.pair.clone(),
-                old_session_id: old,
-                session_id,
-            });
-        }
+        Ok(())
     }
 
     fn sink(&self) -> EventSink {
@@ -592,6 +699,71 @@ pub(super) fn least_recently_used_idle<'a>(
         .filter(|(pair, idle, _)| *idle && *pair != requester)
         .min_by_key(|(_, _, last_used)| *last_used)
         .map(|(pair, _, _)| pair.clone())
+}
+
+/// The record of a delivered (or undeliverable) message, or `None` when the store already
+/// holds its final state (cancelled while queued) or it stays queued (Iris shut down before
+/// it started: it is delivered after the restart).
+fn final_record(
+    outcome: &Result<TurnOutcome, PoolError>,
+    started: bool,
+    cancel_requested: bool,
+    closed: bool,
+) -> Option<MessageFinish> {
+    let failure = |state: MessageState, error: String, answer: Option<String>| MessageFinish {
+        state,
+        answer,
+        is_error: true,
+        error: Some(error),
+        cost_usd: None,
+        usage: None,
+        duration_ms: None,
+        transcript: Vec::new(),
+    };
+    match outcome {
+        Ok(outcome) => {
+            let result = &outcome.result;
+            let state = if result.interrupted || cancel_requested {
+                MessageState::Cancelled
+            } else if result.is_error {
+                MessageState::Failed
+            } else {
+                MessageState::Completed
+            };
+            let error = result
+                .is_error
+                .then(|| result.errors.clone().unwrap_or_else(|| result.answer.clone()));
+            Some(MessageFinish {
+                state,
+                answer: Some(result.answer.clone()),
+                is_error: result.is_error,
+                error,
+                cost_usd: Some(result.cost_usd),
+                usage: result.usage.clone(),
+                duration_ms: Some(result.duration_ms),
+                transcript: result.transcript.clone(),
+            })
+        }
+        Err(PoolError::Cancelled { .. }) => None,
+        Err(PoolError::ShuttingDown) if !started => None,
+        Err(error @ PoolError::Turn { source: TurnError::TimedOut { partial, .. }, .. }) => Some(failure(
+            if cancel_requested { MessageState::Cancelled } else { MessageState::TimedOut },
+            error.to_string(),
+            Some(partial.clone()),
+        )),
+        Err(error @ PoolError::Turn { source: TurnError::Exited { partial, .. }, .. }) => {
+            let state = if cancel_requested {
+                MessageState::Cancelled
+            } else if closed {
+                MessageState::Interrupted
+            } else {
+                MessageState::Failed
+            };
+            Some(failure(state, error.to_string(), Some(partial.clone())))
+        }
+        Err(error) if started && closed => Some(failure(MessageState::Interrupted, error.to_string(), None)),
+        Err(error) => Some(failure(MessageState::Failed, error.to_string(), None)),
+    }
 }
 
 /// What a CLI's stderr says about the session id it was given.

@@ -30,6 +30,7 @@ impl World {
         let mut config = Config::defaults(home);
         config.settings.stop_grace_period = Duration::from_millis(500);
         config.settings.spawn_timeout = Duration::from_secs(20);
+        config.database.in_memory = true;
         let marker = format!("iris-test-{}", uuid::Uuid::new_v4());
         Self {
             dir,
@@ -106,8 +107,11 @@ impl World {
             .collect()
     }
 
-    pub fn pool(&self) -> Pool {
-        Pool::new(Arc::new(self.config.clone()), PoolOptions::default())
+    /// A pool on this world's config (an in-memory store unless the test chose a file).
+    pub async fn pool(&self) -> Pool {
+        Pool::start(Arc::new(self.config.clone()), PoolOptions::default())
+            .await
+            .expect("pool starts")
     }
 
     /// Pids of live (non-zombie) processes carrying this world's marker.
