@@ -13,6 +13,8 @@
 //! - [`guard`]: a companion process that stops every agent's process group if Iris dies.
 //! - [`process`]: process-group, parent-death-signal and reaping primitives.
 //! - [`console`]: `iris console`, a JSON-lines interface to the pool.
+//! - [`store`]: the SQLite database of sessions, messages and agent process groups; the only
+//!   module that runs SQL, on one dedicated thread.
 //!
 //! # Theory of operation
 //!
@@ -34,3 +36,4 @@ pub mod console;
 pub mod guard;
 pub mod pool;
 pub mod process;
+pub mod store;

@@ -319,7 +319,17 @@ const SETTINGS_IGNORED: &[(&str, &str)] = &[
     ),
 ];
 
-const DATABASE_KEYS: &[&str] = &["path", "inMemory"];
+const DATABASE_KEYS: &[&str] = &[
+    "path",
+    "inMemory",
+    "retentionDays",
+    "maxStoredTextBytes",
+    "maxTranscriptEntries",
+];
+
+/// Longest accepted `database.retentionDays`: a century, far beyond any real use, and small
+/// enough that the duration in milliseconds fits every integer type the store uses.
+const MAX_RETENTION_DAYS: f64 = 36_500.0;
 
 const NO_DASHBOARD_SETTINGS: &str = "the dashboard is served on the MCP HTTP port (settings.httpPort) and has no settings of its own";
 
@@ -433,10 +443,7 @@ impl Loader<'_> {
     ) -> (Settings, BTreeMap<TeamName, TeamConfig>, DatabaseConfig) {
         let mut settings = Settings::default();
         let mut teams = BTreeMap::new();
-        let mut database = DatabaseConfig {
-            path: self.iris_home.join("data").join("iris.db"),
-            in_memory: false,
-        };
+        let mut database = DatabaseConfig::file(self.iris_home.join("data").join("iris.db"));
         let expected = "a mapping with 'settings', 'teams', 'database' or 'dashboard'";
         for entry in self.mapping(root, "", expected) {
             match entry.key.as_str() {
@@ -509,7 +516,7 @@ impl Loader<'_> {
     }
 
     fn database(&mut self, node: &Node, mut database: DatabaseConfig) -> DatabaseConfig {
-        for entry in self.mapping(node, "database", "a mapping with 'path' and 'inMemory'") {
+        for entry in self.mapping(node, "database", "a mapping of database settings") {
             let key = child("database", &entry.key);
             let value = &entry.value;
             match entry.key.as_str() {
@@ -523,6 +530,17 @@ impl Loader<'_> {
                     }
                 }
                 "inMemory" => set(&mut database.in_memory, self.boolean(value, &key)),
+                "retentionDays" => set(&mut database.retention, self.days(value, &key)),
+                "maxStoredTextBytes" => {
+                    let min = DatabaseConfig::MIN_MAX_TEXT_BYTES as u64;
+                    set(&mut database.max_text_bytes, self.count(value, &key, min));
+                }
+                "maxTranscriptEntries" => {
+                    set(
+                        &mut database.max_transcript_entries,
+                        self.count(value, &key, 0),
+                    );
+                }
                 _ => self.other_key(&key, entry, DATABASE_KEYS, &[]),
             }
         }
@@ -915,6 +933,44 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    /// A positive number of days (`7`, `0.5`, also as text), at most [`MAX_RETENTION_DAYS`].
+    fn days(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        let expected = "a positive number of days, such as 30 or 0.5";
+        let scalar = self.scalar(node, key, expected)?;
+        let text = scalar.text.trim();
+        if matches!(scalar.kind, ScalarKind::Text) && text.is_empty() {
+            return None;
+        }
+        let days = match scalar.kind {
+            // Precision lost beyond 2^53 days does not matter: such values are rejected.
+            ScalarKind::Int(days) => Some(days as f64),
+            ScalarKind::Float | ScalarKind::Text => {
+                text.parse::<f64>().ok().filter(|days| days.is_finite())
+            }
+            ScalarKind::Bool(_) => None,
+        };
+        let Some(days) = days else {
+            self.problem(
+                key,
+                node.position,
+                format!("expected {expected}, got {}", scalar.shown),
+            );
+            return None;
+        };
+        if days <= 0.0 || days > MAX_RETENTION_DAYS {
+            self.problem(
+                key,
+                node.position,
+                format!(
+                    "must be greater than 0 and at most {MAX_RETENTION_DAYS} days, got {}",
+                    scalar.shown
+                ),
+            );
+            return None;
+        }
+        Some(Duration::from_secs_f64(days * 86_400.0))
     }
 
     // --------------------------------------------------------------------------------------

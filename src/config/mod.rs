@@ -43,10 +43,7 @@ impl Config {
     /// Embedded defaults: no teams, every setting at its default, `IRIS_HOME` as given.
     #[must_use]
     pub fn defaults(iris_home: PathBuf) -> Self {
-        let database = DatabaseConfig {
-            path: iris_home.join("data").join("iris.db"),
-            in_memory: false,
-        };
+        let database = DatabaseConfig::file(iris_home.join("data").join("iris.db"));
         Self {
             source: None,
             iris_home,
@@ -131,13 +128,56 @@ impl Default for Settings {
     }
 }
 
-/// `database`.
+/// `database`: where the SQLite store lives and how much it keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     /// Absolute path of the SQLite file (relative paths in the file resolve against `IRIS_HOME`).
+    /// Default `$IRIS_HOME/data/iris.db`.
     pub path: PathBuf,
-    /// `inMemory`: use an in-memory database (tests).
+    /// `inMemory`: use an in-memory database (tests); `path` is then unused. Default false.
     pub in_memory: bool,
+    /// `retentionDays`: finished messages older than this are pruned (queued and running ones
+    /// never are). Written as a positive number of days. Default 30 days.
+    pub retention: Duration,
+    /// `maxStoredTextBytes`: a message's text, answer and error are each cut to this many bytes
+    /// (on a character boundary, marker included) before they are stored. Default 256 KiB, at
+    /// least 1024.
+    pub max_text_bytes: usize,
+    /// `maxTranscriptEntries`: transcript entries kept per message; later ones are dropped.
+    /// Default 200.
+    pub max_transcript_entries: usize,
+}
+
+impl DatabaseConfig {
+    /// Default of `retention` (`retentionDays: 30`).
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+    /// Default of `max_text_bytes` (`maxStoredTextBytes: 262144`).
+    pub const DEFAULT_MAX_TEXT_BYTES: usize = 256 * 1024;
+    /// Smallest accepted `max_text_bytes`, so that a cut text still has room for its marker.
+    pub const MIN_MAX_TEXT_BYTES: usize = 1024;
+    /// Default of `max_transcript_entries` (`maxTranscriptEntries: 200`).
+    pub const DEFAULT_MAX_TRANSCRIPT_ENTRIES: usize = 200;
+
+    /// A database file at `path` with every other key at its default.
+    #[must_use]
+    pub fn file(path: PathBuf) -> Self {
+        Self {
+            path,
+            in_memory: false,
+            retention: Self::DEFAULT_RETENTION,
+            max_text_bytes: Self::DEFAULT_MAX_TEXT_BYTES,
+            max_transcript_entries: Self::DEFAULT_MAX_TRANSCRIPT_ENTRIES,
+        }
+    }
+
+    /// An in-memory database (tests) with every other key at its default.
+    #[must_use]
+    pub fn memory() -> Self {
+        Self {
+            in_memory: true,
+            ..Self::file(PathBuf::new())
+        }
+    }
 }
 
 /// How a team answers the tool-permission requests of its agent (`grantPermission`).

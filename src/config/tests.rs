@@ -174,6 +174,12 @@ fn default_settings_match_the_documented_values() {
     let config = Config::defaults(PathBuf::from("/srv/iris"));
     assert_eq!(config.database.path, Path::new("/srv/iris/data/iris.db"));
     assert!(!config.database.in_memory);
+    assert_eq!(
+        config.database.retention,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    assert_eq!(config.database.max_text_bytes, 262_144);
+    assert_eq!(config.database.max_transcript_entries, 200);
     assert_eq!(config.source, None);
 }
 
@@ -308,6 +314,9 @@ settings:
 database:
   path: state/iris.sqlite
   inMemory: false
+  retentionDays: 7
+  maxStoredTextBytes: 4096
+  maxTranscriptEntries: 20
 teams:
   backend:
     path: ../projects/backend
@@ -359,6 +368,12 @@ teams:
         fixture.iris_home().join("state/iris.sqlite")
     );
     assert!(!config.database.in_memory);
+    assert_eq!(
+        config.database.retention,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(config.database.max_text_bytes, 4096);
+    assert_eq!(config.database.max_transcript_entries, 20);
 
     assert_eq!(config.team_names(), ["backend", "remote-box", "web"]);
     let backend_team = team(&config, "backend");
@@ -651,7 +666,7 @@ fn unknown_keys_without_a_close_match_list_the_known_ones() {
     let fixture = Fixture::new();
     assert_eq!(
         fixture.problem("database:\n  flavour: sqlite\n"),
-        "database.flavour: unknown key (known keys: path, inMemory)"
+        "database.flavour: unknown key (known keys: path, inMemory, retentionDays, maxStoredTextBytes, maxTranscriptEntries)"
     );
     assert_eq!(
         fixture.problem("plugins: []\n"),
@@ -704,7 +719,7 @@ fn blocks_of_the_wrong_kind_are_reported() {
         [
             "settings: expected a mapping of settings, got a list",
             "teams: expected a mapping of team name to team settings, got \"backend\"",
-            "database: expected a mapping with 'path' and 'inMemory', got 3",
+            "database: expected a mapping of database settings, got 3",
         ]
     );
     assert_eq!(
@@ -1129,6 +1144,59 @@ fn database_path_resolves_against_iris_home() {
     assert_eq!(config.database.path, fixture.home().join("iris.db"));
     let config = fixture.load("database:\n  path: db/x.db\n");
     assert_eq!(config.database.path, fixture.iris_home().join("db/x.db"));
+}
+
+#[test]
+fn database_limits_accept_numbers_fractions_and_interpolated_text() {
+    let fixture = Fixture::new();
+    let config = fixture.load("database:\n  retentionDays: 0.5\n  maxTranscriptEntries: 0\n");
+    assert_eq!(config.database.retention, Duration::from_secs(12 * 3600));
+    assert_eq!(config.database.max_transcript_entries, 0);
+    let yaml = "database:\n  retentionDays: ${DAYS}\n  maxStoredTextBytes: ${BYTES:-}\n";
+    let config = fixture
+        .load_with(yaml, &[("DAYS", "90")])
+        .expect("interpolated limits");
+    assert_eq!(
+        config.database.retention,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    // Empty after interpolation: the default stays.
+    assert_eq!(
+        config.database.max_text_bytes,
+        DatabaseConfig::DEFAULT_MAX_TEXT_BYTES
+    );
+}
+
+#[test]
+fn database_limits_out_of_range_are_reported() {
+    let fixture = Fixture::new();
+    let yaml = r#"
+database:
+  retentionDays: 0
+  maxStoredTextBytes: 100
+  maxTranscriptEntries: -1
+"#;
+    assert_eq!(
+        fixture.problems(yaml),
+        [
+            "database.retentionDays: must be greater than 0 and at most 36500 days, got 0",
+            "database.maxStoredTextBytes: must be at least 1024, got 100",
+            "database.maxTranscriptEntries: expected a positive integer, got -1",
+        ]
+    );
+    for (value, shown) in [
+        ("-3", "-3"),
+        ("100000", "100000"),
+        ("\"a week\"", "\"a week\""),
+        ("true", "true"),
+        ("[1]", "a list"),
+    ] {
+        let problem = fixture.problem(&format!("database:\n  retentionDays: {value}\n"));
+        assert!(
+            problem.starts_with("database.retentionDays: ") && problem.ends_with(shown),
+            "{value}: {problem}"
+        );
+    }
 }
 
 #[test]

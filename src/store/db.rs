@@ -1,0 +1,936 @@
+//! [`Db`]: the connection, owned by the store thread, and every SQL statement Iris runs.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::bounds::{Limits, bound_transcript, cut_in_place};
+use super::error::{IN_MEMORY, classify};
+use super::schema::{APPLICATION_ID, MIGRATIONS, current_version};
+use super::{
+    AgentRecord, MessageFinish, MessageId, MessageMode, MessageRecord, MessageState, NewMessage,
+    OpenOptions, Page, Recovery, SessionRecord, SessionStatus, StoreError, StoreStats,
+};
+use crate::config::{DatabaseConfig, TeamName};
+
+/// The error text of a message that was running when Iris stopped.
+pub(super) const INTERRUPTED_ERROR: &str =
+    "iris stopped while this message was running; it was not re-run";
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// The open database. Lives on the store thread.
+pub(super) struct Db {
+    connection: Connection,
+    /// The file, or `:memory:`: for error messages and the size on disk.
+    path: PathBuf,
+    in_memory: bool,
+    limits: Limits,
+    retention: Duration,
+}
+
+/// Turns a rusqlite error into a [`StoreError`] naming `path` and `operation`.
+fn fail<'path>(
+    path: &'path Path,
+    operation: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + 'path {
+    move |error| classify(&error, path, operation)
+}
+
+impl Db {
+    /// Opens, checks and migrates the database. Nothing is written to an existing file until
+    /// it has been recognised as an Iris database of a schema this build knows.
+    pub(super) fn open(config: &DatabaseConfig, options: OpenOptions) -> Result<Db, StoreError> {
+        let (connection, path) = if config.in_memory {
+            let connection = Connection::open_in_memory()
+                .map_err(|error| open_error(&error, Path::new(IN_MEMORY)))?;
+            (connection, PathBuf::from(IN_MEMORY))
+        } else {
+            let path = config.path.clone();
+            if let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                fs::create_dir_all(parent).map_err(|error| StoreError::Open {
+                    path: path.clone(),
+                    message: format!("cannot create directory {}: {error}", parent.display()),
+                })?;
+            }
+            check_header(&path)?;
+            let connection = Connection::open(&path).map_err(|error| open_error(&error, &path))?;
+            // SQLite quietly falls back to read-only when the file is not writable.
+            if connection
+                .is_readonly(rusqlite::MAIN_DB)
+                .map_err(|error| open_error(&error, &path))?
+            {
+                return Err(StoreError::Open {
+                    path,
+                    message: "the file is read-only for this user".to_owned(),
+                });
+            }
+            (connection, path)
+        };
+        connection
+            .busy_timeout(options.busy_timeout)
+            .map_err(fail(&path, "open"))?;
+        check_identity(&connection, &path)?;
+        if !config.in_memory {
+            let mode: String = connection
+                .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+                .map_err(fail(&path, "open"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path = %path.display(), mode, "the database could not be put in WAL mode");
+            }
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(fail(&path, "open"))?;
+        let mut db = Db {
+            connection,
+            path,
+            in_memory: config.in_memory,
+            limits: Limits {
+                max_text_bytes: config.max_text_bytes,
+                max_transcript_entries: config.max_transcript_entries,
+            },
+            retention: config.retention,
+        };
+        db.migrate()?;
+        tracing::debug!(path = %db.path.display(), "database open");
+        Ok(db)
+    }
+
+    /// Applies the migrations this database has not had, each in its own transaction with
+    /// its version bump. The version is read again inside each transaction, so two processes
+    /// migrating at once apply each migration once.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = &self.path;
+        loop {
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail(path, "migrate"))?;
+            let version = user_version(&transaction).map_err(fail(path, "migrate"))?;
+            let Some(migration) = usize::try_from(version)
+                .ok()
+                .and_then(|index| MIGRATIONS.get(index))
+            else {
+                if version > current_version() {
+                    return Err(StoreError::NewerSchema {
+                        path: path.clone(),
+                        found: version,
+                        supported: current_version(),
+                    });
+                }
+                return Ok(());
+            };
+            transaction
+                .execute_batch(migration)
+                .map_err(fail(path, "migrate"))?;
+            transaction
+                .pragma_update(None, "user_version", version + 1)
+                .map_err(fail(path, "migrate"))?;
+            transaction.commit().map_err(fail(path, "migrate"))?;
+            tracing::info!(path = %path.display(), version = version + 1, "database schema migrated");
+        }
+    }
+
+    /// Closes the connection, checkpointing the write-ahead log.
+    pub(super) fn close(self) -> Result<(), StoreError> {
+        let path = self.path;
+        self.connection
+            .close()
+            .map_err(|(_, error)| classify(&error, &path, "close"))
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Sessions.
+
+    pub(super) fn current_session(
+        &mut self,
+        caller: &TeamName,
+        target: &TeamName,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.connection
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE caller = ?1 AND target = ?2 AND status = 'active'"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![caller.as_str(), target.as_str()], session_from_row)
+                    .optional()
+            })
+            .map_err(fail(&self.path, "current_session"))
+    }
+
+    pub(super) fn create_session(
+        &mut self,
+        caller: TeamName,
+        target: TeamName,
+        session_id: Uuid,
+    ) -> Result<SessionRecord, StoreError> {
+        let path = &self.path;
+        let sql = fail(path, "create_session");
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let active: Option<String> = transaction
+            .query_row(
+                "SELECT session_id FROM sessions
+                 WHERE caller = ?1 AND target = ?2 AND status = 'active'",
+                params![caller.as_str(), target.as_str()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&sql)?;
+        if let Some(active) = active {
+            return Err(StoreError::ActiveSessionExists {
+                caller,
+                target,
+                session_id: Uuid::parse_str(&active).unwrap_or_default(),
+            });
+        }
+        let used: bool = transaction
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = ?1)",
+                [session_id.to_string()],
+                |row| row.get(0),
+            )
+            .map_err(&sql)?;
+        if used {
+            return Err(StoreError::Invalid {
+                operation: "create_session",
+                message: format!("session id {session_id} was already used"),
+            });
+        }
+        let now = now_ms();
+        transaction
+            .execute(
+                "INSERT INTO sessions (session_id, caller, target, status, created_at_ms, last_used_at_ms)
+                 VALUES (?1, ?2, ?3, 'active', ?4, ?4)",
+                params![session_id.to_string(), caller.as_str(), target.as_str(), now],
+            )
+            .map_err(&sql)?;
+        transaction.commit().map_err(&sql)?;
+        Ok(SessionRecord {
+            caller,
+            target,
+            session_id,
+            status: SessionStatus::Active,
+            created_at_ms: now,
+            last_used_at_ms: now,
+            turns: 0,
+            total_cost_usd: 0.0,
+            cli_total_usd: 0.0,
+            resumable: false,
+        })
+    }
+
+    pub(super) fn record_turn(
+        &mut self,
+        session_id: Uuid,
+        cost_usd: f64,
+        cli_total_usd: Option<f64>,
+    ) -> Result<(), StoreError> {
+        let cost_usd = finite(cost_usd, "record_turn cost").unwrap_or(0.0);
+        let cli_total_usd = cli_total_usd.and_then(|total| finite(total, "record_turn CLI total"));
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE sessions
+                 SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
+                     cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
+                     last_used_at_ms = ?4
+                 WHERE session_id = ?1",
+                params![session_id.to_string(), cost_usd, cli_total_usd, now_ms()],
+            )
+            .map_err(fail(&self.path, "record_turn"))?;
+        if changed == 0 {
+            return Err(StoreError::SessionNotFound { session_id });
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_resumable(
+        &mut self,
+        session_id: Uuid,
+        resumable: bool,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE sessions SET resumable = ?2 WHERE session_id = ?1",
+                params![session_id.to_string(), resumable],
+            )
+            .map_err(fail(&self.path, "mark_resumable"))?;
+        if changed == 0 {
+            return Err(StoreError::SessionNotFound { session_id });
+        }
+        Ok(())
+    }
+
+    pub(super) fn retire_session(
+        &mut self,
+        session_id: Uuid,
+        status: SessionStatus,
+    ) -> Result<(), StoreError> {
+        if status == SessionStatus::Active {
+            return Err(StoreError::Invalid {
+                operation: "retire_session",
+                message: "a session is retired as rebooted or deleted, not active".to_owned(),
+            });
+        }
+        let path = &self.path;
+        let sql = fail(path, "retire_session");
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let current: Option<String> = transaction
+            .query_row(
+                "SELECT status FROM sessions WHERE session_id = ?1",
+                [session_id.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&sql)?;
+        match current.as_deref() {
+            None => return Err(StoreError::SessionNotFound { session_id }),
+            Some("active") => {
+                transaction
+                    .execute(
+                        "UPDATE sessions SET status = ?2 WHERE session_id = ?1",
+                        params![session_id.to_string(), status.as_str()],
+                    )
+                    .map_err(&sql)?;
+            }
+            Some(retired) => {
+                tracing::debug!(%session_id, retired, "session already retired; left as it is");
+            }
+        }
+        transaction.commit().map_err(&sql)
+    }
+
+    pub(super) fn sessions(&mut self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.connection
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE status = 'active' ORDER BY caller, target"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], session_from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(fail(&self.path, "sessions"))
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Messages.
+
+    pub(super) fn insert_message(&mut self, message: NewMessage) -> Result<(), StoreError> {
+        let NewMessage {
+            id,
+            caller,
+            target,
+            session_id,
+            mode,
+            mut text,
+        } = message;
+        let truncated = cut_in_place(&mut text, self.limits.max_text_bytes);
+        self.connection
+            .execute(
+                "INSERT INTO messages (id, caller, target, session_id, mode, text, state,
+                                       created_at_ms, truncated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+                params![
+                    id.to_string(),
+                    caller.as_str(),
+                    target.as_str(),
+                    session_id.map(|session_id| session_id.to_string()),
+                    mode.as_str(),
+                    text,
+                    now_ms(),
+                    truncated,
+                ],
+            )
+            .map_err(|error| {
+                if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+                    StoreError::Invalid {
+                        operation: "insert_message",
+                        message: format!("message id {id} is already used"),
+                    }
+                } else {
+                    classify(&error, &self.path, "insert_message")
+                }
+            })?;
+        Ok(())
+    }
+
+    pub(super) fn mark_running(
+        &mut self,
+        id: MessageId,
+        session_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id.to_string(), session_id.to_string(), now_ms()],
+            )
+            .map_err(fail(&self.path, "mark_running"))?;
+        Ok(changed == 1)
+    }
+
+    pub(super) fn finish_message(
+        &mut self,
+        id: MessageId,
+        finish: MessageFinish,
+    ) -> Result<(), StoreError> {
+        if !finish.state.is_final() {
+            return Err(StoreError::Invalid {
+                operation: "finish_message",
+                message: format!(
+                    "{} is not a final state (expected completed, failed, cancelled, timed_out or interrupted)",
+                    finish.state.as_str()
+                ),
+            });
+        }
+        let MessageFinish {
+            state,
+            mut answer,
+            is_error,
+            mut error,
+            cost_usd,
+            usage,
+            duration_ms,
+            mut transcript,
+        } = finish;
+        let max = self.limits.max_text_bytes;
+        let mut truncated = answer
+            .as_mut()
+            .is_some_and(|answer| cut_in_place(answer, max));
+        truncated |= error.as_mut().is_some_and(|error| cut_in_place(error, max));
+        truncated |= bound_transcript(&mut transcript, self.limits);
+        let usage = usage.map(|usage| usage.to_string());
+        let usage = match usage {
+            Some(usage) if usage.len() > max => {
+                truncated = true;
+                None
+            }
+            usage => usage,
+        };
+        let transcript = serde_json::to_string(&transcript).map_err(|error| StoreError::Sql {
+            operation: "finish_message",
+            message: format!("cannot serialize the transcript: {error}"),
+        })?;
+        let cost_usd = cost_usd.and_then(|cost| finite(cost, "finish_message cost"));
+        let duration_ms = duration_ms.map(|duration| i64::try_from(duration).unwrap_or(i64::MAX));
+
+        let path = &self.path;
+        let sql = fail(path, "finish_message");
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let current: Option<String> = transaction
+            .query_row(
+                "SELECT state FROM messages WHERE id = ?1",
+                [id.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(&sql)?;
+        let Some(current) = current else {
+            return Err(StoreError::MessageNotFound { id });
+        };
+        if !matches!(current.as_str(), "queued" | "running") {
+            tracing::warn!(%id, current, wanted = state.as_str(), "message already finished; left as it is");
+            return Ok(());
+        }
+        transaction
+            .execute(
+                "UPDATE messages
+                 SET state = ?2, answer = ?3, is_error = ?4, error = ?5, cost_usd = ?6,
+                     usage = ?7, duration_ms = ?8, finished_at_ms = ?9, transcript = ?10,
+                     truncated = truncated OR ?11
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    state.as_str(),
+                    answer,
+                    is_error,
+                    error,
+                    cost_usd,
+                    usage,
+                    duration_ms,
+                    now_ms(),
+                    transcript,
+                    truncated,
+                ],
+            )
+            .map_err(&sql)?;
+        transaction.commit().map_err(&sql)
+    }
+
+    pub(super) fn cancel_queued(&mut self, id: MessageId) -> Result<bool, StoreError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE messages SET state = 'cancelled', finished_at_ms = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id.to_string(), now_ms()],
+            )
+            .map_err(fail(&self.path, "cancel_queued"))?;
+        Ok(changed == 1)
+    }
+
+    pub(super) fn message(&mut self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        self.connection
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row([id.to_string()], message_from_row)
+                    .optional()
+            })
+            .map_err(fail(&self.path, "message"))
+    }
+
+    pub(super) fn pair_messages(
+        &mut self,
+        caller: &TeamName,
+        target: &TeamName,
+        page: Page,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        // Two statements rather than `?3 IS NULL OR id < ?3`, so both use the pair index.
+        let result = match page.before {
+            None => self
+                .connection
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE caller = ?1 AND target = ?2
+                     ORDER BY id DESC LIMIT ?3"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(
+                            params![caller.as_str(), target.as_str(), limit],
+                            message_from_row,
+                        )?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
+            Some(before) => self
+                .connection
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE caller = ?1 AND target = ?2 AND id < ?3
+                     ORDER BY id DESC LIMIT ?4"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(
+                            params![caller.as_str(), target.as_str(), before.to_string(), limit],
+                            message_from_row,
+                        )?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
+        };
+        result.map_err(fail(&self.path, "pair_messages"))
+    }
+
+    pub(super) fn recover(&mut self) -> Result<Recovery, StoreError> {
+        let path = &self.path;
+        let sql = fail(path, "recover");
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&sql)?;
+        let interrupted = {
+            let mut statement = transaction
+                .prepare("SELECT id FROM messages WHERE state = 'running' ORDER BY id")
+                .map_err(&sql)?;
+            statement
+                .query_map([], |row| parse_text(row, 0, message_id))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(&sql)?
+        };
+        transaction
+            .execute(
+                "UPDATE messages SET state = 'interrupted', error = ?1, finished_at_ms = ?2
+                 WHERE state = 'running'",
+                params![INTERRUPTED_ERROR, now_ms()],
+            )
+            .map_err(&sql)?;
+        let queued = {
+            let mut statement = transaction
+                .prepare(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE state = 'queued' ORDER BY created_at_ms, id"
+                ))
+                .map_err(&sql)?;
+            statement
+                .query_map([], message_from_row)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(&sql)?
+        };
+        transaction.commit().map_err(&sql)?;
+        if !interrupted.is_empty() || !queued.is_empty() {
+            tracing::info!(
+                interrupted = interrupted.len(),
+                queued = queued.len(),
+                "recovered messages from the previous run"
+            );
+        }
+        Ok(Recovery {
+            interrupted,
+            queued,
+        })
+    }
+
+    pub(super) fn prune(&mut self) -> Result<usize, StoreError> {
+        let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms().saturating_sub(retention);
+        let deleted = self
+            .connection
+            .execute(
+                "DELETE FROM messages
+                 WHERE finished_at_ms < ?1
+                   AND state IN ('completed', 'failed', 'cancelled', 'timed_out', 'interrupted')",
+                [cutoff],
+            )
+            .map_err(fail(&self.path, "prune"))?;
+        if deleted > 0 {
+            tracing::info!(deleted, "pruned old messages");
+        }
+        Ok(deleted)
+    }
+
+    pub(super) fn stats(&mut self) -> Result<StoreStats, StoreError> {
+        let path = &self.path;
+        let sql = fail(path, "stats");
+        let mut messages_by_state: std::collections::BTreeMap<String, u64> = MessageState::ALL
+            .iter()
+            .map(|state| (state.as_str().to_owned(), 0))
+            .collect();
+        {
+            let mut statement = self
+                .connection
+                .prepare_cached("SELECT state, COUNT(*) FROM messages GROUP BY state")
+                .map_err(&sql)?;
+            let counts = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, parse_count(row, 1)?))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(&sql)?;
+            messages_by_state.extend(counts);
+        }
+        let active_sessions = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM sessions WHERE status = 'active'",
+                [],
+                |row| parse_count(row, 0),
+            )
+            .map_err(&sql)?;
+        let file_bytes = if self.in_memory {
+            0
+        } else {
+            let mut wal = self.path.clone().into_os_string();
+            wal.push("-wal");
+            [self.path.clone(), PathBuf::from(wal)]
+                .iter()
+                .filter_map(|file| fs::metadata(file).ok())
+                .map(|metadata| metadata.len())
+                .sum()
+        };
+        Ok(StoreStats {
+            messages_by_state,
+            active_sessions,
+            file_bytes,
+        })
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Agents.
+
+    pub(super) fn agent_started(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT OR REPLACE INTO agents (pgid, agent_key, caller, target, started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    agent.pgid,
+                    agent.agent_key,
+                    agent.caller.as_str(),
+                    agent.target.as_str(),
+                    agent.started_at_ms,
+                ],
+            )
+            .map_err(fail(&self.path, "agent_started"))?;
+        Ok(())
+    }
+
+    pub(super) fn agent_stopped(&mut self, pgid: u32) -> Result<(), StoreError> {
+        self.connection
+            .execute("DELETE FROM agents WHERE pgid = ?1", [pgid])
+            .map_err(fail(&self.path, "agent_stopped"))?;
+        Ok(())
+    }
+
+    pub(super) fn agents(&mut self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.connection
+            .prepare_cached(
+                "SELECT pgid, agent_key, caller, target, started_at_ms FROM agents
+                 ORDER BY started_at_ms, pgid",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| {
+                        Ok(AgentRecord {
+                            pgid: row.get(0)?,
+                            agent_key: row.get(1)?,
+                            caller: parse_text(row, 2, team_name)?,
+                            target: parse_text(row, 3, team_name)?,
+                            started_at_ms: row.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(fail(&self.path, "agents"))
+    }
+
+    #[cfg(test)]
+    pub(super) fn with_connection<T>(
+        &mut self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        work(&self.connection).map_err(fail(&self.path, "test"))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Opening.
+
+/// An error from opening the file: anything SQLite does not classify is an `Open` error.
+fn open_error(error: &rusqlite::Error, path: &Path) -> StoreError {
+    match classify(error, path, "open") {
+        StoreError::Sql { message, .. } => StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// Rejects an existing, non-empty file that does not start with the SQLite header, before
+/// SQLite gets to see it. An empty file is a new database.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let open_failed = |error: io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    };
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(open_failed(error)),
+    };
+    let mut header = Vec::with_capacity(100);
+    file.take(100)
+        .read_to_end(&mut header)
+        .map_err(open_failed)?;
+    if header.is_empty() || (header.len() == 100 && header.starts_with(SQLITE_HEADER)) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message: "the file is not an SQLite database: it does not start with the SQLite header"
+            .to_owned(),
+    })
+}
+
+/// Checks, by reading only, that the database is an Iris database (or a new, empty one) of a
+/// schema this build knows.
+fn check_identity(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let read = fail(path, "open");
+    let application_id: i64 = connection
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(&read)?;
+    let version = user_version(connection).map_err(&read)?;
+    let objects: i64 = connection
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(&read)?;
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    if application_id != APPLICATION_ID && application_id != 0 {
+        return Err(corrupt(format!(
+            "it is an SQLite database of another program, application id {application_id:#x}"
+        )));
+    }
+    if application_id == 0 && (version != 0 || objects != 0) {
+        return Err(corrupt(
+            "it is an SQLite database with tables that Iris did not create".to_owned(),
+        ));
+    }
+    if version < 0 {
+        return Err(corrupt(format!("its schema version {version} is invalid")));
+    }
+    if version > current_version() {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: current_version(),
+        });
+    }
+    Ok(())
+}
+
+fn user_version(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+// ------------------------------------------------------------------------------------------
+// Rows.
+
+const SESSION_COLUMNS: &str = "caller, target, session_id, status, created_at_ms, \
+     last_used_at_ms, turns, total_cost_usd, cli_total_usd, resumable";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        caller: parse_text(row, 0, team_name)?,
+        target: parse_text(row, 1, team_name)?,
+        session_id: parse_text(row, 2, uuid)?,
+        status: parse_text(row, 3, |text| {
+            SessionStatus::parse(text).ok_or_else(|| format!("unknown session status '{text}'"))
+        })?,
+        created_at_ms: row.get(4)?,
+        last_used_at_ms: row.get(5)?,
+        turns: parse_count(row, 6)?,
+        total_cost_usd: row.get(7)?,
+        cli_total_usd: row.get(8)?,
+        resumable: row.get(9)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, caller, target, session_id, mode, text, state, answer, \
+     is_error, error, cost_usd, usage, duration_ms, created_at_ms, started_at_ms, \
+     finished_at_ms, transcript, truncated";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let session_id: Option<String> = row.get(3)?;
+    let usage: Option<String> = row.get(11)?;
+    let duration_ms: Option<i64> = row.get(12)?;
+    Ok(MessageRecord {
+        id: parse_text(row, 0, message_id)?,
+        caller: parse_text(row, 1, team_name)?,
+        target: parse_text(row, 2, team_name)?,
+        session_id: session_id
+            .map(|text| uuid(&text).map_err(|message| conversion(3, message)))
+            .transpose()?,
+        mode: parse_text(row, 4, |text| {
+            MessageMode::parse(text).ok_or_else(|| format!("unknown message mode '{text}'"))
+        })?,
+        text: row.get(5)?,
+        state: parse_text(row, 6, |text| {
+            MessageState::parse(text).ok_or_else(|| format!("unknown message state '{text}'"))
+        })?,
+        answer: row.get(7)?,
+        is_error: row.get(8)?,
+        error: row.get(9)?,
+        cost_usd: row.get(10)?,
+        usage: usage
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|error| conversion(11, error.to_string()))
+            })
+            .transpose()?,
+        duration_ms: duration_ms
+            .map(|duration| {
+                u64::try_from(duration)
+                    .map_err(|_| conversion(12, format!("negative duration {duration}")))
+            })
+            .transpose()?,
+        created_at_ms: row.get(13)?,
+        started_at_ms: row.get(14)?,
+        finished_at_ms: row.get(15)?,
+        transcript: parse_text(row, 16, |text| {
+            serde_json::from_str(text).map_err(|error| format!("unreadable transcript: {error}"))
+        })?,
+        truncated: row.get(17)?,
+    })
+}
+
+/// A column error for a value that SQLite returned but Iris cannot read.
+fn conversion(index: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
+}
+
+/// Reads a text column through `parse`.
+fn parse_text<T>(
+    row: &Row<'_>,
+    index: usize,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).map_err(|message| conversion(index, message))
+}
+
+/// Reads a count (an integer that is never negative).
+fn parse_count(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let count: i64 = row.get(index)?;
+    u64::try_from(count).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            Type::Integer,
+            format!("negative count {count}").into(),
+        )
+    })
+}
+
+fn team_name(text: &str) -> Result<TeamName, String> {
+    TeamName::from_str(text).map_err(|error| error.to_string())
+}
+
+fn uuid(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text).map_err(|error| format!("invalid id '{text}': {error}"))
+}
+
+fn message_id(text: &str) -> Result<MessageId, String> {
+    uuid(text).map(MessageId)
+}
+
+// ------------------------------------------------------------------------------------------
+// Values.
+
+/// Now, in unix milliseconds.
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// `value` if it is a finite number; otherwise `None`, logged (SQLite would store NaN as NULL).
+fn finite(value: f64, what: &'static str) -> Option<f64> {
+    if value.is_finite() {
+        Some(value)
+    } else {
+        tracing::warn!(what, value, "ignoring a cost that is not a finite number");
+        None
+    }
+}

@@ -1,0 +1,745 @@
+//! The SQLite store: sessions, messages and agent process groups, in one database file under
+//! `$IRIS_HOME` (`database.path`), or in memory (`database.inMemory`, for tests).
+//!
+//! This is the only module that runs SQL.
+//!
+//! # Theory of operation
+//!
+//! [`Store`] is a cheap, cloneable handle. One dedicated thread (`iris-store`) owns the
+//! `rusqlite::Connection`; each method sends it a job through a std channel and awaits the
+//! reply on a `tokio::sync::oneshot`, so async callers never block on SQLite, and every
+//! unit of work runs alone, in one transaction where it has more than one statement. A reply
+//! comes after the work is committed. A call whose future is dropped after the job was sent
+//! still takes effect.
+//!
+//! Opening never damages an existing file: a file that is not an SQLite database, an SQLite
+//! database of another program, or one written by a newer Iris is reported
+//! ([`StoreError::Corrupt`], [`StoreError::NewerSchema`]) before anything is written to it.
+//! A file database is put in WAL mode with `synchronous=NORMAL`, a busy timeout of 5 s and
+//! foreign keys on. The schema is migrated forward only (`schema.rs`).
+//!
+//! # What is stored
+//!
+//! - **Sessions**: the Claude Code session of each (caller → target) pair, with its turn count
+//!   and costs. At most one is `active` per pair (a partial unique index); retired sessions
+//!   (`rebooted`, `deleted`) are kept.
+//! - **Messages**: every ask, tell and quick message with its state, answer, error, cost,
+//!   usage, times and a bounded transcript. Texts are cut to `database.maxStoredTextBytes`
+//!   and transcripts to `database.maxTranscriptEntries` (the record says `truncated`).
+//!   [`Store::prune`] deletes finished messages older than `database.retentionDays`, never a
+//!   queued or running one.
+//! - **Agents**: the process groups Iris started and has not seen stop, so that a restarted
+//!   Iris can stop what a crashed one left behind.
+//!
+//! After a restart, [`Store::recover`] marks every message that was running as `interrupted`
+//! (it is not re-run) and hands back the queued ones.
+
+mod bounds;
+mod db;
+mod error;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub use error::StoreError;
+
+use self::db::Db;
+use crate::agent::TranscriptEntry;
+use crate::config::{DatabaseConfig, TeamName};
+
+// ------------------------------------------------------------------------------------------
+// Values.
+
+/// A message's id: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub Uuid);
+
+impl MessageId {
+    /// A fresh id, ordered after every id made before it by this process.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for MessageId {
+    /// Same as [`MessageId::new`]: a fresh id.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), formatter)
+    }
+}
+
+/// Text that is not a message id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{text}' is not a message id: expected a UUID such as 0190a5d2-7c1e-7b3a-9f00-5e1d2c3b4a59"
+)]
+pub struct MessageIdError {
+    /// The text that was given.
+    pub text: String,
+}
+
+impl FromStr for MessageId {
+    type Err = MessageIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(text.trim())
+            .map(Self)
+            .map_err(|_| MessageIdError {
+                text: text.to_owned(),
+            })
+    }
+}
+
+/// How a message was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageMode {
+    /// The caller waits for the answer.
+    Ask,
+    /// The caller does not wait; the answer is kept for later.
+    Tell,
+    /// A one-off question outside the pair's conversation.
+    Quick,
+}
+
+impl MessageMode {
+    /// The stored spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::Tell => "tell",
+            Self::Quick => "quick",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Ask, Self::Tell, Self::Quick]
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+    }
+}
+
+/// Where a message is in its life. `Queued` → `Running` → one final state; a queued message
+/// can also end directly (cancelled, or failed before it ran).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Waiting in its pair's queue.
+    Queued,
+    /// Written to an agent; its turn has not ended.
+    Running,
+    /// The turn ended with a result (which may itself be an error result: see `is_error`).
+    Completed,
+    /// The turn could not run or broke off (the agent crashed, could not start, ...).
+    Failed,
+    /// Cancelled while queued, or interrupted on request while running.
+    Cancelled,
+    /// The turn was silent for longer than `responseTimeout`.
+    TimedOut,
+    /// Iris stopped while the message was running; it was not re-run.
+    Interrupted,
+}
+
+impl MessageState {
+    /// Every state, in life order.
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::TimedOut,
+        Self::Interrupted,
+    ];
+
+    /// The stored spelling (as serialized).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the message has ended: neither queued nor running. A final state never changes.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// Whether a session is the pair's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// The pair's current session (at most one per pair).
+    Active,
+    /// Replaced by a fresh session on request.
+    Rebooted,
+    /// Deleted on request.
+    Deleted,
+}
+
+impl SessionStatus {
+    /// The stored spelling (as serialized).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Rebooted => "rebooted",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Active, Self::Rebooted, Self::Deleted]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// A message to record as queued ([`Store::insert_message`]).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Its id ([`MessageId::new`]).
+    pub id: MessageId,
+    /// The sending team.
+    pub caller: TeamName,
+    /// The receiving team.
+    pub target: TeamName,
+    /// The pair's session, when already known.
+    pub session_id: Option<Uuid>,
+    /// How it was sent.
+    pub mode: MessageMode,
+    /// The message text; stored cut to `database.maxStoredTextBytes`.
+    pub text: String,
+}
+
+/// How a message ended ([`Store::finish_message`]).
+#[derive(Debug, Clone)]
+pub struct MessageFinish {
+    /// A final state ([`MessageState::is_final`]).
+    pub state: MessageState,
+    /// The answer, if the turn produced one; stored cut to `database.maxStoredTextBytes`.
+    pub answer: Option<String>,
+    /// The agent's own `is_error` flag on its result.
+    pub is_error: bool,
+    /// What went wrong, if anything; stored cut to `database.maxStoredTextBytes`.
+    pub error: Option<String>,
+    /// This turn's own cost in US dollars.
+    pub cost_usd: Option<f64>,
+    /// The token usage as the agent reported it; dropped if its JSON is longer than
+    /// `database.maxStoredTextBytes`.
+    pub usage: Option<serde_json::Value>,
+    /// How long the turn took.
+    pub duration_ms: Option<u64>,
+    /// What happened during the turn; the first `database.maxTranscriptEntries` are stored.
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRecord {
+    /// Its id.
+    pub id: MessageId,
+    /// The sending team.
+    pub caller: TeamName,
+    /// The receiving team.
+    pub target: TeamName,
+    /// The session it ran in (set when it started running, or when inserted).
+    pub session_id: Option<Uuid>,
+    /// How it was sent.
+    pub mode: MessageMode,
+    /// The text (possibly cut: see `truncated`).
+    pub text: String,
+    /// Where it is in its life.
+    pub state: MessageState,
+    /// The answer, once finished with one.
+    pub answer: Option<String>,
+    /// The agent's `is_error` flag on its result.
+    pub is_error: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// The turn's own cost in US dollars.
+    pub cost_usd: Option<f64>,
+    /// The token usage as the agent reported it.
+    pub usage: Option<serde_json::Value>,
+    /// How long the turn took.
+    pub duration_ms: Option<u64>,
+    /// When it was queued (unix milliseconds).
+    pub created_at_ms: i64,
+    /// When it started running.
+    pub started_at_ms: Option<i64>,
+    /// When it reached its final state.
+    pub finished_at_ms: Option<i64>,
+    /// What happened during the turn (bounded).
+    pub transcript: Vec<TranscriptEntry>,
+    /// Whether the text, answer, error, usage or transcript was cut before it was stored. A
+    /// queued message with this set has lost part of its text and cannot be re-run faithfully.
+    pub truncated: bool,
+}
+
+/// A stored session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    /// The calling team.
+    pub caller: TeamName,
+    /// The target team.
+    pub target: TeamName,
+    /// The Claude Code session id.
+    pub session_id: Uuid,
+    /// Whether it is the pair's current session.
+    pub status: SessionStatus,
+    /// When it was created (unix milliseconds).
+    pub created_at_ms: i64,
+    /// When a turn last ended in it.
+    pub last_used_at_ms: i64,
+    /// Turns recorded in it.
+    pub turns: u64,
+    /// Sum of the recorded turns' own costs, in US dollars.
+    pub total_cost_usd: f64,
+    /// The session total the CLI last reported, in US dollars.
+    pub cli_total_usd: f64,
+    /// Whether the CLI has a transcript for it (`--resume` can continue it).
+    pub resumable: bool,
+}
+
+/// An agent process group that Iris started and has not seen stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRecord {
+    /// The process group id (the agent's pid).
+    pub pgid: u32,
+    /// The pool's key for the agent.
+    pub agent_key: String,
+    /// The calling team.
+    pub caller: TeamName,
+    /// The target team.
+    pub target: TeamName,
+    /// When it was started (unix milliseconds).
+    pub started_at_ms: i64,
+}
+
+/// Which messages [`Store::pair_messages`] returns: at most `limit`, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Most messages returned.
+    pub limit: usize,
+    /// Only messages strictly older than this one (the last id of the previous page).
+    pub before: Option<MessageId>,
+}
+
+impl Page {
+    /// The newest `limit` messages.
+    #[must_use]
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            before: None,
+        }
+    }
+}
+
+/// What [`Store::recover`] found at start-up.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// Messages that were running when Iris stopped; they are now `interrupted`.
+    pub interrupted: Vec<MessageId>,
+    /// Messages still queued, oldest first.
+    pub queued: Vec<MessageRecord>,
+}
+
+/// Counts for status displays.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    /// Messages per state (every state is present, with 0 when none).
+    pub messages_by_state: BTreeMap<String, u64>,
+    /// Sessions with status `active`.
+    pub active_sessions: u64,
+    /// Bytes on disk: the database file plus its write-ahead log (0 in memory).
+    pub file_bytes: u64,
+}
+
+// ------------------------------------------------------------------------------------------
+// The handle.
+
+/// How the store opens its database; tests shorten the busy timeout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenOptions {
+    /// How long a statement waits for another connection's lock before failing with
+    /// [`StoreError::Locked`].
+    pub(crate) busy_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A unit of work for the store thread. `None` once the store was closed.
+type Job = Box<dyn FnOnce(&mut Option<Db>) + Send>;
+
+/// A handle to the store. Cheap to clone; every clone talks to the same thread and
+/// connection. The thread ends, closing the database, when the last clone is dropped or on
+/// [`Store::close`].
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    /// `None` in memory.
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating it and its directory if needed) and migrates the database.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the file or directory cannot be created or read,
+    /// [`StoreError::Corrupt`] when the file is not an Iris database, [`StoreError::NewerSchema`]
+    /// when a newer Iris wrote it, [`StoreError::Locked`] when another process holds it,
+    /// [`StoreError::DiskFull`] when a migration cannot be written. In every case the file is
+    /// left as it was.
+    pub async fn open(database: &DatabaseConfig) -> Result<Store, StoreError> {
+        Self::open_with(database, OpenOptions::default()).await
+    }
+
+    /// [`Store::open`] with explicit options.
+    pub(crate) async fn open_with(
+        database: &DatabaseConfig,
+        options: OpenOptions,
+    ) -> Result<Store, StoreError> {
+        let path = (!database.in_memory).then(|| database.path.clone());
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (opened, opened_answer) = oneshot::channel();
+        let config = database.clone();
+        std::thread::Builder::new()
+            .name("iris-store".to_owned())
+            .spawn(move || match Db::open(&config, options) {
+                Ok(db) => {
+                    // Nobody waits for an open that was abandoned: close at once.
+                    if opened.send(Ok(())).is_ok() {
+                        serve(db, &receiver);
+                    }
+                }
+                Err(error) => {
+                    // The opener may have gone; then there is nobody to tell.
+                    let _ = opened.send(Err(error));
+                }
+            })
+            .map_err(|error| StoreError::Open {
+                path: path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(error::IN_MEMORY)),
+                message: format!("cannot start the store thread: {error}"),
+            })?;
+        opened_answer.await.map_err(|_| StoreError::Closed)??;
+        Ok(Store {
+            inner: Arc::new(Inner { jobs, path }),
+        })
+    }
+
+    /// The database file; `None` in memory.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Closes the database (checkpointing the write-ahead log) and returns once it is closed.
+    /// Every later call, on any clone, fails with [`StoreError::Closed`].
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if it was already closed; an SQLite error from closing.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |db: &mut Option<Db>| {
+            let result = db.take().map_or(Err(StoreError::Closed), Db::close);
+            let _ = reply.send(result);
+        });
+        self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `work` on the store thread and returns its result.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |db: &mut Option<Db>| {
+            let result = db.as_mut().map_or(Err(StoreError::Closed), work);
+            // The caller may have stopped waiting; the work is done either way.
+            let _ = reply.send(result);
+        });
+        self.inner.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Sessions.
+
+    /// The pair's active session, if any.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn current_session(
+        &self,
+        caller: &TeamName,
+        target: &TeamName,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let (caller, target) = (caller.clone(), target.clone());
+        self.call(move |db| db.current_session(&caller, &target))
+            .await
+    }
+
+    /// Records a new active session for the pair: no turns, no cost, not yet resumable.
+    ///
+    /// # Errors
+    /// [`StoreError::ActiveSessionExists`] if the pair already has an active session (retire
+    /// it first); [`StoreError::Invalid`] if `session_id` was used before.
+    pub async fn create_session(
+        &self,
+        caller: &TeamName,
+        target: &TeamName,
+        session_id: Uuid,
+    ) -> Result<SessionRecord, StoreError> {
+        let (caller, target) = (caller.clone(), target.clone());
+        self.call(move |db| db.create_session(caller, target, session_id))
+            .await
+    }
+
+    /// Records a finished turn: one more turn, `cost_usd` added to the total, the CLI's
+    /// session total if given, resumable, last used now.
+    ///
+    /// # Errors
+    /// [`StoreError::SessionNotFound`] for an unknown session.
+    pub async fn record_turn(
+        &self,
+        session_id: Uuid,
+        cost_usd: f64,
+        cli_total_usd: Option<f64>,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.record_turn(session_id, cost_usd, cli_total_usd))
+            .await
+    }
+
+    /// Sets whether the session can be continued with `--resume`.
+    ///
+    /// # Errors
+    /// [`StoreError::SessionNotFound`] for an unknown session.
+    pub async fn mark_resumable(
+        &self,
+        session_id: Uuid,
+        resumable: bool,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.mark_resumable(session_id, resumable))
+            .await
+    }
+
+    /// Retires an active session as `Rebooted` or `Deleted`; the row is kept. Retiring a
+    /// session that is already retired changes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::SessionNotFound`] for an unknown session; [`StoreError::Invalid`] for
+    /// `status` `Active`.
+    pub async fn retire_session(
+        &self,
+        session_id: Uuid,
+        status: SessionStatus,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.retire_session(session_id, status))
+            .await
+    }
+
+    /// Every active session, by caller then target.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.call(Db::sessions).await
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Messages.
+
+    /// Records a message as queued, created now.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if the id is already used; [`StoreError::DiskFull`],
+    /// [`StoreError::Locked`] and others if it cannot be written.
+    pub async fn insert_message(&self, message: NewMessage) -> Result<(), StoreError> {
+        self.call(move |db| db.insert_message(message)).await
+    }
+
+    /// Moves a queued message to running in `session_id`, started now. Returns false, and
+    /// changes nothing, if it was not queued (or does not exist).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written.
+    pub async fn mark_running(&self, id: MessageId, session_id: Uuid) -> Result<bool, StoreError> {
+        self.call(move |db| db.mark_running(id, session_id)).await
+    }
+
+    /// Moves a queued or running message to its final state, finished now. A message that is
+    /// already final is never changed: that is logged and `Ok`.
+    ///
+    /// # Errors
+    /// [`StoreError::MessageNotFound`] for an unknown id; [`StoreError::Invalid`] if
+    /// `finish.state` is not final.
+    pub async fn finish_message(
+        &self,
+        id: MessageId,
+        finish: MessageFinish,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.finish_message(id, finish)).await
+    }
+
+    /// Moves a queued message to cancelled. Returns false, and changes nothing, if it was not
+    /// queued.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written.
+    pub async fn cancel_queued(&self, id: MessageId) -> Result<bool, StoreError> {
+        self.call(move |db| db.cancel_queued(id)).await
+    }
+
+    /// One message.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        self.call(move |db| db.message(id)).await
+    }
+
+    /// A pair's messages, newest first, one page at a time.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn pair_messages(
+        &self,
+        caller: &TeamName,
+        target: &TeamName,
+        page: Page,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let (caller, target) = (caller.clone(), target.clone());
+        self.call(move |db| db.pair_messages(&caller, &target, page))
+            .await
+    }
+
+    /// At start-up, in one transaction: every running message becomes `interrupted` (it is
+    /// not re-run), and the queued ones are returned, oldest first.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written; then nothing changed.
+    pub async fn recover(&self) -> Result<Recovery, StoreError> {
+        self.call(Db::recover).await
+    }
+
+    /// Deletes the final messages that finished more than `database.retentionDays` ago and
+    /// returns how many. Queued and running messages are never deleted.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written; then nothing changed.
+    pub async fn prune(&self) -> Result<usize, StoreError> {
+        self.call(Db::prune).await
+    }
+
+    /// Message counts per state, active sessions and the size on disk.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.call(|db| db.stats()).await
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Agent process groups.
+
+    /// Records a started agent's process group (replacing a stale record of the same pgid).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written.
+    pub async fn agent_started(&self, agent: AgentRecord) -> Result<(), StoreError> {
+        self.call(move |db| db.agent_started(&agent)).await
+    }
+
+    /// Forgets a stopped agent's process group; an unknown pgid is not an error.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written.
+    pub async fn agent_stopped(&self, pgid: u32) -> Result<(), StoreError> {
+        self.call(move |db| db.agent_stopped(pgid)).await
+    }
+
+    /// Every recorded agent process group, oldest first.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.call(|db| db.agents()).await
+    }
+
+    /// Runs `work` on the store's connection (tests only: backdating rows, capping the size).
+    #[cfg(test)]
+    pub(crate) async fn with_connection<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(move |db| db.with_connection(work)).await
+    }
+}
+
+/// The store thread's loop: runs jobs in order until every handle is gone or the store closed.
+fn serve(db: Db, jobs: &mpsc::Receiver<Job>) {
+    let mut db = Some(db);
+    while let Ok(job) = jobs.recv() {
+        job(&mut db);
+        if db.is_none() {
+            break;
+        }
+    }
+    tracing::debug!("store thread stopped");
+}

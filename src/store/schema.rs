@@ -1,0 +1,83 @@
+//! The schema, as forward-only migrations.
+//!
+//! `PRAGMA user_version` holds how many migrations a database has had. Migration `i` (0-based)
+//! takes a database from version `i` to `i + 1` and runs in one transaction together with the
+//! version bump, so a database is always at exactly one released version.
+//!
+//! Rules for changing this file: never edit or remove a released migration, only append; for
+//! every released version, check in a fixture database under `tests/fixtures/` and add it to
+//! the fixture test in `store/tests.rs`, which opens each with the current code.
+
+/// `PRAGMA application_id` of an Iris database ("Iris" in ASCII), so that another program's
+/// SQLite file is recognised and left alone.
+pub(super) const APPLICATION_ID: i64 = 0x4972_6973;
+
+/// Every migration, oldest first. The schema version of a database is the number applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    //
+    // Ids are UUIDs as lowercase hyphenated text: readable in the sqlite3 shell, and for
+    // messages (UUID v7) they sort by creation time. Times are unix milliseconds. `usage` and
+    // `transcript` are JSON text.
+    r"
+PRAGMA application_id = 1232234867;
+
+CREATE TABLE sessions (
+    session_id      TEXT    NOT NULL PRIMARY KEY,
+    caller          TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('active', 'rebooted', 'deleted')),
+    created_at_ms   INTEGER NOT NULL,
+    last_used_at_ms INTEGER NOT NULL,
+    turns           INTEGER NOT NULL DEFAULT 0 CHECK (turns >= 0),
+    total_cost_usd  REAL    NOT NULL DEFAULT 0,
+    cli_total_usd   REAL    NOT NULL DEFAULT 0,
+    resumable       INTEGER NOT NULL DEFAULT 0 CHECK (resumable IN (0, 1))
+) STRICT;
+
+-- At most one active session per (caller, target); retired ones are kept.
+CREATE UNIQUE INDEX sessions_active_pair ON sessions (caller, target) WHERE status = 'active';
+
+CREATE TABLE messages (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    caller         TEXT    NOT NULL,
+    target         TEXT    NOT NULL,
+    session_id     TEXT,
+    mode           TEXT    NOT NULL CHECK (mode IN ('ask', 'tell', 'quick')),
+    text           TEXT    NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('queued', 'running', 'completed', 'failed',
+                                                     'cancelled', 'timed_out', 'interrupted')),
+    answer         TEXT,
+    is_error       INTEGER NOT NULL DEFAULT 0 CHECK (is_error IN (0, 1)),
+    error          TEXT,
+    cost_usd       REAL,
+    usage          TEXT,
+    duration_ms    INTEGER CHECK (duration_ms >= 0),
+    created_at_ms  INTEGER NOT NULL,
+    started_at_ms  INTEGER,
+    finished_at_ms INTEGER,
+    transcript     TEXT    NOT NULL DEFAULT '[]',
+    truncated      INTEGER NOT NULL DEFAULT 0 CHECK (truncated IN (0, 1))
+) STRICT;
+
+CREATE INDEX messages_pair ON messages (caller, target, id);
+CREATE INDEX messages_state ON messages (state);
+CREATE INDEX messages_finished ON messages (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+
+-- Agent process groups this Iris started and has not seen stop, so that a restarted Iris can
+-- stop the leftovers of one that crashed.
+CREATE TABLE agents (
+    pgid          INTEGER NOT NULL PRIMARY KEY CHECK (pgid > 0),
+    agent_key     TEXT    NOT NULL,
+    caller        TEXT    NOT NULL,
+    target        TEXT    NOT NULL,
+    started_at_ms INTEGER NOT NULL
+) STRICT;
+",
+];
+
+/// The schema version this build writes and the newest it can open.
+pub(super) fn current_version() -> i64 {
+    // The migration list is a few entries long; it always fits.
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
