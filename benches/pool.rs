@@ -157,7 +157,9 @@ fn config(root: &Path, teams: usize, max_processes: usize) -> Config {
 async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Duration>) {
     let config = config(root, 1, 4);
     let team = config.teams.values().next().expect("team").clone();
-    let pool = Pool::start(Arc::new(config.clone()), PoolOptions::default()).await.expect("pool");
+    let pool = Pool::start(Arc::new(config.clone()), PoolOptions::default())
+        .await
+        .expect("pool");
     let pair = pool.pair("bench", team.name.as_str()).expect("pair");
 
     let spec = agent_spec(
@@ -197,7 +199,9 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
 
 async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration) {
     let config = config(root, pairs, pairs);
-    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
+    let pool = Pool::start(Arc::new(config), PoolOptions::default())
+        .await
+        .expect("pool");
     let pair_list: Vec<_> = (0..pairs)
         .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
         .collect();
@@ -213,7 +217,11 @@ async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration
             // Keep a few turns queued per pair so the pipe is never empty.
             let mut in_flight = std::collections::VecDeque::new();
             for _ in 0..per_pair {
-                in_flight.push_back(pool.submit(&pair, "ping".to_owned(), MessageMode::Ask).await.expect("submit"));
+                in_flight.push_back(
+                    pool.submit(&pair, "ping".to_owned(), MessageMode::Ask)
+                        .await
+                        .expect("submit"),
+                );
                 if in_flight.len() >= 4
                     && let Some(ticket) = in_flight.pop_front()
                 {
@@ -235,7 +243,9 @@ async fn throughput(root: &Path, pairs: usize, total: usize) -> (usize, Duration
 
 async fn spawn_to_ready(root: &Path, spawns: usize) -> Vec<Duration> {
     let config = config(root, 1, 1);
-    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
+    let pool = Pool::start(Arc::new(config), PoolOptions::default())
+        .await
+        .expect("pool");
     let pair = pool.pair("bench", "team0").expect("pair");
     let mut ready = Vec::with_capacity(spawns);
     for _ in 0..spawns {
@@ -263,7 +273,9 @@ async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
     let config = config(root, 4, 2);
     let fds_before = open_fds();
     let rss_start = rss_kib();
-    let pool = Pool::start(Arc::new(config), PoolOptions::default()).await.expect("pool");
+    let pool = Pool::start(Arc::new(config), PoolOptions::default())
+        .await
+        .expect("pool");
     let pairs: Vec<_> = (0..4)
         .map(|index| pool.pair("bench", &format!("team{index}")).expect("pair"))
         .collect();
@@ -352,10 +364,20 @@ async fn store_costs(root: &Path, messages: usize) {
         .session_id;
     // A transcript like a short tool-using turn: text, a tool call, its result, an answer.
     let transcript = vec![
-        TranscriptEntry::AssistantText { text: "Let me look at the routes.".repeat(4) },
-        TranscriptEntry::ToolUse { name: "Grep".to_owned(), input: r#"{"pattern":"plan","path":"src"}"#.to_owned() },
-        TranscriptEntry::ToolResult { content: "src/routes/plan.rs:12: pub async fn plan(...)\n".repeat(8), is_error: false },
-        TranscriptEntry::AssistantText { text: "GET /v1/users/{id}/plan returns the user's plan.".repeat(3) },
+        TranscriptEntry::AssistantText {
+            text: "Let me look at the routes.".repeat(4),
+        },
+        TranscriptEntry::ToolUse {
+            name: "Grep".to_owned(),
+            input: r#"{"pattern":"plan","path":"src"}"#.to_owned(),
+        },
+        TranscriptEntry::ToolResult {
+            content: "src/routes/plan.rs:12: pub async fn plan(...)\n".repeat(8),
+            is_error: false,
+        },
+        TranscriptEntry::AssistantText {
+            text: "GET /v1/users/{id}/plan returns the user's plan.".repeat(3),
+        },
     ];
     let mut per_turn = Vec::with_capacity(messages);
     let started = Instant::now();
@@ -390,7 +412,10 @@ async fn store_costs(root: &Path, messages: usize) {
             )
             .await
             .expect("finish");
-        store.record_turn(session, 0.0021, Some(0.0021 * (index + 1) as f64)).await.expect("turn");
+        store
+            .record_turn(session, 0.0021, Some(0.0021 * (index + 1) as f64))
+            .await
+            .expect("turn");
         per_turn.push(turn.elapsed());
     }
     let elapsed = started.elapsed();
@@ -417,8 +442,22 @@ async fn store_costs(root: &Path, messages: usize) {
 
     println!("\n| store (file, WAL) | value |");
     println!("|---|---|");
-    println!("| recording one turn (insert, running, finish with transcript, session) p50 / p99 | {} / {} |", us(percentile(&per_turn, 50.0)), us(percentile(&per_turn, 99.0)));
-    println!("| turns recorded per second (sequential) | {:.0} |", messages as f64 / elapsed.as_secs_f64());
-    println!("| tells accepted (written) per second (sequential) | {:.0} |", tells as f64 / accept_elapsed.as_secs_f64());
-    println!("| database size for {messages} finished messages with transcripts | {:.1} MiB ({:.0} bytes per message) |", bytes as f64 / 1_048_576.0, bytes as f64 / messages as f64);
+    println!(
+        "| recording one turn (insert, running, finish with transcript, session) p50 / p99 | {} / {} |",
+        us(percentile(&per_turn, 50.0)),
+        us(percentile(&per_turn, 99.0))
+    );
+    println!(
+        "| turns recorded per second (sequential) | {:.0} |",
+        messages as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "| tells accepted (written) per second (sequential) | {:.0} |",
+        tells as f64 / accept_elapsed.as_secs_f64()
+    );
+    println!(
+        "| database size for {messages} finished messages with transcripts | {:.1} MiB ({:.0} bytes per message) |",
+        bytes as f64 / 1_048_576.0,
+        bytes as f64 / messages as f64
+    );
 }

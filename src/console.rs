@@ -123,7 +123,9 @@ fn default_limit() -> usize {
 }
 
 fn message_id(text: &str) -> Result<MessageId, PoolError> {
-    text.parse().map_err(|_| PoolError::UnknownMessage { id: text.to_owned() })
+    text.parse().map_err(|_| PoolError::UnknownMessage {
+        id: text.to_owned(),
+    })
 }
 
 /// Runs the console until stdin ends or `shutdown` is cancelled, then stops the pool.
@@ -273,19 +275,33 @@ async fn handle(pool: &Pool, request: Request) -> Value {
             Err(error) => failure(id, &error),
         },
         Request::Status { id } => json!({"id": id, "ok": true, "status": pool.status()}),
-        Request::Tell { id, from, to, message } => {
+        Request::Tell {
+            id,
+            from,
+            to,
+            message,
+        } => {
             let accepted = match pool.pair(&from, &to) {
                 Ok(pair) => pool.tell(&pair, message, MessageMode::Tell).await,
                 Err(error) => Err(error),
             };
             match accepted {
-                Ok(message_id) => json!({"id": id, "ok": true, "messageId": message_id, "status": "queued"}),
+                Ok(message_id) => {
+                    json!({"id": id, "ok": true, "messageId": message_id, "status": "queued"})
+                }
                 Err(error) => failure(id, &error),
             }
         }
-        Request::Message { id, message_id: text, wait_ms } => {
+        Request::Message {
+            id,
+            message_id: text,
+            wait_ms,
+        } => {
             let record = match message_id(&text) {
-                Ok(message) => pool.wait_message(message, Duration::from_millis(wait_ms)).await,
+                Ok(message) => {
+                    pool.wait_message(message, Duration::from_millis(wait_ms))
+                        .await
+                }
                 Err(error) => Err(error),
             };
             match record {
@@ -293,7 +309,10 @@ async fn handle(pool: &Pool, request: Request) -> Value {
                 Err(error) => failure(id, &error),
             }
         }
-        Request::Cancel { id, message_id: text } => {
+        Request::Cancel {
+            id,
+            message_id: text,
+        } => {
             let state = match message_id(&text) {
                 Ok(message) => pool.cancel(message).await,
                 Err(error) => Err(error),
@@ -303,7 +322,13 @@ async fn handle(pool: &Pool, request: Request) -> Value {
                 Err(error) => failure(id, &error),
             }
         }
-        Request::Report { id, from, to, limit, before } => {
+        Request::Report {
+            id,
+            from,
+            to,
+            limit,
+            before,
+        } => {
             let before = match before.as_deref().map(message_id).transpose() {
                 Ok(before) => before,
                 Err(error) => return failure(id, &error),
@@ -323,17 +348,26 @@ async fn handle(pool: &Pool, request: Request) -> Value {
                 Err(error) => Err(error),
             };
             match rebooted {
-                Ok((old, new)) => json!({"id": id, "ok": true, "oldSessionId": old, "sessionId": new}),
+                Ok((old, new)) => {
+                    json!({"id": id, "ok": true, "oldSessionId": old, "sessionId": new})
+                }
                 Err(error) => failure(id, &error),
             }
         }
-        Request::Delete { id, from, to, delete_transcript } => {
+        Request::Delete {
+            id,
+            from,
+            to,
+            delete_transcript,
+        } => {
             let deleted = match pool.pair(&from, &to) {
                 Ok(pair) => pool.delete_session(&pair, delete_transcript).await,
                 Err(error) => Err(error),
             };
             match deleted {
-                Ok((old, transcript)) => json!({"id": id, "ok": true, "deletedSessionId": old, "deletedTranscript": transcript}),
+                Ok((old, transcript)) => {
+                    json!({"id": id, "ok": true, "deletedSessionId": old, "deletedTranscript": transcript})
+                }
                 Err(error) => failure(id, &error),
             }
         }
@@ -343,7 +377,9 @@ async fn handle(pool: &Pool, request: Request) -> Value {
                 Err(error) => Err(error),
             };
             match command {
-                Ok(command) => json!({"id": id, "ok": true, "command": command.shell_line(), "fork": command}),
+                Ok(command) => {
+                    json!({"id": id, "ok": true, "command": command.shell_line(), "fork": command})
+                }
                 Err(error) => failure(id, &error),
             }
         }

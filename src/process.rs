@@ -95,8 +95,11 @@ pub fn group_has_environment(pgid: u32, entry: &str) -> bool {
         if state == Some("Z") || group != Some(pgid) {
             return false;
         }
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|environ| environ.split(|&byte| byte == 0).any(|item| item == entry.as_bytes()))
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+            environ
+                .split(|&byte| byte == 0)
+                .any(|item| item == entry.as_bytes())
+        })
     })
 }
 

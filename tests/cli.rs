@@ -219,9 +219,16 @@ fn no_config_runs_on_defaults_and_explains_how_to_start() {
 /// Children of `pid` (from /proc).
 fn children(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        found.extend(list.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+        found.extend(
+            list.split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok()),
+        );
     }
     found
 }
@@ -265,15 +272,21 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
     let running = tell(&mut console, "[[slow:600000]] long");
     let first = tell(&mut console, "queued one");
     let second = tell(&mut console, "queued two");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(wait_for("long message running", || user_lines_containing(&log, "long") == 1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(wait_for("long message running", || {
+        user_lines_containing(&log, "long") == 1
+    }));
     sigkill(console.child.id());
     console.child.wait().unwrap();
     wait_for_no_processes(&marker);
 
     let mut console = Console::start(&config, dir.path());
     for id in [&first, &second] {
-        let answer = console.request(&serde_json::json!({"op": "message", "messageId": id, "waitMs": 60000}));
+        let answer = console
+            .request(&serde_json::json!({"op": "message", "messageId": id, "waitMs": 60000}));
         assert_eq!(answer["message"]["state"], "completed", "{answer}");
     }
     let answer = console.request(&serde_json::json!({"op": "message", "messageId": running}));
@@ -283,7 +296,10 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
     assert_eq!(user_lines_containing(&log, "queued two"), 1);
     assert_eq!(user_lines_containing(&log, "long"), 1);
     let answer = console.request(&serde_json::json!({"op": "message", "messageId": "not-an-id"}));
-    assert_contains(answer["error"].as_str().unwrap(), "no message with id not-an-id");
+    assert_contains(
+        answer["error"].as_str().unwrap(),
+        "no message with id not-an-id",
+    );
     drop(console.stdin);
     assert!(console.child.wait().unwrap().success());
     wait_for_no_processes(&marker);
@@ -300,8 +316,13 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     let mut console = Console::start(&config, dir.path());
     let woken = console.request(&serde_json::json!({"op": "wake_all", "from": "caller"}));
     assert_eq!(woken["ok"], true, "{woken}");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(wait_for("agents running", || processes_with_marker(&marker, false).len() >= 4));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(wait_for("agents running", || {
+        processes_with_marker(&marker, false).len() >= 4
+    }));
     // Kill the guard first (the child of this iris running `iris guard`), then iris.
     let guard = children(console.child.id())
         .into_iter()
@@ -315,11 +336,13 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     sigkill(guard);
     sigkill(console.child.id());
     console.child.wait().unwrap();
-    runtime.block_on(wait_for("orphans reaped", || {
-        reap_children();
-        true
-    }));
-    assert!(processes_with_marker(&marker, false).len() >= 4, "agents should have survived");
+    // The agents end on their own when their stdin closes (as claude does), but the tools
+    // they started (the grandchildren, ignoring SIGTERM) are left behind.
+    reap_children();
+    assert!(
+        processes_with_marker(&marker, false).len() >= 2,
+        "the agents' tools should have survived"
+    );
 
     // The next Iris finds them by their recorded process groups and keys, and stops them.
     let mut console = Console::start(&config, dir.path());

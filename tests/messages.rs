@@ -61,21 +61,32 @@ async fn every_turn_is_recorded_with_its_outcome() {
     assert_contains(record.error.as_deref().unwrap(), "API Error");
 
     let mut events = pool.subscribe();
-    let crashed = pool.submit(&pair, "[[crash]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let crashed = pool
+        .submit(&pair, "[[crash]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     let crashed_id = crashed.id();
     assert!(crashed.outcome().await.is_err());
-    wait_event(&mut events, "crash recorded", |event| {
-        matches!(event, PoolEvent::MessageFinished { id, .. } if *id == crashed_id)
-    })
+    wait_event(
+        &mut events,
+        "crash recorded",
+        |event| matches!(event, PoolEvent::MessageFinished { id, .. } if *id == crashed_id),
+    )
     .await;
     let record = pool.message(crashed_id).await.unwrap();
     assert_eq!(record.state, MessageState::Failed);
     assert_contains(record.error.as_deref().unwrap(), "exit code 3");
 
-    let silent = pool.submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let silent = pool
+        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     let silent_id = silent.id();
     assert!(silent.outcome().await.is_err());
-    let record = pool.wait_message(silent_id, Duration::from_secs(30)).await.unwrap();
+    let record = pool
+        .wait_message(silent_id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(record.state, MessageState::TimedOut);
     assert_contains(record.error.as_deref().unwrap(), "responseTimeout");
 
@@ -93,19 +104,34 @@ async fn tells_are_accepted_when_written_and_delivered_in_order() {
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut ids = Vec::new();
     for index in 0..5 {
-        let id = pool.tell(&pair, format!("note {index}"), MessageMode::Quick).await.unwrap();
+        let id = pool
+            .tell(&pair, format!("note {index}"), MessageMode::Quick)
+            .await
+            .unwrap();
         // Accepted means written: the store knows it at once.
         let record = pool.message(id).await.unwrap();
-        assert!(matches!(record.state, MessageState::Queued | MessageState::Running | MessageState::Completed));
+        assert!(matches!(
+            record.state,
+            MessageState::Queued | MessageState::Running | MessageState::Completed
+        ));
         assert_eq!(record.mode, MessageMode::Quick);
         ids.push(id);
     }
     for (index, id) in ids.iter().enumerate() {
-        let record = pool.wait_message(*id, Duration::from_secs(60)).await.unwrap();
+        let record = pool
+            .wait_message(*id, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(record.state, MessageState::Completed);
-        assert_eq!(record.answer.unwrap(), format!("fake answer #{}: note {index}", index + 1));
+        assert_eq!(
+            record.answer.unwrap(),
+            format!("fake answer #{}: note {index}", index + 1)
+        );
     }
-    let error = pool.message(iris::store::MessageId::new()).await.unwrap_err();
+    let error = pool
+        .message(iris::store::MessageId::new())
+        .await
+        .unwrap_err();
     assert!(matches!(error, PoolError::UnknownMessage { .. }));
     pool.shutdown().await;
 }
@@ -117,18 +143,33 @@ async fn queued_and_running_messages_can_be_cancelled() {
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.tell(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Tell).await.unwrap();
-    let queued = pool.submit(&pair, "never delivered".to_owned(), MessageMode::Ask).await.unwrap();
+    let running = pool
+        .tell(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+    let queued = pool
+        .submit(&pair, "never delivered".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     let queued_id = queued.id();
-    wait_event(&mut events, "turn output", |event| matches!(event, PoolEvent::Agent { .. })).await;
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
+    })
+    .await;
 
     // Waiting briefly on a running message returns its current state, not an error.
     let record = pool.wait_message(running, Duration::ZERO).await.unwrap();
     assert_eq!(record.state, MessageState::Running);
 
-    assert_eq!(pool.cancel(queued_id).await.unwrap(), MessageState::Cancelled);
+    assert_eq!(
+        pool.cancel(queued_id).await.unwrap(),
+        MessageState::Cancelled
+    );
     assert_eq!(pool.cancel(running).await.unwrap(), MessageState::Cancelled);
-    assert!(matches!(queued.outcome().await, Err(PoolError::Cancelled { .. })));
+    assert!(matches!(
+        queued.outcome().await,
+        Err(PoolError::Cancelled { .. })
+    ));
     // A cancelled message stays cancelled.
     assert_eq!(pool.cancel(running).await.unwrap(), MessageState::Cancelled);
 
@@ -149,11 +190,26 @@ async fn report_pages_newest_first() {
         pool.send(&pair, format!("m{index}")).await.unwrap();
     }
     pool.send(&other, "not mine".to_owned()).await.unwrap();
-    let first = pool.report(&pair, Page { limit: 3, before: None }).await.unwrap();
+    let first = pool
+        .report(
+            &pair,
+            Page {
+                limit: 3,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
     let texts: Vec<_> = first.iter().map(|record| record.text.as_str()).collect();
     assert_eq!(texts, ["m4", "m3", "m2"]);
     let rest = pool
-        .report(&pair, Page { limit: 3, before: Some(first[2].id) })
+        .report(
+            &pair,
+            Page {
+                limit: 3,
+                before: Some(first[2].id),
+            },
+        )
         .await
         .unwrap();
     let texts: Vec<_> = rest.iter().map(|record| record.text.as_str()).collect();
@@ -177,10 +233,28 @@ async fn reboot_and_delete_start_new_sessions_and_keep_history() {
     assert_ne!(new, first.session_id);
     let after = pool.send(&pair, "three".to_owned()).await.unwrap();
     assert_eq!(after.session_id, new);
-    assert_eq!(after.result.answer, "fake answer #1: three", "a rebooted pair starts a new conversation");
-    assert!(world.starts("backend").last().unwrap().contains(&format!("--session-id={new}")));
+    assert_eq!(
+        after.result.answer, "fake answer #1: three",
+        "a rebooted pair starts a new conversation"
+    );
+    assert!(
+        world
+            .starts("backend")
+            .last()
+            .unwrap()
+            .contains(&format!("--session-id={new}"))
+    );
     // History is kept, with the session each message belonged to.
-    let history = pool.report(&pair, Page { limit: 10, before: None }).await.unwrap();
+    let history = pool
+        .report(
+            &pair,
+            Page {
+                limit: 10,
+                before: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(history.len(), 3);
     assert_eq!(history[2].session_id, Some(first.session_id));
 
@@ -213,17 +287,35 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
     let pair = pool.pair("frontend", "backend").unwrap();
     pool.send(&pair, "before".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
-    let running = pool.tell(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Tell).await.unwrap();
-    let first = pool.tell(&pair, "queued one".to_owned(), MessageMode::Quick).await.unwrap();
-    let second = pool.tell(&pair, "queued two".to_owned(), MessageMode::Quick).await.unwrap();
-    wait_event(&mut events, "turn output", |event| matches!(event, PoolEvent::Agent { .. })).await;
+    let running = pool
+        .tell(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+    let first = pool
+        .tell(&pair, "queued one".to_owned(), MessageMode::Quick)
+        .await
+        .unwrap();
+    let second = pool
+        .tell(&pair, "queued two".to_owned(), MessageMode::Quick)
+        .await
+        .unwrap();
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
+    })
+    .await;
     pool.shutdown().await;
     drop(pool);
 
     let pool = world.pool().await;
-    assert_eq!(pool.message(running).await.unwrap().state, MessageState::Interrupted);
+    assert_eq!(
+        pool.message(running).await.unwrap().state,
+        MessageState::Interrupted
+    );
     for id in [first, second] {
-        let record = pool.wait_message(id, Duration::from_secs(60)).await.unwrap();
+        let record = pool
+            .wait_message(id, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(record.state, MessageState::Completed, "{record:?}");
     }
     // The conversation went on across the restart (resumed session, numbering continues).
@@ -231,7 +323,11 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
     assert_contains(record.answer.as_deref().unwrap(), "queued two");
     assert_eq!(deliveries(&world, "backend", "queued one"), 1);
     assert_eq!(deliveries(&world, "backend", "queued two"), 1);
-    assert_eq!(deliveries(&world, "backend", "long"), 1, "an interrupted message is never re-run");
+    assert_eq!(
+        deliveries(&world, "backend", "long"),
+        1,
+        "an interrupted message is never re-run"
+    );
     pool.shutdown().await;
     wait_for("no agent left", || world.live_processes().is_empty()).await;
 }

@@ -89,7 +89,11 @@ async fn concurrent_messages_to_one_pair_share_one_spawn_and_keep_order() {
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut tickets = Vec::new();
     for index in 0..20 {
-        tickets.push(pool.submit(&pair, format!("m{index}"), MessageMode::Ask).await.unwrap());
+        tickets.push(
+            pool.submit(&pair, format!("m{index}"), MessageMode::Ask)
+                .await
+                .unwrap(),
+        );
     }
     let mut pids = std::collections::BTreeSet::new();
     for (index, ticket) in tickets.into_iter().enumerate() {
@@ -113,13 +117,22 @@ async fn queue_bound_gives_a_clear_error() {
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let running = pool
+        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
-    let _one = pool.submit(&pair, "a".to_owned(), MessageMode::Ask).await.unwrap();
-    let _two = pool.submit(&pair, "b".to_owned(), MessageMode::Ask).await.unwrap();
+    let _one = pool
+        .submit(&pair, "a".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let _two = pool
+        .submit(&pair, "b".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     let Err(error) = pool.submit(&pair, "c".to_owned(), MessageMode::Ask).await else {
         panic!("third queued message accepted");
     };
@@ -223,7 +236,10 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
     let busy = pool.pair("x", "busy").unwrap();
     let other = pool.pair("x", "other").unwrap();
     let mut events = pool.subscribe();
-    let hanging = pool.submit(&busy, "[[slow:600000]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let hanging = pool
+        .submit(&busy, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })
@@ -391,7 +407,10 @@ async fn interrupt_ends_the_turn_and_keeps_the_process() {
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
     let mut events = pool.subscribe();
-    let slow = pool.submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let slow = pool
+        .submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     wait_event(&mut events, "turn output", |event| {
         matches!(event, PoolEvent::Agent { .. })
     })
@@ -552,7 +571,10 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     // A turn that ignores stdin close and interrupts, in a process that ignores SIGTERM:
     // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
-    let hanging = pool.submit(&pair, "[[hang]]".to_owned(), MessageMode::Ask).await.unwrap();
+    let hanging = pool
+        .submit(&pair, "[[hang]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     // Wait for the agent's own output: the turn is then inside the process, not just queued.
     wait_event(&mut events, "turn output", |event| {
         matches!(event, PoolEvent::Agent { .. })
@@ -736,8 +758,14 @@ async fn shutdown_fails_queued_messages_and_leaves_no_process() {
     let pool = world.pool().await;
     let pair = pool.pair("x", "backend").unwrap();
     let mut events = pool.subscribe();
-    let running = pool.submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask).await.unwrap();
-    let queued = pool.submit(&pair, "later".to_owned(), MessageMode::Ask).await.unwrap();
+    let running = pool
+        .submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let queued = pool
+        .submit(&pair, "later".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
     wait_event(&mut events, "turn started", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })

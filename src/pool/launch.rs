@@ -148,14 +148,19 @@ pub fn project_dir_name(path: &Path) -> String {
         return escaped;
     }
     // JavaScript's 31-multiplier string hash over UTF-16 units, as a signed 32-bit value.
-    let hash = text
-        .encode_utf16()
-        .fold(0_i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit.cast_signed())));
+    let hash = text.encode_utf16().fold(0_i32, |hash, unit| {
+        hash.wrapping_mul(31)
+            .wrapping_add(i32::from(unit.cast_signed()))
+    });
     let mut magnitude = hash.unsigned_abs();
     let mut digits = Vec::new();
     loop {
         let digit = u8::try_from(magnitude % 36).unwrap_or(0);
-        digits.push(if digit < 10 { b'0' + digit } else { b'a' + digit - 10 });
+        digits.push(if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        });
         magnitude /= 36;
         if magnitude == 0 {
             break;
@@ -180,7 +185,11 @@ impl ForkCommand {
     /// The command as one shell line, every part quoted.
     #[must_use]
     pub fn shell_line(&self) -> String {
-        let mut line = format!("cd {} && {}", shell_quote(&self.cwd.to_string_lossy()), shell_quote(&self.program));
+        let mut line = format!(
+            "cd {} && {}",
+            shell_quote(&self.cwd.to_string_lossy()),
+            shell_quote(&self.program)
+        );
         for arg in &self.args {
             line.push(' ');
             line.push_str(&shell_quote(arg));
@@ -227,7 +236,11 @@ mod tests {
         let name = project_dir_name(Path::new(&long));
         assert!(name.starts_with(&format!("-{}", "x".repeat(199))));
         assert_eq!(name.as_bytes()[200], b'-');
-        assert!(name[201..].chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(
+            name[201..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
     }
 
     #[test]
@@ -237,6 +250,9 @@ mod tests {
             program: "claude".to_owned(),
             args: vec!["--resume=0000".to_owned(), "--fork-session".to_owned()],
         };
-        assert_eq!(command.shell_line(), "cd '/srv/it'\\''s here' && claude --resume=0000 --fork-session");
+        assert_eq!(
+            command.shell_line(),
+            "cd '/srv/it'\\''s here' && claude --resume=0000 --fork-session"
+        );
     }
 }

@@ -20,7 +20,9 @@ pub(super) async fn stop_leftover_agents(store: &Store, grace: Duration) -> Resu
             tracing::warn!(pgid = agent.pgid, pair = %format!("{}->{}", agent.caller, agent.target), "stopping an agent left behind by a previous Iris");
             process::signal_group(agent.pgid, Signal::SIGTERM);
             let deadline = tokio::time::Instant::now() + grace;
-            while process::group_has_environment(agent.pgid, &marker) && tokio::time::Instant::now() < deadline {
+            while process::group_has_environment(agent.pgid, &marker)
+                && tokio::time::Instant::now() < deadline
+            {
                 // Not our children: polling is the only way to see them go.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

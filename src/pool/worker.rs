@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    Inner, Job, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome, agent_spec, millis,
+    Inner, Job, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome, agent_spec,
+    millis,
 };
 use crate::agent::{Agent, EventSink, SpawnError, TurnError, TurnResult};
 use crate::store::{AgentRecord, MessageFinish, MessageId, MessageState, SessionStatus};
@@ -192,7 +193,11 @@ impl Worker {
                     if let Err(error) = self
                         .pool
                         .store
-                        .record_turn(outcome.session_id, outcome.result.cost_usd, outcome.result.total_cost_usd)
+                        .record_turn(
+                            outcome.session_id,
+                            outcome.result.cost_usd,
+                            outcome.result.total_cost_usd,
+                        )
                         .await
                     {
                         tracing::error!(pair = %self.pair, %error, "cannot record a turn in the session");
@@ -262,7 +267,13 @@ impl Worker {
             .map_or_else(Uuid::nil, |entry| entry.session.id)
     }
 
-    fn finish_turn(&self, id: MessageId, agent: &Agent, cold: bool, result: TurnResult) -> TurnOutcome {
+    fn finish_turn(
+        &self,
+        id: MessageId,
+        agent: &Agent,
+        cold: bool,
+        result: TurnResult,
+    ) -> TurnOutcome {
         let session_id = {
             let mut state = self.pool.lock();
             // Entries are never removed while the pool runs, so the worker's entry is there.
@@ -412,7 +423,7 @@ impl Worker {
 
     /// Takes a slot for this pair (`Spawning`), evicting the least recently used idle
     /// process of another pair when the pool is full, or waiting for one to free up.
-    async fn reserve_slot(&self) -> Result<(), PoolError> {
+    pub(super) async fn reserve_slot(&self) -> Result<(), PoolError> {
         let config = self.pool.config();
         let max = config.settings.max_processes;
         let wait = config.settings.pool_wait_timeout;
@@ -540,7 +551,9 @@ impl Worker {
                 resume: mode == SessionMode::Resume,
             });
             let agent_key = Uuid::new_v4().to_string();
-            let spec = agent_spec(&config, team, &self.pair, session_id, mode, baseline, &agent_key);
+            let spec = agent_spec(
+                &config, team, &self.pair, session_id, mode, baseline, &agent_key,
+            );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
                 Ok(agent) => {
                     let record = AgentRecord {
@@ -577,7 +590,11 @@ impl Worker {
         }
     }
 
-    async fn correct_session(&self, problem: Option<SessionProblem>, old: Uuid) -> Result<(), PoolError> {
+    async fn correct_session(
+        &self,
+        problem: Option<SessionProblem>,
+        old: Uuid,
+    ) -> Result<(), PoolError> {
         match problem {
             Some(SessionProblem::AlreadyExists) => self.mark_resumable(true).await,
             Some(SessionProblem::NotFound) => {
@@ -730,9 +747,12 @@ fn final_record(
             } else {
                 MessageState::Completed
             };
-            let error = result
-                .is_error
-                .then(|| result.errors.clone().unwrap_or_else(|| result.answer.clone()));
+            let error = result.is_error.then(|| {
+                result
+                    .errors
+                    .clone()
+                    .unwrap_or_else(|| result.answer.clone())
+            });
             Some(MessageFinish {
                 state,
                 answer: Some(result.answer.clone()),
@@ -746,12 +766,26 @@ fn final_record(
         }
         Err(PoolError::Cancelled { .. }) => None,
         Err(PoolError::ShuttingDown) if !started => None,
-        Err(error @ PoolError::Turn { source: TurnError::TimedOut { partial, .. }, .. }) => Some(failure(
-            if cancel_requested { MessageState::Cancelled } else { MessageState::TimedOut },
+        Err(
+            error @ PoolError::Turn {
+                source: TurnError::TimedOut { partial, .. },
+                ..
+            },
+        ) => Some(failure(
+            if cancel_requested {
+                MessageState::Cancelled
+            } else {
+                MessageState::TimedOut
+            },
             error.to_string(),
             Some(partial.clone()),
         )),
-        Err(error @ PoolError::Turn { source: TurnError::Exited { partial, .. }, .. }) => {
+        Err(
+            error @ PoolError::Turn {
+                source: TurnError::Exited { partial, .. },
+                ..
+            },
+        ) => {
             let state = if cancel_requested {
                 MessageState::Cancelled
             } else if closed {
@@ -761,7 +795,9 @@ fn final_record(
             };
             Some(failure(state, error.to_string(), Some(partial.clone())))
         }
-        Err(error) if started && closed => Some(failure(MessageState::Interrupted, error.to_string(), None)),
+        Err(error) if started && closed => {
+            Some(failure(MessageState::Interrupted, error.to_string(), None))
+        }
         Err(error) => Some(failure(MessageState::Failed, error.to_string(), None)),
     }
 }

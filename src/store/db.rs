@@ -917,7 +917,7 @@ fn message_id(text: &str) -> Result<MessageId, String> {
 // Values.
 
 /// Now, in unix milliseconds.
-pub(super) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+pub use db::now_ms;
 pub use error::StoreError;
 
 use self::db::Db;
