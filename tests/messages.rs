@@ -331,3 +331,43 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
     pool.shutdown().await;
     wait_for("no agent left", || world.live_processes().is_empty()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_message_stored_cut_is_not_delivered_after_a_restart() {
+    let mut world = file_world();
+    world.team("backend", &[]);
+    world.config.database.max_text_bytes = 1024;
+    let pool = world.pool().await;
+    let pair = pool.pair("frontend", "backend").unwrap();
+    let mut events = pool.subscribe();
+    pool.tell(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+    let huge = pool
+        .tell(
+            &pair,
+            format!("huge {}", "x".repeat(4000)),
+            MessageMode::Quick,
+        )
+        .await
+        .unwrap();
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
+    })
+    .await;
+    let stored = pool.message(huge).await.unwrap();
+    assert!(stored.truncated);
+    assert!(stored.text.len() <= 1024);
+    pool.shutdown().await;
+    drop(pool);
+
+    let pool = world.pool().await;
+    let record = pool
+        .wait_message(huge, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(record.state, MessageState::Failed);
+    assert_contains(record.error.as_deref().unwrap(), "maxStoredTextBytes");
+    assert_eq!(deliveries(&world, "backend", "huge"), 0);
+    pool.shutdown().await;
+}

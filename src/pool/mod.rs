@@ -532,6 +532,9 @@ impl Pool {
             }),
         };
         pool.requeue(recovery.queued).await?;
+        pool.inner
+            .tasks
+            .spawn(prune_periodically(pool.inner.clone()));
         Ok(pool)
     }
 
@@ -1102,7 +1105,16 @@ impl Pool {
         }
         for record in queued {
             let pair = Pair::new(record.caller.clone(), record.target.clone());
-            if self.config().team(pair.target.as_str()).is_none() {
+            // Only the stored (possibly cut) text survived the restart: delivering a cut
+            // message would send something the caller never wrote.
+            let refusal = if self.config().team(pair.target.as_str()).is_none() {
+                Some(format!("team '{}' is no longer configured", pair.target))
+            } else if record.truncated {
+                Some("the message was longer than database.maxStoredTextBytes, so only a cut copy survived the restart; it was not delivered".to_owned())
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
                 self.inner
                     .store
                     .finish_message(
@@ -1111,7 +1123,7 @@ impl Pool {
                             state: MessageState::Failed,
                             answer: None,
                             is_error: true,
-                            error: Some(format!("team '{}' is no longer configured", pair.target)),
+                            error: Some(refusal),
                             cost_usd: None,
                             usage: None,
                             duration_ms: None,
@@ -1136,6 +1148,22 @@ impl Pool {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Prunes old messages every hour while the pool runs (also once at start, in `start`).
+async fn prune_periodically(inner: Arc<Inner>) {
+    let period = Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            () = inner.cancel.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        match inner.store.prune().await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "old messages pruned"),
+            Err(error) => tracing::warn!(%error, "pruning old messages failed"),
+        }
     }
 }
 
