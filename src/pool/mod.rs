@@ -395,6 +395,9 @@ pub(crate) struct PairEntry {
     current: Option<MessageId>,
     /// A cancel asked for `current`: its interrupted turn is recorded as `cancelled`.
     cancel_requested: bool,
+    /// Wakes the worker to interrupt `current`'s turn. A new one per message, so a cancel
+    /// can never reach a later message.
+    cancel_signal: Arc<Notify>,
 }
 
 impl PairEntry {
@@ -408,6 +411,7 @@ impl PairEntry {
             process_turns: 0,
             current: None,
             cancel_requested: false,
+            cancel_signal: Arc::new(Notify::new()),
         }
     }
 }
@@ -724,23 +728,14 @@ impl Pool {
             state if state.is_final() => return Ok(state),
             _ => {}
         }
-        // Running (or started between the read and the cancel): interrupt its turn.
+        // Running (or started between the read and the cancel): the pair's worker interrupts
+        // the turn once it is written, or skips it if it is not yet.
         let pair = Pair::new(record.caller, record.target);
-        let agent = {
-            let mut state = self.inner.lock();
-            state.pairs.get_mut(&pair).and_then(|entry| {
-                if entry.current != Some(id) {
-                    return None;
-                }
-                entry.cancel_requested = true;
-                match &entry.slot {
-                    Slot::Busy(agent) => Some(agent.clone()),
-                    _ => None,
-                }
-            })
-        };
-        if let Some(agent) = agent {
-            agent.interrupt().await;
+        if let Some(entry) = self.inner.lock().pairs.get_mut(&pair)
+            && entry.current == Some(id)
+        {
+            entry.cancel_requested = true;
+            entry.cancel_signal.notify_one();
         }
         let grace = self.config().settings.stop_grace_period;
         Ok(self.wait_message(id, grace * 3).await?.state)

@@ -163,15 +163,17 @@ impl Worker {
                 Err(error) => return (Err(error), started),
             };
             if !started {
+                // Current before it is marked running, so a cancel that sees it running
+                // finds it here.
+                let signal = Arc::new(tokio::sync::Notify::new());
+                if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
+                    entry.current = Some(id);
+                    entry.cancel_requested = false;
+                    entry.cancel_signal = signal;
+                }
                 let session_id = self.session_id();
                 match self.pool.store.mark_running(id, session_id).await {
-                    Ok(true) => {
-                        started = true;
-                        if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
-                            entry.current = Some(id);
-                            entry.cancel_requested = false;
-                        }
-                    }
+                    Ok(true) => started = true,
                     // Cancelled while it waited in the queue.
                     Ok(false) => {
                         self.set_idle(&agent);
@@ -183,11 +185,36 @@ impl Worker {
                     }
                 }
             }
+            let (cancelled, signal) = {
+                let state = self.pool.lock();
+                let entry = state.pairs.get(&self.pair);
+                (
+                    entry.is_some_and(|entry| entry.cancel_requested),
+                    entry.map(|entry| entry.cancel_signal.clone()),
+                )
+            };
+            if cancelled {
+                // Cancelled after it was marked running but before its turn was written.
+                self.set_idle(&agent);
+                return (Err(PoolError::Cancelled { id }), started);
+            }
             self.pool.emit(PoolEvent::TurnStarted {
                 pair: self.pair.clone(),
                 pid: agent.pid(),
             });
-            match agent.turn(text.clone()).await {
+            let turn = agent.turn(text.clone());
+            tokio::pin!(turn);
+            let turn_result = loop {
+                tokio::select! {
+                    biased;
+                    // Polled first, so the turn is written before any interrupt is.
+                    result = &mut turn => break result,
+                    () = wait_signal(signal.as_ref()) => {
+                        agent.interrupt().await;
+                    }
+                }
+            };
+            match turn_result {
                 Ok(result) => {
                     let outcome = self.finish_turn(id, &agent, cold, result);
                     if let Err(error) = self
@@ -764,7 +791,10 @@ fn final_record(
                 transcript: result.transcript.clone(),
             })
         }
-        Err(PoolError::Cancelled { .. }) => None,
+        Err(PoolError::Cancelled { .. }) if !started => None,
+        Err(error @ PoolError::Cancelled { .. }) => {
+            Some(failure(MessageState::Cancelled, error.to_string(), None))
+        }
         Err(PoolError::ShuttingDown) if !started => None,
         Err(
             error @ PoolError::Turn {
@@ -818,6 +848,13 @@ pub(super) fn session_problem(stderr: &str) -> Option<SessionProblem> {
         Some(SessionProblem::NotFound)
     } else {
         None
+    }
+}
+
+async fn wait_signal(signal: Option<&Arc<tokio::sync::Notify>>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
     }
 }
 

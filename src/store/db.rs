@@ -1,4 +1,4 @@
-//! [`Db`]: the connection, owned by the store thread, and every SQL statement Iris runs.
+//! [`Db`]: the connection, behind the store's mutex, and every SQL statement Iris runs.
 
 use std::fs;
 use std::io::{self, Read};
@@ -26,7 +26,7 @@ pub(super) const INTERRUPTED_ERROR: &str =
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// The open database. Lives on the store thread.
+/// The open database. Lives behind the store's mutex.
 pub(super) struct Db {
     connection: Connection,
     /// The file, or `:memory:`: for error messages and the size on disk.
