@@ -32,7 +32,7 @@ const BASE_ARGS: [&str; 5] = [
 pub const AGENT_KEY_VARIABLE: &str = "IRIS_AGENT_KEY";
 
 /// Builds the spec that starts `team`'s agent for `pair`. `agent_key` goes into the agent's
-/// environment as [`AGENT_KEY_VARIABLE`].
+/// environment as `IRIS_AGENT_KEY`.
 #[must_use]
 pub fn agent_spec(
     config: &Config,
