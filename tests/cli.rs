@@ -373,3 +373,51 @@ fn a_corrupt_database_is_refused_and_left_untouched() {
     assert_contains(&stderr, "not a valid Iris database");
     assert_eq!(std::fs::read(&database).unwrap(), garbage);
 }
+
+#[test]
+fn fork_prints_the_command_for_a_pairs_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-fork-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, &["backend"], "");
+    let output = iris(&config, dir.path())
+        .args(["fork", "backend", "--from", "frontend"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "frontend has no conversation with backend yet",
+    );
+    let output = iris(&config, dir.path())
+        .args(["fork", "nope", "--from", "frontend"])
+        .output()
+        .unwrap();
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "unknown team 'nope'; known teams: backend",
+    );
+
+    let mut console = Console::start(&config, dir.path());
+    let answer = console.request(
+        &serde_json::json!({"op": "send", "from": "frontend", "to": "backend", "message": "hi"}),
+    );
+    let session = answer["outcome"]["session_id"].as_str().unwrap().to_owned();
+    // While that Iris runs, fork reads the same database.
+    let output = iris(&config, dir.path())
+        .args(["fork", "backend", "--from", "frontend"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert_contains(&line, &format!("--resume={session} --fork-session"));
+    assert_contains(
+        &line,
+        &format!("cd {}", dir.path().join("backend").display()),
+    );
+    let forked =
+        console.request(&serde_json::json!({"op": "fork", "from": "frontend", "to": "backend"}));
+    assert_eq!(forked["command"].as_str().unwrap().trim(), line.trim());
+    drop(console.stdin);
+    assert!(console.child.wait().unwrap().success());
+    wait_for_no_processes(&marker);
+}

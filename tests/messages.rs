@@ -371,3 +371,32 @@ async fn a_queued_message_stored_cut_is_not_delivered_after_a_restart() {
     assert_eq!(deliveries(&world, "backend", "huge"), 0);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_iris_per_database() {
+    let mut world = file_world();
+    world.team("backend", &[]);
+    let first = world.pool().await;
+    let config = std::sync::Arc::new(world.config.clone());
+    let Err(error) =
+        iris::pool::Pool::start(config.clone(), iris::pool::PoolOptions::default()).await
+    else {
+        panic!("a second pool on the same database started");
+    };
+    assert!(matches!(error, PoolError::Instance { .. }), "{error:?}");
+    let text = error.to_string();
+    assert_contains(&text, "iris.db.lock");
+    assert_contains(
+        &text,
+        &format!(
+            "another Iris (pid {}) is already using this database",
+            std::process::id()
+        ),
+    );
+    first.shutdown().await;
+    drop(first);
+    let second = iris::pool::Pool::start(config, iris::pool::PoolOptions::default())
+        .await
+        .unwrap();
+    second.shutdown().await;
+}

@@ -39,6 +39,18 @@ enum Command {
         #[arg(long)]
         events: bool,
     },
+    /// Print, or run, the command that opens a pair's conversation in an interactive
+    /// `claude` as a fork (the original session is left as it is).
+    Fork {
+        /// The target team.
+        team: String,
+        /// The calling team whose conversation with TEAM to fork.
+        #[arg(long)]
+        from: String,
+        /// Run it (interactive) instead of printing it.
+        #[arg(long)]
+        run: bool,
+    },
     /// Internal: the orphan guard that stops agents if Iris is killed.
     #[command(hide = true)]
     Guard {
@@ -106,6 +118,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             runtime.block_on(console(config, events))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Fork { team, from, run }) => fork(&config, &team, &from, run),
         Some(Command::Guard { .. }) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -130,6 +143,45 @@ async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<(
         .await
         .context("console i/o")?;
     Ok(())
+}
+
+fn fork(
+    config: &iris::config::Config,
+    team: &str,
+    from: &str,
+    run: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(team_config) = config.team(team) else {
+        anyhow::bail!(
+            "unknown team '{team}'; known teams: {}",
+            config.team_names().join(", ")
+        );
+    };
+    let caller = iris::config::TeamName::new(from).context("--from")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let session = runtime.block_on(async {
+        let store = iris::store::Store::open(&config.database).await?;
+        store.current_session(&caller, &team_config.name).await
+    })?;
+    let Some(session) = session else {
+        anyhow::bail!("{from} has no conversation with {team} yet: nothing to fork");
+    };
+    let command = iris::pool::fork_command(config, team_config, session.session_id);
+    if !run {
+        println!("{}", command.shell_line());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = std::process::Command::new(&command.program)
+        .args(&command.args)
+        .current_dir(&command.cwd)
+        .status()
+        .with_context(|| format!("running {}", command.shell_line()))?;
+    Ok(ExitCode::from(
+        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+    ))
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -18,7 +18,7 @@ mod launch;
 mod recovery;
 mod worker;
 
-pub use launch::{ForkCommand, SessionMode, agent_spec, transcript_path};
+pub use launch::{ForkCommand, SessionMode, agent_spec, fork_command, transcript_path};
 
 use worker::Worker;
 #[cfg(test)]
@@ -142,6 +142,14 @@ pub enum PoolError {
         /// Why.
         #[source]
         source: StoreError,
+    },
+    /// Another Iris already uses this database, or its lock file cannot be used.
+    #[error("{}: {message}", path.display())]
+    Instance {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// No message has this id.
     #[error("no message with id {id}")]
@@ -376,6 +384,8 @@ pub(crate) struct Inner {
     store: Store,
     /// Serializes loading and replacing sessions (rare; never held by a turn).
     sessions: tokio::sync::Mutex<()>,
+    /// Held while the pool exists: one Iris per database.
+    _instance: recovery::InstanceLock,
 }
 
 #[derive(Default)]
@@ -508,6 +518,7 @@ impl Pool {
     /// # Errors
     /// [`PoolError::Store`] when the database cannot be opened or recovered.
     pub async fn start(config: Arc<Config>, options: PoolOptions) -> Result<Self, PoolError> {
+        let instance = recovery::lock_instance(&config.database)?;
         let store = Store::open(&config.database).await?;
         let recovery = store.recover().await?;
         if !recovery.interrupted.is_empty() {
@@ -533,6 +544,7 @@ impl Pool {
                 tasks: TaskTracker::new(),
                 store,
                 sessions: tokio::sync::Mutex::new(()),
+                _instance: instance,
             }),
         };
         pool.requeue(recovery.queued).await?;

@@ -3,14 +3,75 @@
 //! key Iris gave them. A group whose processes do not carry the key is someone else's (the
 //! pgid was reused) and is left alone.
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 
 use super::PoolError;
 use super::launch::AGENT_KEY_VARIABLE;
+use crate::config::DatabaseConfig;
 use crate::process;
 use crate::store::Store;
+
+/// Held for as long as a pool runs on a database file: a second Iris on the same file would
+/// run restart recovery against a live one (marking its running messages interrupted and
+/// stopping its agents), so it is refused instead. The kernel drops the lock when the
+/// process dies, however it dies.
+pub(super) struct InstanceLock {
+    _lock: Option<Flock<File>>,
+}
+
+/// Takes the instance lock next to the database file (`<database>.lock`, holding the pid).
+pub(super) fn lock_instance(database: &DatabaseConfig) -> Result<InstanceLock, PoolError> {
+    if database.in_memory {
+        return Ok(InstanceLock { _lock: None });
+    }
+    let mut path = database.path.clone().into_os_string();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let failed = |message: String| PoolError::Instance {
+        path: path.clone(),
+        message,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|error| failed(error.to_string()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|error| failed(error.to_string()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(failed(format!(
+                "another Iris{} is already using this database; stop it, or give this one another database.path",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            )));
+        }
+    };
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| writeln!(lock, "{}", std::process::id()));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot write the pid into the instance lock");
+    }
+    Ok(InstanceLock { _lock: Some(lock) })
+}
 
 /// Stops leftover agents recorded in the store and clears their records.
 pub(super) async fn stop_leftover_agents(store: &Store, grace: Duration) -> Result<(), PoolError> {

@@ -92,6 +92,15 @@ impl Db {
         connection
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(fail(&path, "open"))?;
+        if !config.in_memory {
+            // Checkpoints (which fsync) run on the store's checkpoint thread, never inside a
+            // caller's write; the WAL is cut back to this size after each one.
+            connection
+                .execute_batch(
+                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+                )
+                .map_err(fail(&path, "open"))?;
+        }
         let mut db = Db {
             connection,
             path,

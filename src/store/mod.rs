@@ -423,6 +423,8 @@ pub struct Store {
 struct Inner {
     /// `None` once closed.
     db: Mutex<Option<Db>>,
+    /// Dropping it stops the checkpoint thread (after a last checkpoint). `None` in memory.
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
     /// `None` in memory.
     path: Option<PathBuf>,
 }
@@ -456,9 +458,13 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let path = (!database.in_memory).then(|| database.path.clone());
         let db = Db::open(database, options)?;
+        let checkpointer = path
+            .clone()
+            .map(|path| start_checkpointer(path, options.busy_timeout));
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Mutex::new(Some(db)),
+                _checkpointer: checkpointer,
                 path,
             }),
         })
@@ -715,4 +721,43 @@ impl Store {
     {
         self.call(move |db| db.with_connection(work)).await
     }
+}
+
+/// How often the checkpoint thread moves the write-ahead log into the database file.
+const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Starts the thread that checkpoints the WAL with its own connection, so the fsync a
+/// checkpoint needs never happens inside a caller's write. A passive checkpoint waits for
+/// nobody and blocks nobody. Stops, after a last checkpoint, when the sender is dropped.
+fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc::Sender<()> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("iris-store-checkpoint".to_owned())
+        .spawn(move || {
+            let connection = match rusqlite::Connection::open(&path) {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::error!(path = %path.display(), %error, "cannot open the database for checkpoints; the write-ahead log will grow");
+                    return;
+                }
+            };
+            let _ = connection.busy_timeout(busy_timeout);
+            loop {
+                let last = !matches!(
+                    stopped.recv_timeout(CHECKPOINT_PERIOD),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+                if let Err(error) = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+                    tracing::warn!(path = %path.display(), %error, "checkpoint failed");
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the checkpoint thread; the write-ahead log will grow");
+    }
+    stop
 }
