@@ -419,10 +419,18 @@ async fn store_costs(root: &Path, messages: usize) {
         per_turn.push(turn.elapsed());
     }
     let elapsed = started.elapsed();
-    let bytes = std::fs::metadata(&database.path).map_or(0, |meta| meta.len())
-        + std::fs::metadata(database.path.with_extension("db-wal")).map_or(0, |meta| meta.len());
+    let wal = database.path.with_extension("db-wal");
+    let wal_peak = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
 
-    // Accepting tells: inserts only, as fast as callers can write them.
+    // Size at rest: closing the store runs a last checkpoint that folds the log into the file.
+    store.close().await.expect("close");
+    drop(store);
+    let bytes = std::fs::metadata(&database.path).map_or(0, |meta| meta.len());
+
+    // Accepting tells: inserts only, as fast as callers can write them (a fresh database).
+    let mut tells_database = database.clone();
+    tells_database.path = root.join(format!("tells-{}.db", uuid::Uuid::new_v4()));
+    let store = Store::open(&tells_database).await.expect("store");
     let tells = messages;
     let accept_started = Instant::now();
     for index in 0..tells {
@@ -439,6 +447,8 @@ async fn store_costs(root: &Path, messages: usize) {
             .expect("insert");
     }
     let accept_elapsed = accept_started.elapsed();
+    let wal_after = std::fs::metadata(tells_database.path.with_extension("db-wal"))
+        .map_or(0, |meta| meta.len());
 
     println!("\n| store (file, WAL) | value |");
     println!("|---|---|");
@@ -456,8 +466,13 @@ async fn store_costs(root: &Path, messages: usize) {
         tells as f64 / accept_elapsed.as_secs_f64()
     );
     println!(
-        "| database size for {messages} finished messages with transcripts | {:.1} MiB ({:.0} bytes per message) |",
+        "| database size for {messages} finished messages with transcripts (at rest) | {:.1} MiB (~{:.0} bytes per message) |",
         bytes as f64 / 1_048_576.0,
         bytes as f64 / messages as f64
+    );
+    println!(
+        "| write-ahead log after the turns / after the tells (bounded by checkpoints) | {:.1} / {:.1} MiB |",
+        wal_peak as f64 / 1_048_576.0,
+        wal_after as f64 / 1_048_576.0
     );
 }

@@ -726,6 +726,15 @@ impl Store {
 /// How often the checkpoint thread moves the write-ahead log into the database file.
 const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
 
+/// A write-ahead log larger than this is restarted at the next checkpoint.
+const WAL_RESTART_BYTES: u64 = 8 * 1024 * 1024;
+
+fn wal_path(path: &std::path::Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
 /// Starts the thread that checkpoints the WAL with its own connection, so the fsync a
 /// checkpoint needs never happens inside a caller's write. A passive checkpoint waits for
 /// nobody and blocks nobody. Stops, after a last checkpoint, when the sender is dropped.
@@ -747,7 +756,17 @@ fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc:
                     stopped.recv_timeout(CHECKPOINT_PERIOD),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                 );
-                let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+                // Under sustained writes a passive checkpoint never catches up completely, so
+                // the log is never reset and keeps growing: past a size, restart it (which
+                // makes writers wait for the checkpoint, briefly).
+                let wal_bytes = std::fs::metadata(wal_path(&path)).map_or(0, |meta| meta.len());
+                let mode = if last {
+                    "TRUNCATE"
+                } else if wal_bytes > WAL_RESTART_BYTES {
+                    "RESTART"
+                } else {
+                    "PASSIVE"
+                };
                 if let Err(error) = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
                     tracing::warn!(path = %path.display(), %error, "checkpoint failed");
                 }
