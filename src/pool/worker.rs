@@ -13,7 +13,9 @@ use super::{
     millis,
 };
 use crate::agent::{Agent, EventSink, SpawnError, TurnError, TurnResult};
-use crate::store::{AgentRecord, MessageFinish, MessageId, MessageState, SessionStatus};
+use crate::store::{
+    AgentRecord, MessageFinish, MessageId, MessageState, SessionStatus, SessionTurn,
+};
 
 /// The task that serves one pair's queue.
 pub(super) struct Worker {
@@ -137,7 +139,19 @@ impl Worker {
         };
         if let Some(finish) = final_record(&outcome, started, cancel_requested, closed) {
             let state = finish.state;
-            if let Err(error) = self.pool.store.finish_message(id, finish).await {
+            // A turn that ran is counted in its session in the same transaction.
+            let written = match &outcome {
+                Ok(outcome) => {
+                    let turn = SessionTurn {
+                        session_id: outcome.session_id,
+                        cost_usd: outcome.result.cost_usd,
+                        cli_total_usd: outcome.result.total_cost_usd,
+                    };
+                    self.pool.store.finish_turn(id, finish, turn).await
+                }
+                Err(_) => self.pool.store.finish_message(id, finish).await,
+            };
+            if let Err(error) = written {
                 // The caller still gets the outcome; only the record is behind.
                 tracing::error!(%id, pair = %self.pair, %error, "cannot record a finished message");
             }
@@ -215,22 +229,7 @@ impl Worker {
                 }
             };
             match turn_result {
-                Ok(result) => {
-                    let outcome = self.finish_turn(id, &agent, cold, result);
-                    if let Err(error) = self
-                        .pool
-                        .store
-                        .record_turn(
-                            outcome.session_id,
-                            outcome.result.cost_usd,
-                            outcome.result.total_cost_usd,
-                        )
-                        .await
-                    {
-                        tracing::error!(pair = %self.pair, %error, "cannot record a turn in the session");
-                    }
-                    return (Ok(outcome), started);
-                }
+                Ok(result) => return (Ok(self.finish_turn(id, &agent, cold, result)), started),
                 Err(TurnError::Gone) if !retried => {
                     retried = true;
                     let exit = agent.exited().await;

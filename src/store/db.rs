@@ -15,7 +15,7 @@ use super::error::{IN_MEMORY, classify};
 use super::schema::{APPLICATION_ID, MIGRATIONS, current_version};
 use super::{
     AgentRecord, MessageFinish, MessageId, MessageMode, MessageRecord, MessageState, NewMessage,
-    OpenOptions, Page, Recovery, SessionRecord, SessionStatus, StoreError, StoreStats,
+    OpenOptions, Page, Recovery, SessionRecord, SessionStatus, SessionTurn, StoreError, StoreStats,
 };
 use crate::config::{DatabaseConfig, TeamName};
 
@@ -97,7 +97,7 @@ impl Db {
             // caller's write; the WAL is cut back to this size after each one.
             connection
                 .execute_batch(
-                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
+                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 4194304;",
                 )
                 .map_err(fail(&path, "open"))?;
         }
@@ -405,6 +405,7 @@ impl Db {
         &mut self,
         id: MessageId,
         finish: MessageFinish,
+        turn: Option<SessionTurn>,
     ) -> Result<(), StoreError> {
         if !finish.state.is_final() {
             return Err(StoreError::Invalid {
@@ -489,6 +490,32 @@ impl Db {
                 ],
             )
             .map_err(&sql)?;
+        if let Some(turn) = turn {
+            let cost_usd = finite(turn.cost_usd, "record_turn cost").unwrap_or(0.0);
+            let cli_total_usd = turn
+                .cli_total_usd
+                .and_then(|total| finite(total, "record_turn CLI total"));
+            let changed = transaction
+                .execute(
+                    "UPDATE sessions
+                     SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
+                         cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
+                         last_used_at_ms = ?4
+                     WHERE session_id = ?1",
+                    params![
+                        turn.session_id.to_string(),
+                        cost_usd,
+                        cli_total_usd,
+                        now_ms()
+                    ],
+                )
+                .map_err(&sql)?;
+            if changed == 0 {
+                return Err(StoreError::SessionNotFound {
+                    session_id: turn.session_id,
+                });
+            }
+        }
         transaction.commit().map_err(&sql)
     }
 

@@ -624,7 +624,23 @@ impl Store {
         id: MessageId,
         finish: MessageFinish,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.finish_message(id, finish)).await
+        self.call(move |db| db.finish_message(id, finish, None))
+            .await
+    }
+
+    /// [`Store::finish_message`] and [`Store::record_turn`] in one transaction: a completed
+    /// turn is recorded in its message and counted in its session together, or not at all.
+    ///
+    /// # Errors
+    /// As the two of them.
+    pub async fn finish_turn(
+        &self,
+        id: MessageId,
+        finish: MessageFinish,
+        turn: SessionTurn,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.finish_message(id, finish, Some(turn)))
+            .await
     }
 
     /// Moves a queued message to cancelled. Returns false, and changes nothing, if it was not
@@ -723,11 +739,26 @@ impl Store {
     }
 }
 
-/// How often the checkpoint thread moves the write-ahead log into the database file.
-const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+/// A turn to count in its session (see [`Store::finish_turn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTurn {
+    /// The session.
+    pub session_id: Uuid,
+    /// This turn's cost.
+    pub cost_usd: f64,
+    /// The CLI's cumulative total after it, if reported.
+    pub cli_total_usd: Option<f64>,
+}
 
-/// A write-ahead log larger than this is restarted at the next checkpoint.
-const WAL_RESTART_BYTES: u64 = 8 * 1024 * 1024;
+/// How often the checkpoint thread looks at the write-ahead log.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
+/// A checkpoint runs at least this often while anything was written...
+const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+/// ...and as soon as the log is larger than this.
+const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// A log larger than this is restarted (writers wait for the checkpoint, briefly), since
+/// under sustained writes a passive checkpoint never lets it be reset.
+const WAL_RESTART_BYTES: u64 = 16 * 1024 * 1024;
 
 fn wal_path(path: &std::path::Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -751,15 +782,18 @@ fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc:
                 }
             };
             let _ = connection.busy_timeout(busy_timeout);
+            let mut last_checkpoint = std::time::Instant::now();
             loop {
                 let last = !matches!(
-                    stopped.recv_timeout(CHECKPOINT_PERIOD),
+                    stopped.recv_timeout(CHECKPOINT_POLL),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout)
                 );
-                // Under sustained writes a passive checkpoint never catches up completely, so
-                // the log is never reset and keeps growing: past a size, restart it (which
-                // makes writers wait for the checkpoint, briefly).
                 let wal_bytes = std::fs::metadata(wal_path(&path)).map_or(0, |meta| meta.len());
+                let due = last_checkpoint.elapsed() >= CHECKPOINT_PERIOD && wal_bytes > 0;
+                if !last && !due && wal_bytes <= WAL_CHECKPOINT_BYTES {
+                    continue;
+                }
+                last_checkpoint = std::time::Instant::now();
                 let mode = if last {
                     "TRUNCATE"
                 } else if wal_bytes > WAL_RESTART_BYTES {

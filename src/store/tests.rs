@@ -1386,3 +1386,50 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     PathBuf::from(name)
 }
+
+#[tokio::test]
+async fn a_finished_turn_is_recorded_in_message_and_session_together_or_not_at_all() {
+    let store = memory().await;
+    let session = store
+        .create_session(&team("a"), &team("b"), Uuid::new_v4())
+        .await
+        .expect("session")
+        .session_id;
+    let id = insert(&store, "a", "b", "hi").await;
+    assert!(store.mark_running(id, session).await.expect("running"));
+    let turn = SessionTurn {
+        session_id: session,
+        cost_usd: 0.5,
+        cli_total_usd: Some(2.0),
+    };
+    store
+        .finish_turn(id, finish(MessageState::Completed), turn)
+        .await
+        .expect("finish turn");
+    assert_eq!(state_of(&store, id).await, MessageState::Completed);
+    let record = store
+        .current_session(&team("a"), &team("b"))
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(
+        (record.turns, record.total_cost_usd, record.cli_total_usd),
+        (1, 0.5, 2.0)
+    );
+    assert!(record.resumable);
+
+    // An unknown session fails the whole transaction: the message stays running.
+    let other = insert(&store, "a", "b", "again").await;
+    assert!(store.mark_running(other, session).await.expect("running"));
+    let unknown = SessionTurn {
+        session_id: Uuid::new_v4(),
+        ..turn
+    };
+    assert!(matches!(
+        store
+            .finish_turn(other, finish(MessageState::Completed), unknown)
+            .await,
+        Err(StoreError::SessionNotFound { .. })
+    ));
+    assert_eq!(state_of(&store, other).await, MessageState::Running);
+}
