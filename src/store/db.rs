@@ -93,11 +93,13 @@ impl Db {
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(fail(&path, "open"))?;
         if !config.in_memory {
-            // Checkpoints (which fsync) run on the store's checkpoint thread, never inside a
-            // caller's write; the WAL is cut back to this size after each one.
+            // Checkpoints (which fsync) normally run on the store's checkpoint thread, off
+            // every caller's write. Under writes faster than it can follow, SQLite's own
+            // checkpoint at 4096 pages (16 MiB) is the backstop that keeps the log bounded.
+            // After a reset the log file is cut back to 4 MiB.
             connection
                 .execute_batch(
-                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 4194304;",
+                    "PRAGMA wal_autocheckpoint = 4096; PRAGMA journal_size_limit = 4194304;",
                 )
                 .map_err(fail(&path, "open"))?;
         }

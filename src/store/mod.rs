@@ -756,9 +756,6 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(100);
 const CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
 /// ...and as soon as the log is larger than this.
 const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
-/// A log larger than this is restarted (writers wait for the checkpoint, briefly), since
-/// under sustained writes a passive checkpoint never lets it be reset.
-const WAL_RESTART_BYTES: u64 = 16 * 1024 * 1024;
 
 fn wal_path(path: &std::path::Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -767,8 +764,8 @@ fn wal_path(path: &std::path::Path) -> PathBuf {
 }
 
 /// Starts the thread that checkpoints the WAL with its own connection, so the fsync a
-/// checkpoint needs never happens inside a caller's write. A passive checkpoint waits for
-/// nobody and blocks nobody. Stops, after a last checkpoint, when the sender is dropped.
+/// checkpoint needs normally happens off every caller's write. A passive checkpoint waits
+/// for nobody and blocks nobody. Stops, after a last checkpoint, when the sender is dropped.
 fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc::Sender<()> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
@@ -794,13 +791,7 @@ fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc:
                     continue;
                 }
                 last_checkpoint = std::time::Instant::now();
-                let mode = if last {
-                    "TRUNCATE"
-                } else if wal_bytes > WAL_RESTART_BYTES {
-                    "RESTART"
-                } else {
-                    "PASSIVE"
-                };
+                let mode = if last { "TRUNCATE" } else { "PASSIVE" };
                 if let Err(error) = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
                     tracing::warn!(path = %path.display(), %error, "checkpoint failed");
                 }
