@@ -214,7 +214,7 @@ fn print_start_hints(config: &iris::config::Config) {
         ),
     }
     println!(
-        "\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool.\nRun `iris --help` for more."
+        "\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool;\n`iris fork TEAM --from CALLER` opens a pair's conversation interactively.\nRun `iris --help` for more."
     );
 }
 
