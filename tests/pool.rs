@@ -121,8 +121,8 @@ async fn queue_bound_gives_a_clear_error() {
         .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
         .await
         .unwrap();
-    wait_event(&mut events, "turn started", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
     })
     .await;
     let _one = pool
@@ -240,8 +240,8 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
         .submit(&busy, "[[slow:600000]]".to_owned(), MessageMode::Ask)
         .await
         .unwrap();
-    wait_event(&mut events, "turn started", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    wait_event(&mut events, "turn output", |event| {
+        matches!(event, PoolEvent::Agent { .. })
     })
     .await;
     let error = pool.send(&other, "hi".to_owned()).await.unwrap_err();

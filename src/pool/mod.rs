@@ -933,18 +933,23 @@ impl Pool {
             .collect()
     }
 
-    /// Interrupts `pair`'s running turn. Returns whether one was running.
+    /// Interrupts `pair`'s running message (its turn ends `cancelled`, the process stays).
+    /// Returns whether a message was running. The pair's worker sends the interrupt once the
+    /// turn is written, or skips the turn if it is not yet, so a turn that is just starting
+    /// is not missed.
+    #[expect(
+        clippy::unused_async,
+        reason = "part of the async pool API; callers await it"
+    )]
     pub async fn interrupt(&self, pair: &Pair) -> bool {
-        let agent = {
-            let state = self.inner.lock();
-            match state.pairs.get(pair).map(|entry| &entry.slot) {
-                Some(Slot::Busy(agent)) => Some(agent.clone()),
-                _ => None,
+        let mut state = self.inner.lock();
+        match state.pairs.get_mut(pair) {
+            Some(entry) if entry.current.is_some() => {
+                entry.cancel_requested = true;
+                entry.cancel_signal.notify_one();
+                true
             }
-        };
-        match agent {
-            Some(agent) => agent.interrupt().await,
-            None => false,
+            _ => false,
         }
     }
 

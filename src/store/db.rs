@@ -252,23 +252,12 @@ impl Db {
         cost_usd: f64,
         cli_total_usd: Option<f64>,
     ) -> Result<(), StoreError> {
-        let cost_usd = finite(cost_usd, "record_turn cost").unwrap_or(0.0);
-        let cli_total_usd = cli_total_usd.and_then(|total| finite(total, "record_turn CLI total"));
-        let changed = self
-            .connection
-            .execute(
-                "UPDATE sessions
-                 SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
-                     cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
-                     last_used_at_ms = ?4
-                 WHERE session_id = ?1",
-                params![session_id.to_string(), cost_usd, cli_total_usd, now_ms()],
-            )
-            .map_err(fail(&self.path, "record_turn"))?;
-        if changed == 0 {
-            return Err(StoreError::SessionNotFound { session_id });
-        }
-        Ok(())
+        let turn = SessionTurn {
+            session_id,
+            cost_usd,
+            cli_total_usd,
+        };
+        count_turn(&self.connection, &self.path, turn)
     }
 
     pub(super) fn mark_resumable(
@@ -493,30 +482,7 @@ impl Db {
             )
             .map_err(&sql)?;
         if let Some(turn) = turn {
-            let cost_usd = finite(turn.cost_usd, "record_turn cost").unwrap_or(0.0);
-            let cli_total_usd = turn
-                .cli_total_usd
-                .and_then(|total| finite(total, "record_turn CLI total"));
-            let changed = transaction
-                .execute(
-                    "UPDATE sessions
-                     SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
-                         cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
-                         last_used_at_ms = ?4
-                     WHERE session_id = ?1",
-                    params![
-                        turn.session_id.to_string(),
-                        cost_usd,
-                        cli_total_usd,
-                        now_ms()
-                    ],
-                )
-                .map_err(&sql)?;
-            if changed == 0 {
-                return Err(StoreError::SessionNotFound {
-                    session_id: turn.session_id,
-                });
-            }
+            count_turn(&transaction, path, turn)?;
         }
         transaction.commit().map_err(&sql)
     }
@@ -953,6 +919,36 @@ fn message_id(text: &str) -> Result<MessageId, String> {
 
 // ------------------------------------------------------------------------------------------
 // Values.
+
+/// Counts a turn in its session: turns + 1, cost added, the CLI's cumulative total kept,
+/// resumable, last used now. On a connection or inside a caller's transaction.
+fn count_turn(connection: &Connection, path: &Path, turn: SessionTurn) -> Result<(), StoreError> {
+    let cost_usd = finite(turn.cost_usd, "record_turn cost").unwrap_or(0.0);
+    let cli_total_usd = turn
+        .cli_total_usd
+        .and_then(|total| finite(total, "record_turn CLI total"));
+    let changed = connection
+        .execute(
+            "UPDATE sessions
+             SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
+                 cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
+                 last_used_at_ms = ?4
+             WHERE session_id = ?1",
+            params![
+                turn.session_id.to_string(),
+                cost_usd,
+                cli_total_usd,
+                now_ms()
+            ],
+        )
+        .map_err(fail(path, "record_turn"))?;
+    if changed == 0 {
+        return Err(StoreError::SessionNotFound {
+            session_id: turn.session_id,
+        });
+    }
+    Ok(())
+}
 
 /// Now, in unix milliseconds.
 pub fn now_ms() -> i64 {
