@@ -400,3 +400,52 @@ async fn one_iris_per_database() {
         .unwrap();
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_while_the_process_starts_moves_the_message_to_the_new_session() {
+    let mut world = World::new();
+    let gate = world.path().join("gate");
+    world.team(
+        "backend",
+        &[("FAKE_AGENT_INIT_WAIT_FILE", gate.to_str().unwrap())],
+    );
+    let pool = world.pool().await;
+    let pair = pool.pair("frontend", "backend").unwrap();
+    let ticket = pool
+        .submit(&pair, "hello".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    // The first process has started (with the old session) and waits at the barrier.
+    wait_for("first process started", || {
+        world.starts("backend").len() == 1
+    })
+    .await;
+    let old = world.starts("backend")[0]
+        .iter()
+        .find(|arg| arg.starts_with("--session-id="))
+        .cloned()
+        .unwrap();
+    let (_, new) = pool.reboot(&pair).await.unwrap();
+    std::fs::write(&gate, b"open").unwrap();
+    let outcome = ticket.outcome().await.unwrap();
+    assert_eq!(
+        outcome.session_id, new,
+        "the message ran in the new session"
+    );
+    assert_eq!(outcome.result.answer, "fake answer #1: hello");
+    let starts = world.starts("backend");
+    assert_eq!(
+        starts.len(),
+        2,
+        "the process of the old session was replaced"
+    );
+    assert_ne!(format!("--session-id={new}"), old);
+    assert!(
+        starts[1].contains(&format!("--session-id={new}")),
+        "{:?}",
+        starts[1]
+    );
+    let session = pool.session(&pair).await.unwrap().unwrap();
+    assert_eq!((session.session_id, session.turns), (new, 1));
+    pool.shutdown().await;
+}

@@ -401,6 +401,9 @@ pub(crate) struct PairEntry {
     session: Session,
     last_used: Instant,
     process_turns: u64,
+    /// The session the live process runs (it may lag `session` after a reboot or delete:
+    /// such a process is replaced before its next turn).
+    process_session: Option<Uuid>,
     /// The message whose turn is running.
     current: Option<MessageId>,
     /// A cancel asked for `current`: its interrupted turn is recorded as `cancelled`.
@@ -419,6 +422,7 @@ impl PairEntry {
             session,
             last_used: Instant::now(),
             process_turns: 0,
+            process_session: None,
             current: None,
             cancel_requested: false,
             cancel_signal: Arc::new(Notify::new()),
@@ -547,7 +551,11 @@ impl Pool {
                 _instance: instance,
             }),
         };
-        pool.requeue(recovery.queued).await?;
+        if let Err(error) = pool.requeue(recovery.queued).await {
+            // Do not leave a half-started pool (workers, the instance lock) behind.
+            pool.shutdown().await;
+            return Err(error);
+        }
         pool.inner
             .tasks
             .spawn(prune_periodically(pool.inner.clone()));

@@ -87,7 +87,10 @@ pub(super) async fn stop_leftover_agents(store: &Store, grace: Duration) -> Resu
                 // Not our children: polling is the only way to see them go.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            process::signal_group(agent.pgid, Signal::SIGKILL);
+            // Only if it is still ours: the group may have ended and its id been reused.
+            if process::group_has_environment(agent.pgid, &marker) {
+                process::signal_group(agent.pgid, Signal::SIGKILL);
+            }
         }
         store.agent_stopped(agent.pgid).await?;
     }

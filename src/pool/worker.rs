@@ -3,7 +3,7 @@
 //! idle it watches for idle timeout, health and an unexpected exit.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -112,7 +112,7 @@ impl Worker {
             }
             Job::Wake { reply } => {
                 let outcome = match self.acquire_agent().await {
-                    Ok((agent, _)) => {
+                    Ok((agent, _, _)) => {
                         self.set_idle(&agent);
                         Ok(agent.pid())
                     }
@@ -139,18 +139,29 @@ impl Worker {
         };
         if let Some(finish) = final_record(&outcome, started, cancel_requested, closed) {
             let state = finish.state;
-            // A turn that ran is counted in its session in the same transaction.
-            let written = match &outcome {
-                Ok(outcome) => {
-                    let turn = SessionTurn {
-                        session_id: outcome.session_id,
-                        cost_usd: outcome.result.cost_usd,
-                        cli_total_usd: outcome.result.total_cost_usd,
-                    };
-                    self.pool.store.finish_turn(id, finish, turn).await
+            // A turn that ran is counted in its session in the same transaction. A failed
+            // write (locked by another process, disk full) is tried twice more before the
+            // message is left for restart recovery to mark.
+            let turn = outcome.as_ref().ok().map(|outcome| SessionTurn {
+                session_id: outcome.session_id,
+                cost_usd: outcome.result.cost_usd,
+                cli_total_usd: outcome.result.total_cost_usd,
+            });
+            let mut written = Ok(());
+            for backoff in [
+                Duration::ZERO,
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ] {
+                tokio::time::sleep(backoff).await;
+                written = match turn {
+                    Some(turn) => self.pool.store.finish_turn(id, finish.clone(), turn).await,
+                    None => self.pool.store.finish_message(id, finish.clone()).await,
+                };
+                if written.is_ok() {
+                    break;
                 }
-                Err(_) => self.pool.store.finish_message(id, finish).await,
-            };
+            }
             if let Err(error) = written {
                 // The caller still gets the outcome; only the record is behind.
                 tracing::error!(%id, pair = %self.pair, %error, "cannot record a finished message");
@@ -172,7 +183,7 @@ impl Worker {
         let mut retried = false;
         let mut started = false;
         loop {
-            let (agent, cold) = match self.acquire_agent().await {
+            let (agent, cold, turn_session) = match self.acquire_agent().await {
                 Ok(acquired) => acquired,
                 Err(error) => return (Err(error), started),
             };
@@ -185,8 +196,7 @@ impl Worker {
                     entry.cancel_requested = false;
                     entry.cancel_signal = signal;
                 }
-                let session_id = self.session_id();
-                match self.pool.store.mark_running(id, session_id).await {
+                match self.pool.store.mark_running(id, turn_session).await {
                     Ok(true) => started = true,
                     // Cancelled while it waited in the queue.
                     Ok(false) => {
@@ -229,7 +239,10 @@ impl Worker {
                 }
             };
             match turn_result {
-                Ok(result) => return (Ok(self.finish_turn(id, &agent, cold, result)), started),
+                Ok(result) => {
+                    let outcome = self.finish_turn(id, &agent, cold, result, turn_session);
+                    return (Ok(outcome), started);
+                }
                 Err(TurnError::Gone) if !retried => {
                     retried = true;
                     let exit = agent.exited().await;
@@ -267,8 +280,11 @@ impl Worker {
                         // next turn waits for that inside the actor.
                         TurnError::TimedOut { .. } => self.set_idle(&agent),
                     }
-                    // Any turn that was written may have left a transcript behind.
-                    self.mark_resumable(true).await;
+                    // Any turn that was written may have left a transcript behind (in the
+                    // session it ran in, if that is still the pair's).
+                    if self.session_id() == turn_session {
+                        self.mark_resumable(true).await;
+                    }
                     self.pool.emit(PoolEvent::TurnFailed {
                         pair: self.pair.clone(),
                         error: error.to_string(),
@@ -299,28 +315,29 @@ impl Worker {
         agent: &Agent,
         cold: bool,
         result: TurnResult,
+        turn_session: Uuid,
     ) -> TurnOutcome {
-        let session_id = {
+        {
             let mut state = self.pool.lock();
             // Entries are never removed while the pool runs, so the worker's entry is there.
-            state
-                .pairs
-                .get_mut(&self.pair)
-                .map_or_else(Uuid::nil, |entry| {
+            if let Some(entry) = state.pairs.get_mut(&self.pair) {
+                // Count the turn in the pair's session only if it ran in it (not in a session
+                // rebooted or deleted meanwhile).
+                if entry.session.id == turn_session {
                     entry.session.resumable = true;
                     entry.session.turns += 1;
                     entry.session.total_cost += result.cost_usd;
                     if let Some(total) = result.total_cost_usd {
                         entry.session.cli_total = total;
                     }
-                    entry.process_turns += 1;
-                    entry.last_used = Instant::now();
-                    if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
-                        entry.slot = Slot::Idle(agent.clone());
-                    }
-                    entry.session.id
-                })
-        };
+                }
+                entry.process_turns += 1;
+                entry.last_used = Instant::now();
+                if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
+                    entry.slot = Slot::Idle(agent.clone());
+                }
+            }
+        }
         self.pool.slot_changed.notify_waiters();
         self.pool.emit(PoolEvent::TurnFinished {
             pair: self.pair.clone(),
@@ -331,7 +348,7 @@ impl Worker {
         TurnOutcome {
             message_id: id,
             pair: self.pair.clone(),
-            session_id,
+            session_id: turn_session,
             pid: agent.pid(),
             cold,
             result,
@@ -379,8 +396,9 @@ impl Worker {
     }
 
     /// A ready agent, taken `Busy`: the pair's idle one, or a new one in a reserved slot.
-    async fn acquire_agent(&self) -> Result<(Agent, bool), PoolError> {
+    async fn acquire_agent(&self) -> Result<(Agent, bool, Uuid), PoolError> {
         loop {
+            let mut stale = None;
             let changed = self.pool.slot_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -392,10 +410,16 @@ impl Worker {
                 let Some(entry) = state.pairs.get_mut(&self.pair) else {
                     return Err(PoolError::ShuttingDown);
                 };
+                let current_session = entry.session.id;
                 match std::mem::replace(&mut entry.slot, Slot::Empty) {
+                    // Runs a session that was since rebooted or deleted: replace it.
+                    Slot::Idle(agent) if entry.process_session != Some(current_session) => {
+                        entry.slot = Slot::Stopping(agent.clone());
+                        stale = Some(agent);
+                    }
                     Slot::Idle(agent) if !agent.has_exited() => {
                         entry.slot = Slot::Busy(agent.clone());
-                        return Ok((agent, false));
+                        return Ok((agent, false, current_session));
                     }
                     Slot::Idle(_) => {
                         // Died while idle and not yet noticed: free its slot and start anew.
@@ -407,6 +431,12 @@ impl Worker {
                     other => entry.slot = other,
                 }
             }
+            if let Some(agent) = stale {
+                self.pool
+                    .stop_agent(&self.pair, &agent, "session replaced")
+                    .await;
+                continue;
+            }
             tokio::select! {
                 () = &mut changed => {}
                 () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
@@ -414,20 +444,32 @@ impl Worker {
         }
         self.reserve_slot().await?;
         match self.spawn_agent().await {
-            Ok(agent) => {
-                let closed = {
+            Ok((agent, session)) => {
+                let (closed, replaced) = {
                     let mut state = self.pool.lock();
+                    let closed = state.closed;
+                    let mut replaced = false;
                     if let Some(entry) = state.pairs.get_mut(&self.pair) {
                         entry.slot = Slot::Busy(agent.clone());
                         entry.process_turns = 0;
+                        entry.process_session = Some(session);
+                        // Rebooted or deleted while the process started: it runs the old
+                        // session, so it must not take a turn.
+                        replaced = entry.session.id != session;
                     }
-                    state.closed
+                    (closed, replaced)
                 };
                 if closed {
                     self.pool.stop_agent(&self.pair, &agent, "shutdown").await;
                     return Err(PoolError::ShuttingDown);
                 }
-                Ok((agent, true))
+                if replaced {
+                    self.pool
+                        .stop_agent(&self.pair, &agent, "session replaced")
+                        .await;
+                    return Box::pin(self.acquire_agent()).await;
+                }
+                Ok((agent, true, session))
             }
             Err(error) => {
                 {
@@ -545,7 +587,7 @@ impl Worker {
 
     /// Starts the pair's agent in its reserved slot: `--resume` when the session has a
     /// transcript, `--session-id` otherwise, correcting the choice once if the CLI disagrees.
-    async fn spawn_agent(&self) -> Result<Agent, PoolError> {
+    async fn spawn_agent(&self) -> Result<(Agent, Uuid), PoolError> {
         let mut corrected = false;
         loop {
             let config = self.pool.config();
@@ -597,7 +639,7 @@ impl Worker {
                         pid: agent.pid(),
                         ready_ms: millis(agent.ready_after()),
                     });
-                    return Ok(agent);
+                    return Ok((agent, session_id));
                 }
                 Err(SpawnError::ExitedEarly { ref exit, .. })
                     if !corrected && session_problem(&exit.stderr_tail).is_some() =>
@@ -626,6 +668,11 @@ impl Worker {
             Some(SessionProblem::NotFound) => {
                 // The transcript is gone (deleted by hand, another HOME): the conversation
                 // cannot continue, so start a new one rather than fail forever.
+                let _sessions = self.pool.sessions.lock().await;
+                if self.session_id() != old {
+                    // Replaced meanwhile (reboot, delete): the new session is the answer.
+                    return Ok(());
+                }
                 let store = &self.pool.store;
                 store.retire_session(old, SessionStatus::Deleted).await?;
                 let record = store
@@ -722,7 +769,7 @@ impl Worker {
                 });
                 self.pool.stop_agent(&self.pair, agent, "unhealthy").await;
                 match self.acquire_agent().await {
-                    Ok((replacement, _)) => self.set_idle(&replacement),
+                    Ok((replacement, _, _)) => self.set_idle(&replacement),
                     Err(error) => {
                         tracing::warn!(pair = %self.pair, %error, "replacing an unhealthy agent failed")
                     }
@@ -766,7 +813,9 @@ fn final_record(
     match outcome {
         Ok(outcome) => {
             let result = &outcome.result;
-            let state = if result.interrupted || cancel_requested {
+            // Only a turn that really was interrupted is `cancelled`: a cancel that came as it
+            // finished must not relabel a complete answer.
+            let state = if result.interrupted {
                 MessageState::Cancelled
             } else if result.is_error {
                 MessageState::Failed
