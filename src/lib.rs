@@ -34,6 +34,8 @@ pub mod agent;
 pub mod config;
 pub mod console;
 pub mod guard;
+pub mod logs;
+pub mod mcp;
 pub mod pool;
 pub mod process;
 pub mod store;

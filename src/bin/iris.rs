@@ -32,6 +32,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the Iris MCP tools: Streamable HTTP on 127.0.0.1 (default port: settings.httpPort),
+    /// or stdio with --stdio.
+    Serve {
+        /// Serve MCP on stdin/stdout instead of HTTP.
+        #[arg(long)]
+        stdio: bool,
+        /// The HTTP port (0: any free port; the address is printed on stderr).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The HTTP address to bind (loopback only in this build).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+    },
     /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
     /// events) come as JSON lines on stdout.
     Console {
@@ -81,6 +94,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// The last log events, for the `get_logs` tool.
+static LOGS: std::sync::OnceLock<Arc<iris::logs::LogBuffer>> = std::sync::OnceLock::new();
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "iris=info",
@@ -89,10 +105,14 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // stderr only: stdout carries protocol output (console now, MCP stdio later).
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // stderr only: stdout carries protocol output (console, MCP stdio).
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let logs = LOGS.get_or_init(|| iris::logs::LogBuffer::new(2000));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(logs.layer())
         .init();
 }
 
@@ -110,6 +130,14 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             print_check(&config, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Serve { stdio, port, bind }) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(serve(config, stdio, port, bind))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Console { events }) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -123,7 +151,63 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: iris::config::Config,
+    stdio: bool,
+    port: Option<u16>,
+    bind: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    if !stdio && !bind.is_loopback() {
+        anyhow::bail!(
+            "--bind {bind}: serving on a non-loopback address needs a bearer token, which this build does not support yet; use 127.0.0.1"
+        );
+    }
+    let port = port.unwrap_or(config.settings.http_port);
+    let pool = start_pool(config).await?;
+    let logs = LOGS.get().cloned();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let served = if stdio {
+        let server = iris::mcp::IrisMcp::new(pool.clone(), logs);
+        match server.serve(rmcp::transport::stdio()).await {
+            Ok(running) => {
+                let cancel = running.cancellation_token();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    cancel.cancel();
+                });
+                running
+                    .waiting()
+                    .await
+                    .map(|_| ())
+                    .context("serving MCP on stdio")
+            }
+            Err(error) => Err(anyhow::anyhow!("starting MCP on stdio: {error}")),
+        }
+    } else {
+        let address = std::net::SocketAddr::new(bind, port);
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                let local = listener.local_addr().context("reading the bound address")?;
+                eprintln!(
+                    "iris: serving MCP on http://{local}/mcp (health: http://{local}/health)"
+                );
+                iris::mcp::serve_http(listener, pool.clone(), logs, shutdown.clone())
+                    .await
+                    .context("serving MCP over HTTP")
+            }
+            Err(error) => Err(anyhow::anyhow!(
+                "cannot listen on {address}: {error} (is another Iris running? set settings.httpPort or --port)"
+            )),
+        }
+    };
+    pool.shutdown().await;
+    served
+}
+
+async fn start_pool(config: iris::config::Config) -> anyhow::Result<iris::pool::Pool> {
     if let Err(error) = iris::process::become_subreaper() {
         tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
     }
@@ -131,12 +215,16 @@ async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<(
         std::env::current_exe().context("locating the iris executable for the orphan guard")?;
     let guard = iris::guard::Guard::start(&exe, config.settings.stop_grace_period)
         .context("starting the orphan guard")?;
-    let pool = iris::pool::Pool::start(
+    iris::pool::Pool::start(
         Arc::new(config),
         iris::pool::PoolOptions { guard: Some(guard) },
     )
     .await
-    .context("starting the agent pool")?;
+    .context("starting the agent pool")
+}
+
+async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
+    let pool = start_pool(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     iris::console::run(pool, events, shutdown)

@@ -477,14 +477,7 @@ impl Loader<'_> {
                         self.duration(value, &key),
                     );
                 }
-                "httpPort" => {
-                    set(&mut settings.http_port, self.port(value, &key));
-                    self.warn(
-                        &key,
-                        entry.position,
-                        "this build has no HTTP server yet; the port is kept for when it does",
-                    );
-                }
+                "httpPort" => set(&mut settings.http_port, self.port(value, &key)),
                 "claudePath" => {
                     settings.claude_path = self
                         .string(value, &key)

@@ -219,6 +219,8 @@ pub enum PoolEvent {
     },
     /// A turn was written to the agent.
     TurnStarted {
+        /// The message.
+        id: MessageId,
         /// The pair.
         pair: Pair,
         /// The process.

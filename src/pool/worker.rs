@@ -223,6 +223,7 @@ impl Worker {
                 return (Err(PoolError::Cancelled { id }), started);
             }
             self.pool.emit(PoolEvent::TurnStarted {
+                id,
                 pair: self.pair.clone(),
                 pid: agent.pid(),
             });

@@ -1,0 +1,276 @@
+//! The MCP surface through real MCP clients (rmcp), over stdio and Streamable HTTP, against
+//! the real `iris serve` binary with fake agents.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{FAKE_AGENT, IRIS, assert_contains, processes_with_marker, wait_for};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Value, json};
+
+fn write_config(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
+    let mut yaml =
+        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\nteams:\n");
+    for team in ["backend", "frontend"] {
+        let path = dir.join(team);
+        std::fs::create_dir_all(&path).unwrap();
+        let state = dir.join("state").join(team);
+        std::fs::create_dir_all(&state).unwrap();
+        yaml.push_str(&format!(
+            "  {team}:\n    path: {}\n    description: the {team}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
+            path.display(),
+            state.display()
+        ));
+    }
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+fn call(name: &str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
+}
+
+fn structured(result: &CallToolResult) -> Value {
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// Exercises the tools a caller relies on; the same checks run over both transports.
+async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) {
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ask_message",
+            "get_date",
+            "get_logs",
+            "list_teams",
+            "message_status",
+            "quick_message",
+            "send_message",
+            "session_cancel",
+            "session_delete",
+            "session_fork",
+            "session_reboot",
+            "session_report",
+            "team_launch",
+            "team_sleep",
+            "team_status",
+            "team_wake",
+            "team_wake_all",
+        ]
+    );
+
+    let answer = client
+        .call_tool(call(
+            "send_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": "hello"}),
+        ))
+        .await
+        .unwrap();
+    let body = structured(&answer);
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["answer"], "fake answer #1: hello");
+    assert_eq!(answer.is_error, Some(false));
+    assert!(body["messageId"].as_str().is_some() && body["sessionId"].as_str().is_some());
+
+    // An answer that does not come within `timeout` is `pending`, then followed by id.
+    let pending = structured(
+        &client
+            .call_tool(call(
+                "ask_message",
+                json!({"fromTeam": "frontend", "toTeam": "backend", "message": "[[slow:300]] later", "timeout": 0}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        ["pending", "queued"].contains(&pending["status"].as_str().unwrap()),
+        "{pending}"
+    );
+    let id = pending["messageId"].as_str().unwrap().to_owned();
+    let done = structured(
+        &client
+            .call_tool(call(
+                "message_status",
+                json!({"messageId": id, "timeout": 60000}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["answer"], "fake answer #2: [[slow:300]] later");
+
+    let queued = structured(
+        &client
+            .call_tool(call(
+                "quick_message",
+                json!({"fromTeam": "frontend", "toTeam": "backend", "message": "fyi"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(queued["status"], "queued");
+
+    let unknown = client
+        .call_tool(call(
+            "send_message",
+            json!({"fromTeam": "frontend", "toTeam": "nope", "message": "hi"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(unknown.is_error, Some(true));
+    assert_contains(
+        structured(&unknown)["error"].as_str().unwrap(),
+        "unknown team 'nope'; known teams: backend, frontend",
+    );
+
+    let failed = client
+        .call_tool(call(
+            "send_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": "[[error]]"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed.is_error, Some(true));
+    assert_eq!(structured(&failed)["status"], "failed");
+
+    let status = structured(
+        &client
+            .call_tool(call("team_status", json!({"fromTeam": "frontend"})))
+            .await
+            .unwrap(),
+    );
+    let backend = status["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|team| team["name"] == "backend")
+        .unwrap();
+    assert_eq!(backend["status"], "awake");
+
+    let report = structured(
+        &client
+            .call_tool(call(
+                "session_report",
+                json!({"fromTeam": "frontend", "team": "backend", "limit": 2}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(report["messages"].as_array().unwrap().len(), 2);
+
+    let teams = structured(
+        &client
+            .call_tool(call("list_teams", json!({})))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(teams["totalTeams"], 2);
+    let date = structured(&client.call_tool(call("get_date", json!({}))).await.unwrap());
+    assert!(date["iso"].as_str().unwrap().ends_with('Z'));
+
+    let bad = client
+        .call_tool(call("message_status", json!({"messageId": "nope"})))
+        .await;
+    assert!(bad.is_err(), "a malformed id is a protocol error: {bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-mcp-stdio-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let command = tokio::process::Command::new(IRIS).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", &config)
+            .env("IRIS_HOME", dir.path())
+            .env_remove("RUST_LOG");
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = ().serve(transport).await.unwrap();
+    exercise(&client).await;
+    client.cancel().await.unwrap();
+    wait_for("agents stopped", || {
+        processes_with_marker(&marker, false).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-mcp-http-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let mut server = std::process::Command::new(IRIS)
+        .args(["serve", "--port", "0"])
+        .env("IRIS_CONFIG_PATH", &config)
+        .env("IRIS_HOME", dir.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "iris serve ended before listening"
+        );
+        if let Some(rest) = line.split("serving MCP on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let health_url = url.replace("/mcp", "/health");
+    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
+    exercise(&client).await;
+    client.cancel().await.unwrap();
+
+    // /health answers, and a request for another Host is refused (DNS rebinding).
+    let health = reqwest::get(&health_url).await.unwrap();
+    assert!(health.status().is_success());
+    let body: Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    let rebinding = reqwest::Client::new()
+        .post(&url)
+        .header("Host", "evil.example")
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebinding.status().as_u16(), 403);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id().cast_signed()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    wait_for("agents stopped", || {
+        processes_with_marker(&marker, false).is_empty()
+    })
+    .await;
+}
