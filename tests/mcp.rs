@@ -262,6 +262,39 @@ async fn tools_over_http() {
         .await
         .unwrap();
     assert_eq!(rebinding.status().as_u16(), 403);
+    let page = |origin: &str| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("Origin", origin)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+            .send()
+    };
+    assert_eq!(
+        page("http://evil.example").await.unwrap().status().as_u16(),
+        403
+    );
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    assert!(
+        page(&format!("http://localhost:{port}"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let huge = reqwest::Client::new()
+        .post(&url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; iris::mcp::MAX_REQUEST_BODY_BYTES + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 413);
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id().cast_signed()),

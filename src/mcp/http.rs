@@ -1,6 +1,5 @@
 //! MCP over Streamable HTTP (`/mcp`) with `/health`, on one axum router.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,22 +13,31 @@ use super::IrisMcp;
 use crate::logs::LogBuffer;
 use crate::pool::Pool;
 
-/// How `iris serve` listens.
-#[derive(Debug, Clone)]
-pub struct HttpOptions {
-    /// Where to listen; loopback only in this build.
-    pub bind: SocketAddr,
-}
+/// Largest request body accepted (413 beyond): long messages fit, a flood does not.
+pub const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Browser origins allowed to call: loopback pages only. A request with no `Origin` (any
+/// non-browser client) passes; a page elsewhere gets 403.
+const ALLOWED_ORIGINS: [&str; 4] = [
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "null",
+];
 
 /// The HTTP routes: MCP at `/mcp` (one handler per MCP session, all on the same pool) and
-/// `GET /health`. rmcp checks the `Host` header (loopback names only), which guards against
-/// DNS rebinding.
+/// `GET /health`. Against DNS rebinding, rmcp checks the `Host` header (loopback names only)
+/// and the `Origin` header ([`ALLOWED_ORIGINS`]); bodies are capped at
+/// [`MAX_REQUEST_BODY_BYTES`].
 pub fn router(pool: Pool, logs: Option<Arc<LogBuffer>>, shutdown: &CancellationToken) -> Router {
     let mcp_pool = pool.clone();
     let service = StreamableHttpService::new(
         move || Ok(IrisMcp::new(mcp_pool.clone(), logs.clone())),
         LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
+        StreamableHttpServerConfig::default()
+            .with_cancellation_token(shutdown.child_token())
+            .with_allowed_origins(ALLOWED_ORIGINS)
+            .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES),
     );
     Router::new().nest_service("/mcp", service).route(
         "/health",

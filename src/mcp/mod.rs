@@ -9,7 +9,7 @@
 mod http;
 mod tools;
 
-pub use http::{HttpOptions, router, serve_http};
+pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http};
 pub use tools::IrisMcp;
 
 use std::time::Duration;
