@@ -31,6 +31,7 @@
 //! killed, the parent-death signal reaches each agent and the guard kills the groups.
 
 pub mod agent;
+pub mod client;
 pub mod config;
 pub mod console;
 pub mod guard;

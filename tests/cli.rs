@@ -421,3 +421,140 @@ fn fork_prints_the_command_for_a_pairs_session() {
     assert!(console.child.wait().unwrap().success());
     wait_for_no_processes(&marker);
 }
+
+/// `iris serve --port 0` on `config`; returns the child and its port.
+fn serve(config: &std::path::Path, home: &std::path::Path) -> (Child, u16) {
+    let mut server = iris(config, home)
+        .args(["serve", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let port = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "iris serve ended before listening"
+        );
+        if let Some(rest) = line.split("serving MCP on http://127.0.0.1:").nth(1) {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (server, port)
+}
+
+#[test]
+fn status_ask_tell_and_doctor_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-cli-serve-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, &["backend"], "");
+    let (mut server, port) = serve(&config, dir.path());
+    let port_text = port.to_string();
+    let run = |args: &[&str]| {
+        let mut command = iris(&config, dir.path());
+        command.args(args).args(["--port", &port_text]);
+        command.output().unwrap()
+    };
+
+    let output = run(&["ask", "backend", "hello", "--from", "frontend"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "fake answer #1: hello"
+    );
+    let output = run(&[
+        "ask",
+        "backend",
+        "[[slow:1500]] slow one",
+        "--from",
+        "frontend",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "fake answer #2: [[slow:1500]] slow one"
+    );
+    let output = run(&["ask", "nope", "hello"]);
+    assert!(!output.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "unknown team 'nope'; known teams: backend",
+    );
+    let output = run(&["tell", "backend", "fyi", "--from", "frontend"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&output.stdout),
+        "queued for backend: message ",
+    );
+
+    let output = run(&["status"]);
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert_contains(&table, "processes: 1/4");
+    assert_contains(&table, "frontend->backend");
+    let output = run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["pairs"][0]["pair"]["target"], "backend");
+
+    // doctor: the fake agent's version, the team, the database, and this server on the port.
+    let doctor_config = dir.path().join("doctor.yaml");
+    std::fs::write(
+        &doctor_config,
+        std::fs::read_to_string(&config).unwrap().replacen(
+            "settings:\n",
+            &format!("settings:\n  httpPort: {port}\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let output = iris(&doctor_config, dir.path())
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert_contains(&report, "2.1.332 (Claude Code)");
+    assert_contains(&report, "ok   team backend");
+    assert_contains(&report, &format!("an Iris serves on port {port}"));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id().cast_signed()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(server.wait().unwrap().success());
+    wait_for_no_processes(&marker);
+
+    let output = iris(&config, dir.path())
+        .args(["status", "--port", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "no Iris answers at http://127.0.0.1:1/status",
+    );
+}
+
+#[test]
+fn doctor_reports_a_missing_claude() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "settings:\n  claudePath: /nonexistent/claude\nteams:\n  b:\n    path: {}\n",
+            dir.path().join("b").display()
+        ),
+    )
+    .unwrap();
+    let output = iris(&config, dir.path()).arg("doctor").output().unwrap();
+    assert!(!output.status.success());
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_contains(
+        &report,
+        "FAIL claude (settings.claudePath): '/nonexistent/claude' not found",
+    );
+}

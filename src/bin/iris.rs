@@ -45,6 +45,43 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
+    /// Show the running server's agents (one line per caller->team pair).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The server's port (default: settings.httpPort).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Ask a team's agent through the running server and print the answer.
+    Ask {
+        /// The team to ask.
+        team: String,
+        /// The message.
+        message: String,
+        /// Who is asking (a team name, or a name for yourself).
+        #[arg(long, default_value = "user")]
+        from: String,
+        /// The server's port (default: settings.httpPort).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Tell a team's agent something through the running server, without waiting.
+    Tell {
+        /// The team to tell.
+        team: String,
+        /// The message.
+        message: String,
+        /// Who is telling.
+        #[arg(long, default_value = "user")]
+        from: String,
+        /// The server's port (default: settings.httpPort).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Check the claude binary and its version, the teams, the database and the port.
+    Doctor,
     /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
     /// events) come as JSON lines on stdout.
     Console {
@@ -147,6 +184,78 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Fork { team, from, run }) => fork(&config, &team, &from, run),
+        Some(Command::Status { json, port }) => {
+            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
+            let status = small_runtime()?.block_on(iris::client::status(&base))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", iris::client::status_table(&status));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Ask {
+            team,
+            message,
+            from,
+            port,
+        }) => {
+            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
+            let mut dots = 0_usize;
+            let (body, is_error) = small_runtime()?.block_on(iris::client::ask(
+                &base,
+                &from,
+                &team,
+                &message,
+                || {
+                    dots += 1;
+                    eprint!("\rwaiting for {team}{:<3}", ".".repeat(dots % 4));
+                },
+            ))?;
+            if dots > 0 {
+                eprintln!();
+            }
+            print_answer(&body, is_error)
+        }
+        Some(Command::Tell {
+            team,
+            message,
+            from,
+            port,
+        }) => {
+            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
+            let arguments =
+                serde_json::json!({"fromTeam": from, "toTeam": team, "message": message});
+            let (body, is_error) = small_runtime()?.block_on(iris::client::call_tool(
+                &base,
+                "quick_message",
+                arguments,
+            ))?;
+            if is_error {
+                return print_answer(&body, true);
+            }
+            println!(
+                "queued for {team}: message {}",
+                body["messageId"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Doctor) => {
+            let checks = small_runtime()?.block_on(iris::client::doctor(&config));
+            for check in &checks {
+                println!(
+                    "{} {}: {}",
+                    if check.ok { "ok  " } else { "FAIL" },
+                    check.name,
+                    check.detail
+                );
+            }
+            Ok(if checks.iter().all(|check| check.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Some(Command::Guard { .. }) => Ok(ExitCode::SUCCESS),
     }
 }
@@ -231,6 +340,27 @@ async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<(
         .await
         .context("console i/o")?;
     Ok(())
+}
+
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Prints a tool result: the answer, or the error and exit code 1.
+fn print_answer(body: &serde_json::Value, is_error: bool) -> anyhow::Result<ExitCode> {
+    if is_error {
+        let error = body["error"]
+            .as_str()
+            .or_else(|| body["answer"].as_str())
+            .unwrap_or("failed");
+        eprintln!("error: {error}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", body["answer"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fork(

@@ -27,7 +27,7 @@ const ALLOWED_ORIGINS: [&str; 4] = [
 
 /// The HTTP routes: MCP at `/mcp` (one handler per MCP session, all on the same pool) and
 /// `GET /health`. Against DNS rebinding, rmcp checks the `Host` header (loopback names only)
-/// and the `Origin` header ([`ALLOWED_ORIGINS`]); bodies are capped at
+/// and the `Origin` header (loopback pages only); bodies are capped at
 /// [`MAX_REQUEST_BODY_BYTES`].
 pub fn router(pool: Pool, logs: Option<Arc<LogBuffer>>, shutdown: &CancellationToken) -> Router {
     let mcp_pool = pool.clone();
@@ -39,21 +39,31 @@ pub fn router(pool: Pool, logs: Option<Arc<LogBuffer>>, shutdown: &CancellationT
             .with_allowed_origins(ALLOWED_ORIGINS)
             .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES),
     );
-    Router::new().nest_service("/mcp", service).route(
-        "/health",
-        get(move || {
-            let status = pool.status();
-            async move {
-                axum::Json(json!({
-                    "status": "ok",
-                    "server": "iris",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "live": status.live,
-                    "maxProcesses": status.max_processes,
-                }))
-            }
-        }),
-    )
+    let status_pool = pool.clone();
+    Router::new()
+        .nest_service("/mcp", service)
+        .route(
+            "/status",
+            get(move || {
+                let status = status_pool.status();
+                async move { axum::Json(status) }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let status = pool.status();
+                async move {
+                    axum::Json(json!({
+                        "status": "ok",
+                        "server": "iris",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "live": status.live,
+                        "maxProcesses": status.max_processes,
+                    }))
+                }
+            }),
+        )
 }
 
 /// Serves [`router`] on `listener` until `shutdown` is cancelled.

@@ -44,7 +44,7 @@ use crate::store::{
 };
 
 /// A caller team and a target team: the unit that owns one conversation and one process.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Pair {
     /// Who sends.
     pub caller: TeamName,
@@ -310,7 +310,7 @@ pub enum PoolEvent {
 }
 
 /// A pair's process state, as reported by [`Pool::status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairState {
     /// No process.
@@ -326,7 +326,7 @@ pub enum PairState {
 }
 
 /// One pair in [`PoolStatus`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PairStatus {
     /// The pair.
     pub pair: Pair,
@@ -351,7 +351,7 @@ pub struct PairStatus {
 }
 
 /// A snapshot of the pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PoolStatus {
     /// `maxProcesses`.
     pub max_processes: usize,
