@@ -558,3 +558,68 @@ fn doctor_reports_a_missing_claude() {
         "FAIL claude (settings.claudePath): '/nonexistent/claude' not found",
     );
 }
+
+#[test]
+fn init_add_team_and_remove_team_work_on_a_fresh_machine() {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let iris_here = |args: &[&str]| {
+        Command::new(IRIS)
+            .args(args)
+            .env_remove("IRIS_CONFIG_PATH")
+            .env("IRIS_HOME", home.path())
+            .current_dir(project.path())
+            .output()
+            .unwrap()
+    };
+    let output = iris_here(&["init"]);
+    assert!(output.status.success(), "{output:?}");
+    let file = home.path().join("config.yaml");
+    assert!(file.exists());
+    let output = iris_here(&["init"]);
+    assert!(!output.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "already exists; edit it, or use --force",
+    );
+
+    // The current directory is the default path.
+    let output = iris_here(&["add-team", "backend", "-d", "The API"]);
+    assert!(output.status.success(), "{output:?}");
+    let output = iris_here(&["check", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["teams"][0]["name"], "backend");
+    assert_eq!(json["teams"][0]["description"], "The API");
+    assert_eq!(
+        json["teams"][0]["path"].as_str().unwrap(),
+        std::fs::canonicalize(project.path())
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let output = iris_here(&["add-team", "backend"]);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "team 'backend' already exists",
+    );
+    let output = iris_here(&["add-team", "a;b"]);
+    assert!(!output.status.success());
+    let output = iris_here(&["add-team", "other", "/definitely/not/here"]);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "team directory /definitely/not/here",
+    );
+
+    let output = iris_here(&["remove-team", "backend"]);
+    assert!(output.status.success(), "{output:?}");
+    let output = iris_here(&["remove-team", "backend"]);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "no team 'backend'",
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("# maxProcesses: 10")
+    );
+}

@@ -45,6 +45,27 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
+    /// Write a commented default configuration file.
+    Init {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a team: a name and its project directory (default: the current directory).
+    AddTeam {
+        /// The team's name (letters, digits, '-', '_', '.').
+        name: String,
+        /// The project directory.
+        path: Option<std::path::PathBuf>,
+        /// A description shown in listings.
+        #[arg(long, short)]
+        description: Option<String>,
+    },
+    /// Remove a team from the configuration.
+    RemoveTeam {
+        /// The team's name.
+        name: String,
+    },
     /// Show the running server's agents (one line per caller->team pair).
     Status {
         /// Print JSON instead of a table.
@@ -154,6 +175,49 @@ fn init_tracing(verbose: u8) {
 }
 
 fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
+    // Commands that edit the file work whether or not it exists or is valid today.
+    match &command {
+        Some(Command::Init { force }) => {
+            let (file, _) = iris::config::locate()?;
+            iris::config::edit::init(&file, *force)?;
+            println!(
+                "wrote {}; add teams with `iris add-team NAME PATH`",
+                file.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::AddTeam {
+            name,
+            path,
+            description,
+        }) => {
+            let (file, iris_home) = iris::config::locate()?;
+            let directory = match path {
+                Some(path) => path.clone(),
+                None => std::env::current_dir().context("reading the current directory")?,
+            };
+            let added = iris::config::edit::add_team(
+                &file,
+                &iris_home,
+                name,
+                &directory,
+                description.as_deref(),
+            )?;
+            println!(
+                "added team {name} ({}) to {}",
+                added.display(),
+                file.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::RemoveTeam { name }) => {
+            let (file, iris_home) = iris::config::locate()?;
+            iris::config::edit::remove_team(&file, &iris_home, name)?;
+            println!("removed team {name} from {}", file.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = iris::config::load()?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -256,7 +320,12 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Some(Command::Guard { .. }) => Ok(ExitCode::SUCCESS),
+        Some(
+            Command::Guard { .. }
+            | Command::Init { .. }
+            | Command::AddTeam { .. }
+            | Command::RemoveTeam { .. },
+        ) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -427,7 +496,8 @@ fn print_start_hints(config: &iris::config::Config) {
         ),
         None => println!(
             "iris: no configuration file; running on embedded defaults with no teams.\n\
-             Create $IRIS_HOME/config.yaml (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
+             Start with `iris init` and `iris add-team NAME PATH`, or create $IRIS_HOME/config.yaml\n\
+             (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
              teams:\n  backend:\n    path: ~/code/backend\n    description: The API server\n    grantPermission: yes\n"
         ),
     }

@@ -151,6 +151,37 @@ pub fn load() -> Result<Config, ConfigError> {
     load_with_env(&process_env())
 }
 
+/// Where the configuration file is (or would be created) and `IRIS_HOME`, without reading it:
+/// `$IRIS_CONFIG_PATH`, else an existing `$IRIS_HOME/config.yaml` or `config.yml`, else
+/// `$IRIS_HOME/config.yaml`.
+///
+/// # Errors
+/// [`ConfigError::NoHome`] when neither `IRIS_HOME` nor a home directory is known.
+pub fn locate() -> Result<(PathBuf, PathBuf), ConfigError> {
+    let env = process_env();
+    let home = home_dir(&env);
+    let iris_home = match env.get("IRIS_HOME").filter(|value| !value.is_empty()) {
+        Some(dir) => make_absolute(&expand_home_prefix(dir, home.as_deref())),
+        None => home.as_ref().ok_or(ConfigError::NoHome)?.join(".iris"),
+    };
+    if let Some(path) = env
+        .get("IRIS_CONFIG_PATH")
+        .filter(|value| !value.is_empty())
+    {
+        return Ok((
+            make_absolute(&expand_home_prefix(path, home.as_deref())),
+            iris_home,
+        ));
+    }
+    let yml = iris_home.join("config.yml");
+    let file = if !iris_home.join("config.yaml").exists() && yml.exists() {
+        yml
+    } else {
+        iris_home.join("config.yaml")
+    };
+    Ok((file, iris_home))
+}
+
 /// [`load`] with the environment given explicitly (tests must not mutate the process's).
 pub(crate) fn load_with_env(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
     let home = home_dir(env);

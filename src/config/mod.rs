@@ -8,13 +8,14 @@
 //! Invariant: every `TeamConfig::path` of a local team is an absolute, canonical (realpath)
 //! directory that existed when the config was loaded; every [`TeamName`] passed validation.
 
+pub mod edit;
 mod load;
 mod name;
 #[cfg(test)]
 mod tests;
 
 pub use load::{
-    ConfigError, ConfigWarning, Position, Problem, load, load_from_path, load_from_str,
+    ConfigError, ConfigWarning, Position, Problem, load, load_from_path, load_from_str, locate,
 };
 pub use name::{NameError, TeamName};
 
