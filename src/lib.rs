@@ -35,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod guard;
+pub mod install;
 pub mod logs;
 pub mod mcp;
 pub mod pool;

@@ -623,3 +623,44 @@ fn init_add_team_and_remove_team_work_on_a_fresh_machine() {
             .contains("# maxProcesses: 10")
     );
 }
+
+#[test]
+fn install_and_uninstall_edit_claude_json_keeping_other_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let claude_json = dir.path().join(".claude.json");
+    std::fs::write(
+        &claude_json,
+        r#"{"numStartups":3,"mcpServers":{"other":{"type":"stdio","command":"x"}},"projects":{}}"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(IRIS)
+            .args(args)
+            .env_remove("IRIS_CONFIG_PATH")
+            .env("IRIS_HOME", dir.path())
+            .env("CLAUDE_CONFIG_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let output = run(&["install", "--no-claude"]);
+    assert!(output.status.success(), "{output:?}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    assert_eq!(
+        value["mcpServers"]["iris"],
+        serde_json::json!({"type": "http", "url": "http://127.0.0.1:1615/mcp"})
+    );
+    assert_eq!(value["mcpServers"]["other"]["command"], "x");
+    assert_eq!(value["numStartups"], 3);
+    let output = run(&["uninstall", "--no-claude"]);
+    assert!(output.status.success(), "{output:?}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    assert!(value["mcpServers"].get("iris").is_none());
+    assert_eq!(value["mcpServers"]["other"]["command"], "x");
+    let output = run(&["uninstall", "--no-claude"]);
+    assert_contains(
+        &String::from_utf8_lossy(&output.stdout),
+        "Iris was not registered",
+    );
+}

@@ -66,6 +66,22 @@ enum Command {
         /// The team's name.
         name: String,
     },
+    /// Register Iris's MCP server with Claude Code (`claude mcp add` when claude is on PATH,
+    /// else by editing ~/.claude.json).
+    Install {
+        /// The MCP URL (default: http://127.0.0.1:<settings.httpPort>/mcp).
+        #[arg(long)]
+        url: Option<String>,
+        /// Edit ~/.claude.json even when claude is on PATH.
+        #[arg(long)]
+        no_claude: bool,
+    },
+    /// Remove Iris's MCP server from Claude Code.
+    Uninstall {
+        /// Edit ~/.claude.json even when claude is on PATH.
+        #[arg(long)]
+        no_claude: bool,
+    },
     /// Show the running server's agents (one line per caller->team pair).
     Status {
         /// Print JSON instead of a table.
@@ -302,6 +318,35 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 "queued for {team}: message {}",
                 body["messageId"].as_str().unwrap_or("?")
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Install { url, no_claude }) => {
+            let url = url.unwrap_or_else(|| {
+                format!("{}/mcp", iris::client::base_url(config.settings.http_port))
+            });
+            match iris::install::install(&url, !no_claude)? {
+                iris::install::Registration::Command(command) => {
+                    println!("registered Iris ({url}) with `{command}`")
+                }
+                iris::install::Registration::File(path)
+                | iris::install::Registration::Unchanged(path) => {
+                    println!("registered Iris ({url}) in {}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Uninstall { no_claude }) => {
+            match iris::install::uninstall(!no_claude)? {
+                iris::install::Registration::Command(command) => {
+                    println!("removed Iris with `{command}`")
+                }
+                iris::install::Registration::File(path) => {
+                    println!("removed Iris from {}", path.display())
+                }
+                iris::install::Registration::Unchanged(path) => {
+                    println!("Iris was not registered in {}", path.display())
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {
