@@ -488,6 +488,14 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
         "queued for backend: message ",
     );
 
+    let output = run(&["report", "backend", "--from", "frontend", "--limit", "1"]);
+    assert!(output.status.success(), "{output:?}");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_contains(&report, "frontend->backend: session ");
+    // Newest first, one message: the tell (its answer may still be on its way).
+    assert_contains(&report, "> fyi");
+    assert!(!report.contains("slow one"), "limit 1: {report}");
+
     let output = run(&["status"]);
     assert!(output.status.success(), "{output:?}");
     let table = String::from_utf8_lossy(&output.stdout);

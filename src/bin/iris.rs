@@ -117,6 +117,23 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Show a pair's recent messages with their answers, newest first (from the running server).
+    Report {
+        /// The team.
+        team: String,
+        /// The calling team.
+        #[arg(long, default_value = "user")]
+        from: String,
+        /// How many messages.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The server's port (default: settings.httpPort).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Check the claude binary and its version, the teams, the database and the port.
     Doctor,
     /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
@@ -346,6 +363,48 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 iris::install::Registration::Unchanged(path) => {
                     println!("Iris was not registered in {}", path.display())
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Report {
+            team,
+            from,
+            limit,
+            json,
+            port,
+        }) => {
+            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
+            let arguments = serde_json::json!({"fromTeam": from, "team": team, "limit": limit});
+            let (body, is_error) = small_runtime()?.block_on(iris::client::call_tool(
+                &base,
+                "session_report",
+                arguments,
+            ))?;
+            if is_error {
+                return print_answer(&body, true);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{from}->{team}: session {} ({} turns, ${:.4})",
+                body["sessionId"].as_str().unwrap_or("none"),
+                body["sessionTurns"],
+                body["totalCostUsd"].as_f64().unwrap_or(0.0)
+            );
+            for message in body["messages"].as_array().into_iter().flatten() {
+                println!(
+                    "\n[{}] {} {}\n> {}\n{}",
+                    message["status"].as_str().unwrap_or("?"),
+                    message["mode"].as_str().unwrap_or("?"),
+                    message["messageId"].as_str().unwrap_or("?"),
+                    message["message"].as_str().unwrap_or_default(),
+                    message["answer"]
+                        .as_str()
+                        .or_else(|| message["error"].as_str())
+                        .unwrap_or("(no answer yet)")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
