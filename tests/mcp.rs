@@ -202,7 +202,9 @@ async fn tools_over_stdio() {
             .args(["serve", "--stdio"])
             .env("IRIS_CONFIG_PATH", &config)
             .env("IRIS_HOME", dir.path())
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            // Started in the frontend project: the server knows its caller.
+            .current_dir(dir.path().join("frontend"));
     });
     let (transport, _stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::null())
@@ -210,6 +212,28 @@ async fn tools_over_stdio() {
         .unwrap();
     let client = ().serve(transport).await.unwrap();
     exercise(&client).await;
+    let implicit = structured(
+        &client
+            .call_tool(call(
+                "quick_message",
+                json!({"toTeam": "backend", "message": "who am I"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(implicit["fromTeam"], "frontend", "{implicit}");
+    let conflict = client
+        .call_tool(call(
+            "quick_message",
+            json!({"fromTeam": "backend", "toTeam": "frontend", "message": "x"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(conflict.is_error, Some(true));
+    assert_contains(
+        structured(&conflict)["error"].as_str().unwrap(),
+        "fromTeam 'backend' conflicts with this connection's team 'frontend'",
+    );
     client.cancel().await.unwrap();
     wait_for("agents stopped", || {
         processes_with_marker(&marker, false).is_empty()
@@ -246,6 +270,18 @@ async fn tools_over_http() {
     let health_url = url.replace("/mcp", "/health");
     let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
     exercise(&client).await;
+    let anonymous = client
+        .call_tool(call(
+            "quick_message",
+            json!({"toTeam": "backend", "message": "x"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.is_error, Some(true));
+    assert_contains(
+        structured(&anonymous)["error"].as_str().unwrap(),
+        "fromTeam is required",
+    );
     client.cancel().await.unwrap();
 
     // /health answers, and a request for another Host is refused (DNS rebinding).

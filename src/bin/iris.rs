@@ -451,7 +451,22 @@ async fn serve(
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let served = if stdio {
-        let server = iris::mcp::IrisMcp::new(pool.clone(), logs);
+        // The stdio server runs in the caller's project: its directory names its team.
+        let identity = std::env::current_dir()
+            .ok()
+            .and_then(|dir| std::fs::canonicalize(dir).ok())
+            .and_then(|dir| {
+                pool.config()
+                    .teams
+                    .values()
+                    .filter(|team| team.remote.is_none() && dir.starts_with(&team.path))
+                    .max_by_key(|team| team.path.components().count())
+                    .map(|team| team.name.to_string())
+            });
+        if let Some(team) = &identity {
+            tracing::info!(team, "stdio caller identified by its working directory");
+        }
+        let server = iris::mcp::IrisMcp::new(pool.clone(), logs).with_identity(identity);
         match server.serve(rmcp::transport::stdio()).await {
             Ok(running) => {
                 let cancel = running.cancellation_token();

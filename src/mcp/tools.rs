@@ -24,14 +24,18 @@ use crate::store::{MessageId, MessageMode, MessageRecord, MessageState, Page};
 pub struct IrisMcp {
     pool: Pool,
     logs: Option<Arc<LogBuffer>>,
+    /// The caller's team when the connection itself tells (stdio started in a team's
+    /// directory); a `fromTeam` that disagrees is refused.
+    identity: Option<String>,
     tool_router: ToolRouter<Self>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct SendArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The team whose agent answers.
     to_team: String,
     /// The message.
@@ -44,8 +48,9 @@ struct SendArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct QuickArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The team that receives it.
     to_team: String,
     /// The message.
@@ -65,8 +70,9 @@ struct StatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The other team.
     team: String,
 }
@@ -74,8 +80,9 @@ struct TeamArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamStatusArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// Only this team (default: all).
     #[serde(default)]
     team: Option<String>,
@@ -84,15 +91,17 @@ struct TeamStatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct FromArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct PairArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The other team.
     to_team: String,
 }
@@ -100,8 +109,9 @@ struct PairArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeleteArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The other team.
     to_team: String,
     /// Also delete Claude's transcript file of the session.
@@ -112,8 +122,9 @@ struct DeleteArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReportArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The other team.
     team: String,
     /// How many messages, newest first (default 10).
@@ -127,8 +138,9 @@ struct ReportArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct CancelArgs {
-    /// Your team (the caller).
-    from_team: String,
+    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    #[serde(default)]
+    from_team: Option<String>,
     /// The other team.
     team: String,
     /// The message to cancel (default: the running one).
@@ -161,8 +173,16 @@ impl IrisMcp {
         Self {
             pool,
             logs,
+            identity: None,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// The same handler, for a connection known to come from `team`.
+    #[must_use]
+    pub fn with_identity(mut self, team: Option<String>) -> Self {
+        self.identity = team;
+        self
     }
 
     #[tool(
@@ -194,7 +214,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<QuickArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.to_team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -238,8 +258,12 @@ impl IrisMcp {
         Parameters(args): Parameters<TeamStatusArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let config = self.pool.config();
+        let from = match self.caller(args.from_team.as_deref()) {
+            Ok(from) => from,
+            Err(error) => return Ok(failure(&error)),
+        };
         if let Some(team) = &args.team
-            && let Err(error) = self.pool.pair(&args.from_team, team)
+            && let Err(error) = self.pool.pair(&from, team)
         {
             return Ok(failure(&error));
         }
@@ -254,7 +278,7 @@ impl IrisMcp {
             })
             .map(|team| {
                 let pair = status.pairs.iter().find(|pair| {
-                    pair.pair.caller.as_str() == args.from_team && pair.pair.target == team.name
+                    pair.pair.caller.as_str() == from && pair.pair.target == team.name
                 });
                 json!({
                     "name": team.name,
@@ -283,7 +307,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.wake(&args.from_team, &args.team).await)
+        Ok(self.wake(args.from_team.as_deref(), &args.team).await)
     }
 
     #[tool(description = "Same as team_wake.")]
@@ -291,7 +315,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.wake(&args.from_team, &args.team).await)
+        Ok(self.wake(args.from_team.as_deref(), &args.team).await)
     }
 
     #[tool(
@@ -301,7 +325,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -318,13 +342,17 @@ impl IrisMcp {
         Parameters(args): Parameters<FromArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let config = self.pool.config();
+        let from = match self.caller(args.from_team.as_deref()) {
+            Ok(from) => from,
+            Err(error) => return Ok(failure(&error)),
+        };
         let mut pairs = Vec::new();
         for team in config.team_names() {
             // Never the caller's own team: an agent waking itself would recurse.
-            if team == args.from_team {
+            if team == from {
                 continue;
             }
-            match self.pool.pair(&args.from_team, &team) {
+            match self.pool.pair(&from, &team) {
                 Ok(pair) => pairs.push(pair),
                 Err(error) => return Ok(failure(&error)),
             }
@@ -379,7 +407,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<ReportArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -412,7 +440,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<PairArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.to_team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -431,7 +459,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<DeleteArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.to_team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -456,7 +484,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<PairArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.to_team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -473,7 +501,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<CancelArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pool.pair(&args.from_team, &args.team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
             Ok(pair) => pair,
             Err(error) => return Ok(failure(&error)),
         };
@@ -556,13 +584,33 @@ impl IrisMcp {
 impl ServerHandler for IrisMcp {}
 
 impl IrisMcp {
+    /// The caller: the connection's team, or the stated `fromTeam`, never two different ones.
+    fn caller(&self, stated: Option<&str>) -> Result<String, PoolError> {
+        match (&self.identity, stated) {
+            (Some(known), Some(stated)) if known != stated => Err(PoolError::Caller {
+                message: format!(
+                    "fromTeam '{stated}' conflicts with this connection's team '{known}'"
+                ),
+            }),
+            (Some(known), _) => Ok(known.clone()),
+            (None, Some(stated)) => Ok(stated.to_owned()),
+            (None, None) => Err(PoolError::Caller {
+                message: "fromTeam is required: this connection is not tied to a team".to_owned(),
+            }),
+        }
+    }
+
+    fn pair(&self, stated: Option<&str>, target: &str) -> Result<Pair, PoolError> {
+        self.pool.pair(&self.caller(stated)?, target)
+    }
+
     async fn send(
         &self,
         args: SendArgs,
         mode: MessageMode,
         context: &RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let pair = match self.pool.pair(&args.from_team, &args.to_team) {
+        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return failure(&error),
         };
@@ -621,8 +669,8 @@ impl IrisMcp {
         }))
     }
 
-    async fn wake(&self, from: &str, team: &str) -> CallToolResult {
-        let pair = match self.pool.pair(from, team) {
+    async fn wake(&self, from: Option<&str>, team: &str) -> CallToolResult {
+        let pair = match self.pair(from, team) {
             Ok(pair) => pair,
             Err(error) => return failure(&error),
         };

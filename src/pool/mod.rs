@@ -151,6 +151,12 @@ pub enum PoolError {
         /// What is wrong.
         message: String,
     },
+    /// Who is calling is unknown or contradictory.
+    #[error("caller: {message}")]
+    Caller {
+        /// What is wrong.
+        message: String,
+    },
     /// No message has this id.
     #[error("no message with id {id}")]
     UnknownMessage {
