@@ -159,11 +159,7 @@ pub fn load() -> Result<Config, ConfigError> {
 /// [`ConfigError::NoHome`] when neither `IRIS_HOME` nor a home directory is known.
 pub fn locate() -> Result<(PathBuf, PathBuf), ConfigError> {
     let env = process_env();
-    let home = home_dir(&env);
-    let iris_home = match env.get("IRIS_HOME").filter(|value| !value.is_empty()) {
-        Some(dir) => make_absolute(&expand_home_prefix(dir, home.as_deref())),
-        None => home.as_ref().ok_or(ConfigError::NoHome)?.join(".iris"),
-    };
+    let (home, iris_home) = homes(&env)?;
     if let Some(path) = env
         .get("IRIS_CONFIG_PATH")
         .filter(|value| !value.is_empty())
@@ -182,13 +178,19 @@ pub fn locate() -> Result<(PathBuf, PathBuf), ConfigError> {
     Ok((file, iris_home))
 }
 
-/// [`load`] with the environment given explicitly (tests must not mutate the process's).
-pub(crate) fn load_with_env(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+/// The user's home (if known) and `IRIS_HOME` (`$IRIS_HOME`, else `~/.iris`), absolute.
+fn homes(env: &HashMap<String, String>) -> Result<(Option<PathBuf>, PathBuf), ConfigError> {
     let home = home_dir(env);
     let iris_home = match env.get("IRIS_HOME").filter(|value| !value.is_empty()) {
         Some(dir) => make_absolute(&expand_home_prefix(dir, home.as_deref())),
         None => home.as_ref().ok_or(ConfigError::NoHome)?.join(".iris"),
     };
+    Ok((home, iris_home))
+}
+
+/// [`load`] with the environment given explicitly (tests must not mutate the process's).
+pub(crate) fn load_with_env(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let (home, iris_home) = homes(env)?;
     if let Some(path) = env
         .get("IRIS_CONFIG_PATH")
         .filter(|value| !value.is_empty())
