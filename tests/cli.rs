@@ -49,8 +49,18 @@ fn iris(config: &std::path::Path, home: &std::path::Path) -> Command {
 
 struct Console {
     child: Child,
-    stdin: std::process::ChildStdin,
+    stdin: Option<std::process::ChildStdin>,
     stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave its Iris running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Console {
@@ -66,14 +76,15 @@ impl Console {
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Self {
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout,
         }
     }
 
     fn request(&mut self, request: &serde_json::Value) -> serde_json::Value {
-        writeln!(self.stdin, "{request}").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("console input open");
+        writeln!(stdin, "{request}").unwrap();
+        stdin.flush().unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         serde_json::from_str(&line)
@@ -102,7 +113,7 @@ fn console_answers_and_reports_errors() {
         answer["error"].as_str().unwrap(),
         "bad request: unknown variant `launch`",
     );
-    writeln!(console.stdin, "not json").unwrap();
+    writeln!(console.stdin.as_mut().unwrap(), "not json").unwrap();
     let answer = console.request(&serde_json::json!({"id": 4, "op": "status"}));
     // The bad line got its own error answer first.
     assert_eq!(answer["ok"], false);
@@ -113,7 +124,7 @@ fn console_answers_and_reports_errors() {
     };
     assert_eq!(answer["id"], 4);
     assert_eq!(answer["status"]["live"], 1);
-    drop(console.stdin);
+    console.stdin.take();
     let status = console.child.wait().unwrap();
     assert!(status.success());
     wait_for_no_processes(&marker);
@@ -148,8 +159,8 @@ fn sigkill_of_iris_leaves_no_agent_process_behind() {
     // A turn in flight that ignores stdin close and interrupts, with a grandchild of its own.
     let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "caller", "to": "a", "message": "[[grandchild]]"}));
     assert_eq!(answer["ok"], true, "{answer}");
-    writeln!(console.stdin, "{}", serde_json::json!({"id": 3, "op": "send", "from": "caller", "to": "b", "message": "[[hang]]"})).unwrap();
-    console.stdin.flush().unwrap();
+    writeln!(console.stdin.as_mut().unwrap(), "{}", serde_json::json!({"id": 3, "op": "send", "from": "caller", "to": "b", "message": "[[hang]]"})).unwrap();
+    console.stdin.as_mut().unwrap().flush().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -300,7 +311,7 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
         answer["error"].as_str().unwrap(),
         "no message with id not-an-id",
     );
-    drop(console.stdin);
+    console.stdin.take();
     assert!(console.child.wait().unwrap().success());
     wait_for_no_processes(&marker);
 }
@@ -349,7 +360,7 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     let status = console.request(&serde_json::json!({"op": "status"}));
     assert_eq!(status["ok"], true);
     wait_for_no_processes(&marker);
-    drop(console.stdin);
+    console.stdin.take();
     assert!(console.child.wait().unwrap().success());
 }
 
@@ -417,13 +428,13 @@ fn fork_prints_the_command_for_a_pairs_session() {
     let forked =
         console.request(&serde_json::json!({"op": "fork", "from": "frontend", "to": "backend"}));
     assert_eq!(forked["command"].as_str().unwrap().trim(), line.trim());
-    drop(console.stdin);
+    console.stdin.take();
     assert!(console.child.wait().unwrap().success());
     wait_for_no_processes(&marker);
 }
 
 /// `iris serve --port 0` on `config`; returns the child and its port.
-fn serve(config: &std::path::Path, home: &std::path::Path) -> (Child, u16) {
+fn serve(config: &std::path::Path, home: &std::path::Path) -> (common::ChildGuard, u16) {
     let mut server = iris(config, home)
         .args(["serve", "--port", "0"])
         .stderr(Stdio::piped())
@@ -441,7 +452,7 @@ fn serve(config: &std::path::Path, home: &std::path::Path) -> (Child, u16) {
         }
     };
     std::thread::spawn(move || for _ in stderr.lines() {});
-    (server, port)
+    (common::ChildGuard(server), port)
 }
 
 #[test]
@@ -526,12 +537,7 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
     assert_contains(&report, "ok   team backend");
     assert_contains(&report, &format!("an Iris serves on port {port}"));
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id().cast_signed()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.terminate().success());
     wait_for_no_processes(&marker);
 
     let output = iris(&config, dir.path())

@@ -246,7 +246,7 @@ async fn tools_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-mcp-http-{}", uuid::Uuid::new_v4());
     let config = write_config(dir.path(), &marker);
-    let mut server = std::process::Command::new(IRIS)
+    let server = std::process::Command::new(IRIS)
         .args(["serve", "--port", "0"])
         .env("IRIS_CONFIG_PATH", &config)
         .env("IRIS_HOME", dir.path())
@@ -254,7 +254,9 @@ async fn tools_over_http() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    // Stopped by the guard if the test fails half-way.
+    let mut server = common::ChildGuard(server);
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let url = loop {
         let mut line = String::new();
         assert!(
@@ -332,12 +334,7 @@ async fn tools_over_http() {
         .unwrap();
     assert_eq!(huge.status().as_u16(), 413);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id().cast_signed()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.terminate().success());
     wait_for("agents stopped", || {
         processes_with_marker(&marker, false).is_empty()
     })

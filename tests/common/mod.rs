@@ -215,3 +215,26 @@ pub fn assert_contains(haystack: &str, needle: &str) {
         "expected {needle:?} in {haystack:?}"
     );
 }
+
+/// A child process that is stopped (SIGTERM, then reaped) when dropped, so a failing test
+/// never leaves its server running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id().cast_signed()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.0.wait().expect("wait for child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}
