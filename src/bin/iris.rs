@@ -500,7 +500,9 @@ async fn serve(
             )),
         }
     };
+    tracing::debug!("transport stopped; stopping the pool");
     pool.shutdown().await;
+    tracing::debug!("pool stopped");
     served
 }
 
