@@ -153,7 +153,11 @@ impl Worker {
                 Duration::from_millis(100),
                 Duration::from_secs(1),
             ] {
-                tokio::time::sleep(backoff).await;
+                // Only before a retry: even a zero sleep waits for the timer's next tick
+                // (up to 1 ms), which would be added to every turn.
+                if !backoff.is_zero() {
+                    tokio::time::sleep(backoff).await;
+                }
                 written = match turn {
                     Some(turn) => self.pool.store.finish_turn(id, finish.clone(), turn).await,
                     None => self.pool.store.finish_message(id, finish.clone()).await,
