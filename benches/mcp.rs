@@ -5,8 +5,12 @@
 //! `send_message`, and calls per second with several clients at once.
 #![allow(missing_docs)]
 
+mod support;
+
+use support::{percentile, rss_kib, us};
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
 use iris::pool::{Pool, PoolOptions};
@@ -150,27 +154,4 @@ async fn run(calls: usize) {
     shutdown.cancel();
     let _ = server.await;
     pool.shutdown().await;
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(samples: &[Duration], pct: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((pct / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn us(duration: Duration) -> String {
-    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
 }

@@ -5,6 +5,10 @@
 //! BENCHMARKS.md.
 #![allow(missing_docs)]
 
+mod support;
+
+use support::{percentile, rss_kib, us};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -310,27 +314,8 @@ async fn spawn_evict_cycles(root: &Path, cycles: usize) -> Churn {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
-}
-
-fn percentile(samples: &[Duration], pct: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((pct / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn mean(samples: &[Duration]) -> Duration {
@@ -338,10 +323,6 @@ fn mean(samples: &[Duration]) -> Duration {
         return Duration::ZERO;
     }
     samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap_or(u32::MAX)
-}
-
-fn us(duration: Duration) -> String {
-    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
 }
 
 /// What recording costs: the four store writes of one turn, messages written per second,

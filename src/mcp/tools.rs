@@ -214,25 +214,22 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<QuickArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
-        };
-        Ok(
-            match self
-                .pool
-                .tell(&pair, args.message, MessageMode::Quick)
-                .await
-            {
-                Ok(id) => CallToolResult::structured(json!({
+        Ok(reply(
+            async {
+                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let id = self
+                    .pool
+                    .tell(&pair, args.message, MessageMode::Quick)
+                    .await?;
+                Ok(json!({
                     "status": "queued",
                     "messageId": id,
                     "fromTeam": pair.caller,
                     "toTeam": pair.target,
-                })),
-                Err(error) => failure(&error),
-            },
-        )
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(
@@ -244,10 +241,12 @@ impl IrisMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let id = message_id(&args.message_id)?;
         let wait = wait_for(args.timeout, Duration::ZERO);
-        Ok(match self.pool.wait_message(id, wait).await {
-            Ok(record) => CallToolResult::structured(record_json(&record)),
-            Err(error) => failure(&error),
-        })
+        Ok(reply(
+            self.pool
+                .wait_message(id, wait)
+                .await
+                .map(|record| record_json(&record)),
+        ))
     }
 
     #[tool(
@@ -257,49 +256,46 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamStatusArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let config = self.pool.config();
-        let from = match self.caller(args.from_team.as_deref()) {
-            Ok(from) => from,
-            Err(error) => return Ok(failure(&error)),
-        };
-        if let Some(team) = &args.team
-            && let Err(error) = self.pool.pair(&from, team)
-        {
-            return Ok(failure(&error));
-        }
-        let status = self.pool.status();
-        let teams: Vec<Value> = config
-            .teams
-            .values()
-            .filter(|team| {
-                args.team
-                    .as_deref()
-                    .is_none_or(|only| only == team.name.as_str())
-            })
-            .map(|team| {
-                let pair = status.pairs.iter().find(|pair| {
-                    pair.pair.caller.as_str() == from && pair.pair.target == team.name
-                });
-                json!({
-                    "name": team.name,
-                    "status": match pair.map(|pair| pair.state) {
-                        Some(crate::pool::PairState::Stopped) | None => "asleep",
-                        Some(_) => "awake",
-                    },
-                    "state": pair.map(|pair| pair.state),
-                    "pid": pair.and_then(|pair| pair.pid),
-                    "sessionId": pair.map(|pair| pair.session_id),
-                    "queued": pair.map_or(0, |pair| pair.queued),
-                    "sessionTurns": pair.map_or(0, |pair| pair.session_turns),
-                    "totalCostUsd": pair.map_or(0.0, |pair| pair.total_cost_usd),
-                    "description": team.description,
+        Ok(reply((|| {
+            let config = self.pool.config();
+            let from = self.caller(args.from_team.as_deref())?;
+            if let Some(team) = &args.team {
+                self.pool.pair(&from, team)?;
+            }
+            let status = self.pool.status();
+            let teams: Vec<Value> = config
+                .teams
+                .values()
+                .filter(|team| {
+                    args.team
+                        .as_deref()
+                        .is_none_or(|only| only == team.name.as_str())
                 })
-            })
-            .collect();
-        Ok(CallToolResult::structured(json!({
-            "teams": teams,
-            "pool": {"live": status.live, "maxProcesses": status.max_processes},
-        })))
+                .map(|team| {
+                    let pair = status.pairs.iter().find(|pair| {
+                        pair.pair.caller.as_str() == from && pair.pair.target == team.name
+                    });
+                    json!({
+                        "name": team.name,
+                        "status": match pair.map(|pair| pair.state) {
+                            Some(crate::pool::PairState::Stopped) | None => "asleep",
+                            Some(_) => "awake",
+                        },
+                        "state": pair.map(|pair| pair.state),
+                        "pid": pair.and_then(|pair| pair.pid),
+                        "sessionId": pair.map(|pair| pair.session_id),
+                        "queued": pair.map_or(0, |pair| pair.queued),
+                        "sessionTurns": pair.map_or(0, |pair| pair.session_turns),
+                        "totalCostUsd": pair.map_or(0.0, |pair| pair.total_cost_usd),
+                        "description": team.description,
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "teams": teams,
+                "pool": {"live": status.live, "maxProcesses": status.max_processes},
+            }))
+        })()))
     }
 
     #[tool(description = "Start your agent on a team now, so the first message is warm.")]
@@ -307,7 +303,9 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.wake(args.from_team.as_deref(), &args.team).await)
+        Ok(reply(
+            self.wake(args.from_team.as_deref(), &args.team).await,
+        ))
     }
 
     #[tool(description = "Same as team_wake.")]
@@ -315,7 +313,9 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self.wake(args.from_team.as_deref(), &args.team).await)
+        Ok(reply(
+            self.wake(args.from_team.as_deref(), &args.team).await,
+        ))
     }
 
     #[tool(
@@ -325,15 +325,17 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<TeamArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
-        };
-        let stopped = self.pool.sleep(&pair).await;
-        Ok(CallToolResult::structured(json!({
-            "team": pair.target,
-            "status": if stopped { "sleeping" } else { "already_asleep" },
-        })))
+        Ok(reply(
+            async {
+                let pair = self.pair(args.from_team.as_deref(), &args.team)?;
+                let stopped = self.pool.sleep(&pair).await;
+                Ok(json!({
+                    "team": pair.target,
+                    "status": if stopped { "sleeping" } else { "already_asleep" },
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(description = "Start your agents on every other team, in parallel.")]
@@ -341,40 +343,38 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<FromArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let config = self.pool.config();
-        let from = match self.caller(args.from_team.as_deref()) {
-            Ok(from) => from,
-            Err(error) => return Ok(failure(&error)),
-        };
-        let mut pairs = Vec::new();
-        for team in config.team_names() {
-            // Never the caller's own team: an agent waking itself would recurse.
-            if team == from {
-                continue;
-            }
-            match self.pool.pair(&from, &team) {
-                Ok(pair) => pairs.push(pair),
-                Err(error) => return Ok(failure(&error)),
-            }
-        }
-        let results = self
-            .pool
-            .wake_all(pairs, config.settings.wake_concurrency)
-            .await;
-        let failed = results.iter().filter(|(_, result)| result.is_err()).count();
-        let teams: Vec<Value> = results
-            .into_iter()
-            .map(|(pair, result)| match result {
-                Ok(pid) => json!({"team": pair.target, "status": "awake", "pid": pid}),
-                Err(error) => {
-                    json!({"team": pair.target, "status": "failed", "error": error.to_string()})
+        Ok(reply(
+            async {
+                let config = self.pool.config();
+                let from = self.caller(args.from_team.as_deref())?;
+                let mut pairs = Vec::new();
+                for team in config.team_names() {
+                    // Never the caller's own team: an agent waking itself would recurse.
+                    if team != from {
+                        pairs.push(self.pool.pair(&from, &team)?);
+                    }
                 }
-            })
-            .collect();
-        Ok(CallToolResult::structured(json!({
-            "teams": teams,
-            "summary": {"total": teams.len(), "failed": failed},
-        })))
+                let results = self
+                    .pool
+                    .wake_all(pairs, config.settings.wake_concurrency)
+                    .await;
+                let failed = results.iter().filter(|(_, result)| result.is_err()).count();
+                let teams: Vec<Value> = results
+                    .into_iter()
+                    .map(|(pair, result)| match result {
+                        Ok(pid) => json!({"team": pair.target, "status": "awake", "pid": pid}),
+                        Err(error) => {
+                            json!({"team": pair.target, "status": "failed", "error": error.to_string()})
+                        }
+                    })
+                    .collect();
+                Ok(json!({
+                    "teams": teams,
+                    "summary": {"total": teams.len(), "failed": failed},
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(description = "The configured teams.")]
@@ -407,30 +407,32 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<ReportArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
+        let pair = self.pair(args.from_team.as_deref(), &args.team);
+        // A malformed id is a protocol error, but an unknown team is reported first.
+        let before = match &pair {
+            Ok(_) => args.before.as_deref().map(message_id).transpose()?,
+            Err(_) => None,
         };
-        let before = args.before.as_deref().map(message_id).transpose()?;
-        let page = Page {
-            limit: args.limit.map_or(10, |limit| limit.clamp(1, 200) as usize),
-            before,
-        };
-        let session = match self.pool.session(&pair).await {
-            Ok(session) => session,
-            Err(error) => return Ok(failure(&error)),
-        };
-        Ok(match self.pool.report(&pair, page).await {
-            Ok(messages) => CallToolResult::structured(json!({
-                "fromTeam": pair.caller,
-                "team": pair.target,
-                "sessionId": session.as_ref().map(|session| session.session_id),
-                "sessionTurns": session.as_ref().map_or(0, |session| session.turns),
-                "totalCostUsd": session.as_ref().map_or(0.0, |session| session.total_cost_usd),
-                "messages": messages.iter().map(record_json).collect::<Vec<_>>(),
-            })),
-            Err(error) => failure(&error),
-        })
+        Ok(reply(
+            async {
+                let pair = pair?;
+                let page = Page {
+                    limit: args.limit.map_or(10, |limit| limit.clamp(1, 200) as usize),
+                    before,
+                };
+                let session = self.pool.session(&pair).await?;
+                let messages = self.pool.report(&pair, page).await?;
+                Ok(json!({
+                    "fromTeam": pair.caller,
+                    "team": pair.target,
+                    "sessionId": session.as_ref().map(|session| session.session_id),
+                    "sessionTurns": session.as_ref().map_or(0, |session| session.turns),
+                    "totalCostUsd": session.as_ref().map_or(0.0, |session| session.total_cost_usd),
+                    "messages": messages.iter().map(record_json).collect::<Vec<_>>(),
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(
@@ -440,16 +442,14 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<PairArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
-        };
-        Ok(match self.pool.reboot(&pair).await {
-            Ok((old, new)) => CallToolResult::structured(json!({
-                "status": "completed", "oldSessionId": old, "sessionId": new,
-            })),
-            Err(error) => failure(&error),
-        })
+        Ok(reply(
+            async {
+                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let (old, new) = self.pool.reboot(&pair).await?;
+                Ok(json!({"status": "completed", "oldSessionId": old, "sessionId": new}))
+            }
+            .await,
+        ))
     }
 
     #[tool(
@@ -459,22 +459,19 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<DeleteArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
-        };
-        Ok(
-            match self
-                .pool
-                .delete_session(&pair, args.delete_transcript)
-                .await
-            {
-                Ok((old, transcript)) => CallToolResult::structured(json!({
+        Ok(reply(
+            async {
+                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let (old, transcript) = self
+                    .pool
+                    .delete_session(&pair, args.delete_transcript)
+                    .await?;
+                Ok(json!({
                     "status": "completed", "deletedSessionId": old, "deletedTranscript": transcript,
-                })),
-                Err(error) => failure(&error),
-            },
-        )
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(
@@ -484,16 +481,16 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<PairArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
-        };
-        Ok(match self.pool.fork_command(&pair).await {
-            Ok(command) => CallToolResult::structured(json!({
-                "status": "completed", "command": command.shell_line(), "cwd": command.cwd,
-            })),
-            Err(error) => failure(&error),
-        })
+        Ok(reply(
+            async {
+                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let command = self.pool.fork_command(&pair).await?;
+                Ok(json!({
+                    "status": "completed", "command": command.shell_line(), "cwd": command.cwd,
+                }))
+            }
+            .await,
+        ))
     }
 
     #[tool(description = "Cancel a message to a team (by messageId, or the running one).")]
@@ -501,30 +498,30 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<CancelArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = match self.pair(args.from_team.as_deref(), &args.team) {
-            Ok(pair) => pair,
-            Err(error) => return Ok(failure(&error)),
+        let pair = self.pair(args.from_team.as_deref(), &args.team);
+        // A malformed id is a protocol error, but an unknown team is reported first.
+        let id = match (&pair, args.message_id.as_deref()) {
+            (Ok(_), Some(text)) => Some((message_id(text)?, text.to_owned())),
+            _ => None,
         };
-        let Some(text) = args.message_id else {
-            let running = self.pool.interrupt(&pair).await;
-            return Ok(CallToolResult::structured(json!({
-                "status": if running { "cancelled" } else { "none_running" },
-            })));
-        };
-        let id = message_id(&text)?;
-        match self.pool.message(id).await {
-            Ok(record) if record.caller != pair.caller || record.target != pair.target => {
-                return Ok(failure(&PoolError::UnknownMessage { id: text }));
+        Ok(reply(
+            async {
+                let pair = pair?;
+                let Some((id, text)) = id else {
+                    let running = self.pool.interrupt(&pair).await;
+                    return Ok(
+                        json!({"status": if running { "cancelled" } else { "none_running" }}),
+                    );
+                };
+                let record = self.pool.message(id).await?;
+                if record.caller != pair.caller || record.target != pair.target {
+                    return Err(PoolError::UnknownMessage { id: text });
+                }
+                let state = self.pool.cancel(id).await?;
+                Ok(json!({"status": status_of(state), "messageId": id}))
             }
-            Ok(_) => {}
-            Err(error) => return Ok(failure(&error)),
-        }
-        Ok(match self.pool.cancel(id).await {
-            Ok(state) => {
-                CallToolResult::structured(json!({"status": status_of(state), "messageId": id}))
-            }
-            Err(error) => failure(&error),
-        })
+            .await,
+        ))
     }
 
     #[tool(description = "Recent Iris log entries.")]
@@ -669,17 +666,10 @@ impl IrisMcp {
         }))
     }
 
-    async fn wake(&self, from: Option<&str>, team: &str) -> CallToolResult {
-        let pair = match self.pair(from, team) {
-            Ok(pair) => pair,
-            Err(error) => return failure(&error),
-        };
-        match self.pool.wake(&pair).await {
-            Ok(pid) => CallToolResult::structured(
-                json!({"team": pair.target, "status": "awake", "pid": pid}),
-            ),
-            Err(error) => failure(&error),
-        }
+    async fn wake(&self, from: Option<&str>, team: &str) -> Result<Value, PoolError> {
+        let pair = self.pair(from, team)?;
+        let pid = self.pool.wake(&pair).await?;
+        Ok(json!({"team": pair.target, "status": "awake", "pid": pid}))
     }
 }
 
@@ -766,6 +756,14 @@ fn status_of(state: MessageState) -> &'static str {
         MessageState::Cancelled => "cancelled",
         MessageState::TimedOut => "timed_out",
         MessageState::Failed | MessageState::Interrupted => "failed",
+    }
+}
+
+/// A tool's answer: its JSON on success, a tool error naming the cause on failure.
+fn reply(result: Result<Value, PoolError>) -> CallToolResult {
+    match result {
+        Ok(value) => CallToolResult::structured(value),
+        Err(error) => failure(&error),
     }
 }
 
