@@ -82,6 +82,7 @@ async fn run(calls: usize) {
         pool.clone(),
         None,
         shutdown.clone(),
+        iris::mcp::HttpAccess::default(),
     ));
 
     println!(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use iris::agent::{Agent, AgentEvent, EventSink};
 use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
-use iris::pool::{Pool, PoolOptions, SessionMode, agent_spec};
+use iris::pool::{Launch, Pool, PoolOptions, SessionMode, agent_spec};
 use iris::store::MessageMode;
 
 const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
@@ -170,10 +170,13 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
         &config,
         &team,
         &pair,
-        uuid::Uuid::new_v4(),
-        SessionMode::New,
-        0.0,
-        "bench",
+        &Launch {
+            session: uuid::Uuid::new_v4(),
+            mode: SessionMode::New,
+            cost_baseline: 0.0,
+            agent_key: "bench",
+            callback: None,
+        },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});
     let agent = Agent::spawn(spec, sink, None).await.expect("spawn");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -40,18 +41,45 @@ pub fn base_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// The pool status of the server at `base`.
+/// The environment variable that holds the bearer token the command line sends
+/// (`settings.httpToken` or a team's token), for a server that requires one.
+pub const TOKEN_VARIABLE: &str = "IRIS_TOKEN";
+
+/// The bearer token from [`TOKEN_VARIABLE`], if set.
+fn env_token() -> Option<String> {
+    std::env::var(TOKEN_VARIABLE)
+        .ok()
+        .filter(|token| !token.trim().is_empty())
+}
+
+/// The pool status of the server at `base` (with the bearer token from `IRIS_TOKEN`, if set).
 ///
 /// # Errors
-/// [`ClientError`] when it cannot be reached or answers nonsense.
+/// [`ClientError`] when it cannot be reached, refuses, or answers nonsense.
 pub async fn status(base: &str) -> Result<PoolStatus, ClientError> {
     let url = format!("{base}/status");
-    let response = reqwest::get(&url)
+    let mut request = reqwest::Client::new().get(&url);
+    if let Some(token) = env_token() {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
         .await
         .map_err(|error| ClientError::Unreachable {
             url: url.clone(),
             message: error.to_string(),
         })?;
+    if !response.status().is_success() {
+        let code = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        let reason = body["error"].as_str().unwrap_or("no reason given");
+        return Err(ClientError::Protocol {
+            url,
+            message: format!(
+                "refused with {code}: {reason} (the token comes from {TOKEN_VARIABLE})"
+            ),
+        });
+    }
     let value: Value = response
         .json()
         .await
@@ -102,8 +130,8 @@ pub fn status_table(status: &PoolStatus) -> String {
     out
 }
 
-/// Calls `tool` with `arguments` on the MCP server at `base`, returning its structured result
-/// and whether it is an error.
+/// Calls `tool` with `arguments` on the MCP server at `base` (with the bearer token from
+/// `IRIS_TOKEN`, if set), returning its structured result and whether it is an error.
 ///
 /// # Errors
 /// [`ClientError`] when the server cannot be reached or the call fails at the protocol level.
@@ -112,13 +140,37 @@ pub async fn call_tool(
     tool: &str,
     arguments: Value,
 ) -> Result<(Value, bool), ClientError> {
-    let url = format!("{base}/mcp");
+    call_tool_at(
+        &format!("{base}/mcp"),
+        env_token().as_deref(),
+        tool,
+        arguments,
+    )
+    .await
+}
+
+/// Calls `tool` on the MCP endpoint `url` (sending `token` as a bearer token, if given);
+/// returns its structured result and whether it is an error result.
+///
+/// # Errors
+/// As [`call_tool`].
+pub async fn call_tool_at(
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+) -> Result<(Value, bool), ClientError> {
+    let url = url.to_owned();
     let unreachable = |message: String| ClientError::Unreachable {
         url: url.clone(),
         message,
     };
+    let mut transport = StreamableHttpClientTransportConfig::with_uri(url.clone());
+    if let Some(token) = token {
+        transport = transport.auth_header(token);
+    }
     let client =
-        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        ().serve(StreamableHttpClientTransport::from_config(transport))
             .await
             .map_err(|error| unreachable(error.to_string()))?;
     let Value::Object(arguments) = arguments else {

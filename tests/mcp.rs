@@ -232,7 +232,7 @@ async fn tools_over_stdio() {
     assert_eq!(conflict.is_error, Some(true));
     assert_contains(
         structured(&conflict)["error"].as_str().unwrap(),
-        "fromTeam 'backend' conflicts with this connection's team 'frontend'",
+        "fromTeam 'backend' conflicts with the caller's team 'frontend'",
     );
     client.cancel().await.unwrap();
     wait_for("agents stopped", || {

@@ -41,7 +41,7 @@ enum Command {
         /// The HTTP port (0: any free port; the address is printed on stderr).
         #[arg(long)]
         port: Option<u16>,
-        /// The HTTP address to bind (loopback only in this build).
+        /// The HTTP address to bind; a non-loopback one needs bearer tokens in the config.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
@@ -440,9 +440,13 @@ async fn serve(
     bind: std::net::IpAddr,
 ) -> anyhow::Result<()> {
     use rmcp::ServiceExt as _;
-    if !stdio && !bind.is_loopback() {
+    let require_token = !stdio && !bind.is_loopback();
+    if require_token
+        && config.settings.http_token.is_none()
+        && config.teams.values().all(|team| team.token.is_none())
+    {
         anyhow::bail!(
-            "--bind {bind}: serving on a non-loopback address needs a bearer token, which this build does not support yet; use 127.0.0.1"
+            "--bind {bind}: serving on a non-loopback address needs bearer tokens; set settings.httpToken or a team's token in the config (or bind 127.0.0.1)"
         );
     }
     let port = port.unwrap_or(config.settings.http_port);
@@ -466,6 +470,24 @@ async fn serve(
         if let Some(team) = &identity {
             tracing::info!(team, "stdio caller identified by its working directory");
         }
+        // Agents call back over HTTP: a loopback listener that serves only their own URLs.
+        let callbacks = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("listening on 127.0.0.1 for agents' calls back into Iris")?;
+        let local = callbacks
+            .local_addr()
+            .context("reading the call-back address")?;
+        pool.set_callback_base(&format!("http://{local}"));
+        tokio::spawn(iris::mcp::serve_http(
+            callbacks,
+            pool.clone(),
+            logs.clone(),
+            shutdown.clone(),
+            iris::mcp::HttpAccess {
+                require_token: false,
+                callbacks_only: true,
+            },
+        ));
         let server = iris::mcp::IrisMcp::new(pool.clone(), logs).with_identity(identity);
         match server.serve(rmcp::transport::stdio()).await {
             Ok(running) => {
@@ -491,9 +513,19 @@ async fn serve(
                 eprintln!(
                     "iris: serving MCP on http://{local}/mcp (health: http://{local}/health)"
                 );
-                iris::mcp::serve_http(listener, pool.clone(), logs, shutdown.clone())
-                    .await
-                    .context("serving MCP over HTTP")
+                pool.set_callback_base(&callback_base(local));
+                iris::mcp::serve_http(
+                    listener,
+                    pool.clone(),
+                    logs,
+                    shutdown.clone(),
+                    iris::mcp::HttpAccess {
+                        require_token,
+                        callbacks_only: false,
+                    },
+                )
+                .await
+                .context("serving MCP over HTTP")
             }
             Err(error) => Err(anyhow::anyhow!(
                 "cannot listen on {address}: {error} (is another Iris running? set settings.httpPort or --port)"
@@ -504,6 +536,21 @@ async fn serve(
     pool.shutdown().await;
     tracing::debug!("pool stopped");
     served
+}
+
+/// Where this machine's agents reach the server bound at `local`: loopback when it listens on
+/// every address.
+fn callback_base(local: std::net::SocketAddr) -> String {
+    let ip = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
 }
 
 async fn start_pool(config: iris::config::Config) -> anyhow::Result<iris::pool::Pool> {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use self::interpolate::interpolate;
 use self::tree::{Entry, Kind, Node};
-use super::{Config, DatabaseConfig, GrantPermission, Settings, TeamConfig, TeamName};
+use super::{Config, DatabaseConfig, GrantPermission, Secret, Settings, TeamConfig, TeamName};
 
 /// Where something is in the config file (1-based, in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +265,7 @@ pub fn load_from_str(
         iris_home: &iris_home,
         problems: Vec::new(),
         warnings: Vec::new(),
+        tokens: Vec::new(),
     };
     let (settings, teams, database) = loader.document(&root);
     if !loader.problems.is_empty() {
@@ -329,6 +330,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "wakeConcurrency",
     "maxLineBytes",
     "hotReloadConfig",
+    "httpToken",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -391,6 +393,7 @@ const TEAM_KEYS: &[&str] = &[
     "env",
     "remote",
     "color",
+    "token",
 ];
 
 const NO_REMOTE_YET: &str = "remote teams are not run by this build yet";
@@ -407,6 +410,9 @@ const TEAM_IGNORED: &[(&str, &str)] = &[
     ("sessionMcpPath", NO_SESSION_MCP_FILE),
     ("mcpConfigScript", NO_SESSION_MCP_FILE),
 ];
+
+/// The shortest bearer token accepted.
+const MIN_TOKEN_CHARS: usize = 16;
 
 /// Values of `permissionMode`, as `claude --permission-mode` accepts them.
 const PERMISSION_MODES: &[&str] = &[
@@ -435,6 +441,8 @@ struct Loader<'a> {
     iris_home: &'a Path,
     problems: Vec<Problem>,
     warnings: Vec<ConfigWarning>,
+    /// Every bearer token read, with its key and position: no two may be the same.
+    tokens: Vec<(String, Option<Position>, Secret)>,
 }
 
 /// A scalar, interpolated, with how to show it in a message.
@@ -489,6 +497,7 @@ impl Loader<'_> {
                 _ => self.other_key(&child("", &entry.key), entry, TOP_KEYS, &[]),
             }
         }
+        self.distinct_tokens();
         (settings, teams, database)
     }
 
@@ -535,6 +544,7 @@ impl Loader<'_> {
                     set(&mut settings.hot_reload_config, self.boolean(value, &key));
                     self.warn(&key, entry.position, "this build does not reload the configuration yet; restart Iris to apply changes");
                 }
+                "httpToken" => settings.http_token = self.token(value, &key),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }
@@ -666,6 +676,7 @@ impl Loader<'_> {
                     remote = self.remote(value, &field_key);
                 }
                 "color" => team.color = self.color(value, &field_key),
+                "token" => team.token = self.token(value, &field_key),
                 _ => self.other_key(&field_key, field, TEAM_KEYS, TEAM_IGNORED),
             }
         }
@@ -702,6 +713,7 @@ impl Loader<'_> {
             env: team.env,
             remote,
             color: team.color,
+            token: team.token,
         })
     }
 
@@ -1071,6 +1083,46 @@ impl Loader<'_> {
         Some(scalar.text)
     }
 
+    /// A bearer token: a string of at least [`MIN_TOKEN_CHARS`] characters, without spaces.
+    fn token(&mut self, node: &Node, key: &str) -> Option<Secret> {
+        let scalar = self.scalar(node, key, "a token string")?;
+        let text = scalar.text;
+        let problem = if text.chars().count() < MIN_TOKEN_CHARS {
+            Some(format!(
+                "is too short ({} characters): a bearer token needs at least {MIN_TOKEN_CHARS} random characters (e.g. from `openssl rand -hex 24`)",
+                text.chars().count()
+            ))
+        } else if !text.chars().all(|c| c.is_ascii_graphic()) {
+            Some("may hold only printable ASCII characters without spaces (it travels in an HTTP header)".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            self.problem(key, node.position, message);
+            return None;
+        }
+        let secret = Secret::new(text);
+        self.tokens
+            .push((key.to_owned(), node.position, secret.clone()));
+        Some(secret)
+    }
+
+    /// Two keys with the same token could not tell their callers apart.
+    fn distinct_tokens(&mut self) {
+        let tokens = std::mem::take(&mut self.tokens);
+        for (index, (key, position, secret)) in tokens.iter().enumerate() {
+            if let Some((first, _, _)) =
+                tokens[..index].iter().find(|(_, _, other)| other == secret)
+            {
+                self.problem(
+                    key,
+                    *position,
+                    format!("is the same token as {first}: every token must be different, it is what identifies the caller"),
+                );
+            }
+        }
+    }
+
     /// A list of tool names, or one string of names separated by commas or whitespace (a
     /// space inside parentheses, as in `Bash(git log:*)`, does not separate).
     fn tools(&mut self, node: &Node, key: &str) -> Vec<String> {
@@ -1249,6 +1301,7 @@ struct TeamDraft {
     grant_permission: Option<GrantPermission>,
     env: BTreeMap<String, String>,
     color: Option<String>,
+    token: Option<Secret>,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

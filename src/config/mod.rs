@@ -74,6 +74,38 @@ impl Config {
     }
 }
 
+/// A secret from the configuration (a bearer token): never printed, also not by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    #[must_use]
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Whether `offered` is this secret, compared in time independent of where they differ.
+    #[must_use]
+    pub fn matches(&self, offered: &str) -> bool {
+        let (expected, offered) = (self.0.as_bytes(), offered.as_bytes());
+        if expected.len() != offered.len() {
+            return false;
+        }
+        expected
+            .iter()
+            .zip(offered)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// `settings`: global knobs. Durations are written in the file as milliseconds (numbers, as in
 /// Iris MCP) or as strings with a unit (`"30s"`, `"500ms"`, `"5m"`, `"1h"`).
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +139,9 @@ pub struct Settings {
     pub max_line_bytes: usize,
     /// `hotReloadConfig`: watch the file and apply valid edits. Default false.
     pub hot_reload_config: bool,
+    /// `httpToken`: a bearer token that lets HTTP clients in without naming a team (they state
+    /// `fromTeam`). Required, or a team `token`, to serve on a non-loopback address.
+    pub http_token: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -125,6 +160,7 @@ impl Default for Settings {
             wake_concurrency: 4,
             max_line_bytes: 16 * 1024 * 1024,
             hot_reload_config: false,
+            http_token: None,
         }
     }
 }
@@ -240,6 +276,8 @@ pub struct TeamConfig {
     pub remote: Option<String>,
     /// `color`: `#rrggbb` for the dashboard.
     pub color: Option<String>,
+    /// `token`: a bearer token that identifies this team over HTTP (`Authorization: Bearer`).
+    pub token: Option<Secret>,
 }
 
 impl TeamConfig {
@@ -263,6 +301,7 @@ impl TeamConfig {
             env: BTreeMap::new(),
             remote: None,
             color: None,
+            token: None,
         }
     }
 }

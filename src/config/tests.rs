@@ -615,7 +615,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken)"
         ]
     );
 }
@@ -1230,4 +1230,61 @@ teams:
     assert_eq!(team(&config, "a").model.as_deref(), Some("sonnet"));
     assert_eq!(team(&config, "b").model.as_deref(), Some("opus"));
     assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn bearer_tokens_are_read_checked_and_never_printed() {
+    let fixture = Fixture::new();
+    let web = fixture.dir("web").display().to_string();
+    let api = fixture.dir("api").display().to_string();
+    let config = fixture.load_with(
+        &format!(
+            "settings:\n  httpToken: ${{SERVER_TOKEN}}\nteams:\n  web:\n    path: {web}\n    token: web-team-token-0123456789\n  api:\n    path: {api}\n"
+        ),
+        &[("SERVER_TOKEN", "server-token-0123456789")],
+    );
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => panic!("config should load, got:\n{error}"),
+    };
+    let server = config.settings.http_token.as_ref().expect("httpToken");
+    assert!(server.matches("server-token-0123456789"));
+    assert!(!server.matches("server-token-012345678"));
+    assert!(!server.matches("server-token-0123456780"));
+    assert!(
+        team(&config, "web")
+            .token
+            .as_ref()
+            .expect("token")
+            .matches("web-team-token-0123456789")
+    );
+    assert_eq!(team(&config, "api").token, None);
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("web-team-token"), "{printed}");
+    assert!(!printed.contains("server-token"), "{printed}");
+    assert!(printed.contains("Secret(<redacted>)"));
+
+    let short = fixture.problem(&format!(
+        "teams:\n  web:\n    path: {web}\n    token: short\n"
+    ));
+    assert!(
+        short.starts_with(
+            "teams.web.token: is too short (5 characters): a bearer token needs at least 16"
+        ),
+        "{short}"
+    );
+    let spaced = fixture.problem("settings:\n  httpToken: \"has a space in it, 0123456789\"\n");
+    assert!(
+        spaced.contains(
+            "settings.httpToken: may hold only printable ASCII characters without spaces"
+        ),
+        "{spaced}"
+    );
+    let same = fixture.problem(&format!(
+        "settings:\n  httpToken: same-token-0123456789\nteams:\n  web:\n    path: {web}\n    token: same-token-0123456789\n"
+    ));
+    assert!(
+        same.starts_with("teams.web.token: is the same token as settings.httpToken"),
+        "{same}"
+    );
 }

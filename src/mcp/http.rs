@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::IrisMcp;
+use super::identity::{Gate, HttpAccess, admit};
 use crate::logs::LogBuffer;
 use crate::pool::Pool;
 
@@ -25,20 +26,35 @@ const ALLOWED_ORIGINS: [&str; 4] = [
     "null",
 ];
 
-/// The HTTP routes: MCP at `/mcp` (one handler per MCP session, all on the same pool) and
-/// `GET /health`. Against DNS rebinding, rmcp checks the `Host` header (loopback names only)
-/// and the `Origin` header (loopback pages only); bodies are capped at
-/// [`MAX_REQUEST_BODY_BYTES`].
-pub fn router(pool: Pool, logs: Option<Arc<LogBuffer>>, shutdown: &CancellationToken) -> Router {
+/// The HTTP routes: MCP at `/mcp` and at agents' own `/mcp/s/<token>` (one handler per MCP
+/// session, all on the same pool), `GET /status` and `GET /health`. Every request but
+/// `/health` passes the identity gate ([`HttpAccess`]). Against DNS rebinding, rmcp checks
+/// the `Origin` header (loopback pages only) and, unless every request must carry a token,
+/// the `Host` header (loopback names only); bodies are capped at [`MAX_REQUEST_BODY_BYTES`].
+pub fn router(
+    pool: Pool,
+    logs: Option<Arc<LogBuffer>>,
+    shutdown: &CancellationToken,
+    access: HttpAccess,
+) -> Router {
     let mcp_pool = pool.clone();
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown.child_token())
+        .with_allowed_origins(ALLOWED_ORIGINS)
+        .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES);
+    if access.require_token {
+        // Reached under the machine's own names; a rebinding page cannot send the token.
+        config = config.disable_allowed_hosts();
+    }
     let service = StreamableHttpService::new(
         move || Ok(IrisMcp::new(mcp_pool.clone(), logs.clone())),
         LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default()
-            .with_cancellation_token(shutdown.child_token())
-            .with_allowed_origins(ALLOWED_ORIGINS)
-            .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES),
+        config,
     );
+    let gate = Gate {
+        pool: pool.clone(),
+        access,
+    };
     let status_pool = pool.clone();
     Router::new()
         .nest_service("/mcp", service)
@@ -64,6 +80,7 @@ pub fn router(pool: Pool, logs: Option<Arc<LogBuffer>>, shutdown: &CancellationT
                 }
             }),
         )
+        .layer(axum::middleware::from_fn_with_state(gate, admit))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` is cancelled.
@@ -75,8 +92,9 @@ pub async fn serve_http(
     pool: Pool,
     logs: Option<Arc<LogBuffer>>,
     shutdown: CancellationToken,
+    access: HttpAccess,
 ) -> std::io::Result<()> {
-    let app = router(pool, logs, &shutdown);
+    let app = router(pool, logs, &shutdown, access);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -7,9 +7,11 @@
 //! buffer; tool names and argument names are Iris MCP's, so its users can switch.
 
 mod http;
+mod identity;
 mod tools;
 
 pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http};
+pub use identity::{HttpAccess, ProvenCaller};
 pub use tools::IrisMcp;
 
 use std::time::Duration;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::{DEFAULT_WAIT, MAX_WAIT};
+use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
 use crate::agent::AgentEvent;
 use crate::logs::LogBuffer;
 use crate::pool::{Pair, Pool, PoolError, PoolEvent, TurnOutcome};
@@ -24,16 +24,16 @@ use crate::store::{MessageId, MessageMode, MessageRecord, MessageState, Page};
 pub struct IrisMcp {
     pool: Pool,
     logs: Option<Arc<LogBuffer>>,
-    /// The caller's team when the connection itself tells (stdio started in a team's
+    /// The caller's team when the whole connection proves it (stdio started in a team's
     /// directory); a `fromTeam` that disagrees is refused.
-    identity: Option<String>,
+    identity: Option<ProvenCaller>,
     tool_router: ToolRouter<Self>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct SendArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The team whose agent answers.
@@ -48,7 +48,7 @@ struct SendArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct QuickArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The team that receives it.
@@ -70,7 +70,7 @@ struct StatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The other team.
@@ -80,7 +80,7 @@ struct TeamArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamStatusArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// Only this team (default: all).
@@ -91,7 +91,7 @@ struct TeamStatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct FromArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
 }
@@ -99,7 +99,7 @@ struct FromArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct PairArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The other team.
@@ -109,7 +109,7 @@ struct PairArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeleteArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The other team.
@@ -122,7 +122,7 @@ struct DeleteArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReportArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The other team.
@@ -138,7 +138,7 @@ struct ReportArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct CancelArgs {
-    /// Your team (the caller); optional where Iris knows it (stdio in a team's directory).
+    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
     #[serde(default)]
     from_team: Option<String>,
     /// The other team.
@@ -181,7 +181,10 @@ impl IrisMcp {
     /// The same handler, for a connection known to come from `team`.
     #[must_use]
     pub fn with_identity(mut self, team: Option<String>) -> Self {
-        self.identity = team;
+        self.identity = team.map(|team| ProvenCaller {
+            team,
+            proof: "the stdio server's working directory",
+        });
         self
     }
 
@@ -213,10 +216,11 @@ impl IrisMcp {
     async fn quick_message(
         &self,
         Parameters(args): Parameters<QuickArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let id = self
                     .pool
                     .tell(&pair, args.message, MessageMode::Quick)
@@ -255,10 +259,11 @@ impl IrisMcp {
     async fn team_status(
         &self,
         Parameters(args): Parameters<TeamStatusArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply((|| {
             let config = self.pool.config();
-            let from = self.caller(args.from_team.as_deref())?;
+            let from = self.caller(&context, args.from_team.as_deref())?;
             if let Some(team) = &args.team {
                 self.pool.pair(&from, team)?;
             }
@@ -302,9 +307,11 @@ impl IrisMcp {
     async fn team_wake(
         &self,
         Parameters(args): Parameters<TeamArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
-            self.wake(args.from_team.as_deref(), &args.team).await,
+            self.wake(&context, args.from_team.as_deref(), &args.team)
+                .await,
         ))
     }
 
@@ -312,9 +319,11 @@ impl IrisMcp {
     async fn team_launch(
         &self,
         Parameters(args): Parameters<TeamArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
-            self.wake(args.from_team.as_deref(), &args.team).await,
+            self.wake(&context, args.from_team.as_deref(), &args.team)
+                .await,
         ))
     }
 
@@ -324,10 +333,11 @@ impl IrisMcp {
     async fn team_sleep(
         &self,
         Parameters(args): Parameters<TeamArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let pair = self.pair(args.from_team.as_deref(), &args.team)?;
+                let pair = self.pair(&context, args.from_team.as_deref(), &args.team)?;
                 let stopped = self.pool.sleep(&pair).await;
                 Ok(json!({
                     "team": pair.target,
@@ -342,11 +352,12 @@ impl IrisMcp {
     async fn team_wake_all(
         &self,
         Parameters(args): Parameters<FromArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
                 let config = self.pool.config();
-                let from = self.caller(args.from_team.as_deref())?;
+                let from = self.caller(&context, args.from_team.as_deref())?;
                 let mut pairs = Vec::new();
                 for team in config.team_names() {
                     // Never the caller's own team: an agent waking itself would recurse.
@@ -406,8 +417,9 @@ impl IrisMcp {
     async fn session_report(
         &self,
         Parameters(args): Parameters<ReportArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = self.pair(args.from_team.as_deref(), &args.team);
+        let pair = self.pair(&context, args.from_team.as_deref(), &args.team);
         // A malformed id is a protocol error, but an unknown team is reported first.
         let before = match &pair {
             Ok(_) => args.before.as_deref().map(message_id).transpose()?,
@@ -441,10 +453,11 @@ impl IrisMcp {
     async fn session_reboot(
         &self,
         Parameters(args): Parameters<PairArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let (old, new) = self.pool.reboot(&pair).await?;
                 Ok(json!({"status": "completed", "oldSessionId": old, "sessionId": new}))
             }
@@ -458,10 +471,11 @@ impl IrisMcp {
     async fn session_delete(
         &self,
         Parameters(args): Parameters<DeleteArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let (old, transcript) = self
                     .pool
                     .delete_session(&pair, args.delete_transcript)
@@ -480,10 +494,11 @@ impl IrisMcp {
     async fn session_fork(
         &self,
         Parameters(args): Parameters<PairArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let pair = self.pair(args.from_team.as_deref(), &args.to_team)?;
+                let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let command = self.pool.fork_command(&pair).await?;
                 Ok(json!({
                     "status": "completed", "command": command.shell_line(), "cwd": command.cwd,
@@ -497,8 +512,9 @@ impl IrisMcp {
     async fn session_cancel(
         &self,
         Parameters(args): Parameters<CancelArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let pair = self.pair(args.from_team.as_deref(), &args.team);
+        let pair = self.pair(&context, args.from_team.as_deref(), &args.team);
         // A malformed id is a protocol error, but an unknown team is reported first.
         let id = match (&pair, args.message_id.as_deref()) {
             (Ok(_), Some(text)) => Some((message_id(text)?, text.to_owned())),
@@ -581,15 +597,31 @@ impl IrisMcp {
 impl ServerHandler for IrisMcp {}
 
 impl IrisMcp {
-    /// The caller: the connection's team, or the stated `fromTeam`, never two different ones.
-    fn caller(&self, stated: Option<&str>) -> Result<String, PoolError> {
-        match (&self.identity, stated) {
-            (Some(known), Some(stated)) if known != stated => Err(PoolError::Caller {
+    /// The team the connection proved: the stdio server's, or the HTTP request's (an agent's
+    /// own URL or a team's bearer token, recorded by the gate).
+    fn proven<'a>(&'a self, context: &'a RequestContext<RoleServer>) -> Option<&'a ProvenCaller> {
+        self.identity.as_ref().or_else(|| {
+            context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<ProvenCaller>())
+        })
+    }
+
+    /// The caller: the proven team, or the stated `fromTeam`, never two different ones.
+    fn caller(
+        &self,
+        context: &RequestContext<RoleServer>,
+        stated: Option<&str>,
+    ) -> Result<String, PoolError> {
+        match (self.proven(context), stated) {
+            (Some(known), Some(stated)) if known.team != stated => Err(PoolError::Caller {
                 message: format!(
-                    "fromTeam '{stated}' conflicts with this connection's team '{known}'"
+                    "fromTeam '{stated}' conflicts with the caller's team '{}' (proven by {}); omit fromTeam",
+                    known.team, known.proof
                 ),
             }),
-            (Some(known), _) => Ok(known.clone()),
+            (Some(known), _) => Ok(known.team.clone()),
             (None, Some(stated)) => Ok(stated.to_owned()),
             (None, None) => Err(PoolError::Caller {
                 message: "fromTeam is required: this connection is not tied to a team".to_owned(),
@@ -597,8 +629,13 @@ impl IrisMcp {
         }
     }
 
-    fn pair(&self, stated: Option<&str>, target: &str) -> Result<Pair, PoolError> {
-        self.pool.pair(&self.caller(stated)?, target)
+    fn pair(
+        &self,
+        context: &RequestContext<RoleServer>,
+        stated: Option<&str>,
+        target: &str,
+    ) -> Result<Pair, PoolError> {
+        self.pool.pair(&self.caller(context, stated)?, target)
     }
 
     async fn send(
@@ -607,7 +644,7 @@ impl IrisMcp {
         mode: MessageMode,
         context: &RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let pair = match self.pair(args.from_team.as_deref(), &args.to_team) {
+        let pair = match self.pair(context, args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return failure(&error),
         };
@@ -666,8 +703,13 @@ impl IrisMcp {
         }))
     }
 
-    async fn wake(&self, from: Option<&str>, team: &str) -> Result<Value, PoolError> {
-        let pair = self.pair(from, team)?;
+    async fn wake(
+        &self,
+        context: &RequestContext<RoleServer>,
+        from: Option<&str>,
+        team: &str,
+    ) -> Result<Value, PoolError> {
+        let pair = self.pair(context, from, team)?;
         let pid = self.pool.wake(&pair).await?;
         Ok(json!({"team": pair.target, "status": "awake", "pid": pid}))
     }

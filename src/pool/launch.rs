@@ -31,25 +31,40 @@ const BASE_ARGS: [&str; 5] = [
 /// leftover process group only if its processes carry the key it recorded.
 pub const AGENT_KEY_VARIABLE: &str = "IRIS_AGENT_KEY";
 
-/// Builds the spec that starts `team`'s agent for `pair`. `agent_key` goes into the agent's
-/// environment as `IRIS_AGENT_KEY`.
+/// How one agent process starts: which session, and what it is given.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    /// The session to start or continue.
+    pub session: Uuid,
+    /// Start it or continue it.
+    pub mode: SessionMode,
+    /// The CLI's cumulative cost at the end of the session's last turn (a resumed process
+    /// starts its running total there).
+    pub cost_baseline: f64,
+    /// Goes into the agent's environment as `IRIS_AGENT_KEY`.
+    pub agent_key: &'a str,
+    /// The agent's own Iris MCP URL, passed as `--mcp-config`; `None` gives it none.
+    pub callback: Option<&'a str>,
+}
+
+/// Builds the spec that starts `team`'s agent for `pair`.
 #[must_use]
 pub fn agent_spec(
     config: &Config,
     team: &TeamConfig,
     pair: &Pair,
-    session: Uuid,
-    mode: SessionMode,
-    cost_baseline: f64,
-    agent_key: &str,
+    launch: &Launch<'_>,
 ) -> AgentSpec {
     let settings = &config.settings;
     let (program, program_source) = program(config, team);
     let mut args: Vec<String> = BASE_ARGS.iter().map(|arg| (*arg).to_owned()).collect();
-    args.push(match mode {
-        SessionMode::New => format!("--session-id={session}"),
-        SessionMode::Resume => format!("--resume={session}"),
+    args.push(match launch.mode {
+        SessionMode::New => format!("--session-id={}", launch.session),
+        SessionMode::Resume => format!("--resume={}", launch.session),
     });
+    if let Some(url) = launch.callback {
+        args.push(format!("--mcp-config={}", super::mcp_config(url)));
+    }
     if let Some(model) = &team.model {
         args.push(format!("--model={model}"));
     }
@@ -71,7 +86,7 @@ pub fn agent_spec(
     let mut env: Vec<(String, String)> = vec![
         ("IRIS_TEAM".to_owned(), pair.target.to_string()),
         ("IRIS_CALLER".to_owned(), pair.caller.to_string()),
-        (AGENT_KEY_VARIABLE.to_owned(), agent_key.to_owned()),
+        (AGENT_KEY_VARIABLE.to_owned(), launch.agent_key.to_owned()),
     ];
     env.extend(
         team.env
@@ -94,7 +109,7 @@ pub fn agent_spec(
             grant: team.grant_permission,
             team: team.name.to_string(),
         },
-        cost_baseline,
+        cost_baseline: launch.cost_baseline,
     }
 }
 

@@ -14,11 +14,13 @@
 //! Invariant: every slot transition checks the agent's identity, so a late notice about an
 //! old process never touches its successor.
 
+mod callback;
 mod launch;
 mod recovery;
 mod worker;
 
-pub use launch::{ForkCommand, SessionMode, agent_spec, fork_command, transcript_path};
+pub use callback::{CALLBACK_PREFIX, mcp_config};
+pub use launch::{ForkCommand, Launch, SessionMode, agent_spec, fork_command, transcript_path};
 
 use worker::Worker;
 #[cfg(test)]
@@ -392,6 +394,8 @@ pub(crate) struct Inner {
     store: Store,
     /// Serializes loading and replacing sessions (rare; never held by a turn).
     sessions: tokio::sync::Mutex<()>,
+    /// Per-agent MCP URLs and the teams they identify.
+    callbacks: callback::Callbacks,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
 }
@@ -556,6 +560,7 @@ impl Pool {
                 tasks: TaskTracker::new(),
                 store,
                 sessions: tokio::sync::Mutex::new(()),
+                callbacks: callback::Callbacks::default(),
                 _instance: instance,
             }),
         };
@@ -587,6 +592,20 @@ impl Pool {
         if let Ok(mut current) = self.inner.config.write() {
             *current = config;
         }
+    }
+
+    /// Where Iris serves MCP over HTTP (`http://127.0.0.1:PORT`): agents started from now on
+    /// get a URL of their own under it (`--mcp-config`), so their calls back are attributed
+    /// to their team. Without it agents get no Iris MCP server.
+    pub fn set_callback_base(&self, base: &str) {
+        self.inner.callbacks.set_base(base);
+    }
+
+    /// The team of the agent that holds the call-back `token` (the last segment of its
+    /// `/mcp/s/<token>` URL); `None` for a token this Iris never gave out.
+    #[must_use]
+    pub fn callback_team(&self, token: &str) -> Option<TeamName> {
+        self.inner.callbacks.team(token)
     }
 
     /// Events as they happen. A slow subscriber misses events (it sees `Lagged`), never

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    Inner, Job, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome, agent_spec,
-    millis,
+    Inner, Job, Launch, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome,
+    agent_spec, millis,
 };
 use crate::agent::{Agent, EventSink, SpawnError, TurnError, TurnResult};
 use crate::store::{
@@ -624,8 +624,18 @@ impl Worker {
                 resume: mode == SessionMode::Resume,
             });
             let agent_key = Uuid::new_v4().to_string();
+            let callback = self.pool.callbacks.url(&self.pair);
             let spec = agent_spec(
-                &config, team, &self.pair, session_id, mode, baseline, &agent_key,
+                &config,
+                team,
+                &self.pair,
+                &Launch {
+                    session: session_id,
+                    mode,
+                    cost_baseline: baseline,
+                    agent_key: &agent_key,
+                    callback: callback.as_deref(),
+                },
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
                 Ok(agent) => {

@@ -121,6 +121,8 @@ pub(crate) struct Config {
     pub tools: Vec<String>,
     /// `mcp_servers` for `system/init` and `mcp_status`.
     pub mcp_servers: Vec<Value>,
+    /// HTTP MCP servers from `--mcp-config`: name → URL (tools `mcp__<name>__<tool>` call them).
+    pub mcp_urls: Vec<(String, String)>,
     /// `--replay-user-messages`.
     pub replay_user_messages: bool,
     /// `CLAUDE_CODE_SDK_READS_SESSION_STATE=1`.
@@ -342,6 +344,7 @@ fn setup_session(
             .map(|t| (*t).to_string())
             .collect(),
         mcp_servers: mcp_servers(&args.mcp_config),
+        mcp_urls: mcp_urls(&args.mcp_config),
         replay_user_messages: args.replay_user_messages,
         emit_session_state: env_set("CLAUDE_CODE_SDK_READS_SESSION_STATE").as_deref() == Some("1"),
         no_init: env_set("FAKE_AGENT_NO_INIT").is_some_and(|v| v != "0"),
@@ -392,6 +395,22 @@ fn check_new_session_id(id: &str, path: &Path) {
 /// Server names from `--mcp-config` values (inline JSON or file paths), reported as
 /// connected. No server is started.
 fn mcp_servers(configs: &[String]) -> Vec<Value> {
+    mcp_entries(configs)
+        .into_iter()
+        .map(|(name, _)| json!({"name": name, "status": "connected", "source": "dynamic"}))
+        .collect()
+}
+
+/// The HTTP servers among `--mcp-config`'s, with their URLs.
+fn mcp_urls(configs: &[String]) -> Vec<(String, String)> {
+    mcp_entries(configs)
+        .into_iter()
+        .filter_map(|(name, server)| Some((name, server.get("url")?.as_str()?.to_owned())))
+        .collect()
+}
+
+/// Every server of every `--mcp-config` value (inline JSON or a file path), by name.
+fn mcp_entries(configs: &[String]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for c in configs {
         let text = if c.trim_start().starts_with('{') {
@@ -403,8 +422,8 @@ fn mcp_servers(configs: &[String]) -> Vec<Value> {
             continue;
         };
         if let Some(servers) = v.get("mcpServers").and_then(Value::as_object) {
-            for name in servers.keys() {
-                out.push(json!({"name": name, "status": "connected", "source": "dynamic"}));
+            for (name, server) in servers {
+                out.push((name.clone(), server.clone()));
             }
         }
     }

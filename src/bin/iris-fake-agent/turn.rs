@@ -256,7 +256,11 @@ impl Worker {
                         result,
                         json!({"id": tool_use_id, "permission_decision": {"decision": "accept", "source": source}}),
                     ));
-                    notes.push(format!("tool {name} allowed"));
+                    if name.starts_with("mcp__") {
+                        notes.push(format!("tool {name} allowed: {content}"));
+                    } else {
+                        notes.push(format!("tool {name} allowed"));
+                    }
                 }
                 Decision::Deny { message, interrupt } => {
                     emit(&self.tool_result(
@@ -685,11 +689,35 @@ impl Worker {
             }
             return ("(Bash completed with no output)".into(), false, ok);
         }
+        if let Some((server, tool)) = name
+            .strip_prefix("mcp__")
+            .and_then(|rest| rest.split_once("__"))
+            && let Some((_, url)) = self.cfg().mcp_urls.iter().find(|(n, _)| n == server)
+        {
+            let (content, is_error) = call_mcp_tool(url, tool, input);
+            return (content.clone(), is_error, json!(content));
+        }
         (
             format!("(fake agent: {name} was allowed but not executed)"),
             false,
             ok,
         )
+    }
+}
+
+/// Calls `tool` on the HTTP MCP server at `url`, as the real CLI does for an `mcp__…` tool:
+/// the structured result as JSON text, and whether it is an error.
+fn call_mcp_tool(url: &str, tool: &str, input: &Value) -> (String, bool) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return (format!("fake agent: no runtime for MCP: {e}"), true),
+    };
+    match runtime.block_on(iris::client::call_tool_at(url, None, tool, input.clone())) {
+        Ok((body, is_error)) => (body.to_string(), is_error),
+        Err(e) => (format!("MCP call failed: {e}"), true),
     }
 }
 

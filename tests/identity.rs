@@ -1,0 +1,469 @@
+//! Caller identity: agents call back into Iris through their own URL and are attributed to
+//! their team; team bearer tokens identify HTTP callers; a server that must not be open
+//! refuses requests without a token. Real `iris serve` processes, fake agents, rmcp clients.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use common::{FAKE_AGENT, IRIS, World, assert_contains, processes_with_marker, wait_for};
+use iris::config::Secret;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Value, json};
+
+const TEAM_A_TOKEN: &str = "token-of-team-a-0123456789";
+const SERVER_TOKEN: &str = "server-wide-token-0123456789";
+
+/// Teams a, b and c on the fake agent (tools allowed; a has a bearer token); `extra` is
+/// appended to `settings`.
+fn write_config(dir: &std::path::Path, marker: &str, extra: &str) -> std::path::PathBuf {
+    let mut yaml =
+        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\n{extra}teams:\n");
+    for team in ["a", "b", "c"] {
+        let path = dir.join(team);
+        std::fs::create_dir_all(&path).unwrap();
+        let state = dir.join("state").join(team);
+        std::fs::create_dir_all(&state).unwrap();
+        yaml.push_str(&format!(
+            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
+            path.display(),
+            state.display()
+        ));
+        if team == "a" {
+            yaml.push_str(&format!("    token: {TEAM_A_TOKEN}\n"));
+        }
+    }
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// Starts `iris serve` on a free loopback port; returns the guard and the MCP URL.
+fn serve(config: &std::path::Path, home: &std::path::Path) -> (common::ChildGuard, String) {
+    let server = std::process::Command::new(IRIS)
+        .args(["serve", "--port", "0"])
+        .env("IRIS_CONFIG_PATH", config)
+        .env("IRIS_HOME", home)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = common::ChildGuard(server);
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "iris serve ended before listening"
+        );
+        if let Some(rest) = line.split("serving MCP on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (server, url)
+}
+
+fn call(name: &str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
+}
+
+fn structured(result: &CallToolResult) -> Value {
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// What a fake agent says to make its turn call an Iris tool through its `--mcp-config`.
+fn call_back(tool: &str, arguments: &Value) -> String {
+    format!("[[tool:mcp__iris__{tool}:{arguments}]]")
+}
+
+/// A → B → C: B's agent calls `send_message` back into Iris without naming itself; Iris
+/// attributes the call to B (through B's own URL), C answers, and B's answer carries C's.
+async fn chain(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, from: Option<&str>) {
+    let mut arguments = json!({
+        "toTeam": "b",
+        "message": call_back("send_message", &json!({"toTeam": "c", "message": "relay this"})),
+    });
+    if let Some(from) = from {
+        arguments["fromTeam"] = json!(from);
+    }
+    let result = structured(
+        &client
+            .call_tool(call("send_message", arguments))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(result["status"], "completed", "{result}");
+    let answer = result["answer"].as_str().unwrap();
+    // C's structured result, as B's tool call received it.
+    assert_contains(answer, r#""status":"completed""#);
+    assert_contains(answer, r#""fromTeam":"b""#);
+    assert_contains(answer, r#""toTeam":"c""#);
+    assert_contains(answer, "fake answer #1: relay this");
+
+    // B may not pose as another team.
+    let posing = structured(
+        &client
+            .call_tool(call(
+                "send_message",
+                json!({
+                    "fromTeam": from.unwrap_or("a"),
+                    "toTeam": "b",
+                    "message": call_back("quick_message", &json!({"fromTeam": "a", "toTeam": "c", "message": "x"})),
+                }),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_contains(
+        posing["answer"].as_str().unwrap(),
+        "fromTeam 'a' conflicts with the caller's team 'b' (proven by its agent URL)",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_call_back_as_their_own_team_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-identity-http-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, "");
+    let (mut server, url) = serve(&config, dir.path());
+    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
+    chain(&client, Some("a")).await;
+
+    // The agent's URL is in its command line; Iris knows it, and nothing else under /mcp/.
+    let status = structured(
+        &client
+            .call_tool(call("team_status", json!({"fromTeam": "a"})))
+            .await
+            .unwrap(),
+    );
+    let pid = status["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|team| team["name"] == "b")
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&byte| byte == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let mcp_config = args
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--mcp-config="))
+        .expect("the agent is given --mcp-config");
+    let mcp_config: Value = serde_json::from_str(mcp_config).unwrap();
+    let agent_url = mcp_config["mcpServers"]["iris"]["url"].as_str().unwrap();
+    assert!(
+        agent_url.starts_with(&format!("{url}/s/")),
+        "{agent_url} is under {url}/s/"
+    );
+    let agent = ()
+        .serve(StreamableHttpClientTransport::from_uri(
+            agent_url.to_owned(),
+        ))
+        .await
+        .unwrap();
+    let implicit = structured(
+        &agent
+            .call_tool(call(
+                "quick_message",
+                json!({"toTeam": "c", "message": "hi"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(implicit["fromTeam"], "b", "{implicit}");
+    agent.cancel().await.unwrap();
+
+    let post = |url: String| {
+        reqwest::Client::new()
+            .post(url)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+    };
+    let unknown = post(format!("{url}/s/0123456789abcdef0123456789abcdef"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_contains(body["error"].as_str().unwrap(), "unknown agent URL");
+    let other = post(format!("{url}/other")).await.unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    let nested = post(format!("{agent_url}/more")).await.unwrap();
+    assert_eq!(nested.status().as_u16(), 404);
+
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || {
+        processes_with_marker(&marker, false).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_call_back_into_a_stdio_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-identity-stdio-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, "");
+    let command = tokio::process::Command::new(IRIS).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", &config)
+            .env("IRIS_HOME", dir.path())
+            .env_remove("RUST_LOG")
+            // Started in team a's project: the server knows its caller.
+            .current_dir(dir.path().join("a"));
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = ().serve(transport).await.unwrap();
+    chain(&client, None).await;
+    client.cancel().await.unwrap();
+    wait_for("agents stopped", || {
+        processes_with_marker(&marker, false).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_identify_teams() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-identity-token-{}", uuid::Uuid::new_v4());
+    let config = write_config(
+        dir.path(),
+        &marker,
+        &format!("  httpToken: {SERVER_TOKEN}\n"),
+    );
+    let (mut server, url) = serve(&config, dir.path());
+    let with_token = |token: &str| {
+        StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token),
+        )
+    };
+
+    // Team a's token: fromTeam may be omitted; a different one is refused.
+    let team_a = ().serve(with_token(TEAM_A_TOKEN)).await.unwrap();
+    let implicit = structured(
+        &team_a
+            .call_tool(call(
+                "quick_message",
+                json!({"toTeam": "c", "message": "hi"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(implicit["fromTeam"], "a", "{implicit}");
+    let posing = team_a
+        .call_tool(call(
+            "quick_message",
+            json!({"fromTeam": "b", "toTeam": "c", "message": "hi"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(posing.is_error, Some(true));
+    assert_contains(
+        structured(&posing)["error"].as_str().unwrap(),
+        "fromTeam 'b' conflicts with the caller's team 'a' (proven by its bearer token)",
+    );
+    team_a.cancel().await.unwrap();
+
+    // The server-wide token lets a client in; it states fromTeam.
+    let anyone = ().serve(with_token(SERVER_TOKEN)).await.unwrap();
+    let stated = structured(
+        &anyone
+            .call_tool(call(
+                "quick_message",
+                json!({"fromTeam": "b", "toTeam": "c", "message": "hi"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(stated["fromTeam"], "b", "{stated}");
+    anyone.cancel().await.unwrap();
+
+    // A wrong token, or a malformed header, is refused outright.
+    for header in ["Bearer not-a-configured-token-000", "Basic YTpi"] {
+        let refused = reqwest::Client::new()
+            .post(&url)
+            .header("Authorization", header)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 401, "{header}");
+        assert!(refused.headers().contains_key("www-authenticate"));
+    }
+
+    // `iris status` sends IRIS_TOKEN.
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let status = std::process::Command::new(IRIS)
+        .args(["status", "--json", "--port", &port])
+        .env("IRIS_CONFIG_PATH", &config)
+        .env("IRIS_HOME", dir.path())
+        .env("IRIS_TOKEN", SERVER_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let wrong = std::process::Command::new(IRIS)
+        .args(["status", "--port", &port])
+        .env("IRIS_CONFIG_PATH", &config)
+        .env("IRIS_HOME", dir.path())
+        .env("IRIS_TOKEN", "wrong-token-000000000000")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&wrong.stderr),
+        "refused with 401 Unauthorized",
+    );
+
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || {
+        processes_with_marker(&marker, false).is_empty()
+    })
+    .await;
+}
+
+#[test]
+fn a_non_loopback_address_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "unused", "");
+    // Without any token the server refuses to start (it never binds).
+    let without = dir.path().join("no-token.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("    token: {TEAM_A_TOKEN}\n"), "");
+    std::fs::write(&without, text).unwrap();
+    let refused = std::process::Command::new(IRIS)
+        .args(["serve", "--bind", "0.0.0.0", "--port", "0"])
+        .env("IRIS_CONFIG_PATH", &without)
+        .env("IRIS_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&refused.stderr),
+        "--bind 0.0.0.0: serving on a non-loopback address needs bearer tokens; set settings.httpToken or a team's token",
+    );
+}
+
+/// The gate of a server that requires tokens (as on a non-loopback address), in process and
+/// bound to loopback: no token → 401; a team token or an agent URL → in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_requires_tokens_admits_only_proven_callers() {
+    let mut world = World::new();
+    world.team("a", &[]).token = Some(Secret::new(TEAM_A_TOKEN));
+    world.team("b", &[]);
+    let pool = world.pool().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    pool.set_callback_base(&base);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(iris::mcp::serve_http(
+        listener,
+        pool.clone(),
+        None,
+        shutdown.clone(),
+        iris::mcp::HttpAccess {
+            require_token: true,
+            callbacks_only: false,
+        },
+    ));
+    let url = format!("{base}/mcp");
+    let bare = reqwest::Client::new()
+        .post(&url)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status().as_u16(), 401);
+    let body: Value = bare.json().await.unwrap();
+    assert_contains(body["error"].as_str().unwrap(), "Authorization: Bearer");
+    let status = reqwest::get(format!("{base}/status")).await.unwrap();
+    assert_eq!(status.status().as_u16(), 401, "/status needs the token too");
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert!(health.status().is_success(), "/health stays open");
+
+    // Reached under any host name: the token, not the Host header, keeps rebinding out.
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.replace("127.0.0.1", "localhost"))
+                .auth_header(TEAM_A_TOKEN),
+        ))
+        .await
+        .unwrap();
+    let answer = structured(
+        &client
+            .call_tool(call(
+                "send_message",
+                json!({"toTeam": "b", "message": "hello"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(answer["status"], "completed", "{answer}");
+    assert_eq!(answer["fromTeam"], "a");
+    client.cancel().await.unwrap();
+
+    // b's agent got its own URL: it gets in without a token.
+    let pair = pool.pair("a", "b").unwrap();
+    let pid = pool
+        .status()
+        .pairs
+        .iter()
+        .find(|entry| entry.pair == pair)
+        .and_then(|entry| entry.pid)
+        .unwrap();
+    let cmdline =
+        String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).unwrap();
+    let agent_url = cmdline
+        .split('\0')
+        .find_map(|arg| arg.strip_prefix("--mcp-config="))
+        .map(|config| serde_json::from_str::<Value>(config).unwrap())
+        .unwrap()["mcpServers"]["iris"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent = ().serve(StreamableHttpClientTransport::from_uri(agent_url)).await.unwrap();
+    let listed = structured(
+        &agent
+            .call_tool(call("list_teams", json!({})))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(listed["totalTeams"], 2);
+    agent.cancel().await.unwrap();
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    pool.shutdown().await;
+}
