@@ -340,3 +340,131 @@ async fn tools_over_http() {
     })
     .await;
 }
+
+/// A client that declares the tasks extension gets a task for an answer that takes longer
+/// than its `timeout`: the task id is the message id, `tasks/get` follows it to the result,
+/// `tasks/cancel` cancels the message. A client without tasks gets `pending` instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_asks_become_tasks_for_clients_that_support_them() {
+    use rmcp::model::{
+        CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig, GetTaskParams,
+        Implementation, TaskPayload, TaskStatus,
+    };
+    let mut world = common::World::new();
+    world.team("backend", &[]);
+    let pool = world.pool().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(iris::mcp::serve_http(
+        listener,
+        pool.clone(),
+        None,
+        shutdown.clone(),
+        iris::mcp::HttpAccess::default(),
+    ));
+    let info = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("task-client", "1"),
+    );
+    let client = info
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .peer_info()
+            .is_some_and(|server| server.capabilities.supports_tasks()),
+        "the server advertises tasks"
+    );
+
+    // timeout 0: still running when the wait ends (the agent is not even started).
+    let ask = |message: &str| {
+        call(
+            "ask_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": message, "timeout": 0}),
+        )
+    };
+    let CallToolResponse::Task(created) =
+        client.call_tool_once(ask("long question")).await.unwrap()
+    else {
+        panic!("expected a task")
+    };
+    assert_eq!(created.task.status, TaskStatus::Working);
+    assert_eq!(created.task.poll_interval_ms, Some(1000));
+    let task_id = created.task.task_id.clone();
+    let mut finished = None;
+    common::wait_for_async("the task to complete", async || {
+        let task = client
+            .get_task(GetTaskParams::new(task_id.clone()))
+            .await
+            .unwrap()
+            .task;
+        let done = task.status() == TaskStatus::Completed;
+        finished = Some(task);
+        done
+    })
+    .await;
+    let TaskPayload::Completed { result } = finished.unwrap().payload else {
+        panic!("a completed task carries its result")
+    };
+    assert_eq!(
+        result["structuredContent"]["status"], "completed",
+        "{result:?}"
+    );
+    assert_eq!(result["structuredContent"]["messageId"], task_id.as_str());
+    assert_contains(
+        result["structuredContent"]["answer"].as_str().unwrap(),
+        "long question",
+    );
+
+    // tasks/cancel cancels the message; tasks/get then says cancelled.
+    let mut events = pool.subscribe();
+    let CallToolResponse::Task(slow) = client
+        .call_tool_once(ask("[[slow:600000]] a very long one"))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a task")
+    };
+    let slow_id: iris::store::MessageId = slow.task.task_id.parse().unwrap();
+    common::wait_event(
+        &mut events,
+        "the slow turn to start",
+        |event| matches!(event, iris::pool::PoolEvent::TurnStarted { id, .. } if *id == slow_id),
+    )
+    .await;
+    client
+        .cancel_task(CancelTaskParams::new(slow.task.task_id.clone()))
+        .await
+        .unwrap();
+    let record = pool
+        .wait_message(slow_id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(record.state, iris::store::MessageState::Cancelled);
+    let task = client
+        .get_task(GetTaskParams::new(slow.task.task_id.clone()))
+        .await
+        .unwrap()
+        .task;
+    assert_eq!(task.status(), TaskStatus::Cancelled);
+
+    let unknown = client
+        .get_task(GetTaskParams::new("not-a-task".to_owned()))
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    client.cancel().await.unwrap();
+
+    // Without the tasks extension: `pending` with the message id.
+    let plain = ().serve(StreamableHttpClientTransport::from_uri(url)).await.unwrap();
+    let pending = structured(&plain.call_tool(ask("another")).await.unwrap());
+    assert!(
+        matches!(pending["status"].as_str(), Some("pending" | "queued")),
+        "{pending}"
+    );
+    plain.cancel().await.unwrap();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    pool.shutdown().await;
+}

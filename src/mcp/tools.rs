@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam};
+use rmcp::model::{
+    CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult, DetailedTask,
+    GetTaskParams, GetTaskResult, Implementation, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, Task, TaskPayload, TaskStatus,
+};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
@@ -195,7 +199,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<SendArgs>,
         context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<CallToolResponse, ErrorData> {
         Ok(self.send(args, MessageMode::Tell, &context).await)
     }
 
@@ -206,7 +210,7 @@ impl IrisMcp {
         &self,
         Parameters(args): Parameters<SendArgs>,
         context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<CallToolResponse, ErrorData> {
         Ok(self.send(args, MessageMode::Ask, &context).await)
     }
 
@@ -588,13 +592,52 @@ impl IrisMcp {
     }
 }
 
-#[tool_handler(
-    router = self.tool_router,
-    name = "iris",
-    version = "0.1.0",
-    instructions = "Iris connects you to the Claude Code agents of other projects (teams). Use send_message/ask_message to ask and wait, quick_message to tell without waiting, message_status to follow a pending message."
-)]
-impl ServerHandler for IrisMcp {}
+/// What the server tells clients at `initialize`.
+const INSTRUCTIONS: &str = "Iris connects you to the Claude Code agents of other projects (teams). Use send_message/ask_message to ask and wait, quick_message to tell without waiting, message_status to follow a pending message.";
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for IrisMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new("iris", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS.to_owned())
+    }
+
+    /// `tasks/get`: a long `send_message`/`ask_message` is a task whose id is its message id.
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let id = task_id(&request.task_id)?;
+        let record = self
+            .pool
+            .message(id)
+            .await
+            .map_err(|error| task_error(&request.task_id, &error))?;
+        let retention = self.pool.config().database.retention;
+        Ok(GetTaskResult::new(detailed_task(&record, retention)))
+    }
+
+    /// `tasks/cancel`: cancels the message (queued: removed; running: interrupted).
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let id = task_id(&request.task_id)?;
+        self.pool
+            .cancel(id)
+            .await
+            .map(|_| ())
+            .map_err(|error| task_error(&request.task_id, &error))
+    }
+}
 
 impl IrisMcp {
     /// The team the connection proved: the stdio server's, or the HTTP request's (an agent's
@@ -638,21 +681,24 @@ impl IrisMcp {
         self.pool.pair(&self.caller(context, stated)?, target)
     }
 
+    /// Submits and waits up to the caller's `timeout`. Still running then: a client that
+    /// declared the tasks extension gets a task (its id is the message id; `tasks/get` and
+    /// `tasks/cancel` follow it), any other gets `pending` with the message id.
     async fn send(
         &self,
         args: SendArgs,
         mode: MessageMode,
         context: &RequestContext<RoleServer>,
-    ) -> CallToolResult {
+    ) -> CallToolResponse {
         let pair = match self.pair(context, args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
-            Err(error) => return failure(&error),
+            Err(error) => return failure(&error).into(),
         };
         let wait = wait_for(args.timeout, DEFAULT_WAIT);
         let mut events = self.pool.subscribe();
         let ticket = match self.pool.submit(&pair, args.message, mode).await {
             Ok(ticket) => ticket,
-            Err(error) => return failure(&error),
+            Err(error) => return failure(&error).into(),
         };
         let id = ticket.id();
         let progress = context.meta.get_progress_token();
@@ -666,7 +712,7 @@ impl IrisMcp {
         loop {
             tokio::select! {
                 biased;
-                result = &mut outcome => return outcome_result(id, &pair, result),
+                result = &mut outcome => return outcome_result(id, &pair, result).into(),
                 () = &mut deadline => break,
                 () = context.ct.cancelled() => break,
                 event = events.recv() => match event {
@@ -687,12 +733,16 @@ impl IrisMcp {
                 },
             }
         }
-        // Still running: the turn goes on; the caller follows it with message_status.
-        let state = self
-            .pool
-            .message(id)
-            .await
-            .map_or(MessageState::Running, |record| record.state);
+        // Still running: the turn goes on; the caller follows it by task or message_status.
+        let record = self.pool.message(id).await;
+        let tasks = context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks());
+        if tasks && let Ok(record) = &record {
+            let retention = self.pool.config().database.retention;
+            return CallToolResponse::Task(CreateTaskResult::new(task_of(record, retention)));
+        }
+        let state = record.map_or(MessageState::Running, |record| record.state);
         CallToolResult::structured(json!({
             "status": status_of(state),
             "messageId": id,
@@ -701,6 +751,7 @@ impl IrisMcp {
             "partialAnswer": partial,
             "note": "still running; call message_status with this messageId (it can wait) for the answer",
         }))
+        .into()
     }
 
     async fn wake(
@@ -813,6 +864,79 @@ fn failure(error: &PoolError) -> CallToolResult {
     CallToolResult::structured_error(
         json!({"status": "failed", "isError": true, "error": error.to_string()}),
     )
+}
+
+fn task_id(text: &str) -> Result<MessageId, ErrorData> {
+    text.parse().map_err(|_| {
+        ErrorData::invalid_params(format!("taskId '{text}' is not an Iris task id"), None)
+    })
+}
+
+fn task_error(task: &str, error: &PoolError) -> ErrorData {
+    match error {
+        PoolError::UnknownMessage { .. } => {
+            ErrorData::invalid_params(format!("no task '{task}' (unknown or pruned)"), None)
+        }
+        other => ErrorData::internal_error(other.to_string(), None),
+    }
+}
+
+/// A message as a task: its id, state and times; the poll interval suits model turns.
+fn task_of(record: &MessageRecord, retention: Duration) -> Task {
+    let updated = record
+        .finished_at_ms
+        .or(record.started_at_ms)
+        .unwrap_or(record.created_at_ms);
+    let status = match record.state {
+        MessageState::Queued | MessageState::Running => TaskStatus::Working,
+        MessageState::Cancelled => TaskStatus::Cancelled,
+        MessageState::Completed
+        | MessageState::Failed
+        | MessageState::TimedOut
+        | MessageState::Interrupted => TaskStatus::Completed,
+    };
+    Task::new(
+        record.id.to_string(),
+        status,
+        iso8601(record.created_at_ms),
+        iso8601(updated),
+    )
+    .with_status_message(status_of(record.state))
+    .with_ttl_ms(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
+    .with_poll_interval_ms(TASK_POLL_INTERVAL_MS)
+}
+
+/// How often a task client should poll: a model turn takes seconds.
+const TASK_POLL_INTERVAL_MS: u64 = 1000;
+
+/// A message as a task with its outcome: a finished message's result is the tool result
+/// `message_status` would give (an error result unless it completed).
+fn detailed_task(record: &MessageRecord, retention: Duration) -> DetailedTask {
+    let payload = match record.state {
+        MessageState::Queued | MessageState::Running => TaskPayload::Working,
+        MessageState::Cancelled => TaskPayload::Cancelled,
+        MessageState::Completed
+        | MessageState::Failed
+        | MessageState::TimedOut
+        | MessageState::Interrupted => {
+            let body = record_json(record);
+            let result = if record.state == MessageState::Completed && !record.is_error {
+                CallToolResult::structured(body)
+            } else {
+                CallToolResult::structured_error(body)
+            };
+            match serde_json::to_value(result) {
+                Ok(Value::Object(result)) => TaskPayload::Completed { result },
+                _ => TaskPayload::Failed {
+                    error: serde_json::Map::from_iter([(
+                        "message".to_owned(),
+                        json!("the result could not be encoded"),
+                    )]),
+                },
+            }
+        }
+    };
+    DetailedTask::new(task_of(record, retention), payload)
 }
 
 fn message_id(text: &str) -> Result<MessageId, ErrorData> {

@@ -238,3 +238,14 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Like [`wait_for`], for a condition that has to await (a request, say).
+pub async fn wait_for_async(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(2);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
