@@ -20,6 +20,7 @@ settings:
   # maxQueuePerPair: 100       # messages that may wait per caller->team pair
   # httpPort: 1615             # iris serve listens on 127.0.0.1:<httpPort>
   # claudePath: claude         # the claude executable (default: claude on PATH)
+  # httpToken: ${IRIS_HTTP_TOKEN}  # bearer token for HTTP clients (needed to serve off loopback)
 
 # database:
 #   retentionDays: 30          # finished messages are kept this long
@@ -30,6 +31,7 @@ teams:
   #   path: ~/code/backend
   #   description: The API server
   #   grantPermission: yes     # yes | no | ask | forward
+  #   token: ${BACKEND_TOKEN}  # bearer token that identifies this team over HTTP
 ";
 
 /// Why an edit was refused. Nothing was written.
