@@ -15,6 +15,7 @@
 //! - [`console`]: `iris console`, a JSON-lines interface to the pool.
 //! - [`store`]: the SQLite database of sessions, messages and agent process groups; the only
 //!   module that runs SQL, on one dedicated thread.
+//! - [`testing`]: a fake Messages API so tests run the real Claude Code CLI offline.
 //!
 //! # Theory of operation
 //!
@@ -41,3 +42,4 @@ pub mod mcp;
 pub mod pool;
 pub mod process;
 pub mod store;
+pub mod testing;

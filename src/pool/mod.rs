@@ -279,6 +279,15 @@ pub enum PoolEvent {
         /// Exit status.
         status: String,
     },
+    /// An idle process answered its health check (a control round trip, no model turn).
+    HealthChecked {
+        /// The pair.
+        pair: Pair,
+        /// The process.
+        pid: u32,
+        /// How long the round trip took.
+        round_trip_ms: u64,
+    },
     /// A health check failed; the process is replaced.
     Unhealthy {
         /// The pair.

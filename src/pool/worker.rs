@@ -748,7 +748,7 @@ impl Worker {
         }
         let timeout = self.pool.config().settings.spawn_timeout;
         match agent.health_check(timeout).await {
-            Ok(_) => {
+            Ok(round_trip) => {
                 // Back to idle without touching last_used: a health check is not use.
                 let mut state = self.pool.lock();
                 if let Some(entry) = state.pairs.get_mut(&self.pair)
@@ -758,6 +758,11 @@ impl Worker {
                 }
                 drop(state);
                 self.pool.slot_changed.notify_waiters();
+                self.pool.emit(PoolEvent::HealthChecked {
+                    pair: self.pair.clone(),
+                    pid: agent.pid(),
+                    round_trip_ms: millis(round_trip),
+                });
             }
             Err(error) => {
                 // Only if the slot still holds this agent for the check: a sleep, an eviction or a

@@ -423,8 +423,9 @@ pub struct Store {
 struct Inner {
     /// `None` once closed.
     db: Mutex<Option<Db>>,
-    /// Dropping it stops the checkpoint thread (after a last checkpoint). `None` in memory.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+    /// Dropping it stops the checkpoint thread (after a last checkpoint) and waits for it.
+    /// `None` in memory.
+    _checkpointer: Option<Checkpointer>,
     /// `None` in memory.
     path: Option<PathBuf>,
 }
@@ -763,10 +764,27 @@ fn wal_path(path: &std::path::Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
+/// The checkpoint thread. Dropping it stops the thread and waits until its last checkpoint
+/// is done and its connection closed, so nothing touches the database files after the last
+/// handle of the store is gone (a caller may then remove them).
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Starts the thread that checkpoints the WAL with its own connection, so the fsync a
 /// checkpoint needs normally happens off every caller's write. A passive checkpoint waits
 /// for nobody and blocks nobody. Stops, after a last checkpoint, when the sender is dropped.
-fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc::Sender<()> {
+fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> Checkpointer {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("iris-store-checkpoint".to_owned())
@@ -800,8 +818,13 @@ fn start_checkpointer(path: PathBuf, busy_timeout: Duration) -> std::sync::mpsc:
                 }
             }
         });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the checkpoint thread; the write-ahead log will grow");
+    let thread = spawned
+        .map_err(|error| {
+            tracing::error!(%error, "cannot start the checkpoint thread; the write-ahead log will grow");
+        })
+        .ok();
+    Checkpointer {
+        stop: Some(stop),
+        thread,
     }
-    stop
 }

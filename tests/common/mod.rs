@@ -14,6 +14,26 @@ use tempfile::TempDir;
 pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
 pub const IRIS: &str = env!("CARGO_BIN_EXE_iris");
 
+/// The pinned real Claude Code CLI that `scripts/install-claude` installs into
+/// `<repo>/.tools/claude` (or its native binary, if the wrapper was not linked). Panics,
+/// naming the fix, when it is missing: real-CLI tests never skip silently.
+pub fn real_claude() -> PathBuf {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/claude/node_modules");
+    let wrapper = tools.join(".bin/claude");
+    if wrapper.is_file() {
+        return wrapper;
+    }
+    let native = tools.join("@anthropic-ai/claude-code-linux-x64/claude");
+    if native.is_file() {
+        return native;
+    }
+    panic!(
+        "the real Claude Code CLI is not installed at {}: run scripts/install-claude \
+         (scripts/test does it before running the tests)",
+        wrapper.display()
+    );
+}
+
 /// A test world: a temp dir holding team directories, agent state, logs and IRIS_HOME.
 pub struct World {
     pub dir: TempDir,

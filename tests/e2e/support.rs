@@ -1,0 +1,160 @@
+//! The end-to-end harness: Iris pools whose teams run the real Claude Code CLI (the pinned
+//! one `scripts/install-claude` installs), talking to the in-process fake Messages API, each
+//! test with its own HOME, CLAUDE_CODE_TMPDIR, team directories and database file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
+use iris::pool::{Pool, PoolOptions};
+use iris::testing::fake_api::{FakeApi, FakeApiOptions};
+use tempfile::TempDir;
+
+use crate::common;
+
+/// The per-turn cost the CLI computes for the fake's default usage (12 input and 6 output
+/// tokens of its default model): `total_cost_usd` of a one-turn session.
+pub const TURN_COST_USD: f64 = 0.000_168;
+
+/// One test's world: the fake API, a short temp dir under /tmp (the CLI's messaging socket
+/// lives under CLAUDE_CODE_TMPDIR and its path may not exceed 103 bytes), and a config whose
+/// teams run the real CLI.
+pub struct RealWorld {
+    /// Holds `home/`, `tmp/`, `teams/`, `iris/` and `iris.db`.
+    pub dir: TempDir,
+    /// The fake Messages API every agent of this world talks to.
+    pub api: FakeApi,
+    /// The configuration pools of this world start with.
+    pub config: Config,
+    /// Put in every agent's environment (as `FAKE_AGENT_MARKER`) to find its processes.
+    pub marker: String,
+}
+
+impl RealWorld {
+    /// Starts the fake API and prepares the directories; no team yet.
+    pub async fn new() -> Self {
+        announce_isolation();
+        let claude = common::real_claude();
+        let dir = tempfile::Builder::new()
+            .prefix("iris-e2e-")
+            .tempdir_in("/tmp")
+            .expect("temp dir under /tmp");
+        for sub in ["home", "tmp", "teams", "iris"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("world directories");
+        }
+        let api = FakeApi::start(FakeApiOptions::default())
+            .await
+            .expect("the fake Messages API starts");
+        let mut config = Config::defaults(dir.path().join("iris"));
+        config.settings.claude_path = Some(claude.display().to_string());
+        // Generous bounds: they only limit a broken test, never decide a passing one.
+        config.settings.spawn_timeout = Duration::from_secs(60);
+        config.settings.response_timeout = Duration::from_secs(60);
+        config.database.in_memory = false;
+        config.database.path = dir.path().join("iris.db");
+        Self {
+            dir,
+            api,
+            config,
+            marker: format!("iris-e2e-{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    /// The HOME every agent of this world gets.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Adds a team run by the real CLI: allowed to use tools, pointed at the fake API,
+    /// nothing reachable but loopback.
+    pub fn team(&mut self, name: &str) -> &mut TeamConfig {
+        let path = self.dir.path().join("teams").join(name);
+        std::fs::create_dir_all(&path).expect("team dir");
+        let path = std::fs::canonicalize(path).expect("canonical team dir");
+        let home = self.home();
+        let tmp = self.dir.path().join("tmp");
+        let mut team = TeamConfig::new(TeamName::new(name).expect("team name"), path);
+        team.description = format!("e2e team {name}");
+        team.grant_permission = GrantPermission::Yes;
+        let env = [
+            ("ANTHROPIC_BASE_URL", self.api.base_url()),
+            ("ANTHROPIC_API_KEY", "sk-ant-fake".to_owned()),
+            // Only the Messages API calls, to ANTHROPIC_BASE_URL: no bootstrap, no telemetry.
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
+            ("DISABLE_AUTOUPDATER", "1".to_owned()),
+            ("DISABLE_TELEMETRY", "1".to_owned()),
+            ("DISABLE_ERROR_REPORTING", "1".to_owned()),
+            // An API error fails the turn at once instead of after minutes of retries.
+            ("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()),
+            // Never another provider, whatever the test runner's environment says.
+            ("CLAUDE_CODE_USE_BEDROCK", "0".to_owned()),
+            ("CLAUDE_CODE_USE_VERTEX", "0".to_owned()),
+            ("CLAUDE_CODE_USE_FOUNDRY", "0".to_owned()),
+            ("HOME", home.display().to_string()),
+            (
+                "CLAUDE_CONFIG_DIR",
+                home.join(".claude").display().to_string(),
+            ),
+            ("CLAUDE_CODE_TMPDIR", tmp.display().to_string()),
+            ("FAKE_AGENT_MARKER", self.marker.clone()),
+        ];
+        team.env = env
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        let name = team.name.clone();
+        self.config.teams.insert(name.clone(), team);
+        self.config.teams.get_mut(&name).expect("just inserted")
+    }
+
+    /// A pool on this world's config and database file.
+    pub async fn pool(&self) -> Pool {
+        Pool::start(Arc::new(self.config.clone()), PoolOptions::default())
+            .await
+            .expect("pool starts")
+    }
+
+    /// Live processes of this world's agents.
+    pub fn live_processes(&self) -> Vec<u32> {
+        common::processes_with_marker(&self.marker, false)
+    }
+
+    /// The fake API's Messages calls whose last prompt contains `needle`.
+    pub fn calls_for(&self, needle: &str) -> usize {
+        self.api
+            .messages_calls()
+            .iter()
+            .filter(|call| {
+                call.prompt
+                    .as_deref()
+                    .is_some_and(|text| text.contains(needle))
+            })
+            .count()
+    }
+}
+
+/// Says once per test binary how the network is isolated: a loopback-only namespace
+/// (`scripts/test` runs the suite under `unshare -n` when it can) or, without one, only the
+/// CLI's environment (`CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`, a loopback base URL).
+fn announce_isolation() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // /proc/net/dev lists the interfaces of this process's network namespace (/sys
+        // shows the namespace it was mounted in).
+        let interfaces: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, _)| name.trim().to_owned())
+            .collect();
+        if interfaces == ["lo"] {
+            eprintln!("e2e: network isolation: loopback-only network namespace");
+        } else {
+            eprintln!(
+                "e2e: network isolation: environment only (interfaces {interfaces:?}); \
+                 scripts/test runs the suite under `unshare -n` where it can"
+            );
+        }
+    });
+}
