@@ -2,6 +2,11 @@
 //! one `scripts/install-claude` installs), talking to the in-process fake Messages API, each
 //! test with its own HOME, CLAUDE_CODE_TMPDIR, team directories and database file.
 
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this file uses part of it"
+)]
+
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -157,4 +162,64 @@ fn announce_isolation() {
             );
         }
     });
+}
+
+impl RealWorld {
+    /// This world's config as a YAML file, for an `iris serve` process: the same teams,
+    /// settings and database. Values are written as JSON strings, which YAML reads as is.
+    pub fn write_config(&self) -> PathBuf {
+        let quote = |text: &str| serde_json::to_string(text).expect("a JSON string");
+        let settings = &self.config.settings;
+        let mut yaml = format!(
+            "settings:\n  claudePath: {}\n  spawnTimeout: {}ms\n  responseTimeout: {}ms\n  stopGracePeriod: 2s\ndatabase:\n  path: {}\nteams:\n",
+            quote(settings.claude_path.as_deref().expect("claudePath")),
+            settings.spawn_timeout.as_millis(),
+            settings.response_timeout.as_millis(),
+            quote(&self.config.database.path.display().to_string()),
+        );
+        for team in self.config.teams.values() {
+            yaml.push_str(&format!(
+                "  {}:\n    path: {}\n    grantPermission: {}\n    env:\n",
+                team.name,
+                quote(&team.path.display().to_string()),
+                team.grant_permission.as_str(),
+            ));
+            for (key, value) in &team.env {
+                yaml.push_str(&format!("      {key}: {}\n", quote(value)));
+            }
+        }
+        let file = self.dir.path().join("config.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        file
+    }
+
+    /// Starts `iris serve` on a free loopback port with this world's config (written anew);
+    /// returns the process (stopped when dropped) and its MCP URL.
+    pub fn serve(&self) -> (common::ChildGuard, String) {
+        use std::io::{BufRead, BufReader};
+        let config = self.write_config();
+        let mut server = std::process::Command::new(common::IRIS)
+            .args(["serve", "--port", "0"])
+            .env("IRIS_CONFIG_PATH", &config)
+            .env("IRIS_HOME", self.dir.path().join("iris"))
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("iris serve starts");
+        let mut stderr = BufReader::new(server.stderr.take().expect("stderr"));
+        let server = common::ChildGuard(server);
+        let url = loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).expect("read stderr") > 0,
+                "iris serve ended before listening"
+            );
+            if let Some(rest) = line.split("serving MCP on ").nth(1) {
+                break rest.split_whitespace().next().expect("url").to_owned();
+            }
+        };
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        (server, url)
+    }
 }

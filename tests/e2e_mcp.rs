@@ -1,0 +1,414 @@
+//! End to end through the front door: a real `iris serve` process, real MCP clients (rmcp over
+//! Streamable HTTP), and the real Claude Code CLI as every team's agent, offline against the
+//! in-process fake Messages API (`docs/fake-api.md`). At most two of these run at once
+//! (`.config/nextest.toml`): each real agent takes ~200 MB and ~1 s to start.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+#[path = "e2e/support.rs"]
+mod support;
+
+use common::{assert_contains, wait_for};
+use iris::config::GrantPermission;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+use support::{RealWorld, TURN_COST_USD};
+
+type Client = RunningService<rmcp::RoleClient, ()>;
+
+async fn connect(url: &str) -> Client {
+    ().serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
+        .await
+        .unwrap()
+}
+
+fn call(name: &str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
+}
+
+fn structured(result: &CallToolResult) -> Value {
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// `ask_message` from `from` to `to`, waiting for the answer.
+async fn ask(client: &Client, from: &str, to: &str, message: &str) -> Value {
+    structured(
+        &client
+            .call_tool(call(
+                "ask_message",
+                json!({"fromTeam": from, "toTeam": to, "message": message, "timeout": 120_000}),
+            ))
+            .await
+            .unwrap(),
+    )
+}
+
+fn assert_cost(actual: &Value, expected: f64) {
+    let actual = actual.as_f64().unwrap();
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "cost {actual} != {expected}"
+    );
+}
+
+/// Tests 1 and 2: the answer of the fake model, with exactly one model request for a first
+/// message (starting the agent costs none); the next message on the pair carries the first
+/// exchange; another caller's conversation with the same team does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_over_mcp_keep_each_pair_its_own_conversation() {
+    let mut world = RealWorld::new().await;
+    world.team("backend");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+
+    let first = ask(&client, "frontend", "backend", "the word is ochre").await;
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["answer"], "fake answer to: the word is ochre");
+    assert_eq!(first["isError"], false);
+    assert_cost(&first["costUsd"], TURN_COST_USD);
+    let calls = world.api.messages_calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "one model request, none to start: {calls:#?}"
+    );
+    assert_eq!(
+        calls[0].session_id.as_deref(),
+        first["sessionId"].as_str(),
+        "the request belongs to the pair's session"
+    );
+
+    let second = ask(&client, "frontend", "backend", "which word? [[history]]").await;
+    assert_eq!(
+        second["answer"],
+        "history: the word is ochre | which word? [[history]]"
+    );
+    assert_eq!(second["sessionId"], first["sessionId"]);
+
+    let other = ask(&client, "mobile", "backend", "which word? [[history]]").await;
+    assert_eq!(other["answer"], "history: which word? [[history]]");
+    assert_ne!(other["sessionId"], first["sessionId"]);
+    assert_eq!(world.api.messages_calls().len(), 3);
+
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Tests 3 and 8: after Iris stops and starts again, the next message resumes the same
+/// session (its history reaches the model again), and every message's recorded cost is its
+/// own turn's, also after the resume (the CLI restores its cumulative total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_iris_resumes_the_session_and_costs_stay_per_turn() {
+    let mut world = RealWorld::new().await;
+    world.team("backend");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let first = ask(&client, "frontend", "backend", "remember teal").await;
+    assert_eq!(first["status"], "completed", "{first}");
+    let second = ask(&client, "frontend", "backend", "and amber").await;
+    assert_cost(&second["costUsd"], TURN_COST_USD);
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let third = ask(
+        &client,
+        "frontend",
+        "backend",
+        "what did I say? [[history]]",
+    )
+    .await;
+    assert_eq!(third["status"], "completed", "{third}");
+    assert_eq!(third["sessionId"], first["sessionId"]);
+    assert_eq!(
+        third["answer"],
+        "history: remember teal | and amber | what did I say? [[history]]"
+    );
+    let resumed = world.api.messages_calls();
+    assert_eq!(resumed.len(), 3);
+    assert_eq!(
+        resumed[2].prompts(),
+        ["remember teal", "and amber", "what did I say? [[history]]"]
+    );
+    assert_cost(&third["costUsd"], TURN_COST_USD);
+    let fourth = ask(&client, "frontend", "backend", "once more").await;
+    assert_cost(&fourth["costUsd"], TURN_COST_USD);
+
+    // The report has each message's own cost; the session's total is their sum.
+    let report = structured(
+        &client
+            .call_tool(call(
+                "session_report",
+                json!({"fromTeam": "frontend", "team": "backend"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let messages = report["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{report}");
+    for message in messages {
+        assert_cost(&message["costUsd"], TURN_COST_USD);
+    }
+    assert_cost(&report["totalCostUsd"], 4.0 * TURN_COST_USD);
+
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Test 4: `session_cancel` interrupts a slowly streaming answer; the message ends
+/// `cancelled`, and the next message on the pair works on the same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cancel_interrupts_a_slow_answer() {
+    let mut world = RealWorld::new().await;
+    world.team("backend");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let pending = structured(
+        &client
+            .call_tool(call(
+                "send_message",
+                json!({"fromTeam": "frontend", "toTeam": "backend", "message": "take your time [[slow:60000]]", "timeout": 0}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let id = pending["messageId"].as_str().unwrap().to_owned();
+    // The model has started answering (a slow stream is open) before the cancel.
+    wait_for("the slow stream to start", || {
+        world.calls_for("[[slow:60000]]") == 1
+    })
+    .await;
+    let cancelled = structured(
+        &client
+            .call_tool(call(
+                "session_cancel",
+                json!({"fromTeam": "frontend", "team": "backend", "messageId": id}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(cancelled["status"], "failed", "{cancelled}");
+    let status = structured(
+        &client
+            .call_tool(call(
+                "message_status",
+                json!({"messageId": id, "timeout": 120_000}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status["status"], "cancelled", "{status}");
+    assert_eq!(status["state"], "cancelled");
+    let slow = world
+        .api
+        .messages_calls()
+        .into_iter()
+        .find(|request| request.prompt.as_deref() == Some("take your time [[slow:60000]]"))
+        .unwrap();
+    assert!(slow.client_closed, "the CLI dropped the stream: {slow:?}");
+
+    let next = ask(&client, "frontend", "backend", "still there?").await;
+    assert_eq!(next["status"], "completed", "{next}");
+    assert_eq!(next["answer"], "fake answer to: still there?");
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Test 5: the model asks to run `Bash` (`touch`); Iris answers the CLI's permission
+/// request from the team's `grantPermission`: yes → the file exists and the transcript
+/// records the allow; no → no file, and the denial is recorded and returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_follow_grant_permission() {
+    let mut world = RealWorld::new().await;
+    world.team("trusted").grant_permission = GrantPermission::Yes;
+    world.team("careful").grant_permission = GrantPermission::No;
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let touch = |file: &str| format!(r#"please [[tool:Bash:{{"command":"touch {file}"}}]]"#);
+
+    let allowed = ask(&client, "lead", "trusted", &touch("made-by-trusted")).await;
+    assert_eq!(allowed["status"], "completed", "{allowed}");
+    assert!(
+        world
+            .config
+            .teams
+            .values()
+            .any(|team| team.name.as_str() == "trusted"
+                && team.path.join("made-by-trusted").exists())
+    );
+    let denied = ask(&client, "lead", "careful", &touch("made-by-careful")).await;
+    assert_eq!(denied["status"], "completed", "{denied}");
+    // The model saw the denial as the tool's error result, and said so in its answer.
+    assert_contains(denied["answer"].as_str().unwrap(), "[tool_error]");
+    let careful = world
+        .config
+        .teams
+        .values()
+        .find(|team| team.name.as_str() == "careful")
+        .unwrap();
+    assert!(!careful.path.join("made-by-careful").exists());
+
+    let transcript = |team: &str| {
+        let client = &client;
+        let team = team.to_owned();
+        async move {
+            let report = structured(
+                &client
+                    .call_tool(call(
+                        "session_report",
+                        json!({"fromTeam": "lead", "team": team}),
+                    ))
+                    .await
+                    .unwrap(),
+            );
+            report["messages"][0]["transcript"].to_string()
+        }
+    };
+    let allowed_transcript = transcript("trusted").await;
+    assert_contains(
+        &allowed_transcript,
+        r#"{"kind":"permission","tool":"Bash","allowed":true"#,
+    );
+    assert_contains(&allowed_transcript, "touch made-by-trusted");
+    let denied_transcript = transcript("careful").await;
+    assert_contains(
+        &denied_transcript,
+        r#"{"kind":"permission","tool":"Bash","allowed":false"#,
+    );
+    assert_contains(&denied_transcript, r#""is_error":true"#);
+    assert_contains(&denied_transcript, "touch made-by-careful");
+
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Test 6: A asks B; B's model calls Iris's `send_message` (to C) through the MCP server
+/// Iris gave B's process (`--mcp-config`); the call is attributed to B, C answers, and B's
+/// answer carries C's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_calls_back_into_iris_as_its_own_team() {
+    let mut world = RealWorld::new().await;
+    world.team("b");
+    world.team("c");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let relay = json!({"toTeam": "c", "message": "what is the status of C?"});
+    let answer = ask(
+        &client,
+        "a",
+        "b",
+        &format!("ask C for me [[tool:mcp__iris__send_message:{relay}]]"),
+    )
+    .await;
+    assert_eq!(answer["status"], "completed", "{answer}");
+    let text = answer["answer"].as_str().unwrap();
+    assert_contains(text, "[tool_result]");
+    assert_contains(text, r#""fromTeam":"b""#);
+    assert_contains(text, r#""toTeam":"c""#);
+    assert_contains(text, "fake answer to: what is the status of C?");
+
+    // C's conversation is B's: the pair b -> c exists and holds the message.
+    let status = structured(
+        &client
+            .call_tool(call("team_status", json!({"fromTeam": "b", "team": "c"})))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status["teams"][0]["sessionTurns"], 1, "{status}");
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Test 7: an API error reaches the caller as a failed message carrying the error text,
+/// not as an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_error_is_a_failed_message() {
+    let mut world = RealWorld::new().await;
+    world.team("backend");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let result = client
+        .call_tool(call(
+            "ask_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": "[[error:500:the model is down]]", "timeout": 120_000}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let body = structured(&result);
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["isError"], true);
+    assert_contains(body["answer"].as_str().unwrap(), "API Error: 500");
+    assert_contains(body["answer"].as_str().unwrap(), "the model is down");
+    let status = structured(
+        &client
+            .call_tool(call(
+                "message_status",
+                json!({"messageId": body["messageId"]}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_contains(status["error"].as_str().unwrap(), "API Error: 500");
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
+
+/// Test 9: `kill -9` of `iris serve` in the middle of a turn leaves no `claude` process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_iris_mid_turn_leaves_no_claude_process() {
+    let mut world = RealWorld::new().await;
+    world.team("backend");
+    world.team("infra");
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    // One warm idle agent, and one in the middle of a slow answer.
+    let warm = ask(&client, "frontend", "infra", "hello").await;
+    assert_eq!(warm["status"], "completed", "{warm}");
+    client
+        .call_tool(call(
+            "send_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": "long job [[slow:60000]]", "timeout": 0}),
+        ))
+        .await
+        .unwrap();
+    wait_for("the slow stream to start", || {
+        world.calls_for("[[slow:60000]]") == 1
+    })
+    .await;
+    let agents = world.live_processes();
+    assert!(agents.len() >= 2, "two agents are alive: {agents:?}");
+    let _ = client.cancel().await;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id().cast_signed()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    server.0.wait().unwrap();
+    wait_for("every claude process to be gone", || {
+        world.live_processes().is_empty()
+    })
+    .await;
+}
