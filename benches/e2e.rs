@@ -84,7 +84,12 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 }
 
 async fn pid_of(client: &Client, from: &str, team: &str) -> u32 {
-    let status = tool(client, "team_status", json!({"fromTeam": from, "team": team})).await;
+    let status = tool(
+        client,
+        "team_status",
+        json!({"fromTeam": from, "team": team}),
+    )
+    .await;
     let pid = status["teams"][0]["pid"].as_u64().expect("an awake agent");
     u32::try_from(pid).expect("pid")
 }
@@ -96,12 +101,15 @@ async fn run(samples: usize) {
     }
     let (mut server, url) = world.serve();
     let iris_pid = server.0.id();
-    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .expect("client");
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+            .expect("client");
     let (idle_rss, _) = memory_mib(iris_pid);
 
-    println!("## End to end with the real Claude Code CLI 2.1.332 (fake Messages API answering at once)\n");
+    println!(
+        "## End to end with the real Claude Code CLI 2.1.332 (fake Messages API answering at once)\n"
+    );
 
     // Cold: a new pair each time (new caller name) → spawn, `initialize`, first turn. The
     // pair is put to sleep afterwards (not timed) so every cold message finds a free slot.
@@ -113,7 +121,12 @@ async fn run(samples: usize) {
         let (took, _) = ask(&client, &caller, "backend", "first message").await;
         requests_per_first_message.push(world.api.messages_calls().len() - before);
         cold.push(took);
-        tool(&client, "team_sleep", json!({"fromTeam": caller, "team": "backend"})).await;
+        tool(
+            &client,
+            "team_sleep",
+            json!({"fromTeam": caller, "team": "backend"}),
+        )
+        .await;
     }
     // Warm: one pair, after one warm-up message.
     ask(&client, "warm", "backend", "warm up").await;
@@ -218,7 +231,9 @@ async fn run(samples: usize) {
     let agent_rss: f64 = agents.iter().map(|(rss, _)| *rss).sum::<f64>() / agents.len() as f64;
     println!("| memory | RSS | peak (VmHWM) |");
     println!("|---|---|---|");
-    println!("| one agent (`claude`, after a turn; mean RSS, max peak of 4) | {agent_rss:.0} MiB | {agent_peak:.0} MiB |");
+    println!(
+        "| one agent (`claude`, after a turn; mean RSS, max peak of 4) | {agent_rss:.0} MiB | {agent_peak:.0} MiB |"
+    );
     println!(
         "| `iris serve` with 4 warm agents (idle at start: {idle_rss:.1} MiB) | {iris_rss:.1} MiB | {iris_peak:.1} MiB |"
     );

@@ -399,3 +399,69 @@ fn doctor_reports_the_real_cli_version() {
         ),
     );
 }
+
+/// `iris install` with the real `claude` on PATH registers Iris through `claude mcp add`
+/// (user scope, HTTP), and `claude mcp` then knows it; `iris uninstall` removes it again.
+#[test]
+fn install_registers_iris_through_the_real_claude_mcp_add() {
+    let claude = real_claude();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // Other settings in ~/.claude.json are the user's: they must survive.
+    std::fs::write(
+        home.join(".claude.json"),
+        r#"{"userKey": "kept", "projects": {"/x": {"allowedTools": ["Bash"]}}}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        claude.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let output = Command::new(program)
+            .args(args)
+            .env("HOME", &home)
+            .env("PATH", &path)
+            .env("IRIS_HOME", dir.path().join("iris"))
+            .env_remove("IRIS_CONFIG_PATH")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env_remove("CLAUDE_CONFIG_DIR")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{args:?} failed: {text}");
+        text
+    };
+    let installed = run(
+        std::path::Path::new(IRIS),
+        &["install", "--url", "http://127.0.0.1:1/mcp"],
+    );
+    assert_contains(
+        &installed,
+        "with `claude mcp add --scope user --transport http iris http://127.0.0.1:1/mcp`",
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(config["mcpServers"]["iris"]["type"], "http");
+    assert_eq!(
+        config["mcpServers"]["iris"]["url"],
+        "http://127.0.0.1:1/mcp"
+    );
+    assert_eq!(config["userKey"], "kept");
+    assert_eq!(config["projects"]["/x"]["allowedTools"][0], "Bash");
+    let listed = run(&claude, &["mcp", "get", "iris"]);
+    assert_contains(&listed, "http://127.0.0.1:1/mcp");
+
+    let removed = run(std::path::Path::new(IRIS), &["uninstall"]);
+    assert_contains(&removed, "claude mcp remove --scope user iris");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    assert!(config["mcpServers"].get("iris").is_none(), "{config}");
+    assert_eq!(config["userKey"], "kept");
+}
