@@ -20,6 +20,7 @@ settings:
   # maxQueuePerPair: 100       # messages that may wait per caller->team pair
   # httpPort: 1615             # iris serve listens on 127.0.0.1:<httpPort>
   # claudePath: claude         # the claude executable (default: claude on PATH)
+  # hotReloadConfig: true      # apply valid edits of this file while Iris runs
 
 # database:
 #   retentionDays: 30          # finished messages are kept this long
