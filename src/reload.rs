@@ -304,13 +304,12 @@ impl Reloader {
         }
         let hot_reload = config.settings.hot_reload_config;
         let changes = self.pool.set_config(config);
+        // What applied is logged by the pool.
         if changes.is_empty() {
             tracing::info!(
                 "config file {} re-read: nothing that Iris uses changed",
                 file.display()
             );
-        } else if changes.applies_anything() {
-            tracing::info!("configuration reloaded from {}: {changes}", file.display());
         }
         for setting in &changes.needs_restart {
             tracing::warn!(

@@ -95,8 +95,9 @@ impl Pool {
     ///   a raised one lets waiting messages proceed;
     /// - other settings apply from their next use (the next turn, spawn or queued message).
     ///
-    /// Emits [`PoolEvent::ConfigReloaded`] when anything changed. Returns without waiting
-    /// for processes to stop.
+    /// Logs what changed at info (team names and keys, never `env` values) and emits
+    /// [`PoolEvent::ConfigReloaded`] when anything changed. Returns without waiting for
+    /// processes to stop.
     pub fn set_config(&self, config: Config) -> ConfigChanges {
         let (changes, file) = {
             let mut current = self
@@ -109,6 +110,21 @@ impl Pool {
             *current = Arc::new(effective);
             (changes, file)
         };
+        // Announced before the workers hear of it, so the log line and the event come before
+        // their effects.
+        if changes.applies_anything() {
+            let from = file
+                .as_ref()
+                .map(|file| format!(" from {}", file.display()))
+                .unwrap_or_default();
+            tracing::info!("configuration reloaded{from}: {changes}");
+        }
+        if !changes.is_empty() {
+            self.inner.emit(PoolEvent::ConfigReloaded {
+                file,
+                changes: changes.clone(),
+            });
+        }
         if changes.applies_anything() {
             self.inner
                 .config_version
@@ -119,12 +135,6 @@ impl Pool {
             self.inner
                 .tasks
                 .spawn(async move { inner.trim_to_bound().await });
-        }
-        if !changes.is_empty() {
-            self.inner.emit(PoolEvent::ConfigReloaded {
-                file,
-                changes: changes.clone(),
-            });
         }
         changes
     }
