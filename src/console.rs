@@ -148,12 +148,28 @@ pub async fn run(
             }
         }
     });
-    if with_events {
+    // Stops the event forwarder once the pool is shut down: the pool (and so the event
+    // channel) lives on in this function, so the channel never closes before the writer is
+    // awaited.
+    let events_done = CancellationToken::new();
+    let forwarder = with_events.then(|| {
         let mut events = pool.subscribe();
         let out = out_tx.clone();
+        let done = events_done.clone();
         tokio::spawn(async move {
             loop {
-                match events.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    received = events.recv() => received,
+                    () = done.cancelled() => {
+                        // Whatever the shutdown itself reported is still written.
+                        while let Ok(event) = events.try_recv() {
+                            let _ = out.send(json!({ "event": event }));
+                        }
+                        break;
+                    }
+                };
+                match received {
                     Ok(event) => {
                         if out.send(json!({ "event": event })).is_err() {
                             break;
@@ -166,8 +182,8 @@ pub async fn run(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
-        });
-    }
+        })
+    });
 
     let mut requests = tokio::task::JoinSet::new();
     let mut stdin = BufReader::new(tokio::io::stdin());
@@ -213,6 +229,10 @@ pub async fn run(
     }
     pool.shutdown().await;
     requests.abort_all();
+    events_done.cancel();
+    if let Some(forwarder) = forwarder {
+        let _ = forwarder.await;
+    }
     drop(out_tx);
     let _ = writer.await;
     Ok(())

@@ -13,6 +13,8 @@
 //! - [`guard`]: a companion process that stops every agent's process group if Iris dies.
 //! - [`process`]: process-group, parent-death-signal and reaping primitives.
 //! - [`console`]: `iris console`, a JSON-lines interface to the pool.
+//! - [`reload`]: config hot reload: watches the config file and applies valid edits to the
+//!   running pool.
 //! - [`store`]: the SQLite database of sessions, messages and agent process groups; the only
 //!   module that runs SQL, on one dedicated thread.
 //! - [`testing`]: a fake Messages API so tests run the real Claude Code CLI offline.
@@ -41,5 +43,6 @@ pub mod logs;
 pub mod mcp;
 pub mod pool;
 pub mod process;
+pub mod reload;
 pub mod store;
 pub mod testing;

@@ -244,6 +244,8 @@ struct TurnState {
     started: Instant,
     /// Reset by every line the agent prints during the turn.
     silent_deadline: tokio::time::Instant,
+    /// How long the turn may stay silent.
+    response_timeout: Duration,
     answer_parts: Vec<String>,
     transcript: Vec<TranscriptEntry>,
     transcript_dropped: usize,
@@ -378,7 +380,11 @@ impl Actor {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Turn { text, reply } => {
+            Command::Turn {
+                text,
+                response_timeout,
+                reply,
+            } => {
                 if self.turn.is_some() || self.stopping.is_some() {
                     let _ = reply.send(Err(if self.stopping.is_some() {
                         TurnError::Gone
@@ -389,10 +395,12 @@ impl Actor {
                 }
                 let now = Instant::now();
                 self.write(protocol::user_message(&text));
+                let response_timeout = response_timeout.unwrap_or(self.spec.response_timeout);
                 self.turn = Some(TurnState {
                     reply,
                     started: now,
-                    silent_deadline: tokio::time::Instant::now() + self.spec.response_timeout,
+                    silent_deadline: tokio::time::Instant::now() + response_timeout,
+                    response_timeout,
                     answer_parts: Vec::new(),
                     transcript: Vec::new(),
                     transcript_dropped: 0,
@@ -468,7 +476,7 @@ impl Actor {
             .is_some_and(|turn| turn.silent_deadline <= now)
             && let Some(turn) = self.turn.take()
         {
-            let after = self.spec.response_timeout;
+            let after = turn.response_timeout;
             tracing::warn!(agent = %self.label, ?after, "turn timed out; interrupting");
             let partial = turn.partial();
             let _ = turn.reply.send(Err(TurnError::TimedOut { after, partial }));
@@ -489,7 +497,7 @@ impl Actor {
             }
         };
         if let Some(turn) = &mut self.turn {
-            turn.silent_deadline = tokio::time::Instant::now() + self.spec.response_timeout;
+            turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
         }
         match protocol::classify(&line) {
             Incoming::ControlResponse {

@@ -325,6 +325,8 @@ pub enum HealthError {
 enum Command {
     Turn {
         text: String,
+        /// `None`: the spec's `response_timeout`.
+        response_timeout: Option<Duration>,
         reply: oneshot::Sender<Result<TurnResult, TurnError>>,
     },
     Interrupt {
@@ -412,9 +414,34 @@ impl Agent {
     /// # Errors
     /// [`TurnError`] when the process exits, falls silent for `response_timeout`, is busy or gone.
     pub async fn turn(&self, text: String) -> Result<TurnResult, TurnError> {
+        self.run_turn(text, None).await
+    }
+
+    /// [`Agent::turn`] with its own `response_timeout` instead of the spec's, so that a
+    /// changed setting applies to the next turn of a process that is already running.
+    ///
+    /// # Errors
+    /// As [`Agent::turn`].
+    pub async fn turn_within(
+        &self,
+        text: String,
+        response_timeout: Duration,
+    ) -> Result<TurnResult, TurnError> {
+        self.run_turn(text, Some(response_timeout)).await
+    }
+
+    async fn run_turn(
+        &self,
+        text: String,
+        response_timeout: Option<Duration>,
+    ) -> Result<TurnResult, TurnError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Turn { text, reply })
+            .send(Command::Turn {
+                text,
+                response_timeout,
+                reply,
+            })
             .await
             .map_err(|_| TurnError::Gone)?;
         answer.await.unwrap_or(Err(TurnError::Gone))

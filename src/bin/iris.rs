@@ -451,6 +451,7 @@ async fn serve(
     }
     let port = port.unwrap_or(config.settings.http_port);
     let pool = start_pool(config).await?;
+    let _reload = iris::reload::watch_config(&pool);
     let logs = LOGS.get().cloned();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -571,6 +572,7 @@ async fn start_pool(config: iris::config::Config) -> anyhow::Result<iris::pool::
 
 async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
     let pool = start_pool(config).await?;
+    let _reload = iris::reload::watch_config(&pool);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     iris::console::run(pool, events, shutdown)

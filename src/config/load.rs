@@ -285,7 +285,7 @@ pub fn load_from_str(
 }
 
 /// The process environment, skipping variables that are not UTF-8 (they cannot be referenced).
-fn process_env() -> HashMap<String, String> {
+pub(crate) fn process_env() -> HashMap<String, String> {
     std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
         .collect()
@@ -542,7 +542,6 @@ impl Loader<'_> {
                 }
                 "hotReloadConfig" => {
                     set(&mut settings.hot_reload_config, self.boolean(value, &key));
-                    self.warn(&key, entry.position, "this build does not reload the configuration yet; restart Iris to apply changes");
                 }
                 "httpToken" => settings.http_token = self.token(value, &key),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),

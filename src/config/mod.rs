@@ -5,15 +5,21 @@
 //! with `IRIS_HOME` defaulting to `~/.iris`. No file at all is not an error: Iris then runs on
 //! embedded defaults with no teams.
 //!
+//! A running Iris re-reads the file when it changes ([`crate::reload`]); [`reconcile`] says
+//! what changed and which of the changes can apply without a restart.
+//!
 //! Invariant: every `TeamConfig::path` of a local team is an absolute, canonical (realpath)
 //! directory that existed when the config was loaded; every [`TeamName`] passed validation.
 
+mod diff;
 pub mod edit;
 mod load;
 mod name;
 #[cfg(test)]
 mod tests;
 
+pub use diff::{ConfigChanges, SettingChange, TeamChange, diff, reconcile};
+pub(crate) use load::process_env;
 pub use load::{
     ConfigError, ConfigWarning, Position, Problem, load, load_from_path, load_from_str, locate,
 };
@@ -137,7 +143,8 @@ pub struct Settings {
     /// `maxLineBytes`: longest stdout line accepted from an agent; longer lines are skipped
     /// and logged. Default 16 MiB.
     pub max_line_bytes: usize,
-    /// `hotReloadConfig`: watch the file and apply valid edits. Default false.
+    /// `hotReloadConfig`: while `iris serve` or `iris console` runs, watch the config file and
+    /// apply valid edits (see [`crate::reload`]). Default true.
     pub hot_reload_config: bool,
     /// `httpToken`: a bearer token that lets HTTP clients in without naming a team (they state
     /// `fromTeam`). Required, or a team `token`, to serve on a non-loopback address.
@@ -159,7 +166,7 @@ impl Default for Settings {
             stop_grace_period: Duration::from_secs(5),
             wake_concurrency: 4,
             max_line_bytes: 16 * 1024 * 1024,
-            hot_reload_config: false,
+            hot_reload_config: true,
             http_token: None,
         }
     }

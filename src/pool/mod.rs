@@ -13,9 +13,14 @@
 //! health check takes it until that ends, so eviction never interrupts work.
 //! Invariant: every slot transition checks the agent's identity, so a late notice about an
 //! old process never touches its successor.
+//!
+//! The configuration can be replaced while the pool runs ([`Pool::set_config`], see
+//! `reconfigure.rs`): workers wake on every change, refuse messages to a team that is gone
+//! and replace idle processes that were started with settings that changed.
 
 mod callback;
 mod launch;
+mod reconfigure;
 mod recovery;
 mod worker;
 
@@ -32,13 +37,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::agent::{Agent, AgentEvent, SpawnError, TurnError, TurnResult};
-use crate::config::{Config, NameError, TeamName};
+use crate::config::{Config, ConfigChanges, NameError, TeamName};
 use crate::guard::Guard;
 use crate::store::{
     MessageId, MessageMode, MessageRecord, MessageState, NewMessage, Page, SessionRecord,
@@ -171,6 +176,15 @@ pub enum PoolError {
         /// The message.
         id: MessageId,
     },
+    /// The target team was removed from the configuration (or made remote) while the
+    /// message waited in its queue: it was not delivered.
+    #[error(
+        "team '{team}' was removed from the configuration while the message waited; it was not delivered"
+    )]
+    TeamRemoved {
+        /// The team.
+        team: String,
+    },
 }
 
 impl From<StoreError> for PoolError {
@@ -274,7 +288,9 @@ pub enum PoolEvent {
         pair: Pair,
         /// The process.
         pid: u32,
-        /// `idle`, `evicted`, `crashed`, `unhealthy`, `requested` or `shutdown`.
+        /// `idle`, `evicted`, `crashed`, `unhealthy`, `requested`, `shutdown`,
+        /// `session replaced`, or after a configuration change `team removed`, `reconfigured`
+        /// (its team's settings changed) or `over maxProcesses` (the bound was lowered).
         reason: &'static str,
         /// Exit status.
         status: String,
@@ -323,6 +339,20 @@ pub enum PoolEvent {
         old_session_id: Uuid,
         /// The new one.
         session_id: Uuid,
+    },
+    /// A new configuration is in force ([`Pool::set_config`]; the config file was edited).
+    ConfigReloaded {
+        /// The file it came from (`None`: set by a program, not read from a file).
+        file: Option<std::path::PathBuf>,
+        /// What changed (team `env` values are never included).
+        changes: ConfigChanges,
+    },
+    /// An edited config file was not valid: the configuration in force stays.
+    ConfigRejected {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why, as the loader says it: one problem per line, each with file, line and column.
+        error: String,
     },
 }
 
@@ -393,6 +423,8 @@ pub struct Pool {
 
 pub(crate) struct Inner {
     config: RwLock<Arc<Config>>,
+    /// Bumped by every configuration change that applies; workers watch it.
+    config_version: watch::Sender<u64>,
     state: Mutex<State>,
     /// Woken whenever a slot frees up or a process becomes idle (evictable).
     slot_changed: Notify,
@@ -425,6 +457,10 @@ pub(crate) struct PairEntry {
     /// The session the live process runs (it may lag `session` after a reboot or delete:
     /// such a process is replaced before its next turn).
     process_session: Option<Uuid>,
+    /// What the live process was started with, to tell whether a config change made it stale.
+    process_launch: Option<reconfigure::LaunchKey>,
+    /// The config version `process_launch` was last found current in.
+    process_version: u64,
     /// The message whose turn is running.
     current: Option<MessageId>,
     /// A cancel asked for `current`: its interrupted turn is recorded as `cancelled`.
@@ -444,6 +480,8 @@ impl PairEntry {
             last_used: Instant::now(),
             process_turns: 0,
             process_session: None,
+            process_launch: None,
+            process_version: 0,
             current: None,
             cancel_requested: false,
             cancel_signal: Arc::new(Notify::new()),
@@ -561,6 +599,7 @@ impl Pool {
         let pool = Self {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
+                config_version: watch::Sender::new(0),
                 state: Mutex::new(State::default()),
                 slot_changed: Notify::new(),
                 events,
@@ -594,13 +633,6 @@ impl Pool {
     #[must_use]
     pub fn config(&self) -> Arc<Config> {
         self.inner.config()
-    }
-
-    /// Replaces the configuration: later spawns use the new one; live processes keep theirs.
-    pub fn set_config(&self, config: Arc<Config>) {
-        if let Ok(mut current) = self.inner.config.write() {
-            *current = config;
-        }
     }
 
     /// Where Iris serves MCP over HTTP (`http://127.0.0.1:PORT`): agents started from now on
@@ -661,15 +693,8 @@ impl Pool {
         mode: MessageMode,
     ) -> Result<Ticket, PoolError> {
         let jobs = self.ensure_pair(pair, 0).await?;
-        let limit = self.config().settings.max_queue_per_pair;
         // Take the queue place first, so a full queue refuses before anything is written.
-        let permit = jobs.try_reserve_owned().map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => PoolError::QueueFull {
-                pair: pair.to_string(),
-                limit,
-            },
-            mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
-        })?;
+        let permit = self.reserve_queue_place(pair, jobs)?;
         let id = MessageId::new();
         let session_id = self
             .inner
@@ -934,15 +959,35 @@ impl Pool {
     pub async fn wake(&self, pair: &Pair) -> Result<u32, PoolError> {
         let jobs = self.ensure_pair(pair, 0).await?;
         let (reply, answer) = oneshot::channel();
-        jobs.try_send(Job::Wake { reply })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => PoolError::QueueFull {
-                    pair: pair.to_string(),
-                    limit: self.config().settings.max_queue_per_pair,
-                },
-                mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
-            })?;
+        self.reserve_queue_place(pair, jobs)?
+            .send(Job::Wake { reply });
         answer.await.unwrap_or(Err(PoolError::ShuttingDown))
+    }
+
+    /// A place in the pair's queue, if fewer than `maxQueuePerPair` jobs wait there (read
+    /// now, so a changed setting applies at once). Two callers racing for the last place may
+    /// both be refused, never both accepted.
+    fn reserve_queue_place(
+        &self,
+        pair: &Pair,
+        jobs: mpsc::Sender<Job>,
+    ) -> Result<mpsc::OwnedPermit<Job>, PoolError> {
+        let limit = self.config().settings.max_queue_per_pair;
+        let full = || PoolError::QueueFull {
+            pair: pair.to_string(),
+            limit,
+        };
+        let probe = jobs.clone();
+        let permit = jobs.try_reserve_owned().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => full(),
+            mpsc::error::TrySendError::Closed(_) => PoolError::ShuttingDown,
+        })?;
+        // Jobs waiting, this place included (the running one has left the queue).
+        let waiting = probe.max_capacity() - probe.capacity();
+        if waiting > limit {
+            return Err(full());
+        }
+        Ok(permit)
     }
 
     /// Wakes every pair, at most `concurrency` spawns at a time. Results in input order.
@@ -1094,7 +1139,9 @@ impl Pool {
     }
 
     /// The pair's queue, creating its entry (with its stored session, or a new one) and its
-    /// worker on first use. `min_capacity` lets recovery queue more than the usual bound.
+    /// worker on first use. The channel's own bound is far above any `maxQueuePerPair`, which
+    /// is checked when a job is queued ([`Pool::reserve_queue_place`]) so that a change of the
+    /// setting applies at once; `min_capacity` lets recovery queue more than that.
     async fn ensure_pair(
         &self,
         pair: &Pair,
@@ -1127,13 +1174,10 @@ impl Pool {
                     .await?
             }
         };
-        let limit = self
-            .config()
-            .settings
-            .max_queue_per_pair
-            .max(min_capacity)
-            .max(1);
-        let (jobs, receiver) = mpsc::channel(limit);
+        let bound = QUEUE_CHANNEL_BOUND
+            .max(self.config().settings.max_queue_per_pair)
+            .max(min_capacity);
+        let (jobs, receiver) = mpsc::channel(bound);
         let mut state = self.inner.lock();
         if state.closed {
             return Err(PoolError::ShuttingDown);
@@ -1222,6 +1266,11 @@ async fn prune_periodically(inner: Arc<Inner>) {
         }
     }
 }
+
+/// The bound of every pair's job channel: a ceiling far above any sensible
+/// `maxQueuePerPair`, which is what really bounds a queue. Costs nothing: the channel
+/// allocates as jobs arrive.
+const QUEUE_CHANNEL_BOUND: usize = 1 << 20;
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

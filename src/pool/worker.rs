@@ -1,13 +1,15 @@
 //! The task that serves one pair's queue: it takes the next message, makes sure the pair has
 //! a ready agent (spawning, evicting or waiting for a slot), runs the turn and answers; while
-//! idle it watches for idle timeout, health and an unexpected exit.
+//! idle it watches for idle timeout, health and an unexpected exit. It also wakes on every
+//! configuration change: see `reconfigure.rs` for what it does then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::reconfigure::{LaunchKey, staleness, undeliverable};
 use super::{
     Inner, Job, Launch, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome,
     agent_spec, millis,
@@ -25,19 +27,38 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) async fn run(self, mut jobs: mpsc::Receiver<Job>) {
-        let mut health = tokio::time::interval(self.pool.config().settings.health_check_interval);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        health.reset();
+        let mut versions = self.pool.config_version.subscribe();
+        let mut health_period = self.pool.config().settings.health_check_interval;
+        let mut health = health_interval(health_period);
         loop {
-            let idle = self.idle_agent();
+            let config = self.pool.config();
+            if config.settings.health_check_interval != health_period {
+                health_period = config.settings.health_check_interval;
+                health = health_interval(health_period);
+            }
+            let idle = self.idle_agent(&config);
+            drop(config);
             let idle_deadline = idle.as_ref().map(|(_, deadline)| *deadline);
             tokio::select! {
                 biased;
                 () = self.pool.cancel.cancelled() => break,
                 job = jobs.recv() => match job {
-                    Some(job) => self.handle(job).await,
+                    Some(job) => {
+                        self.handle_watching(job, &mut jobs, &mut versions).await;
+                        self.retire_stale().await;
+                        // Fewer slots than live processes (maxProcesses was lowered): this
+                        // job's process, or an older idle one, makes room.
+                        self.pool.trim_to_bound().await;
+                    }
                     None => break,
                 },
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.refuse_queued(&mut jobs).await;
+                    self.retire_stale().await;
+                }
                 exit = wait_exit(idle.as_ref().map(|(agent, _)| agent.clone())), if idle.is_some() => {
                     // Only a death while idle is ours to clean up; a process that is being
                     // stopped (evicted, put to sleep) is released by whoever stops it.
@@ -84,9 +105,91 @@ impl Worker {
             .is_some_and(|entry| matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()))
     }
 
-    /// The pair's agent if it is idle, with the time it should be stopped for idleness.
-    fn idle_agent(&self) -> Option<(Agent, tokio::time::Instant)> {
+    /// Handles `job`, meanwhile answering at once the jobs queued behind it if a config
+    /// change removes the pair's team (the running turn itself is left to finish).
+    async fn handle_watching(
+        &self,
+        job: Job,
+        jobs: &mut mpsc::Receiver<Job>,
+        versions: &mut watch::Receiver<u64>,
+    ) {
+        let handling = self.handle(job);
+        tokio::pin!(handling);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut handling => return,
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        // Never happens (the pool owns the sender): just finish the job.
+                        return handling.await;
+                    }
+                    self.refuse_queued(jobs).await;
+                }
+            }
+        }
+    }
+
+    /// If the pair's team is no longer configured, answers every queued job with why.
+    async fn refuse_queued(&self, jobs: &mut mpsc::Receiver<Job>) {
+        let Some(error) = undeliverable(&self.pool.config(), &self.pair) else {
+            return;
+        };
+        let mut refused = 0_usize;
+        while let Ok(job) = jobs.try_recv() {
+            refused += 1;
+            match job {
+                Job::Turn { id, reply, .. } => {
+                    let outcome = self.refuse(id, error.clone()).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Job::Wake { reply } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+        if refused > 0 {
+            tracing::info!(pair = %self.pair, refused, "team no longer configured: queued messages refused");
+        }
+    }
+
+    /// Stops the pair's process if it is idle and out of date: its team was removed, or
+    /// settings it was started with changed. A busy one is handled after its turn.
+    async fn retire_stale(&self) {
+        let version = *self.pool.config_version.borrow();
         let config = self.pool.config();
+        let stale = {
+            let mut state = self.pool.lock();
+            let Some(entry) = state.pairs.get_mut(&self.pair) else {
+                return;
+            };
+            if entry.process_version == version {
+                return;
+            }
+            let Slot::Idle(agent) = &entry.slot else {
+                return;
+            };
+            match staleness(&config, &self.pair, entry.process_launch.as_ref()) {
+                None => {
+                    entry.process_version = version;
+                    return;
+                }
+                Some(reason) => {
+                    let agent = agent.clone();
+                    entry.slot = Slot::Stopping(agent.clone());
+                    (agent, reason)
+                }
+            }
+        };
+        let (agent, reason) = stale;
+        tracing::info!(pair = %self.pair, pid = agent.pid(), reason, "configuration changed: stopping idle agent");
+        self.pool.stop_agent(&self.pair, &agent, reason).await;
+    }
+
+    /// The pair's agent if it is idle, with the time it should be stopped for idleness.
+    fn idle_agent(&self, config: &crate::config::Config) -> Option<(Agent, tokio::time::Instant)> {
         let idle_timeout = config
             .team(self.pair.target.as_str())
             .and_then(|team| team.idle_timeout)
@@ -127,6 +230,10 @@ impl Worker {
     /// final state when the turn ends. This is the one place where a message changes state
     /// during delivery.
     async fn run_message(&self, id: MessageId, text: String) -> Result<TurnOutcome, PoolError> {
+        // Accepted before its team was removed from the configuration.
+        if let Some(error) = undeliverable(&self.pool.config(), &self.pair) {
+            return self.refuse(id, error).await;
+        }
         let (outcome, started) = self.deliver(id, text).await;
         let (cancel_requested, closed) = {
             let mut state = self.pool.lock();
@@ -138,45 +245,59 @@ impl Worker {
             (requested, closed)
         };
         if let Some(finish) = final_record(&outcome, started, cancel_requested, closed) {
-            let state = finish.state;
-            // A turn that ran is counted in its session in the same transaction. A failed
-            // write (locked by another process, disk full) is tried twice more before the
-            // message is left for restart recovery to mark.
+            // A turn that ran is counted in its session in the same transaction.
             let turn = outcome.as_ref().ok().map(|outcome| SessionTurn {
                 session_id: outcome.session_id,
                 cost_usd: outcome.result.cost_usd,
                 cli_total_usd: outcome.result.total_cost_usd,
             });
-            let mut written = Ok(());
-            for backoff in [
-                Duration::ZERO,
-                Duration::from_millis(100),
-                Duration::from_secs(1),
-            ] {
-                // Only before a retry: even a zero sleep waits for the timer's next tick
-                // (up to 1 ms), which would be added to every turn.
-                if !backoff.is_zero() {
-                    tokio::time::sleep(backoff).await;
-                }
-                written = match turn {
-                    Some(turn) => self.pool.store.finish_turn(id, finish.clone(), turn).await,
-                    None => self.pool.store.finish_message(id, finish.clone()).await,
-                };
-                if written.is_ok() {
-                    break;
-                }
-            }
-            if let Err(error) = written {
-                // The caller still gets the outcome; only the record is behind.
-                tracing::error!(%id, pair = %self.pair, %error, "cannot record a finished message");
-            }
-            self.pool.emit(PoolEvent::MessageFinished {
-                id,
-                pair: self.pair.clone(),
-                state,
-            });
+            self.record_final(id, finish, turn).await;
         }
         outcome
+    }
+
+    /// Records that a message that never started will not be delivered, and why.
+    async fn refuse(&self, id: MessageId, error: PoolError) -> Result<TurnOutcome, PoolError> {
+        let outcome = Err(error);
+        if let Some(finish) = final_record(&outcome, false, false, false) {
+            self.record_final(id, finish, None).await;
+        }
+        outcome
+    }
+
+    /// Writes a message's final state and announces it. A failed write (locked by another
+    /// process, disk full) is tried twice more before the message is left for restart
+    /// recovery to mark.
+    async fn record_final(&self, id: MessageId, finish: MessageFinish, turn: Option<SessionTurn>) {
+        let state = finish.state;
+        let mut written = Ok(());
+        for backoff in [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ] {
+            // Only before a retry: even a zero sleep waits for the timer's next tick
+            // (up to 1 ms), which would be added to every turn.
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+            }
+            written = match turn {
+                Some(turn) => self.pool.store.finish_turn(id, finish.clone(), turn).await,
+                None => self.pool.store.finish_message(id, finish.clone()).await,
+            };
+            if written.is_ok() {
+                break;
+            }
+        }
+        if let Err(error) = written {
+            // The caller still gets the outcome; only the record is behind.
+            tracing::error!(%id, pair = %self.pair, %error, "cannot record a finished message");
+        }
+        self.pool.emit(PoolEvent::MessageFinished {
+            id,
+            pair: self.pair.clone(),
+            state,
+        });
     }
 
     /// Delivers a message: an agent, then `running` in the store, then the turn. Returns
@@ -231,7 +352,9 @@ impl Worker {
                 pair: self.pair.clone(),
                 pid: agent.pid(),
             });
-            let turn = agent.turn(text.clone());
+            // Read per turn, so a changed responseTimeout applies to running processes too.
+            let response_timeout = self.pool.config().settings.response_timeout;
+            let turn = agent.turn_within(text.clone(), response_timeout);
             tokio::pin!(turn);
             let turn_result = loop {
                 tokio::select! {
@@ -407,6 +530,8 @@ impl Worker {
             let changed = self.pool.slot_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let version = *self.pool.config_version.borrow();
+            let config = self.pool.config();
             {
                 let mut state = self.pool.lock();
                 if state.closed {
@@ -416,11 +541,24 @@ impl Worker {
                     return Err(PoolError::ShuttingDown);
                 };
                 let current_session = entry.session.id;
+                // Started with settings that have changed since: replace it (checked only
+                // once per config version, so a turn costs nothing when nothing changed).
+                let mut outdated = None;
+                if entry.process_version != version {
+                    outdated = staleness(&config, &self.pair, entry.process_launch.as_ref());
+                    if outdated.is_none() {
+                        entry.process_version = version;
+                    }
+                }
                 match std::mem::replace(&mut entry.slot, Slot::Empty) {
                     // Runs a session that was since rebooted or deleted: replace it.
                     Slot::Idle(agent) if entry.process_session != Some(current_session) => {
                         entry.slot = Slot::Stopping(agent.clone());
-                        stale = Some(agent);
+                        stale = Some((agent, "session replaced"));
+                    }
+                    Slot::Idle(agent) if let Some(reason) = outdated => {
+                        entry.slot = Slot::Stopping(agent.clone());
+                        stale = Some((agent, reason));
                     }
                     Slot::Idle(agent) if !agent.has_exited() => {
                         entry.slot = Slot::Busy(agent.clone());
@@ -436,10 +574,9 @@ impl Worker {
                     other => entry.slot = other,
                 }
             }
-            if let Some(agent) = stale {
-                self.pool
-                    .stop_agent(&self.pair, &agent, "session replaced")
-                    .await;
+            drop(config);
+            if let Some((agent, reason)) = stale {
+                self.pool.stop_agent(&self.pair, &agent, reason).await;
                 continue;
             }
             tokio::select! {
@@ -449,7 +586,12 @@ impl Worker {
         }
         self.reserve_slot().await?;
         match self.spawn_agent().await {
-            Ok((agent, session)) => {
+            Ok(Spawned {
+                agent,
+                session,
+                launch,
+                version,
+            }) => {
                 let (closed, replaced) = {
                     let mut state = self.pool.lock();
                     let closed = state.closed;
@@ -458,6 +600,8 @@ impl Worker {
                         entry.slot = Slot::Busy(agent.clone());
                         entry.process_turns = 0;
                         entry.process_session = Some(session);
+                        entry.process_launch = Some(launch);
+                        entry.process_version = version;
                         // Rebooted or deleted while the process started: it runs the old
                         // session, so it must not take a turn.
                         replaced = entry.session.id != session;
@@ -497,14 +641,15 @@ impl Worker {
     /// Takes a slot for this pair (`Spawning`), evicting the least recently used idle
     /// process of another pair when the pool is full, or waiting for one to free up.
     pub(super) async fn reserve_slot(&self) -> Result<(), PoolError> {
-        let config = self.pool.config();
-        let max = config.settings.max_processes;
-        let wait = config.settings.pool_wait_timeout;
+        let wait = self.pool.config().settings.pool_wait_timeout;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.pool.slot_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // Read on every try: a config change may raise or lower the bound meanwhile (and
+            // wakes this wait).
+            let max = self.pool.config().settings.max_processes;
             let victim = {
                 let mut state = self.pool.lock();
                 if state.closed {
@@ -542,7 +687,8 @@ impl Worker {
                 let exit = agent.stop().await;
                 // Hand the freed slot straight to this pair, so no one can take it between
                 // the victim's exit and this spawn (the count stays the same).
-                let (handed_over, closed) = {
+                let max = self.pool.config().settings.max_processes;
+                let (handed_over, closed, owned) = {
                     let mut state = self.pool.lock();
                     let closed = state.closed;
                     let owned = state
@@ -550,20 +696,28 @@ impl Worker {
                         .get(&victim_pair)
                         .and_then(|entry| entry.slot.agent())
                         .is_some_and(|held| held.id() == agent.id());
+                    let mut handed_over = false;
                     if owned {
                         if let Some(entry) = state.pairs.get_mut(&victim_pair) {
                             entry.slot = Slot::Empty;
                             entry.process_turns = 0;
                         }
-                        if closed {
-                            // Shutting down: give the slot back instead of starting a process.
-                            state.live -= 1;
-                        } else if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                            entry.slot = Slot::Spawning;
+                        let within_bound = !closed && state.live <= max;
+                        match state.pairs.get_mut(&self.pair) {
+                            Some(entry) if within_bound => {
+                                entry.slot = Slot::Spawning;
+                                handed_over = true;
+                            }
+                            // Shutting down, or maxProcesses was lowered meanwhile: give the
+                            // slot back instead of starting a process beyond the bound.
+                            _ => state.live -= 1,
                         }
                     }
-                    (owned, closed)
+                    (handed_over, closed, owned)
                 };
+                if owned {
+                    self.pool.forget_agent(agent.pid());
+                }
                 self.pool.slot_changed.notify_waiters();
                 self.pool.emit(PoolEvent::Exited {
                     pair: victim_pair,
@@ -592,9 +746,12 @@ impl Worker {
 
     /// Starts the pair's agent in its reserved slot: `--resume` when the session has a
     /// transcript, `--session-id` otherwise, correcting the choice once if the CLI disagrees.
-    async fn spawn_agent(&self) -> Result<(Agent, Uuid), PoolError> {
+    async fn spawn_agent(&self) -> Result<Spawned, PoolError> {
         let mut corrected = false;
         loop {
+            // The version first: a change that lands while this spawns makes the process
+            // look out of date, and it is checked again, never the other way round.
+            let version = *self.pool.config_version.borrow();
             let config = self.pool.config();
             let Some(team) = config.team(self.pair.target.as_str()) else {
                 return Err(PoolError::UnknownTeam {
@@ -654,7 +811,12 @@ impl Worker {
                         pid: agent.pid(),
                         ready_ms: millis(agent.ready_after()),
                     });
-                    return Ok((agent, session_id));
+                    return Ok(Spawned {
+                        agent,
+                        session: session_id,
+                        launch: LaunchKey::of(&config, team),
+                        version,
+                    });
                 }
                 Err(SpawnError::ExitedEarly { ref exit, .. })
                     if !corrected && session_problem(&exit.stderr_tail).is_some() =>
@@ -797,6 +959,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// A process [`Worker::spawn_agent`] started, with what it was started with.
+struct Spawned {
+    agent: Agent,
+    /// The session it runs.
+    session: Uuid,
+    /// Its team's launch settings, to notice when a config change makes them out of date.
+    launch: LaunchKey,
+    /// The config version they were read in.
+    version: u64,
+}
+
+fn health_interval(period: Duration) -> tokio::time::Interval {
+    let mut health = tokio::time::interval(period);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.reset();
+    health
 }
 
 /// The eviction rule: among the idle pairs other than `requester`, the one used least

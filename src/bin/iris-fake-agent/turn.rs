@@ -396,6 +396,17 @@ impl Worker {
             model: &t.model,
             permission_mode: &t.permission_mode,
         });
+        // The turn is over before its result is visible: an `interrupt` the host sends after
+        // reading the result must target the next queued turn, not this finished one.
+        {
+            let mut st = self.sh.lock();
+            if st.running == Some(t.seq) {
+                st.running = None;
+            }
+            if st.interrupt_target == Some(t.seq) {
+                st.interrupt_target = None;
+            }
+        }
         match &outcome {
             Outcome::Success { answer, split } => {
                 result["result"] = json!(answer);

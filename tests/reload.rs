@@ -1,0 +1,842 @@
+//! Config hot reload: the pool applying a new configuration (with real fake-agent processes),
+//! and the `iris` binary picking up edits of its config file without a restart.
+//!
+//! Every wait is for an event, an answer or a log line, never for a fixed time.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use common::{
+    IRIS, World, assert_contains, processes_with_marker, reap_children, wait_event, wait_for,
+};
+use iris::agent::TurnError;
+use iris::pool::{PairState, PoolError, PoolEvent};
+use iris::store::{MessageMode, MessageState};
+
+// ------------------------------------------------------------------------------------------
+// The pool.
+
+fn exited(event: &PoolEvent, team: &str, why: &str) -> bool {
+    matches!(event, PoolEvent::Exited { pair, reason, .. } if pair.target.as_str() == team && *reason == why)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_team_can_be_messaged_at_once() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    let pool = world.pool().await;
+    let mut events = pool.subscribe();
+    let error = pool.pair("me", "b").unwrap_err();
+    assert_eq!(error.to_string(), "unknown team 'b'; known teams: a");
+
+    world.team("b", &[]);
+    let changes = pool.set_config(world.config.clone());
+    assert_eq!(
+        changes.teams_added,
+        [iris::config::TeamName::new("b").unwrap()]
+    );
+    assert!(changes.teams_removed.is_empty() && changes.teams_changed.is_empty());
+    let event = wait_event(&mut events, "config reloaded", |event| {
+        matches!(event, PoolEvent::ConfigReloaded { .. })
+    })
+    .await;
+    let PoolEvent::ConfigReloaded { changes: seen, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(seen, changes);
+
+    let pair = pool.pair("me", "b").unwrap();
+    let outcome = pool.send(&pair, "hello".to_owned()).await.unwrap();
+    assert_eq!(outcome.result.answer, "fake answer #1: hello");
+    // The same configuration again changes nothing and says nothing.
+    assert!(pool.set_config(world.config.clone()).is_empty());
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_turn() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    world.team("b", &[]);
+    let pool = world.pool().await;
+    let pair = pool.pair("me", "a").unwrap();
+    let first = pool.send(&pair, "hello".to_owned()).await.unwrap();
+    let mut events = pool.subscribe();
+    let running = pool
+        .submit(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        "the long turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
+    )
+    .await;
+    let queued = pool
+        .submit(&pair, "queued ask".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let told = pool
+        .tell(&pair, "queued tell".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+
+    let mut config = world.config.clone();
+    config.teams.remove("a");
+    let changes = pool.set_config(config);
+    assert_eq!(changes.teams_removed, std::slice::from_ref(&pair.target));
+
+    // Queued messages fail at once, with the reason, while the running turn goes on.
+    let error = queued.outcome().await.unwrap_err();
+    assert!(matches!(error, PoolError::TeamRemoved { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "team 'a' was removed from the configuration while the message waited; it was not delivered"
+    );
+    let record = pool
+        .wait_message(told, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(record.state, MessageState::Failed);
+    assert_contains(record.error.as_deref().unwrap(), "team 'a' was removed");
+    // New messages: unknown team.
+    let error = pool.pair("me", "a").unwrap_err();
+    assert_eq!(error.to_string(), "unknown team 'a'; known teams: b");
+    let status = pool.status();
+    let entry = status
+        .pairs
+        .iter()
+        .find(|entry| entry.pair == pair)
+        .unwrap();
+    assert_eq!(
+        entry.state,
+        PairState::Busy,
+        "the running turn is not cut short"
+    );
+    assert_eq!(entry.pid, Some(first.pid));
+
+    // Once the turn ends, its process is stopped.
+    assert!(pool.interrupt(&pair).await);
+    let outcome = running.outcome().await.unwrap();
+    assert!(outcome.result.interrupted);
+    wait_event(&mut events, "the removed team's process stopped", |event| {
+        exited(event, "a", "team removed")
+    })
+    .await;
+    assert_eq!(pool.status().live, 0);
+    assert!(world.live_processes().is_empty());
+
+    // Its session stayed in the store: adding the team back resumes it.
+    let session = pool.session(&pair).await.unwrap().unwrap();
+    assert_eq!(session.session_id, first.session_id);
+    pool.set_config(world.config.clone());
+    let pair = pool.pair("me", "a").unwrap();
+    let again = pool.send(&pair, "back".to_owned()).await.unwrap();
+    assert_eq!(again.session_id, first.session_id);
+    assert_eq!(again.result.answer, "fake answer #3: back");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_team_gets_a_new_process_with_its_new_settings() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    let pool = world.pool().await;
+    let pair = pool.pair("me", "a").unwrap();
+    let first = pool.send(&pair, "one".to_owned()).await.unwrap();
+    let mut events = pool.subscribe();
+
+    // A key read at use (the description) leaves the process alone.
+    world.config.teams.get_mut("a").unwrap().description = "new words".to_owned();
+    let changes = pool.set_config(world.config.clone());
+    assert_eq!(changes.teams_changed[0].keys, ["description"]);
+    let second = pool.send(&pair, "two".to_owned()).await.unwrap();
+    assert_eq!(second.pid, first.pid);
+    assert!(!second.cold);
+
+    // A key that reaches the command line: the idle process is stopped at once...
+    world.config.teams.get_mut("a").unwrap().model = Some("fake-model-2".to_owned());
+    let changes = pool.set_config(world.config.clone());
+    assert_eq!(changes.teams_changed[0].keys, ["model"]);
+    wait_event(&mut events, "the idle process was replaced", |event| {
+        exited(event, "a", "reconfigured")
+    })
+    .await;
+    // ...and the next message starts one with the new settings, in the same session.
+    let third = pool.send(&pair, "three".to_owned()).await.unwrap();
+    assert!(third.cold);
+    assert_ne!(third.pid, first.pid);
+    assert_eq!(third.session_id, first.session_id);
+    assert_eq!(third.result.answer, "fake answer #3: three");
+    let starts = world.starts("a");
+    assert_eq!(starts.len(), 2);
+    assert!(!starts[0].iter().any(|arg| arg.starts_with("--model")));
+    assert!(
+        starts[1].iter().any(|arg| arg == "--model=fake-model-2"),
+        "{:?}",
+        starts[1]
+    );
+    assert!(starts[1].iter().any(|arg| arg.starts_with("--resume=")));
+
+    // A busy process keeps its settings until its turn ends.
+    let running = pool
+        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        "the slow turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
+    )
+    .await;
+    world.config.teams.get_mut("a").unwrap().grant_permission = iris::config::GrantPermission::No;
+    pool.set_config(world.config.clone());
+    wait_event(&mut events, "the config applied", |event| {
+        matches!(event, PoolEvent::ConfigReloaded { .. })
+    })
+    .await;
+    let status = pool.status();
+    assert_eq!(status.pairs[0].state, PairState::Busy);
+    assert_eq!(status.pairs[0].pid, Some(third.pid));
+    assert!(pool.interrupt(&pair).await);
+    assert!(running.outcome().await.unwrap().result.interrupted);
+    wait_event(
+        &mut events,
+        "the busy process was replaced after its turn",
+        |event| exited(event, "a", "reconfigured"),
+    )
+    .await;
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_max_processes_stops_idle_processes_but_never_busy_ones() {
+    let mut world = World::new();
+    for team in ["a", "b", "c"] {
+        world.team(team, &[]);
+    }
+    world.config.settings.max_processes = 3;
+    let pool = world.pool().await;
+    let pairs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|team| pool.pair("me", team).unwrap())
+        .collect();
+    for pair in &pairs {
+        pool.send(pair, "warm".to_owned()).await.unwrap();
+    }
+    assert_eq!(pool.status().live, 3);
+    let mut events = pool.subscribe();
+    let busy = pool
+        .submit(&pairs[2], "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        "the slow turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == busy.id()),
+    )
+    .await;
+
+    world.config.settings.max_processes = 1;
+    let changes = pool.set_config(world.config.clone());
+    assert_eq!(
+        changes
+            .setting("settings.maxProcesses")
+            .unwrap()
+            .to_string(),
+        "settings.maxProcesses: 3 -> 1"
+    );
+    // The two idle ones go (in any order); the busy one stays.
+    let mut stopped = Vec::new();
+    while stopped.len() < 2 {
+        let event = wait_event(&mut events, "an idle process stopped", |event| {
+            matches!(event, PoolEvent::Exited { reason, .. } if *reason == "over maxProcesses")
+        })
+        .await;
+        if let PoolEvent::Exited { pair, .. } = event {
+            stopped.push(pair.target.to_string());
+        }
+    }
+    stopped.sort();
+    assert_eq!(stopped, ["a", "b"]);
+    let status = pool.status();
+    assert_eq!((status.live, status.max_processes), (1, 1));
+    assert!(
+        status
+            .pairs
+            .iter()
+            .any(|entry| entry.pair == pairs[2] && entry.state == PairState::Busy)
+    );
+    assert!(pool.interrupt(&pairs[2]).await);
+    busy.outcome().await.unwrap();
+    // Within the bound: the process that was busy stays, idle; the next pair takes its slot.
+    let outcome = pool.send(&pairs[0], "again".to_owned()).await.unwrap();
+    assert!(outcome.cold);
+    assert_eq!(pool.status().live, 1);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_max_processes_lets_a_waiting_message_proceed() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    world.team("b", &[]);
+    world.config.settings.max_processes = 1;
+    world.config.settings.pool_wait_timeout = Duration::from_secs(600);
+    let pool = world.pool().await;
+    let (a, b) = (pool.pair("me", "a").unwrap(), pool.pair("me", "b").unwrap());
+    let mut events = pool.subscribe();
+    let busy = pool
+        .submit(&a, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        "the slow turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == busy.id()),
+    )
+    .await;
+    let waiting = pool
+        .submit(&b, "waiting".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    // Its worker took it from the queue: it waits for a slot (poolWaitTimeout is 10 minutes).
+    wait_for("b's message taken from its queue", || {
+        pool.status()
+            .pairs
+            .iter()
+            .any(|entry| entry.pair == b && entry.queued == 0)
+    })
+    .await;
+    world.config.settings.max_processes = 2;
+    pool.set_config(world.config.clone());
+    let outcome = waiting.outcome().await.unwrap();
+    assert_eq!(outcome.result.answer, "fake answer #1: waiting");
+    assert_eq!(pool.status().live, 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_response_timeout_applies_to_the_next_turn_of_a_running_process() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    let pool = world.pool().await;
+    let pair = pool.pair("me", "a").unwrap();
+    let first = pool.send(&pair, "warm".to_owned()).await.unwrap();
+    world.config.settings.response_timeout = Duration::from_millis(300);
+    pool.set_config(world.config.clone());
+    let error = pool
+        .send(&pair, "[[slow:600000]]".to_owned())
+        .await
+        .unwrap_err();
+    let PoolError::Turn {
+        source: TurnError::TimedOut { after, .. },
+        ..
+    } = error
+    else {
+        panic!("expected a timeout, got {error:?}");
+    };
+    assert_eq!(after, Duration::from_millis(300));
+    // The same process served it (no restart was needed for a timeout).
+    assert_eq!(world.starts("a").len(), 1);
+    let status = pool.status();
+    assert_eq!(status.pairs[0].pid, Some(first.pid));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_need_a_restart_keep_their_old_values() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    let pool = world.pool().await;
+    let mut config = world.config.clone();
+    config.settings.http_port = 1700;
+    config.database.in_memory = false;
+    config.database.path = world.path().join("elsewhere.db");
+    config.settings.max_queue_per_pair = 1;
+    let changes = pool.set_config(config);
+    let restart: Vec<_> = changes
+        .needs_restart
+        .iter()
+        .map(|change| change.key)
+        .collect();
+    assert_eq!(
+        restart,
+        ["settings.httpPort", "database.path", "database.inMemory"]
+    );
+    let applied = pool.config();
+    assert_eq!(applied.settings.http_port, 1615);
+    assert!(applied.database.in_memory);
+    assert!(!world.path().join("elsewhere.db").exists());
+    // maxQueuePerPair applies at once, to a pair that already exists too.
+    assert_eq!(applied.settings.max_queue_per_pair, 1);
+    let pair = pool.pair("me", "a").unwrap();
+    let mut events = pool.subscribe();
+    let running = pool
+        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    wait_event(
+        &mut events,
+        "the slow turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
+    )
+    .await;
+    let _one = pool
+        .submit(&pair, "one".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let Err(error) = pool.submit(&pair, "two".to_owned(), MessageMode::Ask).await else {
+        panic!("a second queued message was accepted with maxQueuePerPair: 1");
+    };
+    assert!(
+        matches!(error, PoolError::QueueFull { limit: 1, .. }),
+        "{error:?}"
+    );
+    let mut raised = pool.config().as_ref().clone();
+    raised.settings.max_queue_per_pair = 2;
+    pool.set_config(raised);
+    pool.submit(&pair, "two".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    pool.shutdown().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// The binary.
+
+/// A config file with fake-agent teams, each with a secret in its env (which must never be
+/// logged).
+fn config_yaml(dir: &Path, marker: &str, teams: &[&str], settings: &str) -> String {
+    let mut yaml = format!(
+        "settings:\n  stopGracePeriod: 300ms\n  claudePath: {}\n{settings}teams:\n",
+        common::FAKE_AGENT
+    );
+    for team in teams {
+        let path = dir.join(team);
+        std::fs::create_dir_all(&path).unwrap();
+        let state = dir.join("state").join(team);
+        std::fs::create_dir_all(&state).unwrap();
+        yaml.push_str(&format!(
+            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n      SECRET_TOKEN: hunter2-{team}\n",
+            path.display(),
+            state.display()
+        ));
+    }
+    yaml
+}
+
+/// Writes `text` to `file` the way editors do: a temporary file in the same directory, then a
+/// rename over the old one.
+fn replace_file(file: &Path, text: &str) {
+    let temporary = file.with_extension("yaml.tmp");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, file).unwrap();
+}
+
+/// The stderr of a child, kept line by line.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    fn collect(&self, stream: impl std::io::Read + Send + 'static) {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    fn wait_for(&self, what: &str, needle: &str) {
+        block_on(wait_for(what, || self.text().contains(needle)));
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// `iris console --events`: answers by request id, events in order.
+struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<serde_json::Value>,
+    /// Events read while waiting for an answer, not yet looked at.
+    events: Vec<serde_json::Value>,
+    logs: Logs,
+    next_id: u64,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Console {
+    fn start(config: Option<&Path>, home: &Path) -> Self {
+        let mut command = Command::new(IRIS);
+        match config {
+            Some(config) => command.env("IRIS_CONFIG_PATH", config),
+            None => command.env_remove("IRIS_CONFIG_PATH"),
+        };
+        let mut child = command
+            .env("IRIS_HOME", home)
+            .env_remove("RUST_LOG")
+            .args(["console", "--events"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Logs::default();
+        logs.collect(child.stderr.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("bad console output {line:?}: {error}"));
+                if sender.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            events: Vec::new(),
+            logs,
+            next_id: 0,
+        }
+    }
+
+    fn next_line(&mut self) -> serde_json::Value {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no console output; stderr:\n{}", self.logs.text()))
+    }
+
+    fn request(&mut self, mut request: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        request["id"] = id.into();
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{request}").unwrap();
+        stdin.flush().unwrap();
+        loop {
+            let line = self.next_line();
+            if line.get("event").is_some() {
+                self.events.push(line);
+            } else if line["id"] == id {
+                return line;
+            }
+        }
+    }
+
+    fn send(&mut self, to: &str, message: &str) -> serde_json::Value {
+        self.request(serde_json::json!({"op": "send", "from": "me", "to": to, "message": message}))
+    }
+
+    /// The first event of `kind` (`config_reloaded`, `exited`...) not looked at yet; events
+    /// of other kinds stay for later.
+    fn event(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            if let Some(index) = self
+                .events
+                .iter()
+                .position(|line| line["event"]["type"] == kind)
+            {
+                return self.events.remove(index)["event"].clone();
+            }
+            let line = self.next_line();
+            if line.get("event").is_some() {
+                self.events.push(line);
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        self.stdin.take();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+fn wait_for_no_processes(marker: &str) {
+    block_on(wait_for("no agent process left", || {
+        reap_children();
+        processes_with_marker(marker, true).is_empty()
+    }));
+}
+
+#[test]
+fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-reload-{}", uuid::Uuid::new_v4());
+    let file = dir.path().join("config.yaml");
+    let settings = "  maxProcesses: 4\n";
+    std::fs::write(
+        &file,
+        config_yaml(dir.path(), &marker, &["a", "c"], settings),
+    )
+    .unwrap();
+    let mut console = Console::start(Some(&file), dir.path());
+    console.logs.wait_for(
+        "the watcher started",
+        "for config changes (settings.hotReloadConfig)",
+    );
+    for team in ["a", "c"] {
+        let answer = console.send(team, "hi");
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+
+    // Add a team: usable without a restart.
+    let valid = config_yaml(dir.path(), &marker, &["a", "b", "c"], settings);
+    replace_file(&file, &valid);
+    let reloaded = console.event("config_reloaded");
+    assert_eq!(reloaded["changes"]["teams_added"], serde_json::json!(["b"]));
+    assert_eq!(reloaded["file"], file.display().to_string());
+    let answer = console.send("b", "hello b");
+    assert_eq!(
+        answer["outcome"]["result"]["answer"],
+        "fake answer #1: hello b"
+    );
+    console
+        .logs
+        .wait_for("the reload is logged", "configuration reloaded from");
+    assert_contains(&console.logs.text(), "teams added: b");
+
+    // Invalid YAML: refused with file, line and column; the old config stays.
+    replace_file(&file, &format!("{valid}  broken: [\n"));
+    let rejected = console.event("config_rejected");
+    let error = rejected["error"].as_str().unwrap();
+    assert_contains(error, &format!("{}:", file.display()));
+    assert_contains(error, "invalid YAML");
+    console.logs.wait_for(
+        "the refusal is logged",
+        "not applied; the configuration in force stays",
+    );
+    let shown_at = format!("{}:", file.display());
+    assert!(
+        console
+            .logs
+            .text()
+            .lines()
+            .any(|line| line.starts_with(&shown_at)
+                && line[shown_at.len()..].starts_with(|c: char| c.is_ascii_digit())),
+        "stderr names file:line:\n{}",
+        console.logs.text()
+    );
+    for team in ["a", "b"] {
+        let answer = console.send(team, "still here");
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+
+    // A team whose directory does not exist: refused, naming the key and its line.
+    let missing = valid.replace(
+        &format!("path: {}\n", dir.path().join("c").display()),
+        &format!("path: {}\n", dir.path().join("nowhere").display()),
+    );
+    replace_file(&file, &missing);
+    let rejected = console.event("config_rejected");
+    let error = rejected["error"].as_str().unwrap();
+    let line = missing
+        .lines()
+        .position(|line| line.contains("nowhere"))
+        .unwrap()
+        + 1;
+    assert_contains(error, &format!("{}:{line}:", file.display()));
+    assert_contains(error, "teams.c.path: directory does not exist");
+    console.logs.wait_for(
+        "the path error is logged",
+        "teams.c.path: directory does not exist",
+    );
+    let answer = console.send("c", "still configured");
+    assert_eq!(answer["ok"], true, "{answer}");
+
+    // Remove a team: new messages to it fail with the unknown-team error; its process stops.
+    replace_file(
+        &file,
+        &config_yaml(dir.path(), &marker, &["a", "c"], settings),
+    );
+    let reloaded = console.event("config_reloaded");
+    assert_eq!(
+        reloaded["changes"]["teams_removed"],
+        serde_json::json!(["b"])
+    );
+    let answer = console.send("b", "anyone?");
+    assert_eq!(answer["ok"], false);
+    assert_contains(
+        answer["error"].as_str().unwrap(),
+        "unknown team 'b'; known teams: a, c",
+    );
+    loop {
+        let exited = console.event("exited");
+        if exited["pair"]["target"] == "b" {
+            assert_eq!(exited["reason"], "team removed");
+            break;
+        }
+    }
+
+    // Lower maxProcesses: idle processes are stopped down to the bound.
+    replace_file(
+        &file,
+        &config_yaml(dir.path(), &marker, &["a", "c"], "  maxProcesses: 1\n"),
+    );
+    let reloaded = console.event("config_reloaded");
+    assert_eq!(
+        reloaded["changes"]["settings_changed"],
+        serde_json::json!([{"key": "settings.maxProcesses", "from": "4", "to": "1"}])
+    );
+    let exited = console.event("exited");
+    assert_eq!(exited["reason"], "over maxProcesses");
+    let status = console.request(serde_json::json!({"op": "status"}));
+    assert_eq!(status["status"]["max_processes"], 1);
+    assert_eq!(status["status"]["live"], 1);
+
+    // No team env value ever reached the logs.
+    assert!(
+        !console.logs.text().contains("hunter2"),
+        "a team env value was logged"
+    );
+    console.stop();
+    wait_for_no_processes(&marker);
+}
+
+#[test]
+fn a_config_file_created_after_start_applies_to_a_running_server() {
+    let home = tempfile::tempdir().unwrap();
+    let marker = format!("iris-reload-serve-{}", uuid::Uuid::new_v4());
+    let mut server = Command::new(IRIS)
+        .env_remove("IRIS_CONFIG_PATH")
+        .env("IRIS_HOME", home.path())
+        .env_remove("RUST_LOG")
+        .args(["serve", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = Logs::default();
+    logs.collect(server.stderr.take().unwrap());
+    let mut server = common::ChildGuard(server);
+    logs.wait_for("the server listens", "serving MCP on http://127.0.0.1:");
+    let text = logs.text();
+    let port: u16 = text
+        .split("serving MCP on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap();
+    let file = home.path().join("config.yaml");
+    assert_contains(
+        &text,
+        &format!(
+            "watching {} or {} for config changes",
+            file.display(),
+            home.path().join("config.yml").display()
+        ),
+    );
+    let ask = |team: &str| {
+        Command::new(IRIS)
+            .env_remove("IRIS_CONFIG_PATH")
+            .env("IRIS_HOME", home.path())
+            .args([
+                "ask",
+                team,
+                "hello",
+                "--from",
+                "me",
+                "--port",
+                &port.to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let output = ask("backend");
+    assert!(!output.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&output.stderr),
+        "unknown team 'backend'; known teams: none",
+    );
+
+    replace_file(&file, &config_yaml(home.path(), &marker, &["backend"], ""));
+    logs.wait_for("the new file is applied", "teams added: backend");
+    let output = ask("backend");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "fake answer #1: hello"
+    );
+    assert!(server.terminate().success());
+    wait_for_no_processes(&marker);
+    assert!(
+        !logs.text().contains("hunter2"),
+        "a team env value was logged"
+    );
+}
+
+#[test]
+fn hot_reload_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-reload-off-{}", uuid::Uuid::new_v4());
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        config_yaml(dir.path(), &marker, &["a"], "  hotReloadConfig: true\n"),
+    )
+    .unwrap();
+    let mut console = Console::start(Some(&file), dir.path());
+    console.logs.wait_for(
+        "the watcher started",
+        "for config changes (settings.hotReloadConfig)",
+    );
+    // Turning it off is the last edit applied.
+    replace_file(
+        &file,
+        &config_yaml(
+            dir.path(),
+            &marker,
+            &["a", "b"],
+            "  hotReloadConfig: false\n",
+        ),
+    );
+    let reloaded = console.event("config_reloaded");
+    assert_eq!(reloaded["changes"]["teams_added"], serde_json::json!(["b"]));
+    console.logs.wait_for(
+        "the watcher stopped",
+        "settings.hotReloadConfig is now false: no longer watching",
+    );
+    assert_eq!(console.send("b", "hi")["ok"], true);
+    console.stop();
+
+    // Off from the start: no watcher.
+    let mut console = Console::start(Some(&file), dir.path());
+    assert_eq!(console.send("a", "hi")["ok"], true);
+    console.logs.wait_for(
+        "the watcher is off",
+        "settings.hotReloadConfig is false: edits of the config file apply after a restart",
+    );
+    console.stop();
+    wait_for_no_processes(&marker);
+}
