@@ -463,6 +463,35 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
     assert_eq!(listed["totalTeams"], 2);
     agent.cancel().await.unwrap();
 
+    // A reloaded config replaces the tokens at once: the old one is refused, the new one
+    // admitted, and the change is reported without the token's value.
+    let mut config = (*pool.config()).clone();
+    for team in config.teams.values_mut() {
+        if team.name.as_str() == "a" {
+            team.token = Some(Secret::new("the-new-token-of-team-a"));
+        }
+    }
+    let changes = pool.set_config(config);
+    let reported = format!("{changes:?}");
+    assert!(!reported.contains("the-new-token"), "{reported}");
+    let list = |token: &str| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+            .send()
+    };
+    assert_eq!(list(TEAM_A_TOKEN).await.unwrap().status().as_u16(), 401);
+    assert!(
+        list("the-new-token-of-team-a")
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
     shutdown.cancel();
     server.await.unwrap().unwrap();
     pool.shutdown().await;
