@@ -4,8 +4,9 @@
 //! on the fake agent (which answers at once), and talks to it through real rmcp clients over
 //! Streamable HTTP and over stdio (`iris serve --stdio` as a child process). Measures what a
 //! caller sees of a warm `send_message`, calls per second with 1, 16 and 64 concurrent
-//! clients, the server's memory idle and under load, the time from spawn to ready, and the
-//! size of the `tools/list` answer. Prints a Markdown report for BENCHMARKS.md.
+//! clients (stdio: concurrent requests on one connection), the server's memory idle, under
+//! load, over HTTP session churn and over one long session, the time from spawn to ready, and
+//! the size of the `tools/list` answer. Prints a Markdown report for BENCHMARKS.md.
 #![allow(missing_docs)]
 
 mod support;
@@ -19,17 +20,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::{Peer, RoleClient, RunningService};
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
 use serde_json::{Value, json};
 
-const IRIS: &str = env!("CARGO_BIN_EXE_iris");
 const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
 /// Teams in the config; concurrent clients are spread over them, each on its own pair.
 const TEAMS: usize = 8;
 const LEVELS: [usize; 3] = [1, 16, 64];
+
+/// The `iris` of this profile; `IRIS_BENCH_SERVER=/path/to/iris` measures another build (to
+/// compare two builds of the server with the same clients).
+fn iris() -> String {
+    std::env::var("IRIS_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_iris").to_owned())
+}
 
 struct Sizes {
     /// Sequential warm calls for the latency table (plus a tenth as warm-up).
@@ -38,6 +44,10 @@ struct Sizes {
     load_calls: usize,
     /// Server starts for the start-to-ready table.
     starts: usize,
+    /// HTTP sessions opened, used once and closed, one after the other.
+    sessions: usize,
+    /// Sequential calls on one long-lived HTTP session.
+    long_session_calls: usize,
 }
 
 fn main() {
@@ -47,12 +57,16 @@ fn main() {
             latency_calls: 200,
             load_calls: 320,
             starts: 5,
+            sessions: 200,
+            long_session_calls: 3000,
         }
     } else {
         Sizes {
             latency_calls: 2000,
             load_calls: 3200,
             starts: 20,
+            sessions: 2000,
+            long_session_calls: 30_000,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -68,9 +82,10 @@ async fn run(sizes: &Sizes) {
     let config = write_config(dir.path());
     println!("## MCP benchmark (separate `iris serve` process, fake agents answering at once)\n");
     println!(
-        "machine: {} cores; load average at start: {}; server: {IRIS}\n",
+        "machine: {} cores; load average at start: {}; server: {}\n",
         std::thread::available_parallelism().map_or(0, usize::from),
-        load_average()
+        load_average(),
+        iris()
     );
 
     let tools = http_surface(dir.path(), &config, sizes).await;
@@ -154,7 +169,7 @@ impl Drop for HttpServer {
 /// yet serving), with the instant the spawn began.
 async fn spawn_http(config: &Path, home: &Path) -> (HttpServer, Instant) {
     let started = Instant::now();
-    let mut child = std::process::Command::new(IRIS)
+    let mut child = std::process::Command::new(iris())
         .args(["serve", "--port", "0"])
         .env("IRIS_CONFIG_PATH", config)
         .env("IRIS_HOME", home)
@@ -389,6 +404,19 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
     let samples = latency(client.peer(), sizes.latency_calls).await;
     let _ = client.cancel().await;
     let after_latency = status_kib(&pid, "VmRSS");
+    // The same, with the client negotiating protocol 2026-07-28, which rmcp serves without
+    // sessions (each POST stands alone; `server/discover` instead of `initialize`).
+    let stateless = ()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(server.url()),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("stateless client");
+    let stateless_samples = latency(stateless.peer(), sizes.latency_calls).await;
+    let _ = stateless.cancel().await;
 
     println!("### Streamable HTTP (`iris serve --port 0`)\n");
     println!(
@@ -401,6 +429,12 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
         us(percentile(&samples, 50.0)),
         us(percentile(&samples, 99.0)),
         us(mean(&samples))
+    );
+    println!(
+        "| the same, protocol 2026-07-28 (stateless: no MCP session) | {} | {} | {} |",
+        us(percentile(&stateless_samples, 50.0)),
+        us(percentile(&stateless_samples, 99.0)),
+        us(mean(&stateless_samples))
     );
 
     let mut loads = Vec::new();
@@ -434,13 +468,15 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
         hwm: status_kib(&pid, "VmHWM"),
     };
     print_memory("HTTP", &memory, &loads);
+    session_churn(&server, sizes.sessions).await;
+    long_session(&server, sizes.long_session_calls).await;
     drop(server);
     tools
 }
 
 async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {
     let home = fresh_home(root);
-    let command = tokio::process::Command::new(IRIS).configure(|command| {
+    let command = tokio::process::Command::new(iris()).configure(|command| {
         command
             .args(["serve", "--stdio"])
             .env("IRIS_CONFIG_PATH", config)
@@ -496,6 +532,77 @@ async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {
         hwm: status_kib(&pid, "VmHWM"),
     };
     print_memory("stdio", &memory, &loads);
+    let _ = client.cancel().await;
+}
+
+/// Sessions opened, used for one call and closed, one after the other: does the server's
+/// memory stay flat?
+async fn session_churn(server: &HttpServer, sessions: usize) {
+    let pid = server.pid();
+    let before = status_kib(&pid, "VmRSS");
+    let mut tenth = 0;
+    let started = Instant::now();
+    for index in 0..sessions {
+        let client =
+            ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+                .await
+                .expect("client");
+        call(client.peer(), "churn", "team1").await;
+        let _ = client.cancel().await;
+        if index + 1 == sessions / 10 {
+            tenth = status_kib(&pid, "VmRSS");
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "\n| HTTP session churn: {sessions} sessions one after the other (`initialize`, one `send_message`, close) | value |"
+    );
+    println!("|---|---|");
+    println!(
+        "| per session (connect, call, close) | {} |",
+        ms(elapsed / u32::try_from(sessions).unwrap_or(u32::MAX))
+    );
+    println!(
+        "| server VmRSS before / after {} / after {sessions} sessions | {before} / {tenth} / {} KiB |",
+        sessions / 10,
+        status_kib(&pid, "VmRSS")
+    );
+}
+
+/// One session kept open for many sequential calls, as an agent's MCP client keeps its
+/// session: latency and server memory per window of calls.
+async fn long_session(server: &HttpServer, calls: usize) {
+    let pid = server.pid();
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+            .await
+            .expect("client");
+    for _ in 0..50 {
+        call(client.peer(), "long", "team2").await;
+    }
+    let windows = 6;
+    let per_window = calls / windows;
+    println!(
+        "\n| one HTTP session, {} sequential calls: after call | seconds so far | window p50 | window p99 | server VmRSS KiB |",
+        per_window * windows
+    );
+    println!("|---|---|---|---|---|");
+    println!("| 0 | 0 | | | {} |", status_kib(&pid, "VmRSS"));
+    let started = Instant::now();
+    for window in 1..=windows {
+        let mut samples = Vec::with_capacity(per_window);
+        for _ in 0..per_window {
+            samples.push(call(client.peer(), "long", "team2").await);
+        }
+        println!(
+            "| {} | {:.1} | {} | {} | {} |",
+            window * per_window,
+            started.elapsed().as_secs_f64(),
+            us(percentile(&samples, 50.0)),
+            us(percentile(&samples, 99.0)),
+            status_kib(&pid, "VmRSS")
+        );
+    }
     let _ = client.cancel().await;
 }
 
@@ -590,7 +697,7 @@ async fn start_to_ready(root: &Path, config: &Path, starts: usize) {
     let mut stdio_listed = Vec::with_capacity(starts);
     for _ in 0..starts {
         let home = fresh_home(root);
-        let command = tokio::process::Command::new(IRIS).configure(|command| {
+        let command = tokio::process::Command::new(iris()).configure(|command| {
             command
                 .args(["serve", "--stdio"])
                 .env("IRIS_CONFIG_PATH", config)
