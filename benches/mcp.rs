@@ -58,7 +58,7 @@ fn main() {
             load_calls: 320,
             starts: 5,
             sessions: 200,
-            long_session_calls: 3000,
+            long_session_calls: 4000,
         }
     } else {
         Sizes {
@@ -66,7 +66,7 @@ fn main() {
             load_calls: 3200,
             starts: 20,
             sessions: 2000,
-            long_session_calls: 30_000,
+            long_session_calls: 48_000,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -570,7 +570,9 @@ async fn session_churn(server: &HttpServer, sessions: usize) {
 }
 
 /// One session kept open for many sequential calls, as an agent's MCP client keeps its
-/// session: latency and server memory per window of calls.
+/// session: latency and server memory per window of calls. After each window, a fresh
+/// session makes a sixth as many calls, as a control under the same machine load (rmcp keeps
+/// every finished request's SSE cache in the session for 60 s, for resumption).
 async fn long_session(server: &HttpServer, calls: usize) {
     let pid = server.pid();
     let client =
@@ -580,27 +582,38 @@ async fn long_session(server: &HttpServer, calls: usize) {
     for _ in 0..50 {
         call(client.peer(), "long", "team2").await;
     }
-    let windows = 6;
+    let windows = 8;
     let per_window = calls / windows;
+    let control_calls = per_window / 6;
     println!(
-        "\n| one HTTP session, {} sequential calls: after call | seconds so far | window p50 | window p99 | server VmRSS KiB |",
+        "\n| one HTTP session, {} sequential calls: after call | seconds so far | window p50 | window p99 | a fresh session right after: p50 ({control_calls} calls) | server VmRSS KiB |",
         per_window * windows
     );
-    println!("|---|---|---|---|---|");
-    println!("| 0 | 0 | | | {} |", status_kib(&pid, "VmRSS"));
+    println!("|---|---|---|---|---|---|");
+    println!("| 0 | 0 | | | | {} |", status_kib(&pid, "VmRSS"));
     let started = Instant::now();
     for window in 1..=windows {
         let mut samples = Vec::with_capacity(per_window);
         for _ in 0..per_window {
             samples.push(call(client.peer(), "long", "team2").await);
         }
+        let seconds = started.elapsed().as_secs_f64();
+        let rss = status_kib(&pid, "VmRSS");
+        let fresh =
+            ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+                .await
+                .expect("client");
+        let mut control = Vec::with_capacity(control_calls);
+        for _ in 0..control_calls {
+            control.push(call(fresh.peer(), "long", "team2").await);
+        }
+        let _ = fresh.cancel().await;
         println!(
-            "| {} | {:.1} | {} | {} | {} |",
+            "| {} | {seconds:.1} | {} | {} | {} | {rss} |",
             window * per_window,
-            started.elapsed().as_secs_f64(),
             us(percentile(&samples, 50.0)),
             us(percentile(&samples, 99.0)),
-            status_kib(&pid, "VmRSS")
+            us(percentile(&control, 50.0)),
         );
     }
     let _ = client.cancel().await;
