@@ -1,158 +1,770 @@
 //! MCP benchmark: `cargo bench --bench mcp` (`-- --quick` for a short run).
 //!
-//! An in-process `iris serve` HTTP router on 127.0.0.1 over a pool of fake agents that answer
-//! at once; real rmcp clients over Streamable HTTP. Measures what a caller sees of a warm
-//! `send_message`, and calls per second with several clients at once.
+//! Runs the real `iris serve` binary (this profile's build) as a separate process, with teams
+//! on the fake agent (which answers at once), and talks to it through real rmcp clients over
+//! Streamable HTTP and over stdio (`iris serve --stdio` as a child process). Measures what a
+//! caller sees of a warm `send_message`, calls per second with 1, 16 and 64 concurrent
+//! clients (stdio: concurrent requests on one connection), the server's memory idle, under
+//! load, over HTTP session churn and over one long session, the time from spawn to ready, and
+//! the size of the `tools/list` answer. Prints a Markdown report for BENCHMARKS.md.
 #![allow(missing_docs)]
 
 mod support;
 
-use support::{percentile, rss_kib, us};
+use support::{percentile, rss_kib, status_kib, us};
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
-use iris::pool::{Pool, PoolOptions};
-use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
-use rmcp::transport::StreamableHttpClientTransport;
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::{Peer, RoleClient, RunningService};
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
+use serde_json::{Value, json};
 
 const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
+/// Teams in the config; concurrent clients are spread over them, each on its own pair.
+const TEAMS: usize = 8;
+const LEVELS: [usize; 3] = [1, 16, 64];
+
+/// The `iris` of this profile; `IRIS_BENCH_SERVER=/path/to/iris` measures another build (to
+/// compare two builds of the server with the same clients).
+fn iris() -> String {
+    std::env::var("IRIS_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_iris").to_owned())
+}
+
+struct Sizes {
+    /// Sequential warm calls for the latency table (plus a tenth as warm-up).
+    latency_calls: usize,
+    /// Calls per concurrency level (at least 5 per client).
+    load_calls: usize,
+    /// Server starts for the start-to-ready table.
+    starts: usize,
+    /// HTTP sessions opened, used once and closed, one after the other.
+    sessions: usize,
+    /// Sequential calls on one long-lived HTTP session.
+    long_session_calls: usize,
+}
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
+    let sizes = if quick {
+        Sizes {
+            latency_calls: 200,
+            load_calls: 320,
+            starts: 5,
+            sessions: 200,
+            long_session_calls: 4000,
+        }
+    } else {
+        Sizes {
+            latency_calls: 2000,
+            load_calls: 3200,
+            starts: 20,
+            sessions: 2000,
+            long_session_calls: 48_000,
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(if quick { 200 } else { 2000 }));
+    runtime.block_on(run(&sizes));
 }
 
-fn config(root: &std::path::Path, teams: usize) -> Config {
-    let mut config = Config::defaults(root.join("home"));
-    config.database.path = root.join("bench.db");
-    config.settings.max_processes = teams + 1;
-    config.settings.max_queue_per_pair = 10_000;
-    for index in 0..teams {
-        let name = TeamName::new(&format!("team{index}")).expect("name");
-        let path = root.join(name.as_str());
-        std::fs::create_dir_all(&path).expect("dir");
-        let state = root.join("state").join(name.as_str());
-        std::fs::create_dir_all(&state).expect("state");
-        let mut team = TeamConfig::new(
-            name.clone(),
-            std::fs::canonicalize(path).expect("canonical"),
-        );
-        team.claude_path = Some(FAKE_AGENT.to_owned());
-        team.grant_permission = GrantPermission::Yes;
-        team.env.insert(
-            "FAKE_AGENT_STATE_DIR".to_owned(),
-            state.display().to_string(),
-        );
-        config.teams.insert(name, team);
+async fn run(sizes: &Sizes) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    println!("## MCP benchmark (separate `iris serve` process, fake agents answering at once)\n");
+    println!(
+        "machine: {} cores; load average at start: {}; server: {}\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        load_average(),
+        iris()
+    );
+
+    let tools = http_surface(dir.path(), &config, sizes).await;
+    stdio_surface(dir.path(), &config, sizes).await;
+    println!(
+        "\n| `tools/list` answer | tools | JSON-RPC message bytes | HTTP body bytes (SSE framing) |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| over Streamable HTTP | {} | {} | {} |\n",
+        tools.count, tools.message_bytes, tools.body_bytes
+    );
+    start_to_ready(dir.path(), &config, sizes.starts).await;
+    println!(
+        "\nbench (client) process RSS at the end: {} KiB; load average at the end: {}",
+        rss_kib(),
+        load_average()
+    );
+}
+
+/// The config file: `TEAMS` teams on the fake agent, room for every pair the runs use.
+fn write_config(root: &Path) -> PathBuf {
+    let mut yaml = format!(
+        "settings:\n  maxProcesses: {}\n  maxQueuePerPair: 10000\n  stopGracePeriod: 2s\n  claudePath: {FAKE_AGENT}\nteams:\n",
+        LEVELS[2] + 16
+    );
+    for index in 0..TEAMS {
+        let name = format!("team{index}");
+        let path = root.join("teams").join(&name);
+        std::fs::create_dir_all(&path).expect("team dir");
+        let state = root.join("state").join(&name);
+        std::fs::create_dir_all(&state).expect("state dir");
+        yaml.push_str(&format!(
+            "  {name}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n",
+            std::fs::canonicalize(&path).expect("canonical").display(),
+            state.display()
+        ));
     }
-    config
+    let file = root.join("config.yaml");
+    std::fs::write(&file, yaml).expect("config");
+    file
+}
+
+/// A fresh `IRIS_HOME` (so a fresh database) under `root`.
+fn fresh_home(root: &Path) -> PathBuf {
+    let home = root.join("homes").join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&home).expect("home");
+    home
+}
+
+/// An `iris serve` (HTTP) process, stopped (SIGTERM, then reaped) when dropped.
+struct HttpServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+}
+
+impl HttpServer {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id().cast_signed()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Spawns `iris serve --port 0` and returns once it printed its address (bound, maybe not
+/// yet serving), with the instant the spawn began.
+async fn spawn_http(config: &Path, home: &Path) -> (HttpServer, Instant) {
+    let started = Instant::now();
+    let mut child = std::process::Command::new(iris())
+        .args(["serve", "--port", "0"])
+        .env("IRIS_CONFIG_PATH", config)
+        .env("IRIS_HOME", home)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn iris serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut server = HttpServer {
+        child,
+        base: String::new(),
+    };
+    // The address line, read on a thread that then keeps draining stderr.
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut sender = Some(sender);
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("serving MCP on ").nth(1)
+                && let Some(sender) = sender.take()
+            {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = sender.send(url.trim_end_matches("/mcp").to_owned());
+            }
+        }
+    });
+    server.base = receiver.await.expect("iris serve printed its address");
+    (server, started)
+}
+
+/// Polls `/health` until it answers 200.
+async fn wait_health(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http.get(format!("{base}/health")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/health never answered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 fn send(caller: &str, team: &str) -> CallToolRequestParams {
     let arguments = json!({"fromTeam": caller, "toTeam": team, "message": "ping"});
-    let serde_json::Value::Object(arguments) = arguments else {
+    let Value::Object(arguments) = arguments else {
         unreachable!("an object")
     };
     CallToolRequestParams::new("send_message").with_arguments(arguments)
 }
 
-async fn run(calls: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let teams = 8;
-    let pool = Pool::start(Arc::new(config(dir.path(), teams)), PoolOptions::default())
-        .await
-        .expect("pool");
-    let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/mcp", listener.local_addr().expect("address"));
-    let server = tokio::spawn(iris::mcp::serve_http(
-        listener,
-        pool.clone(),
-        None,
-        shutdown.clone(),
-        iris::mcp::HttpAccess::default(),
-    ));
+async fn call(peer: &Peer<RoleClient>, caller: &str, team: &str) -> Duration {
+    let started = Instant::now();
+    let result = peer.call_tool(send(caller, team)).await.expect("call");
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    started.elapsed()
+}
 
-    println!(
-        "## MCP benchmark (Streamable HTTP, in-process server, fake agents answering at once)\n"
-    );
-    let client =
-        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
-            .await
-            .expect("client");
+/// Warm `send_message` latency on one pair, one client: `calls / 10` warm-up calls first.
+async fn latency(peer: &Peer<RoleClient>, calls: usize) -> Vec<Duration> {
     for _ in 0..calls / 10 {
-        client
-            .call_tool(send("bench", "team0"))
-            .await
-            .expect("warm-up");
+        call(peer, "bench", "team0").await;
     }
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
-        let started = Instant::now();
-        let result = client
-            .call_tool(send("bench", "team0"))
-            .await
-            .expect("call");
-        assert_eq!(result.is_error, Some(false));
-        samples.push(started.elapsed());
+        samples.push(call(peer, "bench", "team0").await);
     }
-    let _ = client.cancel().await;
-    println!("| warm `send_message` ({calls} calls, one client, one pair) | p50 | p99 |");
-    println!("|---|---|---|");
-    println!(
-        "| over Streamable HTTP | {} | {} |\n",
-        us(percentile(&samples, 50.0)),
-        us(percentile(&samples, 99.0))
-    );
+    samples
+}
 
-    println!(
-        "| concurrent clients (each on its own pair, {teams} teams) | calls | seconds | calls/s |"
-    );
-    println!("|---|---|---|---|");
-    for clients in [1_usize, 16, 64] {
-        let per_client = (calls / clients).max(5);
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for index in 0..clients {
-            let url = url.clone();
-            tasks.spawn(async move {
-                let client =
-                    ().serve(StreamableHttpClientTransport::from_uri(url))
-                        .await
-                        .expect("client");
-                let caller = format!("client{index}");
-                let team = format!("team{}", index % teams);
-                for _ in 0..per_client {
-                    client.call_tool(send(&caller, &team)).await.expect("call");
+/// Samples a process's `VmRSS` every 5 ms until stopped; keeps the largest.
+struct MemorySampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MemorySampler {
+    fn start(pid: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let peak = peak.clone();
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(status_kib(&pid, "VmRSS"), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                let _ = client.cancel().await;
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.expect("client task");
-        }
-        let elapsed = started.elapsed();
-        let total = per_client * clients;
+            }
+        });
+        Self { stop, peak, task }
+    }
+
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+struct Load {
+    clients: usize,
+    calls: usize,
+    elapsed: Duration,
+    samples: Vec<Duration>,
+    rss_peak: u64,
+}
+
+impl Load {
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} |",
+            self.clients,
+            self.calls,
+            self.elapsed.as_secs_f64(),
+            self.calls as f64 / self.elapsed.as_secs_f64(),
+            us(percentile(&self.samples, 50.0)),
+            us(percentile(&self.samples, 99.0)),
+            self.rss_peak
+        )
+    }
+}
+
+/// Runs `clients` concurrent callers, each on its own pair (`client<i>` → `team<i % TEAMS>`),
+/// each making `per_client` timed calls through the peer `peers(i)` gives it. Every pair is
+/// warmed (its agent started) and every client connected before the clock starts.
+async fn load<F, Fut>(clients: usize, per_client: usize, server_pid: String, connect: F) -> Load
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = (Peer<RoleClient>, Option<RunningService<RoleClient, ()>>)>
+        + Send
+        + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..clients {
+        let connecting = connect(index);
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            let (peer, running) = connecting.await;
+            let caller = format!("client{index}");
+            let team = format!("team{}", index % TEAMS);
+            for _ in 0..3 {
+                call(&peer, &caller, &team).await;
+            }
+            barrier.wait().await;
+            let mut samples = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                samples.push(call(&peer, &caller, &team).await);
+            }
+            if let Some(running) = running {
+                let _ = running.cancel().await;
+            }
+            samples
+        });
+    }
+    barrier.wait().await;
+    let sampler = MemorySampler::start(server_pid);
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(clients * per_client);
+    while let Some(done) = tasks.join_next().await {
+        samples.extend(done.expect("client task"));
+    }
+    let elapsed = started.elapsed();
+    Load {
+        clients,
+        calls: samples.len(),
+        elapsed,
+        samples,
+        rss_peak: sampler.finish().await,
+    }
+}
+
+fn per_client(sizes: &Sizes, clients: usize) -> usize {
+    (sizes.load_calls / clients).max(5)
+}
+
+struct Memory {
+    idle: u64,
+    after_latency: u64,
+    after_load: u64,
+    hwm: u64,
+}
+
+fn print_memory(transport: &str, memory: &Memory, loads: &[Load]) {
+    println!("\n| `iris serve` memory ({transport}) | KiB |");
+    println!("|---|---|");
+    println!(
+        "| VmRSS idle after start (ready, no session yet) | {} |",
+        memory.idle
+    );
+    println!(
+        "| VmRSS after the single-client latency run | {} |",
+        memory.after_latency
+    );
+    if let Some(heaviest) = loads.last() {
         println!(
-            "| {clients} | {total} | {:.2} | {:.0} |",
-            elapsed.as_secs_f64(),
-            total as f64 / elapsed.as_secs_f64()
+            "| VmRSS peak sampled during the {}-client load | {} |",
+            heaviest.clients, heaviest.rss_peak
         );
     }
-    println!("\nbench process RSS after the runs: {} KiB", rss_kib());
-    shutdown.cancel();
-    let _ = server.await;
-    pool.shutdown().await;
+    println!(
+        "| VmRSS after the loads (clients gone, agents still warm) | {} |",
+        memory.after_load
+    );
+    println!("| VmHWM (peak over the whole run) | {} |", memory.hwm);
+}
+
+struct ToolsList {
+    count: usize,
+    message_bytes: usize,
+    body_bytes: usize,
+}
+
+async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
+    let (server, _) = spawn_http(config, &fresh_home(root)).await;
+    let http = reqwest::Client::new();
+    wait_health(&http, &server.base).await;
+    let pid = server.pid();
+    let idle = status_kib(&pid, "VmRSS");
+    let tools = tools_list_size(&http, &server.url()).await;
+
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+            .await
+            .expect("client");
+    let samples = latency(client.peer(), sizes.latency_calls).await;
+    let _ = client.cancel().await;
+    let after_latency = status_kib(&pid, "VmRSS");
+    // The same, with the client negotiating protocol 2026-07-28, which rmcp serves without
+    // sessions (each POST stands alone; `server/discover` instead of `initialize`).
+    let stateless = ()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_uri(server.url()),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("stateless client");
+    let stateless_samples = latency(stateless.peer(), sizes.latency_calls).await;
+    let _ = stateless.cancel().await;
+
+    println!("### Streamable HTTP (`iris serve --port 0`)\n");
+    println!(
+        "| warm `send_message`, one client, one pair ({} calls) | p50 | p99 | mean |",
+        samples.len()
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| rmcp client → `iris serve` process → pool → fake agent | {} | {} | {} |",
+        us(percentile(&samples, 50.0)),
+        us(percentile(&samples, 99.0)),
+        us(mean(&samples))
+    );
+    println!(
+        "| the same, protocol 2026-07-28 (stateless: no MCP session) | {} | {} | {} |",
+        us(percentile(&stateless_samples, 50.0)),
+        us(percentile(&stateless_samples, 99.0)),
+        us(mean(&stateless_samples))
+    );
+
+    let mut loads = Vec::new();
+    for clients in LEVELS {
+        let url = server.url();
+        loads.push(
+            load(clients, per_client(sizes, clients), pid.clone(), |_| {
+                let url = url.clone();
+                async move {
+                    let running =
+                        ().serve(StreamableHttpClientTransport::from_uri(url))
+                            .await
+                            .expect("client");
+                    (running.peer().clone(), Some(running))
+                }
+            })
+            .await,
+        );
+    }
+    println!(
+        "\n| concurrent clients (each its own MCP session and pair; {TEAMS} teams) | calls | seconds | calls/s | p50 | p99 | server VmRSS peak KiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in &loads {
+        println!("{}", row.row());
+    }
+    let memory = Memory {
+        idle,
+        after_latency,
+        after_load: status_kib(&pid, "VmRSS"),
+        hwm: status_kib(&pid, "VmHWM"),
+    };
+    print_memory("HTTP", &memory, &loads);
+    session_churn(&server, sizes.sessions).await;
+    long_session(&server, sizes.long_session_calls).await;
+    drop(server);
+    tools
+}
+
+async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {
+    let home = fresh_home(root);
+    let command = tokio::process::Command::new(iris()).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", config)
+            .env("IRIS_HOME", &home)
+            .env_remove("RUST_LOG")
+            .current_dir(root);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iris serve --stdio");
+    let pid = transport.id().expect("pid").to_string();
+    let client = ().serve(transport).await.expect("client");
+    let idle = status_kib(&pid, "VmRSS");
+    let samples = latency(client.peer(), sizes.latency_calls).await;
+    let after_latency = status_kib(&pid, "VmRSS");
+
+    println!("\n### stdio (`iris serve --stdio` as the client's child process)\n");
+    println!(
+        "| warm `send_message`, one client, one pair ({} calls) | p50 | p99 | mean |",
+        samples.len()
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| rmcp client → stdio pipe → `iris serve --stdio` → pool → fake agent | {} | {} | {} |",
+        us(percentile(&samples, 50.0)),
+        us(percentile(&samples, 99.0)),
+        us(mean(&samples))
+    );
+
+    let mut loads = Vec::new();
+    for clients in LEVELS {
+        let peer = client.peer().clone();
+        loads.push(
+            load(clients, per_client(sizes, clients), pid.clone(), |_| {
+                let peer = peer.clone();
+                async move { (peer, None) }
+            })
+            .await,
+        );
+    }
+    println!(
+        "\n| concurrent requests in flight on ONE stdio connection (each on its own pair; {TEAMS} teams) | calls | seconds | calls/s | p50 | p99 | server VmRSS peak KiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in &loads {
+        println!("{}", row.row());
+    }
+    let memory = Memory {
+        idle,
+        after_latency,
+        after_load: status_kib(&pid, "VmRSS"),
+        hwm: status_kib(&pid, "VmHWM"),
+    };
+    print_memory("stdio", &memory, &loads);
+    let _ = client.cancel().await;
+}
+
+/// Sessions opened, used for one call and closed, one after the other: does the server's
+/// memory stay flat?
+async fn session_churn(server: &HttpServer, sessions: usize) {
+    let pid = server.pid();
+    let before = status_kib(&pid, "VmRSS");
+    let mut tenth = 0;
+    let started = Instant::now();
+    for index in 0..sessions {
+        let client =
+            ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+                .await
+                .expect("client");
+        call(client.peer(), "churn", "team1").await;
+        let _ = client.cancel().await;
+        if index + 1 == sessions / 10 {
+            tenth = status_kib(&pid, "VmRSS");
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "\n| HTTP session churn: {sessions} sessions one after the other (`initialize`, one `send_message`, close) | value |"
+    );
+    println!("|---|---|");
+    println!(
+        "| per session (connect, call, close) | {} |",
+        ms(elapsed / u32::try_from(sessions).unwrap_or(u32::MAX))
+    );
+    println!(
+        "| server VmRSS before / after {} / after {sessions} sessions | {before} / {tenth} / {} KiB |",
+        sessions / 10,
+        status_kib(&pid, "VmRSS")
+    );
+}
+
+/// One session kept open for many sequential calls, as an agent's MCP client keeps its
+/// session: latency and server memory per window of calls. After each window, a fresh
+/// session makes a sixth as many calls, as a control under the same machine load (rmcp keeps
+/// every finished request's SSE cache in the session for 60 s, for resumption).
+async fn long_session(server: &HttpServer, calls: usize) {
+    let pid = server.pid();
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+            .await
+            .expect("client");
+    for _ in 0..50 {
+        call(client.peer(), "long", "team2").await;
+    }
+    let windows = 8;
+    let per_window = calls / windows;
+    let control_calls = per_window / 6;
+    println!(
+        "\n| one HTTP session, {} sequential calls: after call | seconds so far | window p50 | window p99 | a fresh session right after: p50 ({control_calls} calls) | server VmRSS KiB |",
+        per_window * windows
+    );
+    println!("|---|---|---|---|---|---|");
+    println!("| 0 | 0 | | | | {} |", status_kib(&pid, "VmRSS"));
+    let started = Instant::now();
+    for window in 1..=windows {
+        let mut samples = Vec::with_capacity(per_window);
+        for _ in 0..per_window {
+            samples.push(call(client.peer(), "long", "team2").await);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rss = status_kib(&pid, "VmRSS");
+        let fresh =
+            ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+                .await
+                .expect("client");
+        let mut control = Vec::with_capacity(control_calls);
+        for _ in 0..control_calls {
+            control.push(call(fresh.peer(), "long", "team2").await);
+        }
+        let _ = fresh.cancel().await;
+        println!(
+            "| {} | {seconds:.1} | {} | {} | {} | {rss} |",
+            window * per_window,
+            us(percentile(&samples, 50.0)),
+            us(percentile(&samples, 99.0)),
+            us(percentile(&control, 50.0)),
+        );
+    }
+    let _ = client.cancel().await;
+}
+
+/// `initialize`, `notifications/initialized` and `tools/list` by hand, to weigh the answer.
+async fn tools_list_size(http: &reqwest::Client, url: &str) -> ToolsList {
+    let post = |body: Value, session: Option<&str>| {
+        let mut request = http
+            .post(url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request
+                .header("Mcp-Session-Id", session)
+                .header("MCP-Protocol-Version", "2025-11-25");
+        }
+        request.send()
+    };
+    let initialize = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "iris-bench", "version": "1"}}}),
+        None,
+    )
+    .await
+    .expect("initialize");
+    let session = initialize
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+        .expect("session id")
+        .to_owned();
+    let _ = initialize.text().await;
+    post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(&session),
+    )
+    .await
+    .expect("initialized");
+    let body = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        Some(&session),
+    )
+    .await
+    .expect("tools/list")
+    .text()
+    .await
+    .expect("tools/list body");
+    let message = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim_start)
+        .find(|data| data.contains("\"tools\""))
+        .unwrap_or_else(|| panic!("no tools/list answer in {body:?}"));
+    let parsed: Value = serde_json::from_str(message).expect("JSON");
+    let _ = http
+        .delete(url)
+        .header("Mcp-Session-Id", &session)
+        .send()
+        .await;
+    ToolsList {
+        count: parsed["result"]["tools"].as_array().map_or(0, Vec::len),
+        message_bytes: message.len(),
+        body_bytes: body.len(),
+    }
+}
+
+/// Spawn to ready, each start on a fresh `IRIS_HOME`: HTTP (address printed, `/health`
+/// answered, then a new rmcp client's `initialize` + `tools/list` answered) and stdio
+/// (`initialize` answered, then `tools/list`).
+async fn start_to_ready(root: &Path, config: &Path, starts: usize) {
+    let http = reqwest::Client::new();
+    let mut bound = Vec::with_capacity(starts);
+    let mut health = Vec::with_capacity(starts);
+    let mut listed = Vec::with_capacity(starts);
+    for _ in 0..starts {
+        let (server, started) = spawn_http(config, &fresh_home(root)).await;
+        bound.push(started.elapsed());
+        wait_health(&http, &server.base).await;
+        health.push(started.elapsed());
+        let client =
+            ().serve(StreamableHttpClientTransport::from_uri(server.url()))
+                .await
+                .expect("client");
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert_eq!(tools.len(), 17);
+        listed.push(started.elapsed());
+        let _ = client.cancel().await;
+        drop(server);
+    }
+    let mut initialized = Vec::with_capacity(starts);
+    let mut stdio_listed = Vec::with_capacity(starts);
+    for _ in 0..starts {
+        let home = fresh_home(root);
+        let command = tokio::process::Command::new(iris()).configure(|command| {
+            command
+                .args(["serve", "--stdio"])
+                .env("IRIS_CONFIG_PATH", config)
+                .env("IRIS_HOME", &home)
+                .env_remove("RUST_LOG")
+                .current_dir(root);
+        });
+        let started = Instant::now();
+        let (transport, _stderr) = TokioChildProcess::builder(command)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iris serve --stdio");
+        let client = ().serve(transport).await.expect("client");
+        initialized.push(started.elapsed());
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert_eq!(tools.len(), 17);
+        stdio_listed.push(started.elapsed());
+        let _ = client.cancel().await;
+    }
+    println!("| `iris serve` start to ready ({starts} starts, fresh IRIS_HOME each) | p50 | p99 |");
+    println!("|---|---|---|");
+    let row = |what: &str, samples: &[Duration]| {
+        println!(
+            "| {what} | {} | {} |",
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 99.0))
+        );
+    };
+    row("HTTP: spawn → address printed (listening)", &bound);
+    row("HTTP: spawn → `/health` answered", &health);
+    row(
+        "HTTP: spawn → `/health`, then `initialize` + `tools/list` answered",
+        &listed,
+    );
+    row("stdio: spawn → `initialize` answered", &initialized);
+    row("stdio: spawn → `tools/list` answered", &stdio_listed);
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn mean(samples: &[Duration]) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.iter().sum::<Duration>() / u32::try_from(samples.len()).unwrap_or(u32::MAX)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

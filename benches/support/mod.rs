@@ -20,10 +20,16 @@ pub fn us(duration: Duration) -> String {
 
 /// This process's resident memory in KiB (`VmRSS`).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kib("self", "VmRSS")
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`, ...) of `pid` (or `"self"`); 0 when
+/// the process or field is gone.
+pub fn status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }

@@ -269,3 +269,69 @@ pub async fn wait_for_async(what: &str, mut condition: impl AsyncFnMut() -> bool
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+
+/// A config file with teams `backend` and `frontend` on the fake agent, every agent carrying
+/// `marker` (see [`processes_with_marker`]).
+pub fn fake_teams_config(dir: &Path, marker: &str) -> PathBuf {
+    let mut yaml =
+        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\nteams:\n");
+    for team in ["backend", "frontend"] {
+        let path = dir.join(team);
+        std::fs::create_dir_all(&path).unwrap();
+        let state = dir.join("state").join(team);
+        std::fs::create_dir_all(&state).unwrap();
+        yaml.push_str(&format!(
+            "  {team}:\n    path: {}\n    description: the {team}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
+            path.display(),
+            state.display()
+        ));
+    }
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// Starts `iris serve --port 0` (HTTP) on `config` and `home`; returns the server, stopped
+/// when dropped, and its MCP URL (`http://127.0.0.1:PORT/mcp`) once it printed it.
+pub fn serve_http(config: &Path, home: &Path) -> (ChildGuard, String) {
+    use std::io::BufRead as _;
+    let server = std::process::Command::new(IRIS)
+        .args(["serve", "--port", "0"])
+        .env("IRIS_CONFIG_PATH", config)
+        .env("IRIS_HOME", home)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = ChildGuard(server);
+    let mut stderr = std::io::BufReader::new(server.0.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "iris serve ended before listening"
+        );
+        if let Some(rest) = line.split("serving MCP on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (server, url)
+}
+
+/// A Node tool installed by `scripts/install-node-tools` under `.tools/node/node_modules`;
+/// fails the test, saying how to install it, when it is missing.
+pub fn node_tool(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/node/node_modules")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is not installed: run scripts/install-node-tools (scripts/test runs it before the tests)",
+        path.display()
+    );
+    path
+}
