@@ -11,10 +11,9 @@ mod common;
 #[path = "e2e/support.rs"]
 mod support;
 
-use common::{assert_contains, wait_for};
+use common::{assert_contains, call, structured, wait_for};
 use iris::config::GrantPermission;
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
@@ -26,20 +25,6 @@ async fn connect(url: &str) -> Client {
     ().serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
         .await
         .unwrap()
-}
-
-fn call(name: &str, arguments: Value) -> CallToolRequestParams {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object")
-    };
-    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .expect("structured content")
 }
 
 /// `ask_message` from `from` to `to`, waiting for the answer.

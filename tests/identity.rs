@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{FAKE_AGENT, IRIS, World, assert_contains, processes_with_marker, wait_for};
+use common::{
+    FAKE_AGENT, IRIS, World, assert_contains, call, processes_with_marker, structured, wait_for,
+};
 use iris::config::Secret;
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Value, json};
@@ -44,46 +44,6 @@ fn write_config(dir: &std::path::Path, marker: &str, extra: &str) -> std::path::
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
     file
-}
-
-/// Starts `iris serve` on a free loopback port; returns the guard and the MCP URL.
-fn serve(config: &std::path::Path, home: &std::path::Path) -> (common::ChildGuard, String) {
-    let server = std::process::Command::new(IRIS)
-        .args(["serve", "--port", "0"])
-        .env("IRIS_CONFIG_PATH", config)
-        .env("IRIS_HOME", home)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = common::ChildGuard(server);
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "iris serve ended before listening"
-        );
-        if let Some(rest) = line.split("serving MCP on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    (server, url)
-}
-
-fn call(name: &str, arguments: Value) -> CallToolRequestParams {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object")
-    };
-    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .expect("structured content")
 }
 
 /// What a fake agent says to make its turn call an Iris tool through its `--mcp-config`.
@@ -140,7 +100,7 @@ async fn agents_call_back_as_their_own_team_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-identity-http-{}", uuid::Uuid::new_v4());
     let config = write_config(dir.path(), &marker, "");
-    let (mut server, url) = serve(&config, dir.path());
+    let (mut server, url) = common::serve_http(&config, dir.path());
     let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
     chain(&client, Some("a")).await;
 
@@ -254,7 +214,7 @@ async fn bearer_tokens_identify_teams() {
         &marker,
         &format!("  httpToken: {SERVER_TOKEN}\n"),
     );
-    let (mut server, url) = serve(&config, dir.path());
+    let (mut server, url) = common::serve_http(&config, dir.path());
     let with_token = |token: &str| {
         StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token),
@@ -263,28 +223,7 @@ async fn bearer_tokens_identify_teams() {
 
     // Team a's token: fromTeam may be omitted; a different one is refused.
     let team_a = ().serve(with_token(TEAM_A_TOKEN)).await.unwrap();
-    let implicit = structured(
-        &team_a
-            .call_tool(call(
-                "quick_message",
-                json!({"toTeam": "c", "message": "hi"}),
-            ))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(implicit["fromTeam"], "a", "{implicit}");
-    let posing = team_a
-        .call_tool(call(
-            "quick_message",
-            json!({"fromTeam": "b", "toTeam": "c", "message": "hi"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(posing.is_error, Some(true));
-    assert_contains(
-        structured(&posing)["error"].as_str().unwrap(),
-        "fromTeam 'b' conflicts with the caller's team 'a' (proven by its bearer token)",
-    );
+    common::assert_caller_is(&team_a, "a", "c", "b", "its bearer token").await;
     team_a.cancel().await.unwrap();
 
     // The server-wide token lets a client in; it states fromTeam.

@@ -7,47 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{FAKE_AGENT, IRIS, assert_contains, processes_with_marker, wait_for};
+use common::{IRIS, assert_contains, call, processes_with_marker, structured, wait_for};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Value, json};
-
-fn write_config(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
-    let mut yaml =
-        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\nteams:\n");
-    for team in ["backend", "frontend"] {
-        let path = dir.join(team);
-        std::fs::create_dir_all(&path).unwrap();
-        let state = dir.join("state").join(team);
-        std::fs::create_dir_all(&state).unwrap();
-        yaml.push_str(&format!(
-            "  {team}:\n    path: {}\n    description: the {team}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
-            path.display(),
-            state.display()
-        ));
-    }
-    let file = dir.join("config.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    file
-}
-
-fn call(name: &str, arguments: Value) -> CallToolRequestParams {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object")
-    };
-    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
-}
-
-fn structured(result: &CallToolResult) -> Value {
-    result
-        .structured_content
-        .clone()
-        .expect("structured content")
-}
 
 /// Exercises the tools a caller relies on; the same checks run over both transports.
 async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) {
@@ -196,7 +161,7 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
 async fn tools_over_stdio() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-mcp-stdio-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker);
+    let config = common::fake_teams_config(dir.path(), &marker);
     let command = tokio::process::Command::new(IRIS).configure(|command| {
         command
             .args(["serve", "--stdio"])
@@ -212,28 +177,14 @@ async fn tools_over_stdio() {
         .unwrap();
     let client = ().serve(transport).await.unwrap();
     exercise(&client).await;
-    let implicit = structured(
-        &client
-            .call_tool(call(
-                "quick_message",
-                json!({"toTeam": "backend", "message": "who am I"}),
-            ))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(implicit["fromTeam"], "frontend", "{implicit}");
-    let conflict = client
-        .call_tool(call(
-            "quick_message",
-            json!({"fromTeam": "backend", "toTeam": "frontend", "message": "x"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(conflict.is_error, Some(true));
-    assert_contains(
-        structured(&conflict)["error"].as_str().unwrap(),
-        "fromTeam 'backend' conflicts with the caller's team 'frontend'",
-    );
+    common::assert_caller_is(
+        &client,
+        "frontend",
+        "backend",
+        "backend",
+        "the stdio server's working directory",
+    )
+    .await;
     client.cancel().await.unwrap();
     wait_for("agents stopped", || {
         processes_with_marker(&marker, false).is_empty()
@@ -245,30 +196,9 @@ async fn tools_over_stdio() {
 async fn tools_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-mcp-http-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker);
-    let server = std::process::Command::new(IRIS)
-        .args(["serve", "--port", "0"])
-        .env("IRIS_CONFIG_PATH", &config)
-        .env("IRIS_HOME", dir.path())
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let config = common::fake_teams_config(dir.path(), &marker);
     // Stopped by the guard if the test fails half-way.
-    let mut server = common::ChildGuard(server);
-    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "iris serve ended before listening"
-        );
-        if let Some(rest) = line.split("serving MCP on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep reading stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    let (mut server, url) = common::serve_http(&config, dir.path());
     let health_url = url.replace("/mcp", "/health");
     let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
     exercise(&client).await;

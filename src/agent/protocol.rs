@@ -189,24 +189,29 @@ pub fn tool_results(line: &Value) -> Vec<(String, bool)> {
     blocks
         .iter()
         .filter(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
-        .map(|block| {
-            let content = match block.get("content") {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|part| part.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            let is_error = block
-                .get("is_error")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            (content, is_error)
-        })
+        .map(tool_result)
         .collect()
+}
+
+/// One `tool_result` block (of the Messages API and of the CLI's user lines alike): its
+/// content as text (text parts joined by newlines), and whether it is an error.
+#[must_use]
+pub fn tool_result(block: &Value) -> (String, bool) {
+    let content = match block.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let is_error = block
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    (content, is_error)
 }
 
 /// The fields of a `result` line that Iris keeps.

@@ -335,3 +335,54 @@ pub fn node_tool(relative: &str) -> PathBuf {
     );
     path
 }
+
+/// A `tools/call` request for `name` with `arguments` (a JSON object).
+pub fn call(name: &str, arguments: serde_json::Value) -> rmcp::model::CallToolRequestParams {
+    let serde_json::Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    rmcp::model::CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
+}
+
+/// A tool result's structured content (every Iris tool answers with one).
+pub fn structured(result: &rmcp::model::CallToolResult) -> serde_json::Value {
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// Checks that `client`'s connection proves team `team`: a `quick_message` to `to` without
+/// `fromTeam` is sent as `team`, and one posing as `posing_as` is refused, naming `proof`.
+pub async fn assert_caller_is(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    team: &str,
+    to: &str,
+    posing_as: &str,
+    proof: &str,
+) {
+    let implicit = structured(
+        &client
+            .call_tool(call(
+                "quick_message",
+                serde_json::json!({"toTeam": to, "message": "who am I"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(implicit["fromTeam"], team, "{implicit}");
+    let posing = client
+        .call_tool(call(
+            "quick_message",
+            serde_json::json!({"fromTeam": posing_as, "toTeam": to, "message": "x"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(posing.is_error, Some(true));
+    assert_contains(
+        structured(&posing)["error"].as_str().unwrap(),
+        &format!(
+            "fromTeam '{posing_as}' conflicts with the caller's team '{team}' (proven by {proof})"
+        ),
+    );
+}

@@ -161,7 +161,9 @@ pub(super) fn read_conversation(body: &Value) -> Conversation {
                                 texts.push(text);
                             }
                         }
-                        Some("tool_result") => results.push(tool_result(block)),
+                        Some("tool_result") => {
+                            results.push(crate::agent::protocol::tool_result(block))
+                        }
                         _ => {}
                     }
                 }
@@ -187,25 +189,6 @@ pub(super) fn read_conversation(body: &Value) -> Conversation {
         }
     }
     conversation
-}
-
-/// A `tool_result` block's content as text, and whether it is an error.
-fn tool_result(block: &Value) -> (String, bool) {
-    let content = match block.get("content") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    };
-    let is_error = block
-        .get("is_error")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    (content, is_error)
 }
 
 /// `text` without its `<system-reminder>…</system-reminder>` sections (an unclosed one runs
