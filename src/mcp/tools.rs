@@ -37,8 +37,7 @@ pub struct IrisMcp {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct SendArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The team whose agent answers.
     to_team: String,
@@ -52,8 +51,7 @@ struct SendArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct QuickArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The team that receives it.
     to_team: String,
@@ -74,8 +72,7 @@ struct StatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The other team.
     team: String,
@@ -84,8 +81,7 @@ struct TeamArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct TeamStatusArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// Only this team (default: all).
     #[serde(default)]
@@ -95,16 +91,14 @@ struct TeamStatusArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct FromArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct PairArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The other team.
     to_team: String,
@@ -113,8 +107,7 @@ struct PairArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeleteArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The other team.
     to_team: String,
@@ -126,8 +119,7 @@ struct DeleteArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReportArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The other team.
     team: String,
@@ -142,8 +134,7 @@ struct ReportArgs {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 struct CancelArgs {
-    /// Your team; optional when the connection proves it (agent URL, team token, stdio).
-    #[serde(default)]
+    /// Your team; optional if the connection identifies you.
     from_team: Option<String>,
     /// The other team.
     team: String,
