@@ -175,7 +175,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
             mode: SessionMode::New,
             cost_baseline: 0.0,
             agent_key: "bench",
-            callback: None,
+            mcp_config: None,
         },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});

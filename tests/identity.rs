@@ -46,6 +46,31 @@ fn write_config(dir: &std::path::Path, marker: &str, extra: &str) -> std::path::
     file
 }
 
+/// The Iris MCP URL of the agent `pid`: in the 0600 file its `--mcp-config` names, never on
+/// its command line (which every local user can read).
+fn agent_url(pid: u32) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cmdline =
+        String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).unwrap();
+    let file = cmdline
+        .split('\0')
+        .find_map(|arg| arg.strip_prefix("--mcp-config="))
+        .expect("the agent is given --mcp-config");
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{file} is private");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let url = config["mcpServers"]["iris"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = url.rsplit('/').next().unwrap();
+    assert!(
+        !cmdline.contains(token),
+        "the token is not on the command line"
+    );
+    url
+}
+
 /// What a fake agent says to make its turn call an Iris tool through its `--mcp-config`.
 fn call_back(tool: &str, arguments: &Value) -> String {
     format!("[[tool:mcp__iris__{tool}:{arguments}]]")
@@ -119,17 +144,8 @@ async fn agents_call_back_as_their_own_team_over_http() {
         .unwrap()["pid"]
         .as_u64()
         .unwrap();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|&byte| byte == 0)
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect();
-    let mcp_config = args
-        .iter()
-        .find_map(|arg| arg.strip_prefix("--mcp-config="))
-        .expect("the agent is given --mcp-config");
-    let mcp_config: Value = serde_json::from_str(mcp_config).unwrap();
-    let agent_url = mcp_config["mcpServers"]["iris"]["url"].as_str().unwrap();
+    let agent_url = agent_url(u32::try_from(pid).unwrap());
+    let agent_url = agent_url.as_str();
     assert!(
         agent_url.starts_with(&format!("{url}/s/")),
         "{agent_url} is under {url}/s/"
@@ -382,16 +398,7 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
         .find(|entry| entry.pair == pair)
         .and_then(|entry| entry.pid)
         .unwrap();
-    let cmdline =
-        String::from_utf8(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).unwrap();
-    let agent_url = cmdline
-        .split('\0')
-        .find_map(|arg| arg.strip_prefix("--mcp-config="))
-        .map(|config| serde_json::from_str::<Value>(config).unwrap())
-        .unwrap()["mcpServers"]["iris"]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let agent_url = agent_url(pid);
     let agent = ().serve(StreamableHttpClientTransport::from_uri(agent_url)).await.unwrap();
     let listed = structured(
         &agent

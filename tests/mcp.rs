@@ -386,13 +386,21 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
     assert!(unknown.is_err(), "{unknown:?}");
     client.cancel().await.unwrap();
 
-    // Without the tasks extension: `pending` with the message id.
+    // Without the tasks extension: `pending` with the message id (a slow answer: the warm
+    // agent would otherwise answer before the wait ends).
     let plain = ().serve(StreamableHttpClientTransport::from_uri(url)).await.unwrap();
-    let pending = structured(&plain.call_tool(ask("another")).await.unwrap());
+    let pending = structured(
+        &plain
+            .call_tool(ask("[[slow:600000]] another"))
+            .await
+            .unwrap(),
+    );
     assert!(
         matches!(pending["status"].as_str(), Some("pending" | "queued")),
         "{pending}"
     );
+    let id: iris::store::MessageId = pending["messageId"].as_str().unwrap().parse().unwrap();
+    pool.cancel(id).await.unwrap();
     plain.cancel().await.unwrap();
     shutdown.cancel();
     server.await.unwrap().unwrap();

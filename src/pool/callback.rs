@@ -3,10 +3,16 @@
 //! are attributed to its team without trusting what it says.
 //!
 //! A token is random, made once per pair for the life of this Iris, and resolves to the
-//! pair's target team (the agent's own team). Tokens are never stored: after a restart the
-//! new Iris hands its agents new ones (every agent is a new process then).
+//! pair's target team (the agent's own team). The URL reaches the agent in a file only its
+//! user can read (`$IRIS_HOME/run/agents/<caller>--<target>.json`, mode 0600), never on its
+//! command line, which every local user can read. Tokens are not stored: after a restart the
+//! new Iris removes the old files and hands its agents new tokens (every agent is a new
+//! process then).
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::Pair;
@@ -57,10 +63,62 @@ impl Callbacks {
     }
 }
 
-/// The `--mcp-config` value that points an agent's `iris` MCP server at `url`.
+/// The `--mcp-config` JSON that points an agent's `iris` MCP server at `url`.
 #[must_use]
 pub fn mcp_config(url: &str) -> String {
     serde_json::json!({"mcpServers": {"iris": {"type": "http", "url": url}}}).to_string()
+}
+
+/// Where the agents' MCP config files live under `iris_home`.
+#[must_use]
+pub fn agent_config_dir(iris_home: &Path) -> PathBuf {
+    iris_home.join("run").join("agents")
+}
+
+/// Writes the agent of `pair`'s MCP config (pointing at `url`) to its file in `dir`, readable
+/// by this user only (directory 0700, file 0600, written whole then renamed into place).
+///
+/// # Errors
+/// The directory or file cannot be written.
+pub(crate) fn write_agent_config(dir: &Path, pair: &Pair, url: &str) -> std::io::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = format!("{}--{}.json", pair.caller, pair.target);
+    let path = dir.join(&name);
+    let temporary = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(mcp_config(url).as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map(|()| path)
+}
+
+/// Removes the agents' MCP config files (their tokens are dead: a new Iris, or none).
+pub(crate) fn clear_agent_configs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .extension()
+            .is_some_and(|extension| extension == "json")
+            || entry.file_name().to_string_lossy().starts_with('.');
+        if ours && let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), %error, "cannot remove an old agent MCP config");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +155,36 @@ mod tests {
             Some("b".to_owned())
         );
         assert_eq!(callbacks.team("not-a-token"), None);
+    }
+
+    #[test]
+    fn agent_configs_are_private_files_and_are_cleared() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let home = tempfile::tempdir().expect("tempdir");
+        let dir = agent_config_dir(home.path());
+        let path = write_agent_config(&dir, &pair("a", "b"), "http://127.0.0.1:9/mcp/s/x")
+            .expect("written");
+        assert_eq!(path, dir.join("a--b.json"));
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        assert_eq!(
+            config["mcpServers"]["iris"]["url"],
+            "http://127.0.0.1:9/mcp/s/x"
+        );
+        // Written again (a new process of the pair): replaced in place.
+        write_agent_config(&dir, &pair("a", "b"), "http://127.0.0.1:9/mcp/s/y").expect("again");
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1);
+        clear_agent_configs(&dir);
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
     }
 
     #[test]

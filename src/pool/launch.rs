@@ -43,8 +43,10 @@ pub struct Launch<'a> {
     pub cost_baseline: f64,
     /// Goes into the agent's environment as `IRIS_AGENT_KEY`.
     pub agent_key: &'a str,
-    /// The agent's own Iris MCP URL, passed as `--mcp-config`; `None` gives it none.
-    pub callback: Option<&'a str>,
+    /// The file holding the agent's own Iris MCP config (see
+    /// [`agent_config_dir`](super::agent_config_dir)), passed as `--mcp-config`; `None`
+    /// gives it no Iris MCP server.
+    pub mcp_config: Option<&'a std::path::Path>,
 }
 
 /// Builds the spec that starts `team`'s agent for `pair`.
@@ -62,8 +64,8 @@ pub fn agent_spec(
         SessionMode::New => format!("--session-id={}", launch.session),
         SessionMode::Resume => format!("--resume={}", launch.session),
     });
-    if let Some(url) = launch.callback {
-        args.push(format!("--mcp-config={}", super::mcp_config(url)));
+    if let Some(file) = launch.mcp_config {
+        args.push(format!("--mcp-config={}", file.display()));
     }
     if let Some(model) = &team.model {
         args.push(format!("--model={model}"));

@@ -24,7 +24,7 @@ mod reconfigure;
 mod recovery;
 mod worker;
 
-pub use callback::{CALLBACK_PREFIX, mcp_config};
+pub use callback::{CALLBACK_PREFIX, agent_config_dir, mcp_config};
 pub use launch::{ForkCommand, Launch, SessionMode, agent_spec, fork_command, transcript_path};
 
 use worker::Worker;
@@ -595,6 +595,7 @@ impl Pool {
             tracing::info!(pruned, "old messages pruned");
         }
         recovery::stop_leftover_agents(&store, config.settings.stop_grace_period).await?;
+        callback::clear_agent_configs(&callback::agent_config_dir(&config.iris_home));
         let (events, _) = broadcast::channel(4096);
         let pool = Self {
             inner: Arc::new(Inner {
@@ -1136,6 +1137,8 @@ impl Pool {
         while stops.join_next().await.is_some() {}
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Their tokens die with this pool.
+        callback::clear_agent_configs(&callback::agent_config_dir(&self.config().iris_home));
     }
 
     /// The pair's queue, creating its entry (with its stored session, or a new one) and its

@@ -781,7 +781,14 @@ impl Worker {
                 resume: mode == SessionMode::Resume,
             });
             let agent_key = Uuid::new_v4().to_string();
-            let callback = self.pool.callbacks.url(&self.pair);
+            let mcp_config = self.pool.callbacks.url(&self.pair).and_then(|url| {
+                let dir = super::agent_config_dir(&config.iris_home);
+                super::callback::write_agent_config(&dir, &self.pair, &url)
+                    .inspect_err(|error| {
+                        tracing::warn!(pair = %self.pair, dir = %dir.display(), %error, "cannot write the agent's MCP config; it starts without the Iris MCP server");
+                    })
+                    .ok()
+            });
             let spec = agent_spec(
                 &config,
                 team,
@@ -791,7 +798,7 @@ impl Worker {
                     mode,
                     cost_baseline: baseline,
                     agent_key: &agent_key,
-                    callback: callback.as_deref(),
+                    mcp_config: mcp_config.as_deref(),
                 },
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
