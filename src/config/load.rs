@@ -334,7 +334,7 @@ const SETTINGS_KEYS: &[&str] = &[
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
-const NO_SESSION_MCP_FILE: &str = "Iris passes its MCP server to each agent inline (--mcp-config), so no per-session file is written";
+const NO_SESSION_MCP_FILE: &str = "Iris writes each agent's MCP config itself (a private file under $IRIS_HOME/run/agents, naming the agent's own Iris URL), so this key has no effect";
 
 const SETTINGS_IGNORED: &[(&str, &str)] = &[
     ("sessionInitTimeout", NO_SESSION_INIT),
