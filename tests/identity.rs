@@ -256,6 +256,41 @@ async fn bearer_tokens_identify_teams() {
     assert_eq!(stated["fromTeam"], "b", "{stated}");
     anyone.cancel().await.unwrap();
 
+    // A proven team sees only its own messages: b's message does not exist for team a.
+    let team_a = ().serve(with_token(TEAM_A_TOKEN)).await.unwrap();
+    let foreign = team_a
+        .call_tool(call(
+            "message_status",
+            json!({"messageId": stated["messageId"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(foreign.is_error, Some(true));
+    assert_contains(
+        structured(&foreign)["error"].as_str().unwrap(),
+        "no message with id",
+    );
+    let own = structured(
+        &team_a
+            .call_tool(call(
+                "quick_message",
+                json!({"toTeam": "c", "message": "mine"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let status = structured(
+        &team_a
+            .call_tool(call(
+                "message_status",
+                json!({"messageId": own["messageId"]}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status["fromTeam"], "a", "{status}");
+    team_a.cancel().await.unwrap();
+
     // A wrong token, or a malformed header, is refused outright.
     for header in ["Bearer not-a-configured-token-000", "Basic YTpi"] {
         let refused = reqwest::Client::new()
@@ -399,7 +434,7 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
         .and_then(|entry| entry.pid)
         .unwrap();
     let agent_url = agent_url(pid);
-    let agent = ().serve(StreamableHttpClientTransport::from_uri(agent_url)).await.unwrap();
+    let agent = ().serve(StreamableHttpClientTransport::from_uri(agent_url.clone())).await.unwrap();
     let listed = structured(
         &agent
             .call_tool(call("list_teams", json!({})))
@@ -437,6 +472,21 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
             .status()
             .is_success()
     );
+
+    // Team b removed from the configuration: its agent's URL is dead at once.
+    let mut config = (*pool.config()).clone();
+    config.teams.retain(|name, _| name.as_str() != "b");
+    pool.set_config(config);
+    let dead = reqwest::Client::new()
+        .post(&agent_url)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.status().as_u16(), 404);
+    let body: Value = dead.json().await.unwrap();
+    assert_contains(body["error"].as_str().unwrap(), "no longer configured");
 
     shutdown.cancel();
     server.await.unwrap().unwrap();

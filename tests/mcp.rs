@@ -230,6 +230,25 @@ async fn tools_over_http() {
         .await
         .unwrap();
     assert_eq!(rebinding.status().as_u16(), 403);
+    let status_url = url.replace("/mcp", "/status");
+    let rebinding_status = reqwest::Client::new()
+        .get(&status_url)
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rebinding_status.status().as_u16(),
+        403,
+        "/status checks Host too"
+    );
+    assert!(
+        reqwest::get(&status_url)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
     let page = |origin: &str| {
         reqwest::Client::new()
             .post(&url)

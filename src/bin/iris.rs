@@ -450,7 +450,23 @@ async fn serve(
         );
     }
     let port = port.unwrap_or(config.settings.http_port);
-    let pool = start_pool(config).await?;
+    // Listen before the pool starts, so that every agent it starts knows its Iris URL: also
+    // those that deliver messages queued before a restart. Over stdio, agents call back over
+    // a loopback listener that serves only their own URLs.
+    let listener = if stdio {
+        tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("listening on 127.0.0.1 for agents' calls back into Iris")?
+    } else {
+        let address = std::net::SocketAddr::new(bind, port);
+        tokio::net::TcpListener::bind(address).await.map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on {address}: {error} (is another Iris running? set settings.httpPort or --port)"
+            )
+        })?
+    };
+    let local = listener.local_addr().context("reading the bound address")?;
+    let pool = start_pool(config, Some(callback_base(local))).await?;
     let _reload = iris::reload::watch_config(&pool);
     let logs = LOGS.get().cloned();
     let shutdown = CancellationToken::new();
@@ -471,16 +487,8 @@ async fn serve(
         if let Some(team) = &identity {
             tracing::info!(team, "stdio caller identified by its working directory");
         }
-        // Agents call back over HTTP: a loopback listener that serves only their own URLs.
-        let callbacks = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .context("listening on 127.0.0.1 for agents' calls back into Iris")?;
-        let local = callbacks
-            .local_addr()
-            .context("reading the call-back address")?;
-        pool.set_callback_base(&format!("http://{local}"));
         tokio::spawn(iris::mcp::serve_http(
-            callbacks,
+            listener,
             pool.clone(),
             logs.clone(),
             shutdown.clone(),
@@ -507,31 +515,19 @@ async fn serve(
             Err(error) => Err(anyhow::anyhow!("starting MCP on stdio: {error}")),
         }
     } else {
-        let address = std::net::SocketAddr::new(bind, port);
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => {
-                let local = listener.local_addr().context("reading the bound address")?;
-                eprintln!(
-                    "iris: serving MCP on http://{local}/mcp (health: http://{local}/health)"
-                );
-                pool.set_callback_base(&callback_base(local));
-                iris::mcp::serve_http(
-                    listener,
-                    pool.clone(),
-                    logs,
-                    shutdown.clone(),
-                    iris::mcp::HttpAccess {
-                        require_token,
-                        callbacks_only: false,
-                    },
-                )
-                .await
-                .context("serving MCP over HTTP")
-            }
-            Err(error) => Err(anyhow::anyhow!(
-                "cannot listen on {address}: {error} (is another Iris running? set settings.httpPort or --port)"
-            )),
-        }
+        eprintln!("iris: serving MCP on http://{local}/mcp (health: http://{local}/health)");
+        iris::mcp::serve_http(
+            listener,
+            pool.clone(),
+            logs,
+            shutdown.clone(),
+            iris::mcp::HttpAccess {
+                require_token,
+                callbacks_only: false,
+            },
+        )
+        .await
+        .context("serving MCP over HTTP")
     };
     tracing::debug!("transport stopped; stopping the pool");
     pool.shutdown().await;
@@ -554,7 +550,10 @@ fn callback_base(local: std::net::SocketAddr) -> String {
     format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
 }
 
-async fn start_pool(config: iris::config::Config) -> anyhow::Result<iris::pool::Pool> {
+async fn start_pool(
+    config: iris::config::Config,
+    callback_base: Option<String>,
+) -> anyhow::Result<iris::pool::Pool> {
     if let Err(error) = iris::process::become_subreaper() {
         tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
     }
@@ -564,14 +563,17 @@ async fn start_pool(config: iris::config::Config) -> anyhow::Result<iris::pool::
         .context("starting the orphan guard")?;
     iris::pool::Pool::start(
         Arc::new(config),
-        iris::pool::PoolOptions { guard: Some(guard) },
+        iris::pool::PoolOptions {
+            guard: Some(guard),
+            callback_base,
+        },
     )
     .await
     .context("starting the agent pool")
 }
 
 async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
-    let pool = start_pool(config).await?;
+    let pool = start_pool(config, None).await?;
     let _reload = iris::reload::watch_config(&pool);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -85,6 +85,14 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
     if path == "/health" {
         return Ok(None);
     }
+    // Against DNS rebinding (rmcp checks this for MCP; this covers every route): a loopback
+    // server answers only requests addressed to a loopback name.
+    if !gate.access.require_token && !loopback_host(request) {
+        return Err(Refusal::Forbidden(
+            "this Iris serves loopback only: the Host header must be localhost, 127.0.0.1 or [::1]"
+                .to_owned(),
+        ));
+    }
     let by_url = match path.strip_prefix(CALLBACK_PREFIX) {
         Some(token) => Some(agent_url(gate, token)?),
         None if gate.access.callbacks_only => {
@@ -120,23 +128,44 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
     }
 }
 
+/// Whether the request's `Host` is a loopback name (any port). No `Host` (HTTP/1.0) passes:
+/// a browser always sends one.
+fn loopback_host(request: &Request) -> bool {
+    let Some(host) = request.headers().get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
+}
+
 fn agent_url(gate: &Gate, token: &str) -> Result<ProvenCaller, Refusal> {
     if token.is_empty() || token.contains('/') {
         return Err(Refusal::NotFound(format!(
             "{CALLBACK_PREFIX}{token}: an agent URL is {CALLBACK_PREFIX}<token> with nothing after the token"
         )));
     }
-    gate.pool
-        .callback_team(token)
-        .map(|team| ProvenCaller {
-            team: team.to_string(),
-            proof: "its agent URL",
-        })
-        .ok_or_else(|| {
-            Refusal::NotFound(
-                "unknown agent URL: it was not given out by this Iris (after a restart, agents get new URLs)".to_owned(),
-            )
-        })
+    let team = gate.pool.callback_team(token).ok_or_else(|| {
+        Refusal::NotFound(
+            "unknown agent URL: it was not given out by this Iris (after a restart, agents get new URLs)".to_owned(),
+        )
+    })?;
+    // A team removed from the configuration has no agents any more: its URLs are dead.
+    if gate.pool.config().team(team.as_str()).is_none() {
+        return Err(Refusal::NotFound(format!(
+            "this agent URL belonged to team '{team}', which is no longer configured"
+        )));
+    }
+    Ok(ProvenCaller {
+        team: team.to_string(),
+        proof: "its agent URL",
+    })
 }
 
 enum Bearer {

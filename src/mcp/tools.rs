@@ -237,14 +237,19 @@ impl IrisMcp {
     async fn message_status(
         &self,
         Parameters(args): Parameters<StatusArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let id = message_id(&args.message_id)?;
         let wait = wait_for(args.timeout, Duration::ZERO);
         Ok(reply(
-            self.pool
-                .wait_message(id, wait)
-                .await
-                .map(|record| record_json(&record)),
+            async {
+                self.own_message(&context, id).await?;
+                self.pool
+                    .wait_message(id, wait)
+                    .await
+                    .map(|record| record_json(&record))
+            }
+            .await,
         ))
     }
 
@@ -615,18 +620,24 @@ impl ServerHandler for IrisMcp {
         Ok(GetTaskResult::new(detailed_task(&record, retention)))
     }
 
-    /// `tasks/cancel`: cancels the message (queued: removed; running: interrupted).
+    /// `tasks/cancel`: cancels the message (queued: removed; running: interrupted). Answers
+    /// at once; `tasks/get` shows the cancellation when it has happened.
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let id = task_id(&request.task_id)?;
-        self.pool
-            .cancel(id)
+        self.own_message(&context, id)
             .await
-            .map(|_| ())
-            .map_err(|error| task_error(&request.task_id, &error))
+            .map_err(|error| task_error(&request.task_id, &error))?;
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = pool.cancel(id).await {
+                tracing::warn!(%id, %error, "tasks/cancel could not cancel the message");
+            }
+        });
+        Ok(())
     }
 }
 
@@ -640,6 +651,22 @@ impl IrisMcp {
                 .get::<axum::http::request::Parts>()
                 .and_then(|parts| parts.extensions.get::<ProvenCaller>())
         })
+    }
+
+    /// The message `id`, if the caller may see it: a caller whose team is proven sees only
+    /// the messages it sent; to any other team the message does not exist.
+    async fn own_message(
+        &self,
+        context: &RequestContext<RoleServer>,
+        id: MessageId,
+    ) -> Result<MessageRecord, PoolError> {
+        let record = self.pool.message(id).await?;
+        match self.proven(context) {
+            Some(known) if record.caller.as_str() != known.team => {
+                Err(PoolError::UnknownMessage { id: id.to_string() })
+            }
+            _ => Ok(record),
+        }
     }
 
     /// The caller: the proven team, or the stated `fromTeam`, never two different ones.

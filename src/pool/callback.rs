@@ -4,7 +4,7 @@
 //!
 //! A token is random, made once per pair for the life of this Iris, and resolves to the
 //! pair's target team (the agent's own team). The URL reaches the agent in a file only its
-//! user can read (`$IRIS_HOME/run/agents/<caller>--<target>.json`, mode 0600), never on its
+//! user can read (`$IRIS_HOME/run/agents/<caller>@<target>.json`, mode 0600), never on its
 //! command line, which every local user can read. Tokens are not stored: after a restart the
 //! new Iris removes the old files and hands its agents new tokens (every agent is a new
 //! process then).
@@ -35,6 +35,14 @@ struct State {
 }
 
 impl Callbacks {
+    pub(crate) fn with_base(base: Option<&str>) -> Self {
+        let callbacks = Self::default();
+        if let Some(base) = base {
+            callbacks.set_base(base);
+        }
+        callbacks
+    }
+
     pub(crate) fn set_base(&self, base: &str) {
         if let Ok(mut state) = self.state.lock() {
             state.base = Some(base.trim_end_matches('/').to_owned());
@@ -85,7 +93,8 @@ pub(crate) fn write_agent_config(dir: &Path, pair: &Pair, url: &str) -> std::io:
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let name = format!("{}--{}.json", pair.caller, pair.target);
+    // `@` cannot occur in a team name, so no two pairs share a file.
+    let name = format!("{}@{}.json", pair.caller, pair.target);
     let path = dir.join(&name);
     let temporary = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
     let written = (|| {
@@ -164,7 +173,13 @@ mod tests {
         let dir = agent_config_dir(home.path());
         let path = write_agent_config(&dir, &pair("a", "b"), "http://127.0.0.1:9/mcp/s/x")
             .expect("written");
-        assert_eq!(path, dir.join("a--b.json"));
+        assert_eq!(path, dir.join("a@b.json"));
+        // Names with dashes never collide: a--b -> c and a -> b--c are two files.
+        let one = write_agent_config(&dir, &pair("a--b", "c"), "u1").expect("one");
+        let two = write_agent_config(&dir, &pair("a", "b--c"), "u2").expect("two");
+        assert_ne!(one, two);
+        std::fs::remove_file(one).expect("rm");
+        std::fs::remove_file(two).expect("rm");
         let mode = |path: &Path| {
             std::fs::metadata(path)
                 .expect("metadata")

@@ -413,6 +413,10 @@ pub struct PoolStatus {
 pub struct PoolOptions {
     /// The orphan guard that stops agents if Iris is killed.
     pub guard: Option<Guard>,
+    /// Where Iris serves MCP over HTTP, when it is known before the pool starts (see
+    /// [`Pool::set_callback_base`]): then even the agents that deliver messages queued before
+    /// a restart get their Iris MCP server.
+    pub callback_base: Option<String>,
 }
 
 /// The pool. Cheap to clone; all clones are the same pool.
@@ -609,7 +613,7 @@ impl Pool {
                 tasks: TaskTracker::new(),
                 store,
                 sessions: tokio::sync::Mutex::new(()),
-                callbacks: callback::Callbacks::default(),
+                callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
                 _instance: instance,
             }),
         };
