@@ -31,7 +31,7 @@ pub struct AgentSpec {
     pub label: Arc<str>,
     /// The executable: a path, or a bare name looked up on `PATH`.
     pub program: String,
-    /// The config key that chose `program`, named when it cannot be run.
+    /// Where `program` came from (`set by teams.<name>.claudePath`, ...), named when it cannot be run.
     pub program_source: String,
     /// Arguments, flags in `--flag=value` form so no value can be read as a flag.
     pub args: Vec<String>,
@@ -219,7 +219,7 @@ impl std::fmt::Display for ExitInfo {
 pub enum SpawnError {
     /// The executable does not exist.
     #[error(
-        "claude executable '{program}' not found (set by {source_key}); install Claude Code or fix {source_key}"
+        "claude executable '{program}' not found ({source_key}); install Claude Code, or set the right path in the config"
     )]
     MissingBinary {
         /// What was tried.
@@ -228,7 +228,7 @@ pub enum SpawnError {
         source_key: String,
     },
     /// The executable exists but cannot be run.
-    #[error("cannot run claude executable '{program}' (set by {source_key}): {message}")]
+    #[error("cannot run claude executable '{program}' ({source_key}): {message}")]
     NotExecutable {
         /// What was tried.
         program: String,

@@ -118,11 +118,15 @@ pub fn agent_spec(
 /// The program that runs `team`'s agent and the config key that chose it.
 fn program(config: &Config, team: &TeamConfig) -> (String, String) {
     match (&team.claude_path, &config.settings.claude_path) {
-        (Some(path), _) => (path.clone(), format!("teams.{}.claudePath", team.name)),
-        (None, Some(path)) => (path.clone(), "settings.claudePath".to_owned()),
+        (Some(path), _) => (
+            path.clone(),
+            format!("set by teams.{}.claudePath", team.name),
+        ),
+        (None, Some(path)) => (path.clone(), "set by settings.claudePath".to_owned()),
         (None, None) => (
             "claude".to_owned(),
-            "PATH (no claudePath is configured; set settings.claudePath)".to_owned(),
+            "looked up on PATH: no settings.claudePath or teams.<name>.claudePath is set"
+                .to_owned(),
         ),
     }
 }
