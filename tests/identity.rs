@@ -8,15 +8,13 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::{
     FAKE_AGENT, IRIS, World, assert_contains, call, processes_with_marker, structured, wait_for,
 };
 use iris::config::Secret;
 use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::{Value, json};
 
 const TEAM_A_TOKEN: &str = "token-of-team-a-0123456789";
@@ -199,20 +197,8 @@ async fn agents_call_back_into_a_stdio_server() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-identity-stdio-{}", uuid::Uuid::new_v4());
     let config = write_config(dir.path(), &marker, "");
-    let command = tokio::process::Command::new(IRIS).configure(|command| {
-        command
-            .args(["serve", "--stdio"])
-            .env("IRIS_CONFIG_PATH", &config)
-            .env("IRIS_HOME", dir.path())
-            .env_remove("RUST_LOG")
-            // Started in team a's project: the server knows its caller.
-            .current_dir(dir.path().join("a"));
-    });
-    let (transport, _stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = ().serve(transport).await.unwrap();
+    // Started in team a's project: the server knows its caller.
+    let client = common::stdio_client(&config, dir.path(), &dir.path().join("a")).await;
     chain(&client, None).await;
     client.cancel().await.unwrap();
     wait_for("agents stopped", || {

@@ -15,26 +15,6 @@ use std::time::Duration;
 use common::{IRIS, fake_teams_config, node_tool, processes_with_marker, serve_http, wait_for};
 use serde_json::Value;
 
-const TOOLS: [&str; 17] = [
-    "ask_message",
-    "get_date",
-    "get_logs",
-    "list_teams",
-    "message_status",
-    "quick_message",
-    "send_message",
-    "session_cancel",
-    "session_delete",
-    "session_fork",
-    "session_reboot",
-    "session_report",
-    "team_launch",
-    "team_sleep",
-    "team_status",
-    "team_wake",
-    "team_wake_all",
-];
-
 /// The inspector's `build/` directory. Its `index.js` is the non-interactive CLI; it finds its
 /// own `package.json` as `../package.json` relative to the *working directory*, so it must run
 /// with this directory as its cwd (its `mcp-inspector-cli` launcher does not).
@@ -105,7 +85,7 @@ async fn exercise(mut target: impl FnMut() -> Target, marker: &str) {
         .map(|tool| tool["name"].as_str().unwrap())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, TOOLS);
+    assert_eq!(names, common::TOOL_NAMES);
     for tool in listed["tools"].as_array().unwrap() {
         assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
         assert!(

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{IRIS, assert_contains, call, processes_with_marker, structured, wait_for};
+use common::{assert_contains, call, processes_with_marker, structured, wait_for};
 use rmcp::ServiceExt;
-use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 
 /// Exercises the tools a caller relies on; the same checks run over both transports.
@@ -19,28 +17,7 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "ask_message",
-            "get_date",
-            "get_logs",
-            "list_teams",
-            "message_status",
-            "quick_message",
-            "send_message",
-            "session_cancel",
-            "session_delete",
-            "session_fork",
-            "session_reboot",
-            "session_report",
-            "team_launch",
-            "team_sleep",
-            "team_status",
-            "team_wake",
-            "team_wake_all",
-        ]
-    );
+    assert_eq!(names, common::TOOL_NAMES);
 
     let answer = client
         .call_tool(call(
@@ -162,20 +139,8 @@ async fn tools_over_stdio() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-mcp-stdio-{}", uuid::Uuid::new_v4());
     let config = common::fake_teams_config(dir.path(), &marker);
-    let command = tokio::process::Command::new(IRIS).configure(|command| {
-        command
-            .args(["serve", "--stdio"])
-            .env("IRIS_CONFIG_PATH", &config)
-            .env("IRIS_HOME", dir.path())
-            .env_remove("RUST_LOG")
-            // Started in the frontend project: the server knows its caller.
-            .current_dir(dir.path().join("frontend"));
-    });
-    let (transport, _stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = ().serve(transport).await.unwrap();
+    // Started in the frontend project: the server knows its caller.
+    let client = common::stdio_client(&config, dir.path(), &dir.path().join("frontend")).await;
     exercise(&client).await;
     common::assert_caller_is(
         &client,

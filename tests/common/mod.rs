@@ -386,3 +386,48 @@ pub async fn assert_caller_is(
         ),
     );
 }
+
+/// The 17 Iris MCP tools, sorted.
+pub const TOOL_NAMES: [&str; 17] = [
+    "ask_message",
+    "get_date",
+    "get_logs",
+    "list_teams",
+    "message_status",
+    "quick_message",
+    "send_message",
+    "session_cancel",
+    "session_delete",
+    "session_fork",
+    "session_reboot",
+    "session_report",
+    "team_launch",
+    "team_sleep",
+    "team_status",
+    "team_wake",
+    "team_wake_all",
+];
+
+/// An rmcp client of `iris serve --stdio` started in `cwd` (its directory names the caller's
+/// team) on `config` and `home`; the server ends with the client.
+pub async fn stdio_client(
+    config: &Path,
+    home: &Path,
+    cwd: &Path,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    use rmcp::ServiceExt as _;
+    use rmcp::transport::{ConfigureCommandExt as _, TokioChildProcess};
+    let command = tokio::process::Command::new(IRIS).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", config)
+            .env("IRIS_HOME", home)
+            .env_remove("RUST_LOG")
+            .current_dir(cwd);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ().serve(transport).await.unwrap()
+}
