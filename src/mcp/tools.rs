@@ -243,7 +243,11 @@ impl IrisMcp {
         let wait = wait_for(args.timeout, Duration::ZERO);
         Ok(reply(
             async {
-                self.own_message(&context, id).await?;
+                // Only a proven caller is limited to its own messages: no extra read for
+                // anyone else.
+                if self.proven(&context).is_some() {
+                    self.own_message(&context, id).await?;
+                }
                 self.pool
                     .wait_message(id, wait)
                     .await

@@ -72,8 +72,7 @@ impl Callbacks {
 }
 
 /// The `--mcp-config` JSON that points an agent's `iris` MCP server at `url`.
-#[must_use]
-pub fn mcp_config(url: &str) -> String {
+fn mcp_config(url: &str) -> String {
     serde_json::json!({"mcpServers": {"iris": {"type": "http", "url": url}}}).to_string()
 }
 
@@ -84,7 +83,8 @@ pub fn agent_config_dir(iris_home: &Path) -> PathBuf {
 }
 
 /// Writes the agent of `pair`'s MCP config (pointing at `url`) to its file in `dir`, readable
-/// by this user only (directory 0700, file 0600, written whole then renamed into place).
+/// by this user only (directory 0700, file 0600, written whole then renamed into place, so
+/// an agent never reads half a file). Not synced: the token dies with this Iris anyway.
 ///
 /// # Errors
 /// The directory or file cannot be written.
@@ -104,7 +104,6 @@ pub(crate) fn write_agent_config(dir: &Path, pair: &Pair, url: &str) -> std::io:
             .mode(0o600)
             .open(&temporary)?;
         file.write_all(mcp_config(url).as_bytes())?;
-        file.sync_all()?;
         std::fs::rename(&temporary, &path)
     })();
     if written.is_err() {

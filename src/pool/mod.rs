@@ -24,7 +24,7 @@ mod reconfigure;
 mod recovery;
 mod worker;
 
-pub use callback::{CALLBACK_PREFIX, agent_config_dir, mcp_config};
+pub use callback::{CALLBACK_PREFIX, agent_config_dir};
 pub use launch::{ForkCommand, Launch, SessionMode, agent_spec, fork_command, transcript_path};
 
 use worker::Worker;
