@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{World, assert_contains, wait_event, wait_for};
 use iris::agent::{SpawnError, TranscriptEntry, TurnError};
 use iris::config::GrantPermission;
-use iris::pool::{PairState, PoolError, PoolEvent};
+use iris::pool::{ExitReason, PairState, PoolError, PoolEvent};
 use iris::store::MessageMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,7 +593,7 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     let PoolEvent::Exited { reason, status, .. } = exited else {
         unreachable!()
     };
-    assert_eq!(reason, "requested");
+    assert_eq!(reason, ExitReason::Requested);
     assert_contains(&status, "SIGKILL");
     // No process of the group is left, not even as a zombie (we are their subreaper, and
     // the agent reaps the group).
@@ -623,7 +623,7 @@ async fn dead_idle_process_is_removed_at_once_and_idle_timeout_stops_processes()
     assert!(matches!(
         exited,
         PoolEvent::Exited {
-            reason: "crashed",
+            reason: ExitReason::Crashed,
             ..
         }
     ));
@@ -641,7 +641,13 @@ async fn dead_idle_process_is_removed_at_once_and_idle_timeout_stops_processes()
     )
     .await;
     assert!(
-        matches!(exited, PoolEvent::Exited { reason: "idle", .. }),
+        matches!(
+            exited,
+            PoolEvent::Exited {
+                reason: ExitReason::Idle,
+                ..
+            }
+        ),
         "{exited:?}"
     );
     pool.shutdown().await;

@@ -19,13 +19,13 @@ use common::{
     IRIS, World, assert_contains, processes_with_marker, reap_children, wait_event, wait_for,
 };
 use iris::agent::TurnError;
-use iris::pool::{PairState, PoolError, PoolEvent};
+use iris::pool::{ExitReason, PairState, PoolError, PoolEvent};
 use iris::store::{MessageMode, MessageState};
 
 // ------------------------------------------------------------------------------------------
 // The pool.
 
-fn exited(event: &PoolEvent, team: &str, why: &str) -> bool {
+fn exited(event: &PoolEvent, team: &str, why: ExitReason) -> bool {
     matches!(event, PoolEvent::Exited { pair, reason, .. } if pair.target.as_str() == team && *reason == why)
 }
 
@@ -129,7 +129,7 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
     let outcome = running.outcome().await.unwrap();
     assert!(outcome.result.interrupted);
     wait_event(&mut events, "the removed team's process stopped", |event| {
-        exited(event, "a", "team removed")
+        exited(event, "a", ExitReason::TeamRemoved)
     })
     .await;
     assert_eq!(pool.status().live, 0);
@@ -168,7 +168,7 @@ async fn a_changed_team_gets_a_new_process_with_its_new_settings() {
     let changes = pool.set_config(world.config.clone());
     assert_eq!(changes.teams_changed[0].keys, ["model"]);
     wait_event(&mut events, "the idle process was replaced", |event| {
-        exited(event, "a", "reconfigured")
+        exited(event, "a", ExitReason::Reconfigured)
     })
     .await;
     // ...and the next message starts one with the new settings, in the same session.
@@ -212,7 +212,7 @@ async fn a_changed_team_gets_a_new_process_with_its_new_settings() {
     wait_event(
         &mut events,
         "the busy process was replaced after its turn",
-        |event| exited(event, "a", "reconfigured"),
+        |event| exited(event, "a", ExitReason::Reconfigured),
     )
     .await;
     pool.shutdown().await;
@@ -259,7 +259,7 @@ async fn lowering_max_processes_stops_idle_processes_but_never_busy_ones() {
     let mut stopped = Vec::new();
     while stopped.len() < 2 {
         let event = wait_event(&mut events, "an idle process stopped", |event| {
-            matches!(event, PoolEvent::Exited { reason, .. } if *reason == "over maxProcesses")
+            matches!(event, PoolEvent::Exited { reason, .. } if *reason == ExitReason::OverMaxProcesses)
         })
         .await;
         if let PoolEvent::Exited { pair, .. } = event {
@@ -695,7 +695,7 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
     loop {
         let exited = console.event("exited");
         if exited["pair"]["target"] == "b" {
-            assert_eq!(exited["reason"], "team removed");
+            assert_eq!(exited["reason"], "team_removed");
             break;
         }
     }
@@ -711,7 +711,7 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
         serde_json::json!([{"key": "settings.maxProcesses", "from": "4", "to": "1"}])
     );
     let exited = console.event("exited");
-    assert_eq!(exited["reason"], "over maxProcesses");
+    assert_eq!(exited["reason"], "over_max_processes");
     let status = console.request(serde_json::json!({"op": "status"}));
     assert_eq!(status["status"]["max_processes"], 1);
     assert_eq!(status["status"]["live"], 1);

@@ -3,8 +3,9 @@
 //!
 //! Each pair has a worker task that owns its queue: it takes the next turn, makes sure the
 //! pair has a ready agent (spawning it, with `--resume` once the session has a transcript),
-//! runs the turn and answers. The shared `State` (one `std::sync::Mutex`, never held across
-//! an await) records every pair's slot, so capacity is checked and taken atomically.
+//! runs the turn and answers. The shared `State` (`state.rs`, one `std::sync::Mutex`, never
+//! held across an await) records every pair's slot; its methods are the only way to change a
+//! slot or the live count, so capacity is checked and taken atomically.
 //!
 //! Invariant: `State::live` counts the slots that are `Spawning`, `Idle`, `Busy` or
 //! `Stopping`, and never exceeds `maxProcesses`; a slot is freed only after its process has
@@ -22,14 +23,17 @@ mod callback;
 mod launch;
 mod reconfigure;
 mod recovery;
+mod state;
 mod worker;
 
 pub use callback::{CALLBACK_PREFIX, agent_config_dir};
 pub use launch::{ForkCommand, Launch, SessionMode, agent_spec, fork_command, transcript_path};
+pub use state::ExitReason;
 
+use state::{PairEntry, Session, State};
 use worker::Worker;
 #[cfg(test)]
-use worker::{SessionProblem, least_recently_used_idle, session_problem};
+use worker::{SessionProblem, session_problem};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -288,10 +292,8 @@ pub enum PoolEvent {
         pair: Pair,
         /// The process.
         pid: u32,
-        /// `idle`, `evicted`, `crashed`, `unhealthy`, `requested`, `shutdown`,
-        /// `session replaced`, or after a configuration change `team removed`, `reconfigured`
-        /// (its team's settings changed) or `over maxProcesses` (the bound was lowered).
-        reason: &'static str,
+        /// Why.
+        reason: ExitReason,
         /// Exit status.
         status: String,
     },
@@ -443,103 +445,6 @@ pub(crate) struct Inner {
     callbacks: callback::Callbacks,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
-}
-
-#[derive(Default)]
-pub(crate) struct State {
-    pairs: HashMap<Pair, PairEntry>,
-    live: usize,
-    closed: bool,
-}
-
-pub(crate) struct PairEntry {
-    jobs: mpsc::Sender<Job>,
-    slot: Slot,
-    session: Session,
-    last_used: Instant,
-    process_turns: u64,
-    /// The session the live process runs (it may lag `session` after a reboot or delete:
-    /// such a process is replaced before its next turn).
-    process_session: Option<Uuid>,
-    /// What the live process was started with, to tell whether a config change made it stale.
-    process_launch: Option<reconfigure::LaunchKey>,
-    /// The config version `process_launch` was last found current in.
-    process_version: u64,
-    /// The message whose turn is running.
-    current: Option<MessageId>,
-    /// A cancel asked for `current`: its interrupted turn is recorded as `cancelled`.
-    cancel_requested: bool,
-    /// Wakes the worker to interrupt `current`'s turn. A new one per message, so a cancel
-    /// can never reach a later message.
-    cancel_signal: Arc<Notify>,
-}
-
-impl PairEntry {
-    /// A pair's entry: no process yet, its session as stored.
-    fn new(jobs: mpsc::Sender<Job>, session: Session) -> Self {
-        Self {
-            jobs,
-            slot: Slot::Empty,
-            session,
-            last_used: Instant::now(),
-            process_turns: 0,
-            process_session: None,
-            process_launch: None,
-            process_version: 0,
-            current: None,
-            cancel_requested: false,
-            cancel_signal: Arc::new(Notify::new()),
-        }
-    }
-}
-
-impl From<&SessionRecord> for Session {
-    fn from(record: &SessionRecord) -> Self {
-        Self {
-            id: record.session_id,
-            resumable: record.resumable,
-            turns: record.turns,
-            total_cost: record.total_cost_usd,
-            cli_total: record.cli_total_usd,
-        }
-    }
-}
-
-pub(crate) struct Session {
-    id: Uuid,
-    /// A transcript exists: spawn with `--resume`.
-    resumable: bool,
-    turns: u64,
-    total_cost: f64,
-    /// The CLI's cumulative total at the last result (the next process's baseline).
-    cli_total: f64,
-}
-
-pub(crate) enum Slot {
-    Empty,
-    Spawning,
-    Idle(Agent),
-    Busy(Agent),
-    Stopping(Agent),
-}
-
-impl Slot {
-    fn agent(&self) -> Option<&Agent> {
-        match self {
-            Self::Idle(agent) | Self::Busy(agent) | Self::Stopping(agent) => Some(agent),
-            Self::Empty | Self::Spawning => None,
-        }
-    }
-
-    fn state(&self) -> PairState {
-        match self {
-            Self::Empty => PairState::Stopped,
-            Self::Spawning => PairState::Spawning,
-            Self::Idle(_) => PairState::Idle,
-            Self::Busy(_) => PairState::Busy,
-            Self::Stopping(_) => PairState::Stopping,
-        }
-    }
 }
 
 pub(crate) enum Job {
@@ -701,12 +606,7 @@ impl Pool {
         // Take the queue place first, so a full queue refuses before anything is written.
         let permit = self.reserve_queue_place(pair, jobs)?;
         let id = MessageId::new();
-        let session_id = self
-            .inner
-            .lock()
-            .pairs
-            .get(pair)
-            .map(|entry| entry.session.id);
+        let session_id = self.inner.lock().entry(pair).map(|entry| entry.session.id);
         self.inner
             .store
             .insert_message(NewMessage {
@@ -817,7 +717,7 @@ impl Pool {
         // Running (or started between the read and the cancel): the pair's worker interrupts
         // the turn once it is written, or skips it if it is not yet.
         let pair = Pair::new(record.caller, record.target);
-        if let Some(entry) = self.inner.lock().pairs.get_mut(&pair)
+        if let Some(entry) = self.inner.lock().entry_mut(&pair)
             && entry.current == Some(id)
         {
             entry.cancel_requested = true;
@@ -901,8 +801,7 @@ impl Pool {
         let session_id = self
             .inner
             .lock()
-            .pairs
-            .get(pair)
+            .entry(pair)
             .map_or_else(Uuid::nil, |entry| entry.session.id);
         let config = self.config();
         let team = config
@@ -937,7 +836,7 @@ impl Pool {
             .store
             .create_session(&pair.caller, &pair.target, Uuid::new_v4())
             .await?;
-        if let Some(entry) = self.inner.lock().pairs.get_mut(pair) {
+        if let Some(entry) = self.inner.lock().entry_mut(pair) {
             entry.session = Session::from(&new);
         }
         // The process still runs the old session: stop it (a running turn fails).
@@ -1037,7 +936,7 @@ impl Pool {
     )]
     pub async fn interrupt(&self, pair: &Pair) -> bool {
         let mut state = self.inner.lock();
-        match state.pairs.get_mut(pair) {
+        match state.entry_mut(pair) {
             Some(entry) if entry.current.is_some() => {
                 entry.cancel_requested = true;
                 entry.cancel_signal.notify_one();
@@ -1050,23 +949,12 @@ impl Pool {
     /// Stops `pair`'s process, whatever it is doing (a running turn fails). The session is
     /// kept: the next message resumes it. Returns whether a process was stopped.
     pub async fn sleep(&self, pair: &Pair) -> bool {
-        let agent = {
-            let mut state = self.inner.lock();
-            let Some(entry) = state.pairs.get_mut(pair) else {
-                return false;
-            };
-            match std::mem::replace(&mut entry.slot, Slot::Empty) {
-                Slot::Idle(agent) | Slot::Busy(agent) => {
-                    entry.slot = Slot::Stopping(agent.clone());
-                    agent
-                }
-                other => {
-                    entry.slot = other;
-                    return false;
-                }
-            }
+        let Some(agent) = self.inner.lock().stop(pair) else {
+            return false;
         };
-        self.inner.stop_agent(pair, &agent, "requested").await;
+        self.inner
+            .stop_agent(pair, &agent, ExitReason::Requested)
+            .await;
         true
     }
 
@@ -1077,28 +965,26 @@ impl Pool {
         let state = self.inner.lock();
         let now = Instant::now();
         let mut pairs: Vec<PairStatus> = state
-            .pairs
-            .iter()
-            .map(|(pair, entry)| {
-                let agent = entry.slot.agent();
-                PairStatus {
-                    pair: pair.clone(),
-                    state: entry.slot.state(),
-                    pid: agent.map(Agent::pid),
-                    session_id: entry.session.id,
-                    uptime_ms: agent.map(|agent| millis(now.duration_since(agent.started()))),
-                    process_turns: entry.process_turns,
-                    session_turns: entry.session.turns,
-                    queued: entry.jobs.max_capacity() - entry.jobs.capacity(),
-                    idle_ms: millis(now.duration_since(entry.last_used)),
-                    total_cost_usd: entry.session.total_cost,
-                }
+            .pairs()
+            .map(|(pair, entry, slot)| PairStatus {
+                pair: pair.clone(),
+                state: slot.state,
+                pid: slot.process.map(Agent::pid),
+                session_id: entry.session.id,
+                uptime_ms: slot
+                    .process
+                    .map(|agent| millis(now.duration_since(agent.started()))),
+                process_turns: slot.process_turns,
+                session_turns: entry.session.turns,
+                queued: entry.jobs.max_capacity() - entry.jobs.capacity(),
+                idle_ms: millis(now.duration_since(slot.last_used)),
+                total_cost_usd: entry.session.total_cost,
             })
             .collect();
         pairs.sort_by(|left, right| left.pair.cmp(&right.pair));
         PoolStatus {
             max_processes,
-            live: state.live,
+            live: state.live(),
             pairs,
         }
     }
@@ -1106,20 +992,7 @@ impl Pool {
     /// Stops every process and worker, failing queued messages with
     /// [`PoolError::ShuttingDown`]. Returns when everything is stopped and reaped.
     pub async fn shutdown(&self) {
-        let agents: Vec<(Pair, Agent)> = {
-            let mut state = self.inner.lock();
-            state.closed = true;
-            state
-                .pairs
-                .iter()
-                .filter_map(|(pair, entry)| {
-                    entry
-                        .slot
-                        .agent()
-                        .map(|agent| (pair.clone(), agent.clone()))
-                })
-                .collect()
-        };
+        let agents = self.inner.lock().close();
         self.inner.cancel.cancel();
         self.inner.slot_changed.notify_waiters();
         let mut stops = tokio::task::JoinSet::new();
@@ -1133,7 +1006,7 @@ impl Pool {
                 inner.emit(PoolEvent::Exited {
                     pair,
                     pid: agent.pid(),
-                    reason: "shutdown",
+                    reason: ExitReason::Shutdown,
                     status: exit.status,
                 });
             });
@@ -1156,15 +1029,15 @@ impl Pool {
     ) -> Result<mpsc::Sender<Job>, PoolError> {
         {
             let state = self.inner.lock();
-            if state.closed {
+            if state.is_closed() {
                 return Err(PoolError::ShuttingDown);
             }
-            if let Some(entry) = state.pairs.get(pair) {
+            if let Some(entry) = state.entry(pair) {
                 return Ok(entry.jobs.clone());
             }
         }
         let _sessions = self.inner.sessions.lock().await;
-        if let Some(entry) = self.inner.lock().pairs.get(pair) {
+        if let Some(entry) = self.inner.lock().entry(pair) {
             return Ok(entry.jobs.clone());
         }
         let record = match self
@@ -1185,14 +1058,10 @@ impl Pool {
             .max(self.config().settings.max_queue_per_pair)
             .max(min_capacity);
         let (jobs, receiver) = mpsc::channel(bound);
-        let mut state = self.inner.lock();
-        if state.closed {
+        let entry = PairEntry::new(jobs.clone(), Session::from(&record), Instant::now());
+        if !self.inner.lock().insert(pair.clone(), entry) {
             return Err(PoolError::ShuttingDown);
         }
-        state.pairs.insert(
-            pair.clone(),
-            PairEntry::new(jobs.clone(), Session::from(&record)),
-        );
         let worker = Worker {
             pool: self.inner.clone(),
             pair: pair.clone(),
@@ -1292,8 +1161,8 @@ impl Inner {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the counts half-updated (every update
-        // is a single statement), so the state is still consistent: keep going.
+        // A panic while holding the lock cannot leave the counts half-updated (the state's
+        // transitions neither index nor unwrap), so the state is still consistent: keep going.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1314,29 +1183,14 @@ impl Inner {
     }
 
     /// Stops `agent`, which the caller already moved to `Stopping`, then frees its slot.
-    async fn stop_agent(&self, pair: &Pair, agent: &Agent, reason: &'static str) {
+    async fn stop_agent(&self, pair: &Pair, agent: &Agent, reason: ExitReason) {
         let exit = agent.stop().await;
         self.release(pair, agent, reason, exit.status);
     }
 
     /// Frees the slot that held `agent` (if it still does) and wakes waiters.
-    fn release(&self, pair: &Pair, agent: &Agent, reason: &'static str, status: String) {
-        let freed = {
-            let mut state = self.lock();
-            let owned = state
-                .pairs
-                .get(pair)
-                .and_then(|entry| entry.slot.agent())
-                .is_some_and(|held| held.id() == agent.id());
-            if owned {
-                if let Some(entry) = state.pairs.get_mut(pair) {
-                    entry.slot = Slot::Empty;
-                    entry.process_turns = 0;
-                }
-                state.live -= 1;
-            }
-            owned
-        };
+    fn release(&self, pair: &Pair, agent: &Agent, reason: ExitReason, status: String) {
+        let freed = self.lock().release(pair, agent.id());
         if freed {
             self.forget_agent(agent.pid());
             self.slot_changed.notify_waiters();
@@ -1354,41 +1208,6 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::config::TeamConfig;
-
-    fn pair(caller: &str, target: &str) -> Pair {
-        Pair::new(
-            TeamName::new(caller).unwrap(),
-            TeamName::new(target).unwrap(),
-        )
-    }
-
-    #[test]
-    fn eviction_picks_the_least_recently_used_idle_pair_of_another_pair() {
-        let now = Instant::now();
-        let (a, b, c, me) = (
-            pair("x", "a"),
-            pair("x", "b"),
-            pair("x", "c"),
-            pair("x", "me"),
-        );
-        let older = now.checked_sub(Duration::from_secs(60)).unwrap();
-        let oldest = now.checked_sub(Duration::from_secs(120)).unwrap();
-        // c is the oldest but busy; me is idle and old but is the one asking.
-        let candidates = [
-            (&a, true, now),
-            (&b, true, older),
-            (&c, false, oldest),
-            (&me, true, oldest),
-        ];
-        assert_eq!(
-            least_recently_used_idle(candidates.into_iter(), &me),
-            Some(b.clone())
-        );
-        let all_busy = [(&a, false, now), (&b, false, older)];
-        assert_eq!(least_recently_used_idle(all_busy.into_iter(), &me), None);
-        let only_me = [(&me, true, now)];
-        assert_eq!(least_recently_used_idle(only_me.into_iter(), &me), None);
-    }
 
     fn assert_within_a_tick(elapsed: Duration, expected: Duration) {
         assert!(
@@ -1408,6 +1227,7 @@ mod tests {
                 total_cost: 0.0,
                 cli_total: 0.0,
             },
+            Instant::now(),
         )
     }
 
@@ -1431,11 +1251,12 @@ mod tests {
         let waiter = pool.pair("x", "waiter").unwrap();
         {
             let mut state = pool.inner.lock();
-            let mut entry = empty_entry();
-            entry.slot = Slot::Spawning;
-            state.pairs.insert(holder.clone(), entry);
-            state.pairs.insert(waiter.clone(), empty_entry());
-            state.live = 1;
+            assert!(state.insert(holder.clone(), empty_entry()));
+            assert!(state.insert(waiter.clone(), empty_entry()));
+            assert!(matches!(
+                state.reserve(&holder, 1),
+                state::Reserve::Reserved
+            ));
         }
         let worker = Worker {
             pool: pool.inner.clone(),
@@ -1479,23 +1300,21 @@ mod tests {
             let inner = pool.inner.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(10)).await;
-                {
-                    let mut state = inner.lock();
-                    if let Some(entry) = state.pairs.get_mut(&holder) {
-                        entry.slot = Slot::Empty;
-                    }
-                    state.live -= 1;
-                }
+                inner.lock().spawn_failed(&holder);
                 inner.slot_changed.notify_waiters();
             })
         };
         // It gets the slot when it frees up, 10 s in, not at the 30 s timeout.
-        worker.reserve_slot().await.unwrap();
+        assert!(worker.reserve_slot().await.unwrap());
         assert_within_a_tick(started.elapsed(), Duration::from_secs(10));
         releaser.await.unwrap();
         let state = pool.inner.lock();
-        assert_eq!(state.live, 1);
-        assert!(matches!(state.pairs[&worker.pair].slot, Slot::Spawning));
+        assert_eq!(state.live(), 1);
+        let waiting = state.pairs().find(|(pair, _, _)| **pair == worker.pair);
+        assert!(matches!(
+            waiting.map(|(_, _, slot)| slot.state),
+            Some(PairState::Spawning)
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::{Inner, Pair, Pool, PoolError, PoolEvent, Slot};
+use super::{ExitReason, Inner, Pair, Pool, PoolError, PoolEvent};
 use crate::config::{Config, ConfigChanges, TeamConfig, reconcile};
 
 /// What a process was started with that a configuration change can make out of date: its
@@ -24,14 +24,14 @@ use crate::config::{Config, ConfigChanges, TeamConfig, reconcile};
 /// global `claudePath`. Keys read at use (`token`, `description`, `color`, `idleTimeout`,
 /// `spawnTimeout`) are left out, so changing them never restarts a process.
 #[derive(Clone, PartialEq)]
-pub(super) struct LaunchKey {
+pub(crate) struct LaunchKey {
     team: TeamConfig,
     claude_path: Option<String>,
 }
 
 impl LaunchKey {
     /// The key of a process of `team` started under `config`.
-    pub(super) fn of(config: &Config, team: &TeamConfig) -> Self {
+    pub(crate) fn of(config: &Config, team: &TeamConfig) -> Self {
         let mut team = team.clone();
         team.description = String::new();
         team.color = None;
@@ -47,18 +47,12 @@ impl LaunchKey {
 }
 
 /// Why a process of `pair` started with `launched` must not take another turn under
-/// `config`: its team is gone (`team removed`) or its settings changed (`reconfigured`).
-/// `None` when it is current (or there is no key: no process).
-pub(super) fn staleness(
-    config: &Config,
-    pair: &Pair,
-    launched: Option<&LaunchKey>,
-) -> Option<&'static str> {
-    let launched = launched?;
+/// `config`: its team is gone or its settings changed. `None` when it is current.
+pub(super) fn staleness(config: &Config, pair: &Pair, launched: &LaunchKey) -> Option<ExitReason> {
     match config.teams.get(pair.target.as_str()) {
-        None => Some("team removed"),
-        Some(team) if team.remote.is_some() => Some("team removed"),
-        Some(team) if LaunchKey::of(config, team) != *launched => Some("reconfigured"),
+        None => Some(ExitReason::TeamRemoved),
+        Some(team) if team.remote.is_some() => Some(ExitReason::TeamRemoved),
+        Some(team) if LaunchKey::of(config, team) != *launched => Some(ExitReason::Reconfigured),
         Some(_) => None,
     }
 }
@@ -160,40 +154,13 @@ impl Inner {
     pub(super) async fn trim_to_bound(&self) {
         loop {
             let max = self.config().settings.max_processes;
-            let victim = {
-                let mut state = self.lock();
-                // The common case, after every job: within the bound.
-                if state.closed || state.live <= max {
-                    return;
-                }
-                let stopping = state
-                    .pairs
-                    .values()
-                    .filter(|entry| matches!(entry.slot, Slot::Stopping(_)))
-                    .count();
-                if state.live.saturating_sub(stopping) <= max {
-                    return;
-                }
-                let oldest = state
-                    .pairs
-                    .iter()
-                    .filter(|(_, entry)| matches!(entry.slot, Slot::Idle(_)))
-                    .min_by_key(|(_, entry)| entry.last_used)
-                    .map(|(pair, _)| pair.clone());
-                oldest.and_then(|pair| {
-                    let entry = state.pairs.get_mut(&pair)?;
-                    let Slot::Idle(agent) = std::mem::replace(&mut entry.slot, Slot::Empty) else {
-                        return None;
-                    };
-                    entry.slot = Slot::Stopping(agent.clone());
-                    Some((pair, agent))
-                })
-            };
-            let Some((pair, agent)) = victim else {
+            // The common case, after every job: within the bound, nothing to pick.
+            let Some((pair, agent)) = self.lock().evict_over(max) else {
                 return;
             };
             tracing::info!(%pair, pid = agent.pid(), max, "maxProcesses lowered: stopping an idle agent");
-            self.stop_agent(&pair, &agent, "over maxProcesses").await;
+            self.stop_agent(&pair, &agent, ExitReason::OverMaxProcesses)
+                .await;
         }
     }
 }
@@ -229,8 +196,7 @@ mod tests {
     fn a_process_is_stale_when_its_team_is_gone_or_its_launch_settings_changed() {
         let config = config_with(team());
         let key = LaunchKey::of(&config, &team());
-        assert_eq!(staleness(&config, &pair(), Some(&key)), None);
-        assert_eq!(staleness(&config, &pair(), None), None);
+        assert_eq!(staleness(&config, &pair(), &key), None);
 
         // Keys read at use never make a process stale.
         let mut cosmetic = team();
@@ -238,34 +204,37 @@ mod tests {
         cosmetic.color = Some("#123456".to_owned());
         cosmetic.idle_timeout = Some(Duration::from_secs(5));
         cosmetic.spawn_timeout = Some(Duration::from_secs(5));
-        assert_eq!(staleness(&config_with(cosmetic), &pair(), Some(&key)), None);
+        assert_eq!(staleness(&config_with(cosmetic), &pair(), &key), None);
 
         let mut env = team();
         env.env.insert("TOKEN".to_owned(), "x".to_owned());
         assert_eq!(
-            staleness(&config_with(env), &pair(), Some(&key)),
-            Some("reconfigured")
+            staleness(&config_with(env), &pair(), &key),
+            Some(ExitReason::Reconfigured)
         );
         let mut grant = team();
         grant.grant_permission = crate::config::GrantPermission::Yes;
         assert_eq!(
-            staleness(&config_with(grant), &pair(), Some(&key)),
-            Some("reconfigured")
+            staleness(&config_with(grant), &pair(), &key),
+            Some(ExitReason::Reconfigured)
         );
         let mut global = config.clone();
         global.settings.claude_path = Some("/opt/claude".to_owned());
         assert_eq!(
-            staleness(&global, &pair(), Some(&key)),
-            Some("reconfigured")
+            staleness(&global, &pair(), &key),
+            Some(ExitReason::Reconfigured)
         );
         let mut remote = team();
         remote.remote = Some("ssh host".to_owned());
         assert_eq!(
-            staleness(&config_with(remote), &pair(), Some(&key)),
-            Some("team removed")
+            staleness(&config_with(remote), &pair(), &key),
+            Some(ExitReason::TeamRemoved)
         );
         let empty = Config::defaults(PathBuf::from("/iris-home"));
-        assert_eq!(staleness(&empty, &pair(), Some(&key)), Some("team removed"));
+        assert_eq!(
+            staleness(&empty, &pair(), &key),
+            Some(ExitReason::TeamRemoved)
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::reconfigure::{LaunchKey, staleness, undeliverable};
+use super::state::{HandOver, Live, Next, Reserve, Spawned, Take};
 use super::{
-    Inner, Job, Launch, Pair, PoolError, PoolEvent, Session, SessionMode, Slot, TurnOutcome,
+    ExitReason, Inner, Job, Launch, Pair, PoolError, PoolEvent, Session, SessionMode, TurnOutcome,
     agent_spec, millis,
 };
 use crate::agent::{Agent, EventSink, SpawnError, TurnError, TurnResult};
@@ -63,14 +64,14 @@ impl Worker {
                     // Only a death while idle is ours to clean up; a process that is being
                     // stopped (evicted, put to sleep) is released by whoever stops it.
                     if let Some((agent, _)) = &idle
-                        && self.slot_is_idle(agent)
+                        && self.pool.lock().is_idle(&self.pair, agent.id())
                     {
-                        self.pool.release(&self.pair, agent, "crashed", exit);
+                        self.pool.release(&self.pair, agent, ExitReason::Crashed, exit);
                     }
                 }
                 () = sleep_until(idle_deadline), if idle.is_some() => {
                     if let Some((agent, _)) = idle {
-                        self.stop_if_idle(&agent, "idle").await;
+                        self.stop_if_idle(&agent, ExitReason::Idle).await;
                     }
                 }
                 _ = health.tick(), if idle.is_some() => {
@@ -95,14 +96,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    fn slot_is_idle(&self, agent: &Agent) -> bool {
-        let state = self.pool.lock();
-        state
-            .pairs
-            .get(&self.pair)
-            .is_some_and(|entry| matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()))
     }
 
     /// Handles `job`, meanwhile answering at once the jobs queued behind it if a config
@@ -160,31 +153,13 @@ impl Worker {
     async fn retire_stale(&self) {
         let version = *self.pool.config_version.borrow();
         let config = self.pool.config();
-        let stale = {
-            let mut state = self.pool.lock();
-            let Some(entry) = state.pairs.get_mut(&self.pair) else {
-                return;
-            };
-            if entry.process_version == version {
-                return;
-            }
-            let Slot::Idle(agent) = &entry.slot else {
-                return;
-            };
-            match staleness(&config, &self.pair, entry.process_launch.as_ref()) {
-                None => {
-                    entry.process_version = version;
-                    return;
-                }
-                Some(reason) => {
-                    let agent = agent.clone();
-                    entry.slot = Slot::Stopping(agent.clone());
-                    (agent, reason)
-                }
-            }
+        let stale = self.pool.lock().stale_idle(&self.pair, version, |launch| {
+            staleness(&config, &self.pair, launch)
+        });
+        let Some((agent, reason)) = stale else {
+            return;
         };
-        let (agent, reason) = stale;
-        tracing::info!(pair = %self.pair, pid = agent.pid(), reason, "configuration changed: stopping idle agent");
+        tracing::info!(pair = %self.pair, pid = agent.pid(), %reason, "configuration changed: stopping idle agent");
         self.pool.stop_agent(&self.pair, &agent, reason).await;
     }
 
@@ -194,15 +169,11 @@ impl Worker {
             .team(self.pair.target.as_str())
             .and_then(|team| team.idle_timeout)
             .unwrap_or(config.settings.idle_timeout);
-        let state = self.pool.lock();
-        let entry = state.pairs.get(&self.pair)?;
-        match &entry.slot {
-            Slot::Idle(agent) => Some((
-                agent.clone(),
-                tokio::time::Instant::from_std(entry.last_used) + idle_timeout,
-            )),
-            _ => None,
-        }
+        let (agent, last_used) = self.pool.lock().idle(&self.pair)?;
+        Some((
+            agent,
+            tokio::time::Instant::from_std(last_used) + idle_timeout,
+        ))
     }
 
     async fn handle(&self, job: Job) {
@@ -215,9 +186,9 @@ impl Worker {
             }
             Job::Wake { reply } => {
                 let outcome = match self.acquire_agent().await {
-                    Ok((agent, _, _)) => {
-                        self.set_idle(&agent);
-                        Ok(agent.pid())
+                    Ok(acquired) => {
+                        self.set_idle(&acquired.agent);
+                        Ok(acquired.agent.pid())
                     }
                     Err(error) => Err(error),
                 };
@@ -234,24 +205,32 @@ impl Worker {
         if let Some(error) = undeliverable(&self.pool.config(), &self.pair) {
             return self.refuse(id, error).await;
         }
-        let (outcome, started) = self.deliver(id, text).await;
+        let Delivery {
+            outcome,
+            marked_running,
+        } = self.deliver(id, text).await;
         let (cancel_requested, closed) = {
             let mut state = self.pool.lock();
-            let closed = state.closed;
-            let requested = state.pairs.get_mut(&self.pair).is_some_and(|entry| {
+            let closed = state.is_closed();
+            let requested = state.entry_mut(&self.pair).is_some_and(|entry| {
                 entry.current = None;
                 std::mem::take(&mut entry.cancel_requested)
             });
             (requested, closed)
         };
-        if let Some(finish) = final_record(&outcome, started, cancel_requested, closed) {
+        let ending = Ending {
+            marked_running,
+            cancel_requested,
+            closed,
+        };
+        if let Some(finish) = how_it_ended(&outcome, ending) {
             // A turn that ran is counted in its session in the same transaction.
             let turn = outcome.as_ref().ok().map(|outcome| SessionTurn {
                 session_id: outcome.session_id,
                 cost_usd: outcome.result.cost_usd,
                 cli_total_usd: outcome.result.total_cost_usd,
             });
-            self.record_final(id, finish, turn).await;
+            self.write_finish(id, finish, turn).await;
         }
         outcome
     }
@@ -259,8 +238,8 @@ impl Worker {
     /// Records that a message that never started will not be delivered, and why.
     async fn refuse(&self, id: MessageId, error: PoolError) -> Result<TurnOutcome, PoolError> {
         let outcome = Err(error);
-        if let Some(finish) = final_record(&outcome, false, false, false) {
-            self.record_final(id, finish, None).await;
+        if let Some(finish) = how_it_ended(&outcome, Ending::default()) {
+            self.write_finish(id, finish, None).await;
         }
         outcome
     }
@@ -268,7 +247,7 @@ impl Worker {
     /// Writes a message's final state and announces it. A failed write (locked by another
     /// process, disk full) is tried twice more before the message is left for restart
     /// recovery to mark.
-    async fn record_final(&self, id: MessageId, finish: MessageFinish, turn: Option<SessionTurn>) {
+    async fn write_finish(&self, id: MessageId, finish: MessageFinish, turn: Option<SessionTurn>) {
         let state = finish.state;
         let mut written = Ok(());
         for backoff in [
@@ -282,7 +261,12 @@ impl Worker {
                 tokio::time::sleep(backoff).await;
             }
             written = match turn {
-                Some(turn) => self.pool.store.finish_turn(id, finish.clone(), turn).await,
+                Some(turn) => {
+                    self.pool
+                        .store
+                        .finish_counted_turn(id, finish.clone(), turn)
+                        .await
+                }
                 None => self.pool.store.finish_message(id, finish.clone()).await,
             };
             if written.is_ok() {
@@ -300,43 +284,50 @@ impl Worker {
         });
     }
 
-    /// Delivers a message: an agent, then `running` in the store, then the turn. Returns
-    /// whether the message was started (marked running).
-    async fn deliver(&self, id: MessageId, text: String) -> (Result<TurnOutcome, PoolError>, bool) {
+    /// Delivers a message: an agent, then `running` in the store, then the turn.
+    async fn deliver(&self, id: MessageId, text: String) -> Delivery {
         // One retry, only when the message never reached a process (it was gone before the
         // turn was written), so nothing can run twice.
         let mut retried = false;
-        let mut started = false;
+        let mut marked_running = false;
+        let done = |outcome, marked_running| Delivery {
+            outcome,
+            marked_running,
+        };
         loop {
-            let (agent, cold, turn_session) = match self.acquire_agent().await {
+            let Acquired {
+                agent,
+                cold,
+                session: turn_session,
+            } = match self.acquire_agent().await {
                 Ok(acquired) => acquired,
-                Err(error) => return (Err(error), started),
+                Err(error) => return done(Err(error), marked_running),
             };
-            if !started {
+            if !marked_running {
                 // Current before it is marked running, so a cancel that sees it running
                 // finds it here.
                 let signal = Arc::new(tokio::sync::Notify::new());
-                if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
+                if let Some(entry) = self.pool.lock().entry_mut(&self.pair) {
                     entry.current = Some(id);
                     entry.cancel_requested = false;
                     entry.cancel_signal = signal;
                 }
                 match self.pool.store.mark_running(id, turn_session).await {
-                    Ok(true) => started = true,
+                    Ok(true) => marked_running = true,
                     // Cancelled while it waited in the queue.
                     Ok(false) => {
                         self.set_idle(&agent);
-                        return (Err(PoolError::Cancelled { id }), false);
+                        return done(Err(PoolError::Cancelled { id }), false);
                     }
                     Err(error) => {
                         self.set_idle(&agent);
-                        return (Err(error.into()), false);
+                        return done(Err(error.into()), false);
                     }
                 }
             }
             let (cancelled, signal) = {
                 let state = self.pool.lock();
-                let entry = state.pairs.get(&self.pair);
+                let entry = state.entry(&self.pair);
                 (
                     entry.is_some_and(|entry| entry.cancel_requested),
                     entry.map(|entry| entry.cancel_signal.clone()),
@@ -345,7 +336,7 @@ impl Worker {
             if cancelled {
                 // Cancelled after it was marked running but before its turn was written.
                 self.set_idle(&agent);
-                return (Err(PoolError::Cancelled { id }), started);
+                return done(Err(PoolError::Cancelled { id }), marked_running);
             }
             self.pool.emit(PoolEvent::TurnStarted {
                 id,
@@ -368,14 +359,14 @@ impl Worker {
             };
             match turn_result {
                 Ok(result) => {
-                    let outcome = self.finish_turn(id, &agent, cold, result, turn_session);
-                    return (Ok(outcome), started);
+                    let outcome = self.after_turn(id, &agent, cold, result, turn_session);
+                    return done(Ok(outcome), marked_running);
                 }
                 Err(TurnError::Gone) if !retried => {
                     retried = true;
                     let exit = agent.exited().await;
                     self.pool
-                        .release(&self.pair, &agent, "crashed", exit.status);
+                        .release(&self.pair, &agent, ExitReason::Crashed, exit.status);
                 }
                 Err(error) => {
                     match &error {
@@ -384,9 +375,9 @@ impl Worker {
                                 &self.pair,
                                 &agent,
                                 if exit.requested {
-                                    "requested"
+                                    ExitReason::Requested
                                 } else {
-                                    "crashed"
+                                    ExitReason::Crashed
                                 },
                                 exit.status.clone(),
                             );
@@ -395,14 +386,18 @@ impl Worker {
                         TurnError::Gone => {
                             let exit = agent.exited().await;
                             self.pool
-                                .release(&self.pair, &agent, "crashed", exit.status);
+                                .release(&self.pair, &agent, ExitReason::Crashed, exit.status);
                         }
                         // The process is alive but out of step with the pool (never expected):
                         // replace it rather than wait on it.
                         TurnError::Busy => {
                             let exit = agent.stop().await;
-                            self.pool
-                                .release(&self.pair, &agent, "unhealthy", exit.status);
+                            self.pool.release(
+                                &self.pair,
+                                &agent,
+                                ExitReason::Unhealthy,
+                                exit.status,
+                            );
                         }
                         // The actor interrupts and recovers (or kills) the process itself; the
                         // next turn waits for that inside the actor.
@@ -417,12 +412,12 @@ impl Worker {
                         pair: self.pair.clone(),
                         error: error.to_string(),
                     });
-                    return (
+                    return done(
                         Err(PoolError::Turn {
                             pair: self.pair.to_string(),
                             source: error,
                         }),
-                        started,
+                        marked_running,
                     );
                 }
             }
@@ -432,12 +427,14 @@ impl Worker {
     fn session_id(&self) -> Uuid {
         self.pool
             .lock()
-            .pairs
-            .get(&self.pair)
+            .entry(&self.pair)
             .map_or_else(Uuid::nil, |entry| entry.session.id)
     }
 
-    fn finish_turn(
+    /// A turn ended with a result: counts it in the pair's session (in memory; the store
+    /// counts it with the message's final state), puts the agent back to idle, and announces
+    /// it.
+    fn after_turn(
         &self,
         id: MessageId,
         agent: &Agent,
@@ -448,7 +445,7 @@ impl Worker {
         {
             let mut state = self.pool.lock();
             // Entries are never removed while the pool runs, so the worker's entry is there.
-            if let Some(entry) = state.pairs.get_mut(&self.pair) {
+            if let Some(entry) = state.entry_mut(&self.pair) {
                 // Count the turn in the pair's session only if it ran in it (not in a session
                 // rebooted or deleted meanwhile).
                 if entry.session.id == turn_session {
@@ -459,12 +456,8 @@ impl Worker {
                         entry.session.cli_total = total;
                     }
                 }
-                entry.process_turns += 1;
-                entry.last_used = Instant::now();
-                if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) {
-                    entry.slot = Slot::Idle(agent.clone());
-                }
             }
+            state.turn_done(&self.pair, agent.id(), Instant::now());
         }
         self.pool.slot_changed.notify_waiters();
         self.pool.emit(PoolEvent::TurnFinished {
@@ -484,15 +477,9 @@ impl Worker {
     }
 
     fn set_idle(&self, agent: &Agent) {
-        {
-            let mut state = self.pool.lock();
-            if let Some(entry) = state.pairs.get_mut(&self.pair)
-                && matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id())
-            {
-                entry.slot = Slot::Idle(agent.clone());
-                entry.last_used = Instant::now();
-            }
-        }
+        self.pool
+            .lock()
+            .back_to_idle(&self.pair, agent.id(), Some(Instant::now()));
         self.pool.slot_changed.notify_waiters();
     }
 
@@ -500,7 +487,7 @@ impl Worker {
     async fn mark_resumable(&self, resumable: bool) {
         let session_id = {
             let mut state = self.pool.lock();
-            let Some(entry) = state.pairs.get_mut(&self.pair) else {
+            let Some(entry) = state.entry_mut(&self.pair) else {
                 return;
             };
             if entry.session.resumable == resumable {
@@ -524,110 +511,108 @@ impl Worker {
     }
 
     /// A ready agent, taken `Busy`: the pair's idle one, or a new one in a reserved slot.
-    async fn acquire_agent(&self) -> Result<(Agent, bool, Uuid), PoolError> {
+    async fn acquire_agent(&self) -> Result<Acquired, PoolError> {
+        match self.take_or_reserve().await? {
+            Some(acquired) => Ok(acquired),
+            None => self.spawn_reserved().await,
+        }
+    }
+
+    /// The pair's idle agent taken `Busy` (`Some`), or a slot reserved for a new one (`None`),
+    /// waiting while the slot is busy, starting or stopping.
+    async fn take_or_reserve(&self) -> Result<Option<Acquired>, PoolError> {
         loop {
-            let mut stale = None;
             let changed = self.pool.slot_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let version = *self.pool.config_version.borrow();
             let config = self.pool.config();
-            {
-                let mut state = self.pool.lock();
-                if state.closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                let Some(entry) = state.pairs.get_mut(&self.pair) else {
-                    return Err(PoolError::ShuttingDown);
-                };
-                let current_session = entry.session.id;
-                // Started with settings that have changed since: replace it (checked only
-                // once per config version, so a turn costs nothing when nothing changed).
-                let mut outdated = None;
-                if entry.process_version != version {
-                    outdated = staleness(&config, &self.pair, entry.process_launch.as_ref());
-                    if outdated.is_none() {
-                        entry.process_version = version;
-                    }
-                }
-                match std::mem::replace(&mut entry.slot, Slot::Empty) {
-                    // Runs a session that was since rebooted or deleted: replace it.
-                    Slot::Idle(agent) if entry.process_session != Some(current_session) => {
-                        entry.slot = Slot::Stopping(agent.clone());
-                        stale = Some((agent, "session replaced"));
-                    }
-                    Slot::Idle(agent) if let Some(reason) = outdated => {
-                        entry.slot = Slot::Stopping(agent.clone());
-                        stale = Some((agent, reason));
-                    }
-                    Slot::Idle(agent) if !agent.has_exited() => {
-                        entry.slot = Slot::Busy(agent.clone());
-                        return Ok((agent, false, current_session));
-                    }
-                    Slot::Idle(_) => {
-                        // Died while idle and not yet noticed: free its slot and start anew.
-                        state.live -= 1;
-                        break;
-                    }
-                    Slot::Empty => break,
-                    // Being stopped by an eviction or a sleep: wait until it is gone.
-                    other => entry.slot = other,
-                }
-            }
+            // Started with settings that have changed since: replace it (checked only once
+            // per config version, so a turn costs nothing when nothing changed).
+            let taken = self
+                .pool
+                .lock()
+                .take_for_turn(&self.pair, version, |launch| {
+                    staleness(&config, &self.pair, launch)
+                });
             drop(config);
-            if let Some((agent, reason)) = stale {
-                self.pool.stop_agent(&self.pair, &agent, reason).await;
-                continue;
+            match taken {
+                Take::Ready { process, session } => {
+                    return Ok(Some(Acquired {
+                        agent: process,
+                        cold: false,
+                        session,
+                    }));
+                }
+                Take::Stale { process, reason } => {
+                    self.pool.stop_agent(&self.pair, &process, reason).await;
+                    continue;
+                }
+                Take::Dead { process } => {
+                    // Died while idle and not yet noticed: its slot is free; start anew.
+                    self.pool.forget_agent(process.pid());
+                    let exit = process.exited().await;
+                    self.pool.emit(PoolEvent::Exited {
+                        pair: self.pair.clone(),
+                        pid: process.pid(),
+                        reason: ExitReason::Crashed,
+                        status: exit.status,
+                    });
+                    self.pool.slot_changed.notify_waiters();
+                    if self.reserve_slot().await? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Take::Vacant => {
+                    if self.reserve_slot().await? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Take::Closed => return Err(PoolError::ShuttingDown),
+                // Starting, or being stopped by an eviction or a sleep: wait until it is done.
+                Take::Wait => {}
             }
             tokio::select! {
                 () = &mut changed => {}
                 () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
             }
         }
-        self.reserve_slot().await?;
+    }
+
+    /// Starts the pair's agent in the slot it reserved, and takes it `Busy`.
+    async fn spawn_reserved(&self) -> Result<Acquired, PoolError> {
         match self.spawn_agent().await {
-            Ok(Spawned {
-                agent,
-                session,
-                launch,
-                version,
-            }) => {
-                let (closed, replaced) = {
-                    let mut state = self.pool.lock();
-                    let closed = state.closed;
-                    let mut replaced = false;
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Busy(agent.clone());
-                        entry.process_turns = 0;
-                        entry.process_session = Some(session);
-                        entry.process_launch = Some(launch);
-                        entry.process_version = version;
-                        // Rebooted or deleted while the process started: it runs the old
-                        // session, so it must not take a turn.
-                        replaced = entry.session.id != session;
+            Ok(started) => {
+                let agent = started.agent.clone();
+                let session = started.session;
+                let live = Live::new(started.agent, session, started.launch, started.version);
+                let taken = self.pool.lock().spawned(&self.pair, live);
+                match taken {
+                    Spawned::Ready => Ok(Acquired {
+                        agent,
+                        cold: true,
+                        session,
+                    }),
+                    Spawned::Closed => {
+                        self.pool
+                            .stop_agent(&self.pair, &agent, ExitReason::Shutdown)
+                            .await;
+                        Err(PoolError::ShuttingDown)
                     }
-                    (closed, replaced)
-                };
-                if closed {
-                    self.pool.stop_agent(&self.pair, &agent, "shutdown").await;
-                    return Err(PoolError::ShuttingDown);
+                    // Rebooted or deleted while the process started: it runs the old session,
+                    // so it must not take a turn.
+                    Spawned::SessionReplaced => {
+                        self.pool
+                            .stop_agent(&self.pair, &agent, ExitReason::SessionReplaced)
+                            .await;
+                        Box::pin(self.acquire_agent()).await
+                    }
                 }
-                if replaced {
-                    self.pool
-                        .stop_agent(&self.pair, &agent, "session replaced")
-                        .await;
-                    return Box::pin(self.acquire_agent()).await;
-                }
-                Ok((agent, true, session))
             }
             Err(error) => {
-                {
-                    let mut state = self.pool.lock();
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Empty;
-                    }
-                    state.live -= 1;
-                }
+                self.pool.lock().spawn_failed(&self.pair);
                 self.pool.slot_changed.notify_waiters();
                 self.pool.emit(PoolEvent::SpawnFailed {
                     pair: self.pair.clone(),
@@ -639,8 +624,9 @@ impl Worker {
     }
 
     /// Takes a slot for this pair (`Spawning`), evicting the least recently used idle
-    /// process of another pair when the pool is full, or waiting for one to free up.
-    pub(super) async fn reserve_slot(&self) -> Result<(), PoolError> {
+    /// process of another pair when the pool is full, or waiting for one to free up. False
+    /// when the pair's own slot is not empty after all: look at it again.
+    pub(super) async fn reserve_slot(&self) -> Result<bool, PoolError> {
         let wait = self.pool.config().settings.pool_wait_timeout;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -650,93 +636,23 @@ impl Worker {
             // Read on every try: a config change may raise or lower the bound meanwhile (and
             // wakes this wait).
             let max = self.pool.config().settings.max_processes;
-            let victim = {
-                let mut state = self.pool.lock();
-                if state.closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                if state.live < max {
-                    state.live += 1;
-                    if let Some(entry) = state.pairs.get_mut(&self.pair) {
-                        entry.slot = Slot::Spawning;
+            let reserved = self.pool.lock().reserve(&self.pair, max);
+            match reserved {
+                Reserve::Reserved => return Ok(true),
+                Reserve::Occupied => return Ok(false),
+                Reserve::Closed => return Err(PoolError::ShuttingDown),
+                Reserve::Evict { victim, process } => {
+                    if self.evict(&victim, &process).await? {
+                        return Ok(true);
                     }
-                    return Ok(());
+                    continue;
                 }
-                let victim = least_recently_used_idle(
-                    state.pairs.iter().map(|(pair, entry)| {
-                        (pair, matches!(entry.slot, Slot::Idle(_)), entry.last_used)
-                    }),
-                    &self.pair,
-                );
-                victim.and_then(|pair| {
-                    let entry = state.pairs.get_mut(&pair)?;
-                    let Slot::Idle(agent) = std::mem::replace(&mut entry.slot, Slot::Empty) else {
-                        return None;
-                    };
-                    entry.slot = Slot::Stopping(agent.clone());
-                    Some((pair, agent))
-                })
-            };
-            if let Some((victim_pair, agent)) = victim {
-                tracing::info!(evicted = %victim_pair, pid = agent.pid(), for_pair = %self.pair, "pool full: evicting least recently used idle agent");
-                self.pool.emit(PoolEvent::Evicted {
-                    pair: victim_pair.clone(),
-                    pid: agent.pid(),
-                    for_pair: self.pair.clone(),
-                });
-                let exit = agent.stop().await;
-                // Hand the freed slot straight to this pair, so no one can take it between
-                // the victim's exit and this spawn (the count stays the same).
-                let max = self.pool.config().settings.max_processes;
-                let (handed_over, closed, owned) = {
-                    let mut state = self.pool.lock();
-                    let closed = state.closed;
-                    let owned = state
-                        .pairs
-                        .get(&victim_pair)
-                        .and_then(|entry| entry.slot.agent())
-                        .is_some_and(|held| held.id() == agent.id());
-                    let mut handed_over = false;
-                    if owned {
-                        if let Some(entry) = state.pairs.get_mut(&victim_pair) {
-                            entry.slot = Slot::Empty;
-                            entry.process_turns = 0;
-                        }
-                        let within_bound = !closed && state.live <= max;
-                        match state.pairs.get_mut(&self.pair) {
-                            Some(entry) if within_bound => {
-                                entry.slot = Slot::Spawning;
-                                handed_over = true;
-                            }
-                            // Shutting down, or maxProcesses was lowered meanwhile: give the
-                            // slot back instead of starting a process beyond the bound.
-                            _ => state.live -= 1,
-                        }
-                    }
-                    (handed_over, closed, owned)
-                };
-                if owned {
-                    self.pool.forget_agent(agent.pid());
-                }
-                self.pool.slot_changed.notify_waiters();
-                self.pool.emit(PoolEvent::Exited {
-                    pair: victim_pair,
-                    pid: agent.pid(),
-                    reason: "evicted",
-                    status: exit.status,
-                });
-                if closed {
-                    return Err(PoolError::ShuttingDown);
-                }
-                if handed_over {
-                    return Ok(());
-                }
-                continue;
+                Reserve::Full => {}
             }
             tokio::select! {
                 () = &mut changed => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    let busy = self.pool.lock().live;
+                    let busy = self.pool.lock().live();
                     return Err(PoolError::Saturated { busy, max, waited: wait });
                 }
                 () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
@@ -744,9 +660,45 @@ impl Worker {
         }
     }
 
+    /// Stops `victim`'s idle `agent` (already `Stopping`) to make room, and takes its slot
+    /// straight over, so no one can take it between the victim's exit and this spawn.
+    /// Returns whether the slot is this pair's now (not when `maxProcesses` was lowered
+    /// meanwhile).
+    async fn evict(&self, victim: &Pair, agent: &Agent) -> Result<bool, PoolError> {
+        tracing::info!(evicted = %victim, pid = agent.pid(), for_pair = %self.pair, "pool full: evicting least recently used idle agent");
+        self.pool.emit(PoolEvent::Evicted {
+            pair: victim.clone(),
+            pid: agent.pid(),
+            for_pair: self.pair.clone(),
+        });
+        let exit = agent.stop().await;
+        let max = self.pool.config().settings.max_processes;
+        let handed = self
+            .pool
+            .lock()
+            .hand_over(victim, agent.id(), &self.pair, max);
+        if !matches!(handed, HandOver::NotOwned { .. }) {
+            self.pool.forget_agent(agent.pid());
+        }
+        self.pool.slot_changed.notify_waiters();
+        self.pool.emit(PoolEvent::Exited {
+            pair: victim.clone(),
+            pid: agent.pid(),
+            reason: ExitReason::Evicted,
+            status: exit.status,
+        });
+        match handed {
+            HandOver::HandedOver => Ok(true),
+            HandOver::Freed { closed: true } | HandOver::NotOwned { closed: true } => {
+                Err(PoolError::ShuttingDown)
+            }
+            HandOver::Freed { closed: false } | HandOver::NotOwned { closed: false } => Ok(false),
+        }
+    }
+
     /// Starts the pair's agent in its reserved slot: `--resume` when the session has a
     /// transcript, `--session-id` otherwise, correcting the choice once if the CLI disagrees.
-    async fn spawn_agent(&self) -> Result<Spawned, PoolError> {
+    async fn spawn_agent(&self) -> Result<Started, PoolError> {
         let mut corrected = false;
         loop {
             // The version first: a change that lands while this spawns makes the process
@@ -761,7 +713,7 @@ impl Worker {
             };
             let (session_id, mode, baseline) = {
                 let state = self.pool.lock();
-                let session = state.pairs.get(&self.pair).map(|entry| &entry.session);
+                let session = state.entry(&self.pair).map(|entry| &entry.session);
                 let id = session.map_or_else(Uuid::new_v4, |session| session.id);
                 let resumable = session.is_some_and(|session| session.resumable);
                 let baseline = session.map_or(0.0, |session| session.cli_total);
@@ -818,7 +770,7 @@ impl Worker {
                         pid: agent.pid(),
                         ready_ms: millis(agent.ready_after()),
                     });
-                    return Ok(Spawned {
+                    return Ok(Started {
                         agent,
                         session: session_id,
                         launch: LaunchKey::of(&config, team),
@@ -862,7 +814,7 @@ impl Worker {
                 let record = store
                     .create_session(&self.pair.caller, &self.pair.target, Uuid::new_v4())
                     .await?;
-                if let Some(entry) = self.pool.lock().pairs.get_mut(&self.pair) {
+                if let Some(entry) = self.pool.lock().entry_mut(&self.pair) {
                     entry.session = Session::from(&record);
                 }
                 tracing::warn!(pair = %self.pair, %old, new = %record.session_id, "session transcript not found; starting a new session");
@@ -888,44 +840,31 @@ impl Worker {
         })
     }
 
-    /// Moves the pair's slot from `Idle(agent)` to `next(agent)`. False when the slot no
-    /// longer holds that agent idle (it was taken, evicted or replaced meanwhile).
-    fn take_idle(&self, agent: &Agent, next: fn(Agent) -> Slot) -> bool {
-        let mut state = self.pool.lock();
-        match state.pairs.get_mut(&self.pair) {
-            Some(entry) if matches!(&entry.slot, Slot::Idle(held) if held.id() == agent.id()) => {
-                entry.slot = next(agent.clone());
-                true
-            }
-            _ => false,
-        }
-    }
-
-    async fn stop_if_idle(&self, agent: &Agent, reason: &'static str) {
-        let taken = self.take_idle(agent, Slot::Stopping);
+    async fn stop_if_idle(&self, agent: &Agent, reason: ExitReason) {
+        let taken = self
+            .pool
+            .lock()
+            .take_idle(&self.pair, agent.id(), Next::Stopping);
         if taken {
-            tracing::info!(pair = %self.pair, pid = agent.pid(), reason, "stopping idle agent");
+            tracing::info!(pair = %self.pair, pid = agent.pid(), %reason, "stopping idle agent");
             self.pool.stop_agent(&self.pair, agent, reason).await;
         }
     }
 
     /// A token-free round trip; an agent that fails it is stopped and replaced.
     async fn health_check(&self, agent: &Agent) {
-        let taken = self.take_idle(agent, Slot::Busy);
+        let taken = self
+            .pool
+            .lock()
+            .take_idle(&self.pair, agent.id(), Next::Busy);
         if !taken {
             return;
         }
         let timeout = self.pool.config().settings.spawn_timeout;
         match agent.health_check(timeout).await {
             Ok(round_trip) => {
-                // Back to idle without touching last_used: a health check is not use.
-                let mut state = self.pool.lock();
-                if let Some(entry) = state.pairs.get_mut(&self.pair)
-                    && matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id())
-                {
-                    entry.slot = Slot::Idle(agent.clone());
-                }
-                drop(state);
+                // Back to idle without touching its last use: a health check is not use.
+                self.pool.lock().back_to_idle(&self.pair, agent.id(), None);
                 self.pool.slot_changed.notify_waiters();
                 self.pool.emit(PoolEvent::HealthChecked {
                     pair: self.pair.clone(),
@@ -934,20 +873,9 @@ impl Worker {
                 });
             }
             Err(error) => {
-                // Only if the slot still holds this agent for the check: a sleep, an eviction or a
-                // crash may have taken and released it meanwhile, and must not be undone.
-                let still_ours = {
-                    let mut state = self.pool.lock();
-                    match state.pairs.get_mut(&self.pair) {
-                        Some(entry) if matches!(&entry.slot, Slot::Busy(held) if held.id() == agent.id()) =>
-                        {
-                            entry.slot = Slot::Stopping(agent.clone());
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if !still_ours {
+                // Only if the slot still holds this agent for the check: a sleep, an eviction
+                // or a crash may have taken and released it meanwhile, and must not be undone.
+                if !self.pool.lock().busy_to_stopping(&self.pair, agent.id()) {
                     return;
                 }
                 tracing::warn!(pair = %self.pair, pid = agent.pid(), %error, "agent failed its health check; replacing it");
@@ -956,9 +884,11 @@ impl Worker {
                     pid: agent.pid(),
                     error: error.to_string(),
                 });
-                self.pool.stop_agent(&self.pair, agent, "unhealthy").await;
+                self.pool
+                    .stop_agent(&self.pair, agent, ExitReason::Unhealthy)
+                    .await;
                 match self.acquire_agent().await {
-                    Ok((replacement, _, _)) => self.set_idle(&replacement),
+                    Ok(replacement) => self.set_idle(&replacement.agent),
                     Err(error) => {
                         tracing::warn!(pair = %self.pair, %error, "replacing an unhealthy agent failed")
                     }
@@ -968,8 +898,36 @@ impl Worker {
     }
 }
 
+/// An agent [`Worker::acquire_agent`] took for a turn (`Busy`).
+struct Acquired {
+    agent: Agent,
+    /// Started for this turn (not warm).
+    cold: bool,
+    /// The session it runs.
+    session: Uuid,
+}
+
+/// What [`Worker::deliver`] did with a message.
+struct Delivery {
+    outcome: Result<TurnOutcome, PoolError>,
+    /// The message was marked `running` in the store (its turn was, or was about to be,
+    /// written to an agent).
+    marked_running: bool,
+}
+
+/// The circumstances a message's delivery ended in, for [`how_it_ended`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Ending {
+    /// It was marked `running` (else it never left the queue).
+    marked_running: bool,
+    /// A cancel was asked for while it ran.
+    cancel_requested: bool,
+    /// The pool is shutting down.
+    closed: bool,
+}
+
 /// A process [`Worker::spawn_agent`] started, with what it was started with.
-struct Spawned {
+struct Started {
     agent: Agent,
     /// The session it runs.
     session: Uuid,
@@ -986,27 +944,15 @@ fn health_interval(period: Duration) -> tokio::time::Interval {
     health
 }
 
-/// The eviction rule: among the idle pairs other than `requester`, the one used least
-/// recently. Busy, spawning and stopping pairs are never chosen.
-pub(super) fn least_recently_used_idle<'a>(
-    candidates: impl Iterator<Item = (&'a Pair, bool, Instant)>,
-    requester: &Pair,
-) -> Option<Pair> {
-    candidates
-        .filter(|(pair, idle, _)| *idle && *pair != requester)
-        .min_by_key(|(_, _, last_used)| *last_used)
-        .map(|(pair, _, _)| pair.clone())
-}
-
-/// The record of a delivered (or undeliverable) message, or `None` when the store already
-/// holds its final state (cancelled while queued) or it stays queued (Iris shut down before
-/// it started: it is delivered after the restart).
-fn final_record(
-    outcome: &Result<TurnOutcome, PoolError>,
-    started: bool,
-    cancel_requested: bool,
-    closed: bool,
-) -> Option<MessageFinish> {
+/// The final record of a delivered (or undeliverable) message, or `None` when the store
+/// already holds its final state (cancelled while queued) or it stays queued (Iris shut down
+/// before it started: it is delivered after the restart).
+fn how_it_ended(outcome: &Result<TurnOutcome, PoolError>, ending: Ending) -> Option<MessageFinish> {
+    let Ending {
+        marked_running: started,
+        cancel_requested,
+        closed,
+    } = ending;
     let failure = |state: MessageState, error: String, answer: Option<String>| MessageFinish {
         state,
         answer,

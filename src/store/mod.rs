@@ -634,7 +634,7 @@ impl Store {
     ///
     /// # Errors
     /// As the two of them.
-    pub async fn finish_turn(
+    pub async fn finish_counted_turn(
         &self,
         id: MessageId,
         finish: MessageFinish,
@@ -740,7 +740,7 @@ impl Store {
     }
 }
 
-/// A turn to count in its session (see [`Store::finish_turn`]).
+/// A turn to count in its session (see [`Store::finish_counted_turn`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionTurn {
     /// The session.

@@ -1403,7 +1403,7 @@ async fn a_finished_turn_is_recorded_in_message_and_session_together_or_not_at_a
         cli_total_usd: Some(2.0),
     };
     store
-        .finish_turn(id, finish(MessageState::Completed), turn)
+        .finish_counted_turn(id, finish(MessageState::Completed), turn)
         .await
         .expect("finish turn");
     assert_eq!(state_of(&store, id).await, MessageState::Completed);
@@ -1427,7 +1427,7 @@ async fn a_finished_turn_is_recorded_in_message_and_session_together_or_not_at_a
     };
     assert!(matches!(
         store
-            .finish_turn(other, finish(MessageState::Completed), unknown)
+            .finish_counted_turn(other, finish(MessageState::Completed), unknown)
             .await,
         Err(StoreError::SessionNotFound { .. })
     ));
