@@ -1,18 +1,21 @@
-//! The command line's side of a running Iris: `iris status`, `iris ask`, `iris tell` talk to
-//! `iris serve` over HTTP (`/status`, and MCP at `/mcp` through the rmcp client), and
-//! `iris doctor` checks the installation without a server.
+//! The command line's side of a running Iris: `iris status`, `iris ask`, `iris tell`,
+//! `iris report` talk to `iris serve` over HTTP (`/status`, and MCP at `/mcp` through the
+//! rmcp client) and get the typed results of [`crate::api`]; `iris doctor` checks the
+//! installation without a server; `iris fork` reads the database. What they print is made
+//! in [`crate::output`].
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::config::Config;
-use crate::pool::{PairState, PoolStatus};
+use crate::api::{Failure, MessageOutcome, MessageView, ReportPage};
+use crate::config::{Config, TeamName};
+use crate::pool::{ForkCommand, PoolStatus};
 
 /// Why a command could not talk to the server.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,15 @@ pub enum ClientError {
         /// What was wrong.
         message: String,
     },
+    /// The tool ran and failed (unknown team, bad caller, ...).
+    #[error("{}", .0.error)]
+    Tool(Failure),
+    /// `iris fork`: the pair has nothing to fork, or cannot be named.
+    #[error("{0}")]
+    Fork(String),
+    /// `iris fork`: the database could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The base URL of the local server on `port`.
@@ -93,53 +105,17 @@ pub async fn status(base: &str) -> Result<PoolStatus, ClientError> {
     })
 }
 
-/// A status as a table, one pair per line.
-#[must_use]
-pub fn status_table(status: &PoolStatus) -> String {
-    let mut out = format!("processes: {}/{}\n", status.live, status.max_processes);
-    if status.pairs.is_empty() {
-        out.push_str("no conversations yet\n");
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "{:<30} {:<9} {:>8} {:>6} {:>6} {:>10}  SESSION",
-        "PAIR", "STATE", "PID", "TURNS", "QUEUE", "COST $"
-    );
-    for pair in &status.pairs {
-        let state = match pair.state {
-            PairState::Stopped => "asleep",
-            PairState::Spawning => "starting",
-            PairState::Idle => "idle",
-            PairState::Busy => "busy",
-            PairState::Stopping => "stopping",
-        };
-        let _ = writeln!(
-            out,
-            "{:<30} {:<9} {:>8} {:>6} {:>6} {:>10.4}  {}",
-            pair.pair.to_string(),
-            state,
-            pair.pid
-                .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
-            pair.session_turns,
-            pair.queued,
-            pair.total_cost_usd,
-            pair.session_id
-        );
-    }
-    out
-}
-
 /// Calls `tool` with `arguments` on the MCP server at `base` (with the bearer token from
-/// `IRIS_TOKEN`, if set), returning its structured result and whether it is an error.
+/// `IRIS_TOKEN`, if set) and reads its structured result as `T`.
 ///
 /// # Errors
-/// [`ClientError`] when the server cannot be reached or the call fails at the protocol level.
-pub async fn call_tool(
+/// [`ClientError`] when the server cannot be reached, the call fails at the protocol level,
+/// or the tool fails ([`ClientError::Tool`]).
+pub async fn call_tool<T: DeserializeOwned>(
     base: &str,
     tool: &str,
     arguments: Value,
-) -> Result<(Value, bool), ClientError> {
+) -> Result<T, ClientError> {
     call_tool_at(
         &format!("{base}/mcp"),
         env_token().as_deref(),
@@ -149,12 +125,34 @@ pub async fn call_tool(
     .await
 }
 
-/// Calls `tool` on the MCP endpoint `url` (sending `token` as a bearer token, if given);
-/// returns its structured result and whether it is an error result.
+/// Calls `tool` on the MCP endpoint `url` (sending `token` as a bearer token, if given) and
+/// reads its structured result as `T`.
 ///
 /// # Errors
 /// As [`call_tool`].
-pub async fn call_tool_at(
+pub async fn call_tool_at<T: DeserializeOwned>(
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+) -> Result<T, ClientError> {
+    let (body, is_error) = call_tool_raw(url, token, tool, arguments).await?;
+    let protocol = |error: serde_json::Error| ClientError::Protocol {
+        url: url.to_owned(),
+        message: format!("{tool} answered something this client does not read: {error}"),
+    };
+    if is_error && let Ok(failure) = serde_json::from_value::<Failure>(body.clone()) {
+        return Err(ClientError::Tool(failure));
+    }
+    serde_json::from_value(body).map_err(protocol)
+}
+
+/// Calls `tool` on the MCP endpoint `url`; returns its structured result as JSON and whether
+/// it is an error result.
+///
+/// # Errors
+/// As [`call_tool`], but a failing tool is not an error here.
+pub async fn call_tool_raw(
     url: &str,
     token: Option<&str>,
     tool: &str,
@@ -196,27 +194,90 @@ pub async fn call_tool_at(
 /// finishes. `on_wait` is called while waiting (for a spinner).
 ///
 /// # Errors
-/// As [`call_tool`].
+/// As [`call_tool`]: a turn that failed is [`ClientError::Tool`]; one that ended with an
+/// error result (an API error) is an outcome with `is_error` set and the result's text.
 pub async fn ask(
     base: &str,
     from: &str,
     team: &str,
     message: &str,
     mut on_wait: impl FnMut(),
-) -> Result<(Value, bool), ClientError> {
+) -> Result<MessageOutcome, ClientError> {
     let arguments = json!({"fromTeam": from, "toTeam": team, "message": message, "timeout": 1000});
-    let (mut body, mut is_error) = call_tool(base, "ask_message", arguments).await?;
-    while matches!(body["status"].as_str(), Some("pending" | "queued")) {
+    let mut outcome: MessageOutcome = call_tool(base, "ask_message", arguments).await?;
+    while outcome.is_waiting() {
         on_wait();
-        let id = body["messageId"].clone();
-        (body, is_error) = call_tool(
-            base,
-            "message_status",
-            json!({"messageId": id, "timeout": 1000}),
-        )
-        .await?;
+        let arguments = json!({"messageId": outcome.message_id, "timeout": 1000});
+        let view: MessageView = call_tool(base, "message_status", arguments).await?;
+        outcome = view.into();
     }
-    Ok((body, is_error))
+    Ok(outcome)
+}
+
+/// Tells `team` (as `from`) without waiting: the queued message.
+///
+/// # Errors
+/// As [`call_tool`].
+pub async fn tell(
+    base: &str,
+    from: &str,
+    team: &str,
+    message: &str,
+) -> Result<MessageOutcome, ClientError> {
+    call_tool(
+        base,
+        "quick_message",
+        json!({"fromTeam": from, "toTeam": team, "message": message}),
+    )
+    .await
+}
+
+/// The newest `limit` messages of the pair `from` → `team`.
+///
+/// # Errors
+/// As [`call_tool`].
+pub async fn report(
+    base: &str,
+    from: &str,
+    team: &str,
+    limit: u32,
+) -> Result<ReportPage, ClientError> {
+    call_tool(
+        base,
+        "session_report",
+        json!({"fromTeam": from, "team": team, "limit": limit}),
+    )
+    .await
+}
+
+/// The command that opens the stored conversation of `from` with `team` as a fork, read
+/// from the database (no server needed; nothing is written).
+///
+/// # Errors
+/// [`ClientError::Fork`] for an unknown team, a bad name or a pair with no conversation;
+/// [`ClientError::Store`] when the database cannot be read.
+pub async fn fork(config: &Config, team: &str, from: &str) -> Result<ForkCommand, ClientError> {
+    let Some(team_config) = config.team(team) else {
+        return Err(ClientError::Fork(format!(
+            "unknown team '{team}'; known teams: {}",
+            config.team_names().join(", ")
+        )));
+    };
+    let caller =
+        TeamName::new(from).map_err(|error| ClientError::Fork(format!("--from: {error}")))?;
+    let store = crate::store::Store::open(&config.database).await?;
+    let session = store.current_session(&caller, &team_config.name).await;
+    let _ = store.close().await;
+    let Some(session) = session? else {
+        return Err(ClientError::Fork(format!(
+            "{from} has no conversation with {team} yet: nothing to fork"
+        )));
+    };
+    Ok(crate::pool::fork_command(
+        config,
+        team_config,
+        session.session_id,
+    ))
 }
 
 /// One line of `iris doctor`.

@@ -9,12 +9,14 @@
 //! (answers at once with the message id), `{"op":"message","messageId":..,"waitMs":N}`,
 //! `{"op":"cancel","messageId":..}`; sessions: `{"op":"report",..,"limit":N,"before":id}`,
 //! `{"op":"reboot",..}`, `{"op":"delete",..,"deleteTranscript":true}`, `{"op":"fork",..}`.
-//! Answers: `{"id":..,"ok":true,...}` or `{"id":..,"ok":false,"error":"..."}`. With
-//! `--events`, pool events are written too, as `{"event":{...}}`.
+//! Answers: `{"id":..,"ok":true,...}` with the op's result ([`Answer`] with the types below
+//! and in [`crate::api`]), or `{"id":..,"ok":false,"error":"..."}`. With `--events`, pool
+//! events are written too, as `{"event":{...}}` ([`Line`]), and `{"lagged":{"missed":N}}`
+//! when the console fell behind and missed some.
 //! Requests run concurrently; answers come in the order they finish.
 //! End of input waits for the requests in flight, then stops every agent.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -22,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::pool::{Pool, PoolError};
-use crate::store::{MessageId, MessageMode, Page};
+use crate::api::{Deleted, Done, MessageOutcome, MessageView, Rebooted, ReportPage, WakeAll};
+use crate::pool::{ForkCommand, Pool, PoolError, PoolEvent, PoolStatus, TurnOutcome, Viewer};
+use crate::store::{MessageId, MessageMode, MessageState, Page};
 
 /// Longest request line accepted on stdin.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -118,6 +121,97 @@ enum Request {
     },
 }
 
+/// One answer line: the request's `id`, `ok`, and the op's fields (`body`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer<T> {
+    /// The request's `id`, echoed (`null` when it had none).
+    #[serde(default)]
+    pub id: Value,
+    /// Whether the request worked.
+    pub ok: bool,
+    /// What the op returns.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// `ok: false`: what went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refused {
+    /// The error, naming the pair and the cause.
+    pub error: String,
+}
+
+/// `send`: the turn's structured result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sent {
+    /// The outcome (answer, cost, usage, transcript...).
+    pub outcome: TurnOutcome,
+}
+
+/// `wake`: the ready agent's process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Woken {
+    /// Its pid.
+    pub pid: u32,
+}
+
+/// `interrupt`: whether a message was running.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Interrupted {
+    /// A message was running and is being interrupted.
+    pub interrupted: bool,
+}
+
+/// `sleep`: whether a process was stopped.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Stopped {
+    /// A process was stopped.
+    pub stopped: bool,
+}
+
+/// `status`: the pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Every pair.
+    pub status: PoolStatus,
+}
+
+/// `message`: the message as a caller sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    /// The message.
+    pub message: MessageView,
+}
+
+/// `cancel`: the message's state once the cancel took effect.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CancelState {
+    /// `cancelled`, or the final state it had already reached.
+    pub state: MessageState,
+}
+
+/// `fork`: the command line, and its parts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forked {
+    /// As one shell line.
+    pub command: String,
+    /// Its parts.
+    pub fork: ForkCommand,
+}
+
+/// A line of `--events` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    /// A pool event.
+    Event(PoolEvent),
+    /// The console fell behind and missed events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
 fn default_limit() -> usize {
     20
 }
@@ -137,11 +231,11 @@ pub async fn run(
     with_events: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
-        while let Some(value) = out_rx.recv().await {
-            let mut line = value.to_string().into_bytes();
+        while let Some(line) = out_rx.recv().await {
+            let mut line = line.into_bytes();
             line.push(b'\n');
             if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
                 break;
@@ -164,20 +258,19 @@ pub async fn run(
                     () = done.cancelled() => {
                         // Whatever the shutdown itself reported is still written.
                         while let Ok(event) = events.try_recv() {
-                            let _ = out.send(json!({ "event": event }));
+                            let _ = out.send(line(&Line::Event(event)));
                         }
                         break;
                     }
                 };
                 match received {
                     Ok(event) => {
-                        if out.send(json!({ "event": event })).is_err() {
+                        if out.send(line(&Line::Event(event))).is_err() {
                             break;
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        let _ =
-                            out.send(json!({ "event": { "type": "lagged", "missed": missed } }));
+                        let _ = out.send(line(&Line::Lagged { missed }));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -187,28 +280,31 @@ pub async fn run(
 
     let mut requests = tokio::task::JoinSet::new();
     let mut stdin = BufReader::new(tokio::io::stdin());
-    let mut line = Vec::new();
+    let mut buffer = Vec::new();
     loop {
-        line.clear();
+        buffer.clear();
         let mut limited = tokio::io::AsyncReadExt::take(&mut stdin, MAX_REQUEST_BYTES as u64 + 1);
         let read = tokio::select! {
             () = shutdown.cancelled() => break,
-            read = limited.read_until(b'\n', &mut line) => read?,
+            read = limited.read_until(b'\n', &mut buffer) => read?,
         };
         if read == 0 {
             break;
         }
-        if line.len() > MAX_REQUEST_BYTES {
-            let _ = out_tx.send(json!({"ok": false, "error": format!("request line longer than {MAX_REQUEST_BYTES} bytes")}));
+        if buffer.len() > MAX_REQUEST_BYTES {
+            let _ = out_tx.send(refused(
+                Value::Null,
+                &format!("request line longer than {MAX_REQUEST_BYTES} bytes"),
+            ));
             // Skip the rest of the overlong line.
             let mut rest = Vec::new();
             stdin.read_until(b'\n', &mut rest).await?;
             continue;
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if buffer.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Request>(&line) {
+        match serde_json::from_slice::<Request>(&buffer) {
             Ok(request) => {
                 let pool = pool.clone();
                 let out = out_tx.clone();
@@ -217,7 +313,7 @@ pub async fn run(
                 });
             }
             Err(error) => {
-                let _ = out_tx.send(json!({"ok": false, "error": format!("bad request: {error}")}));
+                let _ = out_tx.send(refused(Value::Null, &format!("bad request: {error}")));
             }
         }
         // Reap finished requests as we go so the set does not grow with the session.
@@ -238,7 +334,39 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(pool: &Pool, request: Request) -> Value {
+/// One JSON line (without its newline).
+fn line<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|error| {
+        json!({"ok": false, "error": format!("the answer could not be encoded: {error}")})
+            .to_string()
+    })
+}
+
+/// An `ok: true` answer line.
+fn answer<T: Serialize>(id: Value, body: T) -> String {
+    line(&Answer { id, ok: true, body })
+}
+
+/// An `ok: false` answer line.
+fn refused(id: Value, error: &dyn std::fmt::Display) -> String {
+    line(&Answer {
+        id,
+        ok: false,
+        body: Refused {
+            error: error.to_string(),
+        },
+    })
+}
+
+/// The answer line of `result`: its body, or the error.
+fn reply<T: Serialize>(id: Value, result: Result<T, PoolError>) -> String {
+    match result {
+        Ok(body) => answer(id, body),
+        Err(error) => refused(id, &error),
+    }
+}
+
+async fn handle(pool: &Pool, request: Request) -> String {
     match request {
         Request::Send {
             id,
@@ -246,101 +374,93 @@ async fn handle(pool: &Pool, request: Request) -> Value {
             to,
             message,
         } => {
-            let outcome = match pool.pair(&from, &to) {
-                Ok(pair) => pool.send(&pair, message).await,
-                Err(error) => Err(error),
+            let sent = async {
+                let pair = pool.pair(&from, &to)?;
+                let outcome = pool.send(&pair, message).await?;
+                Ok(Sent { outcome })
             };
-            match outcome {
-                Ok(outcome) => json!({"id": id, "ok": true, "outcome": outcome}),
-                Err(error) => failure(id, &error),
-            }
+            reply(id, sent.await)
         }
         Request::Wake { id, from, to } => {
-            let pid = match pool.pair(&from, &to) {
-                Ok(pair) => pool.wake(&pair).await,
-                Err(error) => Err(error),
-            };
-            match pid {
-                Ok(pid) => json!({"id": id, "ok": true, "pid": pid}),
-                Err(error) => failure(id, &error),
-            }
-        }
-        Request::WakeAll { id, from } => {
-            let config = pool.config();
-            let mut pairs = Vec::new();
-            for team in config.team_names() {
-                match pool.pair(&from, &team) {
-                    Ok(pair) => pairs.push(pair),
-                    Err(error) => return failure(id, &error),
-                }
-            }
-            let results = pool.wake_all(pairs, config.settings.wake_concurrency).await;
-            let teams: Vec<Value> = results
-                .into_iter()
-                .map(|(pair, result)| match result {
-                    Ok(pid) => json!({"team": pair.target, "ok": true, "pid": pid}),
-                    Err(error) => {
-                        json!({"team": pair.target, "ok": false, "error": error.to_string()})
-                    }
+            let woken = async {
+                let pair = pool.pair(&from, &to)?;
+                Ok(Woken {
+                    pid: pool.wake(&pair).await?,
                 })
-                .collect();
-            json!({"id": id, "ok": true, "teams": teams})
+            };
+            reply(id, woken.await)
         }
-        Request::Interrupt { id, from, to } => match pool.pair(&from, &to) {
-            Ok(pair) => json!({"id": id, "ok": true, "interrupted": pool.interrupt(&pair).await}),
-            Err(error) => failure(id, &error),
-        },
-        Request::Sleep { id, from, to } => match pool.pair(&from, &to) {
-            Ok(pair) => json!({"id": id, "ok": true, "stopped": pool.sleep(&pair).await}),
-            Err(error) => failure(id, &error),
-        },
-        Request::Status { id } => json!({"id": id, "ok": true, "status": pool.status()}),
+        Request::WakeAll { id, from } => reply(
+            id,
+            pool.wake_all_from(&from)
+                .await
+                .map(|results| WakeAll::of(&results)),
+        ),
+        Request::Interrupt { id, from, to } => {
+            let interrupted = async {
+                let pair = pool.pair(&from, &to)?;
+                Ok(Interrupted {
+                    interrupted: pool.interrupt(&pair).await,
+                })
+            };
+            reply(id, interrupted.await)
+        }
+        Request::Sleep { id, from, to } => {
+            let stopped = async {
+                let pair = pool.pair(&from, &to)?;
+                Ok(Stopped {
+                    stopped: pool.sleep(&pair).await,
+                })
+            };
+            reply(id, stopped.await)
+        }
+        Request::Status { id } => answer(
+            id,
+            Status {
+                status: pool.status(),
+            },
+        ),
         Request::Tell {
             id,
             from,
             to,
             message,
         } => {
-            let accepted = match pool.pair(&from, &to) {
-                Ok(pair) => pool.tell(&pair, message, MessageMode::Tell).await,
-                Err(error) => Err(error),
+            let told = async {
+                let pair = pool.pair(&from, &to)?;
+                let message_id = pool.tell(&pair, message, MessageMode::Tell).await?;
+                Ok(MessageOutcome::queued(message_id, &pair))
             };
-            match accepted {
-                Ok(message_id) => {
-                    json!({"id": id, "ok": true, "messageId": message_id, "status": "queued"})
-                }
-                Err(error) => failure(id, &error),
-            }
+            reply(id, told.await)
         }
         Request::Message {
             id,
             message_id: text,
             wait_ms,
         } => {
-            let record = match message_id(&text) {
-                Ok(message) => {
-                    pool.wait_message(message, Duration::from_millis(wait_ms))
-                        .await
-                }
-                Err(error) => Err(error),
+            let found = async {
+                let record = pool
+                    .wait_message(
+                        message_id(&text)?,
+                        Duration::from_millis(wait_ms),
+                        &Viewer::Anyone,
+                    )
+                    .await?;
+                Ok(Message {
+                    message: MessageView::from(&record),
+                })
             };
-            match record {
-                Ok(record) => json!({"id": id, "ok": true, "message": record}),
-                Err(error) => failure(id, &error),
-            }
+            reply(id, found.await)
         }
         Request::Cancel {
             id,
             message_id: text,
         } => {
-            let state = match message_id(&text) {
-                Ok(message) => pool.cancel(message).await,
-                Err(error) => Err(error),
+            let cancelled = async {
+                let state = pool.cancel(message_id(&text)?, &Viewer::Anyone).await?;
+                Ok(CancelState { state })
             };
-            match state {
-                Ok(state) => json!({"id": id, "ok": true, "state": state}),
-                Err(error) => failure(id, &error),
-            }
+            reply(id, cancelled.await)
         }
         Request::Report {
             id,
@@ -349,30 +469,24 @@ async fn handle(pool: &Pool, request: Request) -> Value {
             limit,
             before,
         } => {
-            let before = match before.as_deref().map(message_id).transpose() {
-                Ok(before) => before,
-                Err(error) => return failure(id, &error),
+            let page = async {
+                let before = before.as_deref().map(message_id).transpose()?;
+                let pair = pool.pair(&from, &to)?;
+                ReportPage::load(pool, &pair, Page { limit, before }).await
             };
-            let messages = match pool.pair(&from, &to) {
-                Ok(pair) => pool.report(&pair, Page { limit, before }).await,
-                Err(error) => Err(error),
-            };
-            match messages {
-                Ok(messages) => json!({"id": id, "ok": true, "messages": messages}),
-                Err(error) => failure(id, &error),
-            }
+            reply(id, page.await)
         }
         Request::Reboot { id, from, to } => {
-            let rebooted = match pool.pair(&from, &to) {
-                Ok(pair) => pool.reboot(&pair).await,
-                Err(error) => Err(error),
+            let rebooted = async {
+                let pair = pool.pair(&from, &to)?;
+                let (old, new) = pool.reboot(&pair).await?;
+                Ok(Rebooted {
+                    status: Done::Completed,
+                    old_session_id: old,
+                    session_id: new,
+                })
             };
-            match rebooted {
-                Ok((old, new)) => {
-                    json!({"id": id, "ok": true, "oldSessionId": old, "sessionId": new})
-                }
-                Err(error) => failure(id, &error),
-            }
+            reply(id, rebooted.await)
         }
         Request::Delete {
             id,
@@ -380,32 +494,27 @@ async fn handle(pool: &Pool, request: Request) -> Value {
             to,
             delete_transcript,
         } => {
-            let deleted = match pool.pair(&from, &to) {
-                Ok(pair) => pool.delete_session(&pair, delete_transcript).await,
-                Err(error) => Err(error),
+            let deleted = async {
+                let pair = pool.pair(&from, &to)?;
+                let (old, transcript) = pool.delete_session(&pair, delete_transcript).await?;
+                Ok(Deleted {
+                    status: Done::Completed,
+                    deleted_session_id: old,
+                    deleted_transcript: transcript,
+                })
             };
-            match deleted {
-                Ok((old, transcript)) => {
-                    json!({"id": id, "ok": true, "deletedSessionId": old, "deletedTranscript": transcript})
-                }
-                Err(error) => failure(id, &error),
-            }
+            reply(id, deleted.await)
         }
         Request::Fork { id, from, to } => {
-            let command = match pool.pair(&from, &to) {
-                Ok(pair) => pool.fork_command(&pair).await,
-                Err(error) => Err(error),
+            let forked = async {
+                let pair = pool.pair(&from, &to)?;
+                let fork = pool.fork_command(&pair).await?;
+                Ok(Forked {
+                    command: fork.shell_line(),
+                    fork,
+                })
             };
-            match command {
-                Ok(command) => {
-                    json!({"id": id, "ok": true, "command": command.shell_line(), "fork": command})
-                }
-                Err(error) => failure(id, &error),
-            }
+            reply(id, forked.await)
         }
     }
-}
-
-fn failure(id: Value, error: &PoolError) -> Value {
-    json!({"id": id, "ok": false, "error": error.to_string()})
 }

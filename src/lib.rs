@@ -34,6 +34,7 @@
 //! killed, the parent-death signal reaches each agent and the guard kills the groups.
 
 pub mod agent;
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod console;
@@ -41,8 +42,10 @@ pub mod guard;
 pub mod install;
 pub mod logs;
 pub mod mcp;
+pub mod output;
 pub mod pool;
 pub mod process;
 pub mod reload;
+pub mod serve;
 pub mod store;
 pub mod testing;

@@ -154,7 +154,7 @@ fn sigkill_of_iris_leaves_no_agent_process_behind() {
     let woken = console.request(&serde_json::json!({"id": 1, "op": "wake_all", "from": "caller"}));
     assert_eq!(woken["ok"], true, "{woken}");
     for team in woken["teams"].as_array().unwrap() {
-        assert_eq!(team["ok"], true, "{team}");
+        assert_eq!(team["status"], "awake", "{team}");
     }
     // A turn in flight that ignores stdin close and interrupts, with a grandchild of its own.
     let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "caller", "to": "a", "message": "[[grandchild]]"}));

@@ -123,7 +123,7 @@ async fn an_api_error_fails_the_message_with_the_error_text() {
     assert_contains(&result.answer, "API Error: 500");
     assert_eq!(world.calls_for("[[error:500:boom]]"), 1);
 
-    let record = pool.message(id).await.unwrap();
+    let record = pool.message(id, &iris::pool::Viewer::Anyone).await.unwrap();
     assert_eq!(record.state, MessageState::Failed);
     assert!(record.is_error);
     assert_contains(record.error.as_deref().unwrap(), "API Error: 500");
@@ -181,7 +181,10 @@ async fn a_cut_stream_is_retried_and_a_running_message_can_be_cancelled() {
         .unwrap();
     let id = ticket.id();
     common::wait_for("the endless call", || world.calls_for("endless") == 1).await;
-    assert_eq!(pool.cancel(id).await.unwrap(), MessageState::Cancelled);
+    assert_eq!(
+        pool.cancel(id, &iris::pool::Viewer::Anyone).await.unwrap(),
+        MessageState::Cancelled
+    );
     let outcome = ticket.outcome().await.unwrap();
     assert!(outcome.result.interrupted && outcome.result.is_error);
     assert_eq!(

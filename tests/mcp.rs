@@ -353,7 +353,11 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
         .await
         .unwrap();
     let record = pool
-        .wait_message(slow_id, std::time::Duration::from_secs(60))
+        .wait_message(
+            slow_id,
+            std::time::Duration::from_secs(60),
+            &iris::pool::Viewer::Anyone,
+        )
         .await
         .unwrap();
     assert_eq!(record.state, iris::store::MessageState::Cancelled);
@@ -384,7 +388,7 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
         "{pending}"
     );
     let id: iris::store::MessageId = pending["messageId"].as_str().unwrap().parse().unwrap();
-    pool.cancel(id).await.unwrap();
+    pool.cancel(id, &iris::pool::Viewer::Anyone).await.unwrap();
     plain.cancel().await.unwrap();
     shutdown.cancel();
     server.await.unwrap().unwrap();

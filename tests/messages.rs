@@ -42,7 +42,10 @@ async fn every_turn_is_recorded_with_its_outcome() {
     let pair = pool.pair("frontend", "backend").unwrap();
 
     let done = pool.send(&pair, "hello".to_owned()).await.unwrap();
-    let record = pool.message(done.message_id).await.unwrap();
+    let record = pool
+        .message(done.message_id, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert_eq!(record.state, MessageState::Completed);
     assert_eq!(record.mode, MessageMode::Ask);
     assert_eq!(record.text, "hello");
@@ -55,7 +58,10 @@ async fn every_turn_is_recorded_with_its_outcome() {
     assert!(!record.transcript.is_empty());
 
     let failed = pool.send(&pair, "[[error]]".to_owned()).await.unwrap();
-    let record = pool.message(failed.message_id).await.unwrap();
+    let record = pool
+        .message(failed.message_id, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert_eq!(record.state, MessageState::Failed);
     assert!(record.is_error);
     assert_contains(record.error.as_deref().unwrap(), "API Error");
@@ -73,7 +79,10 @@ async fn every_turn_is_recorded_with_its_outcome() {
         |event| matches!(event, PoolEvent::MessageFinished { id, .. } if *id == crashed_id),
     )
     .await;
-    let record = pool.message(crashed_id).await.unwrap();
+    let record = pool
+        .message(crashed_id, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert_eq!(record.state, MessageState::Failed);
     assert_contains(record.error.as_deref().unwrap(), "exit code 3");
 
@@ -84,7 +93,11 @@ async fn every_turn_is_recorded_with_its_outcome() {
     let silent_id = silent.id();
     assert!(silent.outcome().await.is_err());
     let record = pool
-        .wait_message(silent_id, Duration::from_secs(30))
+        .wait_message(
+            silent_id,
+            Duration::from_secs(30),
+            &iris::pool::Viewer::Anyone,
+        )
         .await
         .unwrap();
     assert_eq!(record.state, MessageState::TimedOut);
@@ -109,7 +122,7 @@ async fn tells_are_accepted_when_written_and_delivered_in_order() {
             .await
             .unwrap();
         // Accepted means written: the store knows it at once.
-        let record = pool.message(id).await.unwrap();
+        let record = pool.message(id, &iris::pool::Viewer::Anyone).await.unwrap();
         assert!(matches!(
             record.state,
             MessageState::Queued | MessageState::Running | MessageState::Completed
@@ -119,7 +132,7 @@ async fn tells_are_accepted_when_written_and_delivered_in_order() {
     }
     for (index, id) in ids.iter().enumerate() {
         let record = pool
-            .wait_message(*id, Duration::from_secs(60))
+            .wait_message(*id, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
             .await
             .unwrap();
         assert_eq!(record.state, MessageState::Completed);
@@ -129,7 +142,7 @@ async fn tells_are_accepted_when_written_and_delivered_in_order() {
         );
     }
     let error = pool
-        .message(iris::store::MessageId::new())
+        .message(iris::store::MessageId::new(), &iris::pool::Viewer::Anyone)
         .await
         .unwrap_err();
     assert!(matches!(error, PoolError::UnknownMessage { .. }));
@@ -153,25 +166,40 @@ async fn queued_and_running_messages_can_be_cancelled() {
         .unwrap();
     let queued_id = queued.id();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
 
     // Waiting briefly on a running message returns its current state, not an error.
-    let record = pool.wait_message(running, Duration::ZERO).await.unwrap();
+    let record = pool
+        .wait_message(running, Duration::ZERO, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert_eq!(record.state, MessageState::Running);
 
     assert_eq!(
-        pool.cancel(queued_id).await.unwrap(),
+        pool.cancel(queued_id, &iris::pool::Viewer::Anyone)
+            .await
+            .unwrap(),
         MessageState::Cancelled
     );
-    assert_eq!(pool.cancel(running).await.unwrap(), MessageState::Cancelled);
+    assert_eq!(
+        pool.cancel(running, &iris::pool::Viewer::Anyone)
+            .await
+            .unwrap(),
+        MessageState::Cancelled
+    );
     assert!(matches!(
         queued.outcome().await,
         Err(PoolError::Cancelled { .. })
     ));
     // A cancelled message stays cancelled.
-    assert_eq!(pool.cancel(running).await.unwrap(), MessageState::Cancelled);
+    assert_eq!(
+        pool.cancel(running, &iris::pool::Viewer::Anyone)
+            .await
+            .unwrap(),
+        MessageState::Cancelled
+    );
 
     let next = pool.send(&pair, "after".to_owned()).await.unwrap();
     assert!(!next.result.is_error);
@@ -300,7 +328,7 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
         .await
         .unwrap();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
     pool.shutdown().await;
@@ -308,18 +336,24 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
 
     let pool = world.pool().await;
     assert_eq!(
-        pool.message(running).await.unwrap().state,
+        pool.message(running, &iris::pool::Viewer::Anyone)
+            .await
+            .unwrap()
+            .state,
         MessageState::Interrupted
     );
     for id in [first, second] {
         let record = pool
-            .wait_message(id, Duration::from_secs(60))
+            .wait_message(id, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
             .await
             .unwrap();
         assert_eq!(record.state, MessageState::Completed, "{record:?}");
     }
     // The conversation went on across the restart (resumed session, numbering continues).
-    let record = pool.message(second).await.unwrap();
+    let record = pool
+        .message(second, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert_contains(record.answer.as_deref().unwrap(), "queued two");
     assert_eq!(deliveries(&world, "backend", "queued one"), 1);
     assert_eq!(deliveries(&world, "backend", "queued two"), 1);
@@ -352,10 +386,13 @@ async fn a_queued_message_stored_cut_is_not_delivered_after_a_restart() {
         .await
         .unwrap();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
-    let stored = pool.message(huge).await.unwrap();
+    let stored = pool
+        .message(huge, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     assert!(stored.truncated);
     assert!(stored.text.len() <= 1024);
     pool.shutdown().await;
@@ -363,7 +400,7 @@ async fn a_queued_message_stored_cut_is_not_delivered_after_a_restart() {
 
     let pool = world.pool().await;
     let record = pool
-        .wait_message(huge, Duration::from_secs(60))
+        .wait_message(huge, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
         .await
         .unwrap();
     assert_eq!(record.state, MessageState::Failed);

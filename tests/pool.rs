@@ -122,7 +122,7 @@ async fn queue_bound_gives_a_clear_error() {
         .await
         .unwrap();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
     let _one = pool
@@ -241,7 +241,7 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
         .await
         .unwrap();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
     let error = pool.send(&other, "hi".to_owned()).await.unwrap_err();
@@ -412,7 +412,7 @@ async fn interrupt_ends_the_turn_and_keeps_the_process() {
         .await
         .unwrap();
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
     assert!(pool.interrupt(&pair).await);
@@ -577,7 +577,7 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
         .unwrap();
     // Wait for the agent's own output: the turn is then inside the process, not just queued.
     wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::Agent { .. })
+        matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
     assert!(pool.sleep(&pair).await);

@@ -103,7 +103,7 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
         "team 'a' was removed from the configuration while the message waited; it was not delivered"
     );
     let record = pool
-        .wait_message(told, Duration::from_secs(60))
+        .wait_message(told, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
         .await
         .unwrap();
     assert_eq!(record.state, MessageState::Failed);
@@ -367,7 +367,7 @@ async fn settings_that_need_a_restart_keep_their_old_values() {
     let restart: Vec<_> = changes
         .needs_restart
         .iter()
-        .map(|change| change.key)
+        .map(|change| change.key.as_str())
         .collect();
     assert_eq!(
         restart,

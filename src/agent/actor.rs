@@ -511,34 +511,46 @@ impl Actor {
             } => {
                 self.on_control_request(&request_id, &subtype, &request);
             }
-            Incoming::ControlCancel | Incoming::System => self.pass_on(line),
+            Incoming::ControlCancel | Incoming::System => {}
             Incoming::Assistant => {
-                if let Some(turn) = &mut self.turn {
-                    if let Some(text) = protocol::assistant_text(&line) {
+                // Outside a turn (never expected) there is nobody to tell.
+                if self.turn.is_none() {
+                    return;
+                }
+                if let Some(text) = protocol::assistant_text(&line) {
+                    self.emit(AgentEvent::AssistantText { text: text.clone() });
+                    if let Some(turn) = &mut self.turn {
                         turn.record(TranscriptEntry::AssistantText {
                             text: truncate(&text),
                         });
                         turn.answer_parts.push(text);
                     }
-                    for (name, input) in protocol::tool_uses(&line) {
-                        turn.record(TranscriptEntry::ToolUse {
-                            name,
-                            input: truncate(&input.to_string()),
-                        });
+                }
+                for (name, input) in protocol::tool_uses(&line) {
+                    let input = truncate(&input.to_string());
+                    self.emit(AgentEvent::ToolUse {
+                        name: name.clone(),
+                        input: input.clone(),
+                    });
+                    if let Some(turn) = &mut self.turn {
+                        turn.record(TranscriptEntry::ToolUse { name, input });
                     }
                 }
-                self.pass_on(line);
             }
             Incoming::User => {
-                if let Some(turn) = &mut self.turn {
-                    for (content, is_error) in protocol::tool_results(&line) {
-                        turn.record(TranscriptEntry::ToolResult {
-                            content: truncate(&content),
-                            is_error,
-                        });
+                if self.turn.is_none() {
+                    return;
+                }
+                for (content, is_error) in protocol::tool_results(&line) {
+                    let content = truncate(&content);
+                    self.emit(AgentEvent::ToolResult {
+                        content: content.clone(),
+                        is_error,
+                    });
+                    if let Some(turn) = &mut self.turn {
+                        turn.record(TranscriptEntry::ToolResult { content, is_error });
                     }
                 }
-                self.pass_on(line);
             }
             Incoming::Result => self.on_result(line),
             Incoming::Unknown(kind) => {
@@ -547,15 +559,6 @@ impl Actor {
                     reason: format!("unknown line type '{kind}'"),
                 });
             }
-        }
-    }
-
-    /// Streams a line of the running turn to subscribers.
-    fn pass_on(&self, line: Value) {
-        if self.turn.is_some() {
-            self.emit(AgentEvent::Output {
-                line: Arc::new(line),
-            });
         }
     }
 
@@ -626,9 +629,6 @@ impl Actor {
             tracing::debug!(agent = %self.label, "result line outside a turn ignored");
             return;
         };
-        self.emit(AgentEvent::Output {
-            line: Arc::new(line),
-        });
         let answer = match result.text {
             Some(text) if !text.is_empty() => text,
             _ => turn.partial(),

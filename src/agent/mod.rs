@@ -87,14 +87,30 @@ impl PermissionPolicy {
     }
 }
 
-/// Something the agent did, as it happened. Sent to the sink given to [`Agent::spawn`].
-#[derive(Debug, Clone, Serialize)]
+/// Something the agent did during a turn, as it happened. Sent to the sink given to
+/// [`Agent::spawn`]. Texts are cut as in the transcript, except the assistant's text, which
+/// is whole (the answer so far is made of it).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentEvent {
-    /// A stdout line of the running turn (system, assistant, user, result, ...), as sent.
-    Output {
-        /// The line.
-        line: Arc<Value>,
+    /// Text the assistant wrote.
+    AssistantText {
+        /// The text.
+        text: String,
+    },
+    /// The assistant called a tool.
+    ToolUse {
+        /// The tool's name.
+        name: String,
+        /// Its input, as JSON text (cut).
+        input: String,
+    },
+    /// A tool returned.
+    ToolResult {
+        /// What it returned (cut).
+        content: String,
+        /// Whether it failed or was denied.
+        is_error: bool,
     },
     /// A tool-permission request was answered.
     Permission {
@@ -155,7 +171,7 @@ pub const TRANSCRIPT_MAX_ENTRIES: usize = 256;
 pub const TRANSCRIPT_MAX_TEXT: usize = 4096;
 
 /// The structured outcome of one turn.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TurnResult {
     /// The `result` text, or all assistant text of the turn when the result has none.
     pub answer: String,

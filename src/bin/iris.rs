@@ -1,5 +1,6 @@
 //! The `iris` command. Everything lives in the library; this file parses arguments, sets up
-//! logging and signals, calls the library, and maps errors to exit codes.
+//! logging, turns signals into a cancellation, calls the library, prints what it returns and
+//! maps errors to exit codes.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use iris::output;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -44,6 +46,10 @@ enum Command {
         /// The HTTP address to bind; a non-loopback one needs bearer tokens in the config.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
+        /// Write the bound address (`127.0.0.1:PORT`) to this file once Iris is ready (with
+        /// --stdio: the address agents call back on).
+        #[arg(long, value_name = "PATH")]
+        port_file: Option<std::path::PathBuf>,
     },
     /// Write a commented default configuration file.
     Init {
@@ -255,39 +261,71 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    let base =
+        |port: Option<u16>| iris::client::base_url(port.unwrap_or(config.settings.http_port));
     match command {
         None => {
-            print_start_hints(&config);
+            print!("{}", output::start_hints(&config));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Check { json }) => {
-            print_check(&config, json)?;
+            if json {
+                let report = output::CheckReport::of(&config);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", output::check(&config));
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Serve { stdio, port, bind }) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(serve(config, stdio, port, bind))?;
+        Some(Command::Serve {
+            stdio,
+            port,
+            bind,
+            port_file,
+        }) => {
+            let options = iris::serve::ServeOptions {
+                stdio,
+                port,
+                bind,
+                port_file,
+            };
+            let shutdown = CancellationToken::new();
+            let logs = LOGS.get().cloned();
+            runtime()?.block_on(async move {
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                iris::serve::serve(config, options, logs, shutdown).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Console { events }) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(console(config, events))?;
+            let shutdown = CancellationToken::new();
+            runtime()?.block_on(async move {
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                iris::serve::console(config, events, shutdown).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Fork { team, from, run }) => fork(&config, &team, &from, run),
+        Some(Command::Fork { team, from, run }) => {
+            let command = small_runtime()?.block_on(iris::client::fork(&config, &team, &from))?;
+            if !run {
+                println!("{}", command.shell_line());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let status = std::process::Command::new(&command.program)
+                .args(&command.args)
+                .current_dir(&command.cwd)
+                .status()
+                .with_context(|| format!("running {}", command.shell_line()))?;
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
         Some(Command::Status { json, port }) => {
-            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
-            let status = small_runtime()?.block_on(iris::client::status(&base))?;
+            let status = small_runtime()?.block_on(iris::client::status(&base(port)))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", iris::client::status_table(&status));
+                print!("{}", output::status_table(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -297,10 +335,9 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             from,
             port,
         }) => {
-            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
             let mut dots = 0_usize;
-            let (body, is_error) = small_runtime()?.block_on(iris::client::ask(
-                &base,
+            let asked = small_runtime()?.block_on(iris::client::ask(
+                &base(port),
                 &from,
                 &team,
                 &message,
@@ -308,11 +345,20 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                     dots += 1;
                     eprint!("\rwaiting for {team}{:<3}", ".".repeat(dots % 4));
                 },
-            ))?;
+            ));
             if dots > 0 {
                 eprintln!();
             }
-            print_answer(&body, is_error)
+            match output::answer(&asked?) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Some(Command::Tell {
             team,
@@ -320,30 +366,40 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             from,
             port,
         }) => {
-            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
-            let arguments =
-                serde_json::json!({"fromTeam": from, "toTeam": team, "message": message});
-            let (body, is_error) = small_runtime()?.block_on(iris::client::call_tool(
-                &base,
-                "quick_message",
-                arguments,
+            let queued = small_runtime()?.block_on(iris::client::tell(
+                &base(port),
+                &from,
+                &team,
+                &message,
             ))?;
-            if is_error {
-                return print_answer(&body, true);
+            println!("queued for {team}: message {}", queued.message_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Report {
+            team,
+            from,
+            limit,
+            json,
+            port,
+        }) => {
+            let page = small_runtime()?.block_on(iris::client::report(
+                &base(port),
+                &from,
+                &team,
+                limit,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", output::report(&page));
             }
-            println!(
-                "queued for {team}: message {}",
-                body["messageId"].as_str().unwrap_or("?")
-            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Install { url, no_claude }) => {
-            let url = url.unwrap_or_else(|| {
-                format!("{}/mcp", iris::client::base_url(config.settings.http_port))
-            });
+            let url = url.unwrap_or_else(|| format!("{}/mcp", base(None)));
             match iris::install::install(&url, !no_claude)? {
                 iris::install::Registration::Command(command) => {
-                    println!("registered Iris ({url}) with `{command}`")
+                    println!("registered Iris ({url}) with `{command}`");
                 }
                 iris::install::Registration::File(path)
                 | iris::install::Registration::Unchanged(path) => {
@@ -355,70 +411,22 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Uninstall { no_claude }) => {
             match iris::install::uninstall(!no_claude)? {
                 iris::install::Registration::Command(command) => {
-                    println!("removed Iris with `{command}`")
+                    println!("removed Iris with `{command}`");
                 }
                 iris::install::Registration::File(path) => {
-                    println!("removed Iris from {}", path.display())
+                    println!("removed Iris from {}", path.display());
                 }
                 iris::install::Registration::Unchanged(path) => {
-                    println!("Iris was not registered in {}", path.display())
+                    println!("Iris was not registered in {}", path.display());
                 }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Report {
-            team,
-            from,
-            limit,
-            json,
-            port,
-        }) => {
-            let base = iris::client::base_url(port.unwrap_or(config.settings.http_port));
-            let arguments = serde_json::json!({"fromTeam": from, "team": team, "limit": limit});
-            let (body, is_error) = small_runtime()?.block_on(iris::client::call_tool(
-                &base,
-                "session_report",
-                arguments,
-            ))?;
-            if is_error {
-                return print_answer(&body, true);
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&body)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{from}->{team}: session {} ({} turns, ${:.4})",
-                body["sessionId"].as_str().unwrap_or("none"),
-                body["sessionTurns"],
-                body["totalCostUsd"].as_f64().unwrap_or(0.0)
-            );
-            for message in body["messages"].as_array().into_iter().flatten() {
-                println!(
-                    "\n[{}] {} {}\n> {}\n{}",
-                    message["status"].as_str().unwrap_or("?"),
-                    message["mode"].as_str().unwrap_or("?"),
-                    message["messageId"].as_str().unwrap_or("?"),
-                    message["message"].as_str().unwrap_or_default(),
-                    message["answer"]
-                        .as_str()
-                        .or_else(|| message["error"].as_str())
-                        .unwrap_or("(no answer yet)")
-                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {
             let checks = small_runtime()?.block_on(iris::client::doctor(&config));
-            for check in &checks {
-                println!(
-                    "{} {}: {}",
-                    if check.ok { "ok  " } else { "FAIL" },
-                    check.name,
-                    check.detail
-                );
-            }
-            Ok(if checks.iter().all(|check| check.ok) {
+            let (text, all_ok) = output::doctor(&checks);
+            print!("{text}");
+            Ok(if all_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -433,154 +441,11 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(
-    config: iris::config::Config,
-    stdio: bool,
-    port: Option<u16>,
-    bind: std::net::IpAddr,
-) -> anyhow::Result<()> {
-    use rmcp::ServiceExt as _;
-    let require_token = !stdio && !bind.is_loopback();
-    if require_token
-        && config.settings.http_token.is_none()
-        && config.teams.values().all(|team| team.token.is_none())
-    {
-        anyhow::bail!(
-            "--bind {bind}: serving on a non-loopback address needs bearer tokens; set settings.httpToken or a team's token in the config (or bind 127.0.0.1)"
-        );
-    }
-    let port = port.unwrap_or(config.settings.http_port);
-    // Listen before the pool starts, so that every agent it starts knows its Iris URL: also
-    // those that deliver messages queued before a restart. Over stdio, agents call back over
-    // a loopback listener that serves only their own URLs.
-    let listener = if stdio {
-        tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .context("listening on 127.0.0.1 for agents' calls back into Iris")?
-    } else {
-        let address = std::net::SocketAddr::new(bind, port);
-        tokio::net::TcpListener::bind(address).await.map_err(|error| {
-            anyhow::anyhow!(
-                "cannot listen on {address}: {error} (is another Iris running? set settings.httpPort or --port)"
-            )
-        })?
-    };
-    let local = listener.local_addr().context("reading the bound address")?;
-    let pool = start_pool(config, Some(callback_base(local))).await?;
-    let _reload = iris::reload::watch_config(&pool);
-    let logs = LOGS.get().cloned();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let served = if stdio {
-        // The stdio server runs in the caller's project: its directory names its team.
-        let identity = std::env::current_dir()
-            .ok()
-            .and_then(|dir| std::fs::canonicalize(dir).ok())
-            .and_then(|dir| {
-                pool.config()
-                    .teams
-                    .values()
-                    .filter(|team| team.remote.is_none() && dir.starts_with(&team.path))
-                    .max_by_key(|team| team.path.components().count())
-                    .map(|team| team.name.to_string())
-            });
-        if let Some(team) = &identity {
-            tracing::info!(team, "stdio caller identified by its working directory");
-        }
-        tokio::spawn(iris::mcp::serve_http(
-            listener,
-            pool.clone(),
-            logs.clone(),
-            shutdown.clone(),
-            iris::mcp::HttpAccess {
-                require_token: false,
-                callbacks_only: true,
-            },
-        ));
-        let server = iris::mcp::IrisMcp::new(pool.clone(), logs).with_identity(identity);
-        match server.serve(rmcp::transport::stdio()).await {
-            Ok(running) => {
-                let cancel = running.cancellation_token();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    stop.cancelled().await;
-                    cancel.cancel();
-                });
-                running
-                    .waiting()
-                    .await
-                    .map(|_| ())
-                    .context("serving MCP on stdio")
-            }
-            Err(error) => Err(anyhow::anyhow!("starting MCP on stdio: {error}")),
-        }
-    } else {
-        eprintln!("iris: serving MCP on http://{local}/mcp (health: http://{local}/health)");
-        iris::mcp::serve_http(
-            listener,
-            pool.clone(),
-            logs,
-            shutdown.clone(),
-            iris::mcp::HttpAccess {
-                require_token,
-                callbacks_only: false,
-            },
-        )
-        .await
-        .context("serving MCP over HTTP")
-    };
-    tracing::debug!("transport stopped; stopping the pool");
-    pool.shutdown().await;
-    tracing::debug!("pool stopped");
-    served
-}
-
-/// Where this machine's agents reach the server bound at `local`: loopback when it listens on
-/// every address.
-fn callback_base(local: std::net::SocketAddr) -> String {
-    let ip = match local.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-        }
-        ip => ip,
-    };
-    format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
-}
-
-async fn start_pool(
-    config: iris::config::Config,
-    callback_base: Option<String>,
-) -> anyhow::Result<iris::pool::Pool> {
-    if let Err(error) = iris::process::become_subreaper() {
-        tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
-    }
-    let exe =
-        std::env::current_exe().context("locating the iris executable for the orphan guard")?;
-    let guard = iris::guard::Guard::start(&exe, config.settings.stop_grace_period)
-        .context("starting the orphan guard")?;
-    iris::pool::Pool::start(
-        Arc::new(config),
-        iris::pool::PoolOptions {
-            guard: Some(guard),
-            callback_base,
-        },
-    )
-    .await
-    .context("starting the agent pool")
-}
-
-async fn console(config: iris::config::Config, events: bool) -> anyhow::Result<()> {
-    let pool = start_pool(config, None).await?;
-    let _reload = iris::reload::watch_config(&pool);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    iris::console::run(pool, events, shutdown)
-        .await
-        .context("console i/o")?;
-    Ok(())
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -588,59 +453,6 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-/// Prints a tool result: the answer, or the error and exit code 1.
-fn print_answer(body: &serde_json::Value, is_error: bool) -> anyhow::Result<ExitCode> {
-    if is_error {
-        let error = body["error"]
-            .as_str()
-            .or_else(|| body["answer"].as_str())
-            .unwrap_or("failed");
-        eprintln!("error: {error}");
-        return Ok(ExitCode::FAILURE);
-    }
-    println!("{}", body["answer"].as_str().unwrap_or_default());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn fork(
-    config: &iris::config::Config,
-    team: &str,
-    from: &str,
-    run: bool,
-) -> anyhow::Result<ExitCode> {
-    let Some(team_config) = config.team(team) else {
-        anyhow::bail!(
-            "unknown team '{team}'; known teams: {}",
-            config.team_names().join(", ")
-        );
-    };
-    let caller = iris::config::TeamName::new(from).context("--from")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let session = runtime.block_on(async {
-        let store = iris::store::Store::open(&config.database).await?;
-        store.current_session(&caller, &team_config.name).await
-    })?;
-    let Some(session) = session else {
-        anyhow::bail!("{from} has no conversation with {team} yet: nothing to fork");
-    };
-    let command = iris::pool::fork_command(config, team_config, session.session_id);
-    if !run {
-        println!("{}", command.shell_line());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let status = std::process::Command::new(&command.program)
-        .args(&command.args)
-        .current_dir(&command.cwd)
-        .status()
-        .with_context(|| format!("running {}", command.shell_line()))?;
-    Ok(ExitCode::from(
-        u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
-    ))
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
@@ -657,76 +469,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
     }
     shutdown.cancel();
-}
-
-fn print_start_hints(config: &iris::config::Config) {
-    match &config.source {
-        Some(path) => println!(
-            "iris: configuration {} ({} teams)",
-            path.display(),
-            config.teams.len()
-        ),
-        None => println!(
-            "iris: no configuration file; running on embedded defaults with no teams.\n\
-             Start with `iris init` and `iris add-team NAME PATH`, or create $IRIS_HOME/config.yaml\n\
-             (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
-             teams:\n  backend:\n    path: ~/code/backend\n    description: The API server\n    grantPermission: yes\n"
-        ),
-    }
-    println!(
-        "\nCommands: `iris check` validates the configuration; `iris console` drives the agent pool;\n`iris fork TEAM --from CALLER` opens a pair's conversation interactively.\nRun `iris --help` for more."
-    );
-}
-
-fn print_check(config: &iris::config::Config, json: bool) -> anyhow::Result<()> {
-    if json {
-        let teams: Vec<serde_json::Value> = config
-            .teams
-            .values()
-            .map(|team| {
-                serde_json::json!({
-                    "name": team.name,
-                    "path": team.path,
-                    "description": team.description,
-                    "grantPermission": team.grant_permission.as_str(),
-                    "remote": team.remote,
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "source": config.source,
-            "irisHome": config.iris_home,
-            "maxProcesses": config.settings.max_processes,
-            "teams": teams,
-            "warnings": config.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    match &config.source {
-        Some(path) => println!("configuration: {}", path.display()),
-        None => println!("configuration: none (embedded defaults)"),
-    }
-    println!("IRIS_HOME: {}", config.iris_home.display());
-    println!("maxProcesses: {}", config.settings.max_processes);
-    if config.teams.is_empty() {
-        println!("teams: none");
-    }
-    for team in config.teams.values() {
-        let place = team
-            .remote
-            .as_deref()
-            .map_or_else(String::new, |remote| format!(" on {remote}"));
-        println!(
-            "team {}: {}{} (grantPermission: {})",
-            team.name,
-            team.path.display(),
-            place,
-            team.grant_permission.as_str()
-        );
-    }
-    for warning in &config.warnings {
-        println!("warning: {warning}");
-    }
-    Ok(())
 }

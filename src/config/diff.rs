@@ -9,12 +9,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, Settings, TeamConfig, TeamName};
 
 /// What changed between the configuration in force and a newly loaded one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChanges {
     /// Teams that are new, in name order.
     pub teams_added: Vec<TeamName>,
@@ -99,20 +99,20 @@ impl fmt::Display for ConfigChanges {
 }
 
 /// A team whose settings changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeamChange {
     /// The team.
     pub team: TeamName,
     /// The keys that changed, as written in the file (`path`, `env`, `grantPermission`...),
     /// never their values.
-    pub keys: Vec<&'static str>,
+    pub keys: Vec<String>,
 }
 
 /// A setting whose value changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettingChange {
     /// The dotted key, such as `settings.maxProcesses` or `database.path`.
-    pub key: &'static str,
+    pub key: String,
     /// The old value, as it would be written.
     pub from: String,
     /// The new value.
@@ -207,7 +207,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
 }
 
 /// The keys of a team that differ, in the order of the config reference.
-fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<&'static str> {
+fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
     let checks: [(&'static str, bool); 15] = [
         ("path", old.path == new.path),
         ("description", old.description == new.description),
@@ -237,7 +237,7 @@ fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<&'static str> {
     checks
         .into_iter()
         .filter(|(_, same)| !same)
-        .map(|(key, _)| key)
+        .map(|(key, _)| key.to_owned())
         .collect()
 }
 
@@ -354,7 +354,11 @@ fn push(
 ) {
     let (from, to) = (from.to_string(), to.to_string());
     if from != to {
-        changes.push(SettingChange { key, from, to });
+        changes.push(SettingChange {
+            key: key.to_owned(),
+            from,
+            to,
+        });
     }
 }
 
@@ -419,7 +423,7 @@ mod tests {
             changes.teams_changed,
             [TeamChange {
                 team: name("c"),
-                keys: vec!["path", "model", "env"],
+                keys: ["path", "model", "env"].map(str::to_owned).to_vec(),
             }]
         );
         assert!(changes.settings_changed.is_empty());

@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::config::Config;
 use crate::pool::{CALLBACK_PREFIX, Pool};
 
 /// The team a connection proved, and how.
@@ -21,6 +22,23 @@ pub struct ProvenCaller {
     pub team: String,
     /// How it was proven, for messages: "its agent URL", "its bearer token", ...
     pub proof: &'static str,
+}
+
+/// The caller of a stdio server started in `dir`: the team whose path is the deepest that
+/// contains it (a Claude Code session runs its MCP servers in its project's directory).
+/// Remote teams never match: their paths are on another machine.
+#[must_use]
+pub fn stdio_caller(config: &Config, dir: &std::path::Path) -> Option<ProvenCaller> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    config
+        .teams
+        .values()
+        .filter(|team| team.remote.is_none() && dir.starts_with(&team.path))
+        .max_by_key(|team| team.path.components().count())
+        .map(|team| ProvenCaller {
+            team: team.name.to_string(),
+            proof: "the stdio server's working directory",
+        })
 }
 
 /// How the HTTP listener admits requests.

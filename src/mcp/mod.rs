@@ -11,7 +11,7 @@ mod identity;
 mod tools;
 
 pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http};
-pub use identity::{HttpAccess, ProvenCaller};
+pub use identity::{HttpAccess, ProvenCaller, stdio_caller};
 pub use tools::IrisMcp;
 
 use std::time::Duration;

@@ -13,14 +13,19 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
 use crate::agent::AgentEvent;
+use crate::api::{
+    CallerStatus, Cancel, CancelStatus, Date, Deleted, Done, Failure, Fork, Logs, MessageOutcome,
+    MessageView, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList, TeamStatus,
+    TeamStatusPage, Wake, WakeAll, iso8601,
+};
 use crate::logs::LogBuffer;
-use crate::pool::{Pair, Pool, PoolError, PoolEvent, TurnOutcome};
+use crate::pool::{Pair, Pool, PoolError, PoolEvent, Viewer};
 use crate::store::{MessageId, MessageMode, MessageRecord, MessageState, Page};
 
 /// The MCP handler: the Iris MCP tools over a [`Pool`].
@@ -173,13 +178,12 @@ impl IrisMcp {
         }
     }
 
-    /// The same handler, for a connection known to come from `team`.
+    /// The same handler, for a connection that proves its caller as a whole (the stdio
+    /// server started in a team's directory: see
+    /// [`stdio_caller`](super::identity::stdio_caller)).
     #[must_use]
-    pub fn with_identity(mut self, team: Option<String>) -> Self {
-        self.identity = team.map(|team| ProvenCaller {
-            team,
-            proof: "the stdio server's working directory",
-        });
+    pub fn with_identity(mut self, caller: Option<ProvenCaller>) -> Self {
+        self.identity = caller;
         self
     }
 
@@ -191,7 +195,7 @@ impl IrisMcp {
         Parameters(args): Parameters<SendArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Ok(self.send(args, MessageMode::Tell, &context).await)
+        Ok(self.send(args, &context).await)
     }
 
     #[tool(
@@ -202,7 +206,7 @@ impl IrisMcp {
         Parameters(args): Parameters<SendArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Ok(self.send(args, MessageMode::Ask, &context).await)
+        Ok(self.send(args, &context).await)
     }
 
     #[tool(
@@ -218,14 +222,9 @@ impl IrisMcp {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let id = self
                     .pool
-                    .tell(&pair, args.message, MessageMode::Quick)
+                    .tell(&pair, args.message, MessageMode::Tell)
                     .await?;
-                Ok(json!({
-                    "status": "queued",
-                    "messageId": id,
-                    "fromTeam": pair.caller,
-                    "toTeam": pair.target,
-                }))
+                Ok(MessageOutcome::queued(id, &pair))
             }
             .await,
         ))
@@ -242,18 +241,10 @@ impl IrisMcp {
         let id = message_id(&args.message_id)?;
         let wait = wait_for(args.timeout, Duration::ZERO);
         Ok(reply(
-            async {
-                // Only a proven caller is limited to its own messages: no extra read for
-                // anyone else.
-                if self.proven(&context).is_some() {
-                    self.own_message(&context, id).await?;
-                }
-                self.pool
-                    .wait_message(id, wait)
-                    .await
-                    .map(|record| record_json(&record))
-            }
-            .await,
+            self.pool
+                .wait_message(id, wait, &self.viewer(&context))
+                .await
+                .map(|record| MessageView::from(&record)),
         ))
     }
 
@@ -272,7 +263,7 @@ impl IrisMcp {
                 self.pool.pair(&from, team)?;
             }
             let status = self.pool.status();
-            let teams: Vec<Value> = config
+            let teams = config
                 .teams
                 .values()
                 .filter(|team| {
@@ -284,26 +275,13 @@ impl IrisMcp {
                     let pair = status.pairs.iter().find(|pair| {
                         pair.pair.caller.as_str() == from && pair.pair.target == team.name
                     });
-                    json!({
-                        "name": team.name,
-                        "status": match pair.map(|pair| pair.state) {
-                            Some(crate::pool::PairState::Stopped) | None => "asleep",
-                            Some(_) => "awake",
-                        },
-                        "state": pair.map(|pair| pair.state),
-                        "pid": pair.and_then(|pair| pair.pid),
-                        "sessionId": pair.map(|pair| pair.session_id),
-                        "queued": pair.map_or(0, |pair| pair.queued),
-                        "sessionTurns": pair.map_or(0, |pair| pair.session_turns),
-                        "totalCostUsd": pair.map_or(0.0, |pair| pair.total_cost_usd),
-                        "description": team.description,
-                    })
+                    TeamStatus::new(team.name.clone(), team.description.clone(), pair)
                 })
                 .collect();
-            Ok(json!({
-                "teams": teams,
-                "pool": {"live": status.live, "maxProcesses": status.max_processes},
-            }))
+            Ok(TeamStatusPage {
+                teams,
+                pool: (&status).into(),
+            })
         })()))
     }
 
@@ -343,10 +321,14 @@ impl IrisMcp {
             async {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.team)?;
                 let stopped = self.pool.sleep(&pair).await;
-                Ok(json!({
-                    "team": pair.target,
-                    "status": if stopped { "sleeping" } else { "already_asleep" },
-                }))
+                Ok(Sleep {
+                    team: pair.target,
+                    status: if stopped {
+                        SleepStatus::Sleeping
+                    } else {
+                        SleepStatus::AlreadyAsleep
+                    },
+                })
             }
             .await,
         ))
@@ -360,33 +342,9 @@ impl IrisMcp {
     ) -> Result<CallToolResult, ErrorData> {
         Ok(reply(
             async {
-                let config = self.pool.config();
                 let from = self.caller(&context, args.from_team.as_deref())?;
-                let mut pairs = Vec::new();
-                for team in config.team_names() {
-                    // Never the caller's own team: an agent waking itself would recurse.
-                    if team != from {
-                        pairs.push(self.pool.pair(&from, &team)?);
-                    }
-                }
-                let results = self
-                    .pool
-                    .wake_all(pairs, config.settings.wake_concurrency)
-                    .await;
-                let failed = results.iter().filter(|(_, result)| result.is_err()).count();
-                let teams: Vec<Value> = results
-                    .into_iter()
-                    .map(|(pair, result)| match result {
-                        Ok(pid) => json!({"team": pair.target, "status": "awake", "pid": pid}),
-                        Err(error) => {
-                            json!({"team": pair.target, "status": "failed", "error": error.to_string()})
-                        }
-                    })
-                    .collect();
-                Ok(json!({
-                    "teams": teams,
-                    "summary": {"total": teams.len(), "failed": failed},
-                }))
+                let results = self.pool.wake_all_from(&from).await?;
+                Ok(WakeAll::of(&results))
             }
             .await,
         ))
@@ -398,20 +356,22 @@ impl IrisMcp {
         Parameters(_): Parameters<NoArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let config = self.pool.config();
-        let teams: Vec<Value> = config
+        let teams: Vec<TeamInfo> = config
             .teams
             .values()
-            .map(|team| {
-                json!({
-                    "name": team.name,
-                    "description": team.description,
-                    "path": team.path,
-                    "remote": team.remote,
-                })
+            .map(|team| TeamInfo {
+                name: team.name.clone(),
+                description: team.description.clone(),
+                path: team.path.clone(),
+                remote: team.remote.clone(),
             })
             .collect();
-        Ok(CallToolResult::structured(
-            json!({"teams": teams, "totalTeams": teams.len()}),
+        Ok(structured(
+            &TeamList {
+                total_teams: teams.len(),
+                teams,
+            },
+            false,
         ))
     }
 
@@ -436,16 +396,7 @@ impl IrisMcp {
                     limit: args.limit.map_or(10, |limit| limit.clamp(1, 200) as usize),
                     before,
                 };
-                let session = self.pool.session(&pair).await?;
-                let messages = self.pool.report(&pair, page).await?;
-                Ok(json!({
-                    "fromTeam": pair.caller,
-                    "team": pair.target,
-                    "sessionId": session.as_ref().map(|session| session.session_id),
-                    "sessionTurns": session.as_ref().map_or(0, |session| session.turns),
-                    "totalCostUsd": session.as_ref().map_or(0.0, |session| session.total_cost_usd),
-                    "messages": messages.iter().map(record_json).collect::<Vec<_>>(),
-                }))
+                ReportPage::load(&self.pool, &pair, page).await
             }
             .await,
         ))
@@ -463,7 +414,11 @@ impl IrisMcp {
             async {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let (old, new) = self.pool.reboot(&pair).await?;
-                Ok(json!({"status": "completed", "oldSessionId": old, "sessionId": new}))
+                Ok(Rebooted {
+                    status: Done::Completed,
+                    old_session_id: old,
+                    session_id: new,
+                })
             }
             .await,
         ))
@@ -484,9 +439,11 @@ impl IrisMcp {
                     .pool
                     .delete_session(&pair, args.delete_transcript)
                     .await?;
-                Ok(json!({
-                    "status": "completed", "deletedSessionId": old, "deletedTranscript": transcript,
-                }))
+                Ok(Deleted {
+                    status: Done::Completed,
+                    deleted_session_id: old,
+                    deleted_transcript: transcript,
+                })
             }
             .await,
         ))
@@ -504,9 +461,11 @@ impl IrisMcp {
             async {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let command = self.pool.fork_command(&pair).await?;
-                Ok(json!({
-                    "status": "completed", "command": command.shell_line(), "cwd": command.cwd,
-                }))
+                Ok(Fork {
+                    status: Done::Completed,
+                    command: command.shell_line(),
+                    cwd: command.cwd,
+                })
             }
             .await,
         ))
@@ -529,16 +488,26 @@ impl IrisMcp {
                 let pair = pair?;
                 let Some((id, text)) = id else {
                     let running = self.pool.interrupt(&pair).await;
-                    return Ok(
-                        json!({"status": if running { "cancelled" } else { "none_running" }}),
-                    );
+                    return Ok(Cancel {
+                        status: if running {
+                            CancelStatus::Message(CallerStatus::Cancelled)
+                        } else {
+                            CancelStatus::NoneRunning
+                        },
+                        message_id: None,
+                    });
                 };
-                let record = self.pool.message(id).await?;
+                // The message must be this pair's (and, for a proven caller, its own).
+                let viewer = self.viewer(&context);
+                let record = self.pool.message(id, &viewer).await?;
                 if record.caller != pair.caller || record.target != pair.target {
                     return Err(PoolError::UnknownMessage { id: text });
                 }
-                let state = self.pool.cancel(id).await?;
-                Ok(json!({"status": status_of(state), "messageId": id}))
+                let state = self.pool.cancel(id, &viewer).await?;
+                Ok(Cancel {
+                    status: CancelStatus::Message(state.into()),
+                    message_id: Some(id),
+                })
             }
             .await,
         ))
@@ -570,13 +539,17 @@ impl IrisMcp {
         let limit = args
             .limit
             .map_or(200, |limit| limit.clamp(1, 2000) as usize);
-        let entries = self
+        let logs = self
             .logs
             .as_ref()
             .map(|logs| logs.recent(args.logs_since, level, limit))
             .unwrap_or_default();
-        Ok(CallToolResult::structured(
-            json!({"logs": entries, "logCount": entries.len()}),
+        Ok(structured(
+            &Logs {
+                log_count: logs.len(),
+                logs,
+            },
+            false,
         ))
     }
 
@@ -586,8 +559,12 @@ impl IrisMcp {
         Parameters(_): Parameters<NoArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let now = crate::store::now_ms();
-        Ok(CallToolResult::structured(
-            json!({"unixMs": now, "iso": iso8601(now)}),
+        Ok(structured(
+            &Date {
+                unix_ms: now,
+                iso: iso8601(now),
+            },
+            false,
         ))
     }
 }
@@ -609,15 +586,16 @@ impl ServerHandler for IrisMcp {
     }
 
     /// `tasks/get`: a long `send_message`/`ask_message` is a task whose id is its message id.
+    /// A proven caller sees only its own messages' tasks, as with `message_status`.
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
         let id = task_id(&request.task_id)?;
         let record = self
             .pool
-            .message(id)
+            .message(id, &self.viewer(&context))
             .await
             .map_err(|error| task_error(&request.task_id, &error))?;
         let retention = self.pool.config().database.retention;
@@ -632,12 +610,15 @@ impl ServerHandler for IrisMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let id = task_id(&request.task_id)?;
-        self.own_message(&context, id)
+        let viewer = self.viewer(&context);
+        // Refused at once for a task the caller may not see; the cancel itself goes on.
+        self.pool
+            .message(id, &viewer)
             .await
             .map_err(|error| task_error(&request.task_id, &error))?;
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            if let Err(error) = pool.cancel(id).await {
+            if let Err(error) = pool.cancel(id, &viewer).await {
                 tracing::warn!(%id, %error, "tasks/cancel could not cancel the message");
             }
         });
@@ -657,20 +638,11 @@ impl IrisMcp {
         })
     }
 
-    /// The message `id`, if the caller may see it: a caller whose team is proven sees only
-    /// the messages it sent; to any other team the message does not exist.
-    async fn own_message(
-        &self,
-        context: &RequestContext<RoleServer>,
-        id: MessageId,
-    ) -> Result<MessageRecord, PoolError> {
-        let record = self.pool.message(id).await?;
-        match self.proven(context) {
-            Some(known) if record.caller.as_str() != known.team => {
-                Err(PoolError::UnknownMessage { id: id.to_string() })
-            }
-            _ => Ok(record),
-        }
+    /// Which messages the caller may see: a proven team only its own.
+    fn viewer(&self, context: &RequestContext<RoleServer>) -> Viewer {
+        self.proven(context)
+            .and_then(|known| crate::config::TeamName::new(&known.team).ok())
+            .map_or(Viewer::Anyone, Viewer::Team)
     }
 
     /// The caller: the proven team, or the stated `fromTeam`, never two different ones.
@@ -706,19 +678,19 @@ impl IrisMcp {
     /// Submits and waits up to the caller's `timeout`. Still running then: a client that
     /// declared the tasks extension gets a task (its id is the message id; `tasks/get` and
     /// `tasks/cancel` follow it), any other gets `pending` with the message id.
-    async fn send(
-        &self,
-        args: SendArgs,
-        mode: MessageMode,
-        context: &RequestContext<RoleServer>,
-    ) -> CallToolResponse {
+    async fn send(&self, args: SendArgs, context: &RequestContext<RoleServer>) -> CallToolResponse {
         let pair = match self.pair(context, args.from_team.as_deref(), &args.to_team) {
             Ok(pair) => pair,
             Err(error) => return failure(&error).into(),
         };
         let wait = wait_for(args.timeout, DEFAULT_WAIT);
         let mut events = self.pool.subscribe();
-        let ticket = match self.pool.submit(&pair, args.message, mode).await {
+        // The caller waits for the answer: an ask, whichever of the two tools it used.
+        let ticket = match self
+            .pool
+            .submit(&pair, args.message, MessageMode::Ask)
+            .await
+        {
             Ok(ticket) => ticket,
             Err(error) => return failure(&error).into(),
         };
@@ -734,20 +706,22 @@ impl IrisMcp {
         loop {
             tokio::select! {
                 biased;
-                result = &mut outcome => return outcome_result(id, &pair, result).into(),
+                result = &mut outcome => {
+                    let answer = MessageOutcome::of_turn(id, &pair, &result);
+                    let is_error = answer.is_error;
+                    return structured(&answer, is_error).into();
+                }
                 () = &mut deadline => break,
                 () = context.ct.cancelled() => break,
                 event = events.recv() => match event {
                     Ok(PoolEvent::TurnStarted { id: started, .. }) if started == id => mine = true,
-                    Ok(PoolEvent::Agent { pair: from, event: AgentEvent::Output { line } }) if mine && from == pair => {
-                        if let Some(text) = crate::agent::protocol::assistant_text(&line) {
-                            partial.push_str(&text);
-                            if let Some(token) = progress.clone() {
-                                step += 1;
-                                let note = ProgressNotificationParam::new(token, f64::from(step))
-                                    .with_message(tail(&partial, 200));
-                                let _ = context.peer.notify_progress(note).await;
-                            }
+                    Ok(PoolEvent::Agent { pair: from, event: AgentEvent::AssistantText { text } }) if mine && from == pair => {
+                        partial.push_str(&text);
+                        if let Some(token) = progress.clone() {
+                            step += 1;
+                            let note = ProgressNotificationParam::new(token, f64::from(step))
+                                .with_message(tail(&partial, 200));
+                            let _ = context.peer.notify_progress(note).await;
                         }
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -756,7 +730,7 @@ impl IrisMcp {
             }
         }
         // Still running: the turn goes on; the caller follows it by task or message_status.
-        let record = self.pool.message(id).await;
+        let record = self.pool.message(id, &Viewer::Anyone).await;
         let tasks = context
             .client_capabilities()
             .is_some_and(|capabilities| capabilities.supports_tasks());
@@ -765,14 +739,10 @@ impl IrisMcp {
             return CallToolResponse::Task(CreateTaskResult::new(task_of(record, retention)));
         }
         let state = record.map_or(MessageState::Running, |record| record.state);
-        CallToolResult::structured(json!({
-            "status": status_of(state),
-            "messageId": id,
-            "fromTeam": pair.caller,
-            "toTeam": pair.target,
-            "partialAnswer": partial,
-            "note": "still running; call message_status with this messageId (it can wait) for the answer",
-        }))
+        structured(
+            &MessageOutcome::still_running(id, &pair, state, partial),
+            false,
+        )
         .into()
     }
 
@@ -781,110 +751,38 @@ impl IrisMcp {
         context: &RequestContext<RoleServer>,
         from: Option<&str>,
         team: &str,
-    ) -> Result<Value, PoolError> {
+    ) -> Result<Wake, PoolError> {
         let pair = self.pair(context, from, team)?;
-        let pid = self.pool.wake(&pair).await?;
-        Ok(json!({"team": pair.target, "status": "awake", "pid": pid}))
-    }
-}
-
-fn outcome_result(
-    id: MessageId,
-    pair: &Pair,
-    result: Result<TurnOutcome, PoolError>,
-) -> CallToolResult {
-    match result {
-        Ok(outcome) => {
-            let turn = &outcome.result;
-            let status = if turn.interrupted {
-                "cancelled"
-            } else if turn.is_error {
-                "failed"
-            } else {
-                "completed"
-            };
-            let body = json!({
-                "status": status,
-                "messageId": id,
-                "sessionId": outcome.session_id,
-                "fromTeam": pair.caller,
-                "toTeam": pair.target,
-                "answer": turn.answer,
-                "isError": turn.is_error,
-                "costUsd": turn.cost_usd,
-                "durationMs": turn.duration_ms,
-            });
-            if turn.is_error {
-                CallToolResult::structured_error(body)
-            } else {
-                CallToolResult::structured(body)
-            }
-        }
-        Err(error) => {
-            let status = match &error {
-                PoolError::Turn {
-                    source: crate::agent::TurnError::TimedOut { .. },
-                    ..
-                } => "timed_out",
-                PoolError::Cancelled { .. } => "cancelled",
-                _ => "failed",
-            };
-            CallToolResult::structured_error(json!({
-                "status": status,
-                "messageId": id,
-                "fromTeam": pair.caller,
-                "toTeam": pair.target,
-                "isError": true,
-                "error": error.to_string(),
-            }))
+        let result = self.pool.wake(&pair).await;
+        match result {
+            Ok(_) => Ok(Wake::of(pair.target, &result)),
+            Err(error) => Err(error),
         }
     }
 }
 
-fn record_json(record: &MessageRecord) -> Value {
-    json!({
-        "status": status_of(record.state),
-        "state": record.state,
-        "messageId": record.id,
-        "sessionId": record.session_id,
-        "fromTeam": record.caller,
-        "toTeam": record.target,
-        "mode": record.mode,
-        "message": record.text,
-        "answer": record.answer,
-        "isError": record.is_error,
-        "error": record.error,
-        "costUsd": record.cost_usd,
-        "durationMs": record.duration_ms,
-        "createdAtMs": record.created_at_ms,
-        "finishedAtMs": record.finished_at_ms,
-        "transcript": record.transcript,
-    })
-}
-
-/// The status a caller branches on, from a message's state.
-fn status_of(state: MessageState) -> &'static str {
-    match state {
-        MessageState::Queued => "queued",
-        MessageState::Running => "pending",
-        MessageState::Completed => "completed",
-        MessageState::Cancelled => "cancelled",
-        MessageState::TimedOut => "timed_out",
-        MessageState::Failed | MessageState::Interrupted => "failed",
+/// A typed result as a tool result: its JSON as structured content (and as text, for
+/// clients that read only that).
+fn structured<T: Serialize>(value: &T, is_error: bool) -> CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(body) if is_error => CallToolResult::structured_error(body),
+        Ok(body) => CallToolResult::structured(body),
+        Err(error) => failure(&format!("the result could not be encoded: {error}")),
     }
 }
 
-/// A tool's answer: its JSON on success, a tool error naming the cause on failure.
-fn reply(result: Result<Value, PoolError>) -> CallToolResult {
+/// A tool's answer: its typed result on success, a tool error naming the cause on failure.
+fn reply<T: Serialize>(result: Result<T, PoolError>) -> CallToolResult {
     match result {
-        Ok(value) => CallToolResult::structured(value),
+        Ok(value) => structured(&value, false),
         Err(error) => failure(&error),
     }
 }
 
-fn failure(error: &PoolError) -> CallToolResult {
+fn failure(error: &dyn std::fmt::Display) -> CallToolResult {
     CallToolResult::structured_error(
-        json!({"status": "failed", "isError": true, "error": error.to_string()}),
+        serde_json::to_value(Failure::new(error))
+            .unwrap_or_else(|_| json!({"status": "failed", "isError": true})),
     )
 }
 
@@ -923,7 +821,7 @@ fn task_of(record: &MessageRecord, retention: Duration) -> Task {
         iso8601(record.created_at_ms),
         iso8601(updated),
     )
-    .with_status_message(status_of(record.state))
+    .with_status_message(CallerStatus::of_state(record.state).as_str())
     .with_ttl_ms(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
     .with_poll_interval_ms(TASK_POLL_INTERVAL_MS)
 }
@@ -941,12 +839,8 @@ fn detailed_task(record: &MessageRecord, retention: Duration) -> DetailedTask {
         | MessageState::Failed
         | MessageState::TimedOut
         | MessageState::Interrupted => {
-            let body = record_json(record);
-            let result = if record.state == MessageState::Completed && !record.is_error {
-                CallToolResult::structured(body)
-            } else {
-                CallToolResult::structured_error(body)
-            };
+            let is_error = record.state != MessageState::Completed || record.is_error;
+            let result = structured(&MessageView::from(record), is_error);
             match serde_json::to_value(result) {
                 Ok(Value::Object(result)) => TaskPayload::Completed { result },
                 _ => TaskPayload::Failed {
@@ -977,60 +871,4 @@ fn wait_for(timeout_ms: Option<u32>, default: Duration) -> Duration {
 fn tail(text: &str, max: usize) -> String {
     let count = text.chars().count();
     text.chars().skip(count.saturating_sub(max)).collect()
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from unix milliseconds (civil-from-days, proleptic Gregorian).
-fn iso8601(unix_ms: i64) -> String {
-    let days = unix_ms.div_euclid(86_400_000);
-    let ms_of_day = unix_ms.rem_euclid(86_400_000);
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_iso_dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(iso8601(1_796_083_200_000), "2026-12-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn statuses_cover_every_state() {
-        for state in MessageState::ALL {
-            assert!(
-                [
-                    "queued",
-                    "pending",
-                    "completed",
-                    "cancelled",
-                    "timed_out",
-                    "failed"
-                ]
-                .contains(&status_of(state))
-            );
-        }
-    }
 }

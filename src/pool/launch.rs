@@ -192,7 +192,7 @@ pub fn project_dir_name(path: &Path) -> String {
 }
 
 /// How to open a pair's conversation interactively, as a fork.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ForkCommand {
     /// The team's directory.
     pub cwd: PathBuf,

@@ -197,8 +197,31 @@ impl From<StoreError> for PoolError {
     }
 }
 
+/// Who asks to see or act on a message ([`Pool::message`], [`Pool::wait_message`],
+/// [`Pool::cancel`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// A caller whose team is not proven (it states `fromTeam`; the console; the server's
+    /// own token): every message.
+    Anyone,
+    /// A caller whose team is proven (an agent URL, a team token, the stdio server's
+    /// directory): only the messages that team sent.
+    Team(TeamName),
+}
+
+impl Viewer {
+    /// Whether it may see `record`.
+    #[must_use]
+    pub fn may_see(&self, record: &MessageRecord) -> bool {
+        match self {
+            Self::Anyone => true,
+            Self::Team(team) => record.caller == *team,
+        }
+    }
+}
+
 /// A finished turn, with where it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TurnOutcome {
     /// The message.
     pub message_id: MessageId,
@@ -215,7 +238,7 @@ pub struct TurnOutcome {
 }
 
 /// What the pool reports as it works (for logs, dashboards and tests).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PoolEvent {
     /// A process is being started.
@@ -646,20 +669,27 @@ impl Pool {
         Ok(self.submit(pair, text, mode).await?.id())
     }
 
-    /// A message's record (state, answer, transcript...).
+    /// A message's record (state, answer, transcript...), if `viewer` may see it: a team
+    /// whose identity is proven sees only the messages it sent; to it, any other message
+    /// does not exist.
     ///
     /// # Errors
     /// [`PoolError::UnknownMessage`] or [`PoolError::Store`].
-    pub async fn message(&self, id: MessageId) -> Result<MessageRecord, PoolError> {
+    pub async fn message(
+        &self,
+        id: MessageId,
+        viewer: &Viewer,
+    ) -> Result<MessageRecord, PoolError> {
         self.inner
             .store
             .message(id)
             .await?
+            .filter(|record| viewer.may_see(record))
             .ok_or_else(|| PoolError::UnknownMessage { id: id.to_string() })
     }
 
     /// Waits up to `timeout` for a message to reach a final state, then returns its record
-    /// (final or not).
+    /// (final or not), if `viewer` may see it (as [`Pool::message`]).
     ///
     /// # Errors
     /// As [`Pool::message`].
@@ -667,11 +697,12 @@ impl Pool {
         &self,
         id: MessageId,
         timeout: Duration,
+        viewer: &Viewer,
     ) -> Result<MessageRecord, PoolError> {
         let mut events = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let record = self.message(id).await?;
+            let record = self.message(id, viewer).await?;
             if record.state.is_final() {
                 return Ok(record);
             }
@@ -689,19 +720,20 @@ impl Pool {
                 }
             };
             if tokio::time::timeout_at(deadline, finished).await.is_err() {
-                return self.message(id).await;
+                return self.message(id, viewer).await;
             }
         }
     }
 
     /// Cancels a message: a queued one is removed from its queue, a running one is
     /// interrupted. Either way it ends `cancelled`. Returns the message's state after the
-    /// cancel took effect (a message that had already finished keeps its state).
+    /// cancel took effect (a message that had already finished keeps its state). `viewer`
+    /// may cancel only what it may see ([`Pool::message`]).
     ///
     /// # Errors
     /// As [`Pool::message`].
-    pub async fn cancel(&self, id: MessageId) -> Result<MessageState, PoolError> {
-        let record = self.message(id).await?;
+    pub async fn cancel(&self, id: MessageId, viewer: &Viewer) -> Result<MessageState, PoolError> {
+        let record = self.message(id, viewer).await?;
         match record.state {
             MessageState::Queued if self.inner.store.cancel_queued(id).await? => {
                 self.inner.emit(PoolEvent::MessageFinished {
@@ -724,7 +756,7 @@ impl Pool {
             entry.cancel_signal.notify_one();
         }
         let grace = self.config().settings.stop_grace_period;
-        Ok(self.wait_message(id, grace * 3).await?.state)
+        Ok(self.wait_message(id, grace * 3, viewer).await?.state)
     }
 
     /// The pair's recent messages, newest first (`before` pages back).
@@ -924,6 +956,37 @@ impl Pool {
             .into_iter()
             .map(|(_, pair, outcome)| (pair, outcome))
             .collect()
+    }
+
+    /// Wakes `caller`'s agent on every configured team but its own (an agent waking itself
+    /// would start a process for a pair with itself), at most `wakeConcurrency` spawns at a
+    /// time. Results in team name order; a team that cannot be woken (remote) has its error.
+    ///
+    /// # Errors
+    /// [`PoolError::InvalidName`] when `caller` is not a valid name.
+    pub async fn wake_all_from(
+        &self,
+        caller: &str,
+    ) -> Result<Vec<(Pair, Result<u32, PoolError>)>, PoolError> {
+        let caller = TeamName::new(caller).map_err(|error| PoolError::InvalidName {
+            role: "caller",
+            source: Arc::new(error),
+        })?;
+        let config = self.config();
+        let mut wake = Vec::new();
+        let mut refused = Vec::new();
+        for team in config.teams.values().filter(|team| team.name != caller) {
+            match self.pair(caller.as_str(), team.name.as_str()) {
+                Ok(pair) => wake.push(pair),
+                Err(error) => {
+                    refused.push((Pair::new(caller.clone(), team.name.clone()), Err(error)));
+                }
+            }
+        }
+        let mut results = self.wake_all(wake, config.settings.wake_concurrency).await;
+        results.extend(refused);
+        results.sort_by(|(left, _), (right, _)| left.target.cmp(&right.target));
+        Ok(results)
     }
 
     /// Interrupts `pair`'s running message (its turn ends `cancelled`, the process stays).

@@ -1,14 +1,20 @@
-//! Shared test support: configs that point teams at the fake agent, condition waits, and a
-//! process-table scan for leftover processes.
+//! Shared test support: configs that point teams at the fake agent, condition waits, a
+//! process-table scan for leftover processes, the `iris console` and `iris serve` harnesses,
+//! and typed readers of tool results.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
-use iris::pool::{Pool, PoolEvent, PoolOptions};
+use iris::pool::{Pair, Pool, PoolEvent, PoolOptions, Ticket};
+use iris::store::MessageMode;
+use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 
 pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
@@ -270,56 +276,402 @@ pub async fn wait_for_async(what: &str, mut condition: impl AsyncFnMut() -> bool
     }
 }
 
-/// A config file with teams `backend` and `frontend` on the fake agent, every agent carrying
-/// `marker` (see [`processes_with_marker`]).
-pub fn fake_teams_config(dir: &Path, marker: &str) -> PathBuf {
-    let mut yaml =
-        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\nteams:\n");
-    for team in ["backend", "frontend"] {
+/// A config file's text: `settings` (lines indented two spaces) after a short stop grace
+/// period and the fake agent as `claudePath`, then `teams`, each in `dir/<team>` with its own
+/// fake-agent state, carrying `marker` (see [`processes_with_marker`]) and a secret in its
+/// `env` (`SECRET_TOKEN: hunter2-<team>`, which must never reach a log); `team_extra` adds
+/// lines at the end of each team's block (indent 4 for team keys, 6 for more `env`).
+pub fn fake_config_yaml(
+    dir: &Path,
+    marker: &str,
+    teams: &[&str],
+    settings: &str,
+    team_extra: &dyn Fn(&str) -> String,
+) -> String {
+    let mut yaml = format!(
+        "settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\n{settings}teams:\n"
+    );
+    for team in teams {
         let path = dir.join(team);
         std::fs::create_dir_all(&path).unwrap();
         let state = dir.join("state").join(team);
         std::fs::create_dir_all(&state).unwrap();
         yaml.push_str(&format!(
-            "  {team}:\n    path: {}\n    description: the {team}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
+            "  {team}:\n    path: {}\n    description: the {team}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n      SECRET_TOKEN: hunter2-{team}\n{}",
             path.display(),
-            state.display()
+            state.display(),
+            team_extra(team),
         ));
     }
+    yaml
+}
+
+/// [`fake_config_yaml`] written to `dir/config.yaml`, no extra team lines.
+pub fn write_fake_config(dir: &Path, marker: &str, teams: &[&str], settings: &str) -> PathBuf {
     let file = dir.join("config.yaml");
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(
+        &file,
+        fake_config_yaml(dir, marker, teams, settings, &|_| String::new()),
+    )
+    .unwrap();
     file
 }
 
-/// Starts `iris serve --port 0` (HTTP) on `config` and `home`; returns the server, stopped
-/// when dropped, and its MCP URL (`http://127.0.0.1:PORT/mcp`) once it printed it.
-pub fn serve_http(config: &Path, home: &Path) -> (ChildGuard, String) {
-    use std::io::BufRead as _;
-    let server = std::process::Command::new(IRIS)
-        .args(["serve", "--port", "0"])
-        .env("IRIS_CONFIG_PATH", config)
-        .env("IRIS_HOME", home)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+/// A config file with teams `backend` and `frontend` on the fake agent.
+pub fn fake_teams_config(dir: &Path, marker: &str) -> PathBuf {
+    write_fake_config(dir, marker, &["backend", "frontend"], "")
+}
+
+/// Writes `text` to `file` the way editors do: a temporary file in the same directory, then a
+/// rename over the old one.
+pub fn replace_file(file: &Path, text: &str) {
+    let temporary = file.with_extension("yaml.tmp");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, file).unwrap();
+}
+
+/// Runs `future` to completion on a runtime of its own (for tests that are not async).
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// [`wait_for`] for code that is not async (and may run inside a runtime's thread): polls
+/// on this thread.
+pub fn wait_for_blocking(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(2);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Waits until no process carrying `marker` is left, not even a zombie (this process reaps
+/// the ones it adopted as subreaper).
+pub fn wait_for_no_processes(marker: &str) {
+    wait_for_blocking("no agent process left", || {
+        reap_children();
+        processes_with_marker(marker, true).is_empty()
+    });
+}
+
+/// Asserts two costs are equal (to a billionth of a dollar).
+pub fn assert_cost(actual: f64, expected: f64) {
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "cost {actual} != {expected}"
+    );
+}
+
+/// Submits `text` (a slow one, so it keeps running) and returns once its turn is written to
+/// the agent: the message is then `running` and the pair's process busy.
+pub async fn submit_running(pool: &Pool, pair: &Pair, text: &str) -> Ticket {
+    let mut events = pool.subscribe();
+    let ticket = pool
+        .submit(pair, text.to_owned(), MessageMode::Ask)
+        .await
         .unwrap();
-    let mut server = ChildGuard(server);
-    let mut stderr = std::io::BufReader::new(server.0.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "iris serve ended before listening"
-        );
-        if let Some(rest) = line.split("serving MCP on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
+    let id = ticket.id();
+    wait_event(
+        &mut events,
+        "the turn started",
+        |event| matches!(event, PoolEvent::TurnStarted { id: started, .. } if *started == id),
+    )
+    .await;
+    ticket
+}
+
+/// The stderr of a child, kept line by line.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    /// Reads `stream` line by line on a thread of its own (so the child never blocks on a
+    /// full pipe).
+    pub fn collect(&self, stream: impl std::io::Read + Send + 'static) {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the logs contain `needle`.
+    pub fn wait_for(&self, what: &str, needle: &str) {
+        wait_for_blocking(what, || self.text().contains(needle));
+    }
+}
+
+/// An `iris` command on `config` (none: unset, so `IRIS_HOME/config.yaml` is used) and
+/// `home`, without the caller's `RUST_LOG`.
+pub fn iris_command(config: Option<&Path>, home: &Path) -> Command {
+    let mut command = Command::new(IRIS);
+    match config {
+        Some(config) => command.env("IRIS_CONFIG_PATH", config),
+        None => command.env_remove("IRIS_CONFIG_PATH"),
     };
-    // Keep reading stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    command.env("IRIS_HOME", home).env_remove("RUST_LOG");
+    command
+}
+
+/// `iris serve` (HTTP on 127.0.0.1, any free port), stopped when dropped. Ready once its
+/// `--port-file` holds the address.
+pub struct Server {
+    pub child: ChildGuard,
+    pub address: SocketAddr,
+    pub logs: Logs,
+}
+
+impl Server {
+    /// `iris serve --port 0` on `config` and `home`.
+    pub fn start(config: Option<&Path>, home: &Path) -> Self {
+        Self::start_with(iris_command(config, home), home)
+    }
+
+    /// `command` (an `iris` command with its environment) run as `serve --port 0
+    /// --port-file <home>/port-<n>`; waits until the port file names the address.
+    pub fn start_with(mut command: Command, home: &Path) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port_file = home.join(format!("port-{n}"));
+        let mut child = command
+            .args(["serve", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Logs::default();
+        logs.collect(child.stderr.take().unwrap());
+        let mut child = ChildGuard(child);
+        let mut address = None;
+        wait_for_blocking("iris serve writes its port file", || {
+            if let Ok(Some(exited)) = child.0.try_wait() {
+                panic!(
+                    "iris serve ended ({exited}) before it was ready:\n{}",
+                    logs.text()
+                );
+            }
+            address = iris::serve::read_port_file(&port_file).unwrap();
+            address.is_some()
+        });
+        let address = address.unwrap();
+        Self {
+            child,
+            address,
+            logs,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The MCP endpoint, `http://127.0.0.1:PORT/mcp`.
+    pub fn url(&self) -> String {
+        format!("{}/mcp", self.base())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.child.terminate()
+    }
+}
+
+/// `iris serve --port 0` on `config` and `home`: the server and its MCP URL.
+pub fn serve_http(config: &Path, home: &Path) -> (Server, String) {
+    let server = Server::start(Some(config), home);
+    let url = server.url();
     (server, url)
+}
+
+/// `iris console` (with `--events` if asked): requests written as JSON lines, answers read
+/// back by request id; events kept in order until a test looks for them.
+pub struct Console {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<serde_json::Value>,
+    /// Events read while waiting for an answer, not yet looked at.
+    events: Vec<PoolEvent>,
+    pub logs: Logs,
+    next_id: u64,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave its Iris running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Console {
+    /// `iris console` on `config` and `home`.
+    pub fn start(config: Option<&Path>, home: &Path, events: bool) -> Self {
+        let mut command = iris_command(config, home);
+        command.arg("console");
+        if events {
+            command.arg("--events");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Logs::default();
+        logs.collect(child.stderr.take().unwrap());
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("bad console output {line:?}: {error}"));
+                if sender.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            events: Vec::new(),
+            logs,
+            next_id: 0,
+        }
+    }
+
+    /// Writes one raw line to the console's input.
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("console input open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line that is not an event (events are kept for [`Console::event`]).
+    pub fn next_answer(&mut self) -> serde_json::Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no console output; stderr:\n{}", self.logs.text()));
+            match serde_json::from_value::<iris::console::Line>(line.clone()) {
+                Ok(iris::console::Line::Event(event)) => self.events.push(event),
+                Ok(iris::console::Line::Lagged { missed }) => {
+                    panic!("the console missed {missed} events")
+                }
+                Err(_) => return line,
+            }
+        }
+    }
+
+    /// Sends `request` (given an `id` if it has none) and returns its answer line.
+    pub fn request(&mut self, mut request: serde_json::Value) -> serde_json::Value {
+        if request.get("id").is_none() {
+            self.next_id += 1;
+            request["id"] = self.next_id.into();
+        }
+        let id = request["id"].clone();
+        self.write_line(&request.to_string());
+        loop {
+            let answer = self.next_answer();
+            if answer["id"] == id {
+                return answer;
+            }
+        }
+    }
+
+    /// Sends `request`, which must succeed, and reads the op's result as `T`.
+    pub fn ok<T: DeserializeOwned>(&mut self, request: serde_json::Value) -> T {
+        let answer = self.request(request);
+        let parsed: iris::console::Answer<serde_json::Value> = serde_json::from_value(answer)
+            .unwrap_or_else(|error| panic!("not a console answer: {error}"));
+        assert!(parsed.ok, "the request failed: {}", parsed.body);
+        serde_json::from_value(parsed.body)
+            .unwrap_or_else(|error| panic!("unexpected console answer: {error}"))
+    }
+
+    /// Sends `request`, which must fail, and returns its error.
+    pub fn refused(&mut self, request: serde_json::Value) -> String {
+        let answer = self.request(request);
+        let parsed: iris::console::Answer<iris::console::Refused> =
+            serde_json::from_value(answer.clone())
+                .unwrap_or_else(|error| panic!("not a refusal: {error}: {answer}"));
+        assert!(!parsed.ok, "expected a refusal: {answer}");
+        parsed.body.error
+    }
+
+    /// `send` from `me` to `to`: the turn's outcome.
+    pub fn send(&mut self, to: &str, message: &str) -> iris::pool::TurnOutcome {
+        let sent: iris::console::Sent =
+            self.ok(serde_json::json!({"op": "send", "from": "me", "to": to, "message": message}));
+        sent.outcome
+    }
+
+    /// The first event not looked at yet that `matches`; events that do not match stay for
+    /// later.
+    pub fn event(&mut self, what: &str, matches: impl Fn(&PoolEvent) -> bool) -> PoolEvent {
+        loop {
+            if let Some(index) = self.events.iter().position(&matches) {
+                return self.events.remove(index);
+            }
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {what} event; stderr:\n{}", self.logs.text()));
+            if let Ok(iris::console::Line::Event(event)) = serde_json::from_value(line) {
+                self.events.push(event);
+            }
+        }
+    }
+
+    /// Closes the input and waits for a clean exit.
+    pub fn stop(mut self) {
+        self.stdin.take();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "iris console: {status}\n{}",
+            self.logs.text()
+        );
+    }
+
+    /// Closes the input (the console finishes what is in flight and stops).
+    pub fn close_input(&mut self) {
+        self.stdin.take();
+    }
+}
+
+/// A tool result's structured content read as `T` (every Iris tool answers with one).
+pub fn typed<T: DeserializeOwned>(result: &rmcp::model::CallToolResult) -> T {
+    let body = structured(result);
+    serde_json::from_value(body.clone())
+        .unwrap_or_else(|error| panic!("unexpected tool result ({error}): {body}"))
+}
+
+/// A failed tool's error text (the result must be a tool error).
+pub fn tool_error(result: &rmcp::model::CallToolResult) -> String {
+    assert_eq!(result.is_error, Some(true), "expected a tool error");
+    typed::<iris::api::Failure>(result).error
 }
 
 /// A Node tool installed by `scripts/install-node-tools` under `.tools/node/node_modules`;
@@ -361,7 +713,7 @@ pub async fn assert_caller_is(
     posing_as: &str,
     proof: &str,
 ) {
-    let implicit = structured(
+    let implicit: iris::api::MessageOutcome = typed(
         &client
             .call_tool(call(
                 "quick_message",
@@ -370,7 +722,7 @@ pub async fn assert_caller_is(
             .await
             .unwrap(),
     );
-    assert_eq!(implicit["fromTeam"], team, "{implicit}");
+    assert_eq!(implicit.from_team.as_str(), team, "{implicit:?}");
     let posing = client
         .call_tool(call(
             "quick_message",
@@ -378,9 +730,8 @@ pub async fn assert_caller_is(
         ))
         .await
         .unwrap();
-    assert_eq!(posing.is_error, Some(true));
     assert_contains(
-        structured(&posing)["error"].as_str().unwrap(),
+        &tool_error(&posing),
         &format!(
             "fromTeam '{posing_as}' conflicts with the caller's team '{team}' (proven by {proof})"
         ),

@@ -726,7 +726,7 @@ fn call_mcp_tool(url: &str, tool: &str, input: &Value) -> (String, bool) {
         Ok(runtime) => runtime,
         Err(e) => return (format!("fake agent: no runtime for MCP: {e}"), true),
     };
-    match runtime.block_on(iris::client::call_tool_at(url, None, tool, input.clone())) {
+    match runtime.block_on(iris::client::call_tool_raw(url, None, tool, input.clone())) {
         Ok((body, is_error)) => (body.to_string(), is_error),
         Err(e) => (format!("MCP call failed: {e}"), true),
     }

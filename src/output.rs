@@ -1,0 +1,299 @@
+//! What the `iris` command prints: tables and reports made from the typed results of
+//! [`crate::api`], the configuration check and the start hints. Plain strings, so the binary
+//! only prints them and tests can read them.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::api::{MessageOutcome, ReportPage};
+use crate::client::Check;
+use crate::config::Config;
+use crate::pool::{PairState, PoolStatus};
+
+/// What `iris` alone prints: the configuration in use (or how to make one) and the commands.
+#[must_use]
+pub fn start_hints(config: &Config) -> String {
+    let mut out = match &config.source {
+        Some(path) => format!(
+            "iris: configuration {} ({} teams)\n",
+            path.display(),
+            config.teams.len()
+        ),
+        None => "iris: no configuration file; running on embedded defaults with no teams.\n\
+             Start with `iris init` and `iris add-team NAME PATH`, or create $IRIS_HOME/config.yaml\n\
+             (IRIS_HOME defaults to ~/.iris) with a `teams:` map, e.g.\n\n\
+             teams:\n  backend:\n    path: ~/code/backend\n    description: The API server\n    grantPermission: yes\n\n"
+            .to_owned(),
+    };
+    out.push_str(
+        "\nCommands: `iris serve` serves the MCP tools; `iris check` validates the configuration;\n\
+         `iris console` drives the agent pool; `iris fork TEAM --from CALLER` opens a pair's\n\
+         conversation interactively. Run `iris --help` for more.\n",
+    );
+    out
+}
+
+/// `iris check --json`: the configuration as it resolves.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    /// The file, if there is one.
+    pub source: Option<std::path::PathBuf>,
+    /// `IRIS_HOME`.
+    pub iris_home: std::path::PathBuf,
+    /// `settings.maxProcesses`.
+    pub max_processes: usize,
+    /// The teams, in name order.
+    pub teams: Vec<CheckedTeam>,
+    /// Keys accepted with a warning.
+    pub warnings: Vec<String>,
+}
+
+/// One team of [`CheckReport`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckedTeam {
+    /// Its name.
+    pub name: String,
+    /// Its directory, resolved.
+    pub path: std::path::PathBuf,
+    /// Its description.
+    pub description: String,
+    /// How its permission requests are answered.
+    pub grant_permission: &'static str,
+    /// Where it runs, if not here.
+    pub remote: Option<String>,
+}
+
+impl CheckReport {
+    /// The report of `config`.
+    #[must_use]
+    pub fn of(config: &Config) -> Self {
+        Self {
+            source: config.source.clone(),
+            iris_home: config.iris_home.clone(),
+            max_processes: config.settings.max_processes,
+            teams: config
+                .teams
+                .values()
+                .map(|team| CheckedTeam {
+                    name: team.name.to_string(),
+                    path: team.path.clone(),
+                    description: team.description.clone(),
+                    grant_permission: team.grant_permission.as_str(),
+                    remote: team.remote.clone(),
+                })
+                .collect(),
+            warnings: config.warnings.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// `iris check`: the configuration as it resolves, for a person.
+#[must_use]
+pub fn check(config: &Config) -> String {
+    let mut out = String::new();
+    match &config.source {
+        Some(path) => {
+            let _ = writeln!(out, "configuration: {}", path.display());
+        }
+        None => out.push_str("configuration: none (embedded defaults)\n"),
+    }
+    let _ = writeln!(out, "IRIS_HOME: {}", config.iris_home.display());
+    let _ = writeln!(out, "maxProcesses: {}", config.settings.max_processes);
+    if config.teams.is_empty() {
+        out.push_str("teams: none\n");
+    }
+    for team in config.teams.values() {
+        let place = team
+            .remote
+            .as_deref()
+            .map_or_else(String::new, |remote| format!(" on {remote}"));
+        let _ = writeln!(
+            out,
+            "team {}: {}{} (grantPermission: {})",
+            team.name,
+            team.path.display(),
+            place,
+            team.grant_permission.as_str()
+        );
+    }
+    for warning in &config.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+/// `iris status`: one line per pair.
+#[must_use]
+pub fn status_table(status: &PoolStatus) -> String {
+    let mut out = format!("processes: {}/{}\n", status.live, status.max_processes);
+    if status.pairs.is_empty() {
+        out.push_str("no conversations yet\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<30} {:<9} {:>8} {:>6} {:>6} {:>10}  SESSION",
+        "PAIR", "STATE", "PID", "TURNS", "QUEUE", "COST $"
+    );
+    for pair in &status.pairs {
+        let state = match pair.state {
+            PairState::Stopped => "asleep",
+            PairState::Spawning => "starting",
+            PairState::Idle => "idle",
+            PairState::Busy => "busy",
+            PairState::Stopping => "stopping",
+        };
+        let _ = writeln!(
+            out,
+            "{:<30} {:<9} {:>8} {:>6} {:>6} {:>10.4}  {}",
+            pair.pair.to_string(),
+            state,
+            pair.pid
+                .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+            pair.session_turns,
+            pair.queued,
+            pair.total_cost_usd,
+            pair.session_id
+        );
+    }
+    out
+}
+
+/// `iris report`: the pair's session, then each message with its answer, newest first.
+#[must_use]
+pub fn report(page: &ReportPage) -> String {
+    let session = page
+        .session_id
+        .map_or_else(|| "none".to_owned(), |id| id.to_string());
+    let mut out = format!(
+        "{}->{}: session {session} ({} turns, ${:.4})\n",
+        page.from_team, page.team, page.session_turns, page.total_cost_usd
+    );
+    for message in &page.messages {
+        let answer = message
+            .answer
+            .as_deref()
+            .or(message.error.as_deref())
+            .unwrap_or("(no answer yet)");
+        let _ = write!(
+            out,
+            "\n[{}] {} {}\n> {}\n{answer}\n",
+            message.status.as_str(),
+            message.mode.as_str(),
+            message.message_id,
+            message.message,
+        );
+    }
+    out
+}
+
+/// `iris ask`: the answer to print on stdout, or the error to print on stderr.
+///
+/// # Errors
+/// The turn ended with an error result: its text.
+pub fn answer(outcome: &MessageOutcome) -> Result<String, String> {
+    let text = outcome
+        .answer
+        .clone()
+        .or_else(|| outcome.error.clone())
+        .unwrap_or_default();
+    if outcome.is_error {
+        let error = outcome.error.clone().unwrap_or(text);
+        return Err(if error.is_empty() {
+            "failed".to_owned()
+        } else {
+            error
+        });
+    }
+    Ok(text)
+}
+
+/// `iris doctor`: one line per check, and whether all passed.
+#[must_use]
+pub fn doctor(checks: &[Check]) -> (String, bool) {
+    let mut out = String::new();
+    for check in checks {
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    (out, checks.iter().all(|check| check.ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CallerStatus, MessageView};
+    use crate::config::TeamName;
+    use crate::store::{MessageId, MessageMode, MessageState};
+
+    fn name(text: &str) -> TeamName {
+        TeamName::new(text).unwrap()
+    }
+
+    #[test]
+    fn a_report_lists_each_message_with_its_answer_or_error() {
+        let id = MessageId::new();
+        let view = |state: MessageState, answer: Option<&str>, error: Option<&str>| MessageView {
+            status: state.into(),
+            state,
+            message_id: id,
+            session_id: None,
+            from_team: name("web"),
+            to_team: name("api"),
+            mode: MessageMode::Ask,
+            message: "which endpoint?".to_owned(),
+            answer: answer.map(str::to_owned),
+            is_error: error.is_some(),
+            error: error.map(str::to_owned),
+            cost_usd: None,
+            duration_ms: None,
+            created_at_ms: 0,
+            finished_at_ms: None,
+            transcript: Vec::new(),
+        };
+        let page = ReportPage {
+            from_team: name("web"),
+            team: name("api"),
+            session_id: None,
+            session_turns: 2,
+            total_cost_usd: 0.5,
+            messages: vec![
+                view(MessageState::Completed, Some("GET /plan"), None),
+                view(MessageState::Interrupted, None, Some("iris stopped")),
+                view(MessageState::Queued, None, None),
+            ],
+        };
+        let text = report(&page);
+        assert!(text.starts_with("web->api: session none (2 turns, $0.5000)\n"));
+        assert!(text.contains(&format!(
+            "[completed] ask {id}\n> which endpoint?\nGET /plan\n"
+        )));
+        assert!(text.contains("[failed] ask"));
+        assert!(text.contains("iris stopped\n"));
+        assert!(text.contains("[queued] ask"));
+        assert!(text.contains("(no answer yet)"));
+    }
+
+    #[test]
+    fn an_error_result_is_printed_as_an_error() {
+        let pair = crate::pool::Pair::new(name("web"), name("api"));
+        let mut outcome = MessageOutcome::queued(MessageId::new(), &pair);
+        outcome.status = CallerStatus::Completed;
+        outcome.answer = Some("plan".to_owned());
+        assert_eq!(answer(&outcome), Ok("plan".to_owned()));
+        outcome.is_error = true;
+        outcome.answer = Some("API Error: 529 overloaded".to_owned());
+        assert_eq!(
+            answer(&outcome),
+            Err("API Error: 529 overloaded".to_owned())
+        );
+    }
+}
