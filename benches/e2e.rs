@@ -15,6 +15,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use iris::api::{CallerStatus, MessageOutcome, TeamStatusPage};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
@@ -34,7 +35,7 @@ fn main() {
     runtime.block_on(run(if quick { 5 } else { 20 }));
 }
 
-async fn tool(client: &Client, name: &str, arguments: Value) -> Value {
+async fn tool<T: serde::de::DeserializeOwned>(client: &Client, name: &str, arguments: Value) -> T {
     let Value::Object(arguments) = arguments else {
         panic!("arguments must be an object")
     };
@@ -44,19 +45,19 @@ async fn tool(client: &Client, name: &str, arguments: Value) -> Value {
         .expect("tool call");
     let body = result.structured_content.expect("structured");
     assert_ne!(result.is_error, Some(true), "{name} failed: {body}");
-    body
+    serde_json::from_value(body).expect("a typed result")
 }
 
-async fn ask(client: &Client, from: &str, to: &str, message: &str) -> (Duration, Value) {
+async fn ask(client: &Client, from: &str, to: &str, message: &str) -> Duration {
     let started = Instant::now();
-    let body = tool(
+    let outcome: MessageOutcome = tool(
         client,
         "ask_message",
         json!({"fromTeam": from, "toTeam": to, "message": message, "timeout": 120_000}),
     )
     .await;
-    assert_eq!(body["status"], "completed", "{body}");
-    (started.elapsed(), body)
+    assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
+    started.elapsed()
 }
 
 fn percentile(samples: &[Duration], pct: f64) -> Duration {
@@ -84,14 +85,13 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 }
 
 async fn pid_of(client: &Client, from: &str, team: &str) -> u32 {
-    let status = tool(
+    let status: TeamStatusPage = tool(
         client,
         "team_status",
         json!({"fromTeam": from, "team": team}),
     )
     .await;
-    let pid = status["teams"][0]["pid"].as_u64().expect("an awake agent");
-    u32::try_from(pid).expect("pid")
+    status.teams[0].pid.expect("an awake agent")
 }
 
 async fn run(samples: usize) {
@@ -118,10 +118,10 @@ async fn run(samples: usize) {
     for index in 0..samples {
         let caller = format!("cold{index}");
         let before = world.api.messages_calls().len();
-        let (took, _) = ask(&client, &caller, "backend", "first message").await;
+        let took = ask(&client, &caller, "backend", "first message").await;
         requests_per_first_message.push(world.api.messages_calls().len() - before);
         cold.push(took);
-        tool(
+        let _: iris::api::Sleep = tool(
             &client,
             "team_sleep",
             json!({"fromTeam": caller, "team": "backend"}),
@@ -132,7 +132,7 @@ async fn run(samples: usize) {
     ask(&client, "warm", "backend", "warm up").await;
     let mut warm = Vec::with_capacity(samples);
     for _ in 0..samples {
-        warm.push(ask(&client, "warm", "backend", "next message").await.0);
+        warm.push(ask(&client, "warm", "backend", "next message").await);
     }
     let ratio = percentile(&cold, 50.0).as_secs_f64() / percentile(&warm, 50.0).as_secs_f64();
     println!("| message ({samples} each, `ask_message` over HTTP) | p50 | p95 |");

@@ -3,21 +3,39 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: Iris-compatible YAML, loaded and validated once into a [`config::Config`].
+//! - [`config`]: Iris-compatible YAML, loaded and validated into a [`config::Config`]; `edit`
+//!   changes the file for `iris init`/`add-team`/`remove-team`, `diff` says what a reload
+//!   changes.
 //! - [`agent`]: the driver for ONE `claude` process in stream-json mode: spawn and readiness
 //!   (the `initialize` control request, no model turn), turns, interrupts, permission requests,
 //!   health round trips, graceful stop. One actor task owns each process.
 //! - [`pool`]: at most one process per (caller → target) pair and `maxProcesses` in all;
 //!   per-pair FIFO queues, LRU eviction of idle processes only, idle timeout, health checks,
-//!   events and status.
-//! - [`guard`]: a companion process that stops every agent's process group if Iris dies.
-//! - [`process`]: process-group, parent-death-signal and reaping primitives.
+//!   events and status. `pool/state.rs` is the slot state machine, the only code that changes
+//!   a slot or the live count.
+//! - [`store`]: the SQLite database of sessions, messages and agent process groups; the only
+//!   module that runs SQL, on the caller's thread under a mutex never held across an await.
+//! - [`api`]: the typed results every surface returns (MCP tools, console, `iris` client
+//!   commands, tests), and the one mapping from a message's state to a caller's status.
+//! - [`mcp`]: the MCP server (stdio and Streamable HTTP) with the Iris MCP tools, and the
+//!   identity gate that proves who is calling.
+//! - [`serve`]: `iris serve` and `iris console` wired together (guard, pool, reload,
+//!   transport), with `--port-file`.
 //! - [`console`]: `iris console`, a JSON-lines interface to the pool.
+//! - [`client`]: the command line's side of a running server (`status`, `ask`, `tell`,
+//!   `report`), `doctor`, and `fork` from the database.
+//! - [`output`]: what the `iris` command prints (tables, reports, the config check).
+//! - [`install`]: `iris install`/`uninstall`: Iris's entry in Claude Code's config.
 //! - [`reload`]: config hot reload: watches the config file and applies valid edits to the
 //!   running pool.
-//! - [`store`]: the SQLite database of sessions, messages and agent process groups; the only
-//!   module that runs SQL, on one dedicated thread.
+//! - [`logs`]: the in-memory log ring buffer behind `get_logs`.
+//! - [`guard`]: a companion process that stops every agent's process group if Iris dies.
+//! - [`process`]: process-group, parent-death-signal and reaping primitives.
 //! - [`testing`]: a fake Messages API so tests run the real Claude Code CLI offline.
+//!
+//! Imports point one way, down: `config` and `process` at the bottom; `agent` (with `guard`);
+//! `store` (which keeps the agent's transcript type); `pool` over both; `api` over the pool;
+//! `mcp`, `console`, `client` and `output` over `api`; `serve` on top; then the binary.
 //!
 //! # Theory of operation
 //!

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{MessageOutcome, ReportPage};
 use crate::client::Check;
@@ -35,7 +35,7 @@ pub fn start_hints(config: &Config) -> String {
 }
 
 /// `iris check --json`: the configuration as it resolves.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
     /// The file, if there is one.
@@ -51,7 +51,7 @@ pub struct CheckReport {
 }
 
 /// One team of [`CheckReport`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckedTeam {
     /// Its name.
@@ -60,8 +60,8 @@ pub struct CheckedTeam {
     pub path: std::path::PathBuf,
     /// Its description.
     pub description: String,
-    /// How its permission requests are answered.
-    pub grant_permission: &'static str,
+    /// How its permission requests are answered (`yes`, `no`, `ask`, `forward`).
+    pub grant_permission: String,
     /// Where it runs, if not here.
     pub remote: Option<String>,
 }
@@ -81,7 +81,7 @@ impl CheckReport {
                     name: team.name.to_string(),
                     path: team.path.clone(),
                     description: team.description.clone(),
-                    grant_permission: team.grant_permission.as_str(),
+                    grant_permission: team.grant_permission.as_str().to_owned(),
                     remote: team.remote.clone(),
                 })
                 .collect(),

@@ -6,139 +6,70 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
-use common::{IRIS, assert_contains, processes_with_marker, reap_children, wait_for};
+use common::{
+    Console, Server, assert_contains, fake_config_yaml, iris_command, processes_with_marker,
+    reap_children, wait_for_blocking, wait_for_no_processes, write_fake_config,
+};
+use iris::api::{MessageOutcome, WakeAll, WakeStatus};
+use iris::console::{Answer, Forked, Message, Refused, Sent, Status};
+use iris::pool::PoolStatus;
+use iris::store::MessageState;
+use serde_json::json;
 
-/// A config file with teams run by the fake agent.
-fn write_config(
-    dir: &std::path::Path,
-    marker: &str,
-    teams: &[&str],
-    knobs: &str,
-) -> std::path::PathBuf {
-    let mut yaml =
-        String::from("settings:\n  stopGracePeriod: 300ms\n  maxProcesses: 4\n  claudePath: ");
-    yaml.push_str(common::FAKE_AGENT);
-    yaml.push_str("\nteams:\n");
-    for team in teams {
-        let path = dir.join(team);
-        std::fs::create_dir_all(&path).unwrap();
-        let state = dir.join("state").join(team);
-        std::fs::create_dir_all(&state).unwrap();
-        yaml.push_str(&format!(
-            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n{knobs}",
-            path.display(),
-            state.display()
-        ));
-    }
+/// The settings of every config here (`iris status` shows the bound).
+const SETTINGS: &str = "  maxProcesses: 4\n";
+
+/// `dir/config.yaml` with `teams` on the fake agent, each with `env_lines` (more `env`
+/// entries, indented six spaces) at the end of its block.
+fn write_config_with_env(dir: &Path, marker: &str, teams: &[&str], env_lines: &str) -> PathBuf {
     let file = dir.join("config.yaml");
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(
+        &file,
+        fake_config_yaml(dir, marker, teams, SETTINGS, &|_| env_lines.to_owned()),
+    )
+    .unwrap();
     file
 }
 
-fn iris(config: &std::path::Path, home: &std::path::Path) -> Command {
-    let mut command = Command::new(IRIS);
-    command
-        .env("IRIS_CONFIG_PATH", config)
-        .env("IRIS_HOME", home)
-        .env_remove("RUST_LOG");
-    command
-}
-
-struct Console {
-    child: Child,
-    stdin: Option<std::process::ChildStdin>,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        // A test that failed half-way must not leave its Iris running.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Console {
-    fn start(config: &std::path::Path, home: &std::path::Path) -> Self {
-        let mut child = iris(config, home)
-            .arg("console")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self {
-            child,
-            stdin: Some(stdin),
-            stdout,
-        }
-    }
-
-    fn request(&mut self, request: &serde_json::Value) -> serde_json::Value {
-        let stdin = self.stdin.as_mut().expect("console input open");
-        writeln!(stdin, "{request}").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line)
-            .unwrap_or_else(|error| panic!("bad console output {line:?}: {error}"))
-    }
+/// An answer line read as `T` (failing with the line itself when it is not one).
+fn answer<T: serde::de::DeserializeOwned>(line: serde_json::Value) -> Answer<T> {
+    serde_json::from_value(line.clone())
+        .unwrap_or_else(|error| panic!("unexpected console answer ({error}): {line}"))
 }
 
 #[test]
 fn console_answers_and_reports_errors() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-cli-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker, &["backend"], "");
-    let mut console = Console::start(&config, dir.path());
-    let answer = console.request(&serde_json::json!({"id": 1, "op": "send", "from": "frontend", "to": "backend", "message": "hi"}));
-    assert_eq!(answer["id"], 1);
-    assert_eq!(answer["ok"], true, "{answer}");
-    assert_eq!(answer["outcome"]["result"]["answer"], "fake answer #1: hi");
-    let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "frontend", "to": "nope", "message": "hi"}));
-    assert_eq!(answer["ok"], false);
-    assert_contains(
-        answer["error"].as_str().unwrap(),
-        "unknown team 'nope'; known teams: backend",
-    );
-    let answer = console.request(&serde_json::json!({"id": 3, "op": "launch"}));
-    assert_contains(
-        answer["error"].as_str().unwrap(),
-        "bad request: unknown variant `launch`",
-    );
-    writeln!(console.stdin.as_mut().unwrap(), "not json").unwrap();
-    let answer = console.request(&serde_json::json!({"id": 4, "op": "status"}));
+    let config = write_fake_config(dir.path(), &marker, &["backend"], SETTINGS);
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let sent: Answer<Sent> = answer(console.request(
+        json!({"id": 1, "op": "send", "from": "frontend", "to": "backend", "message": "hi"}),
+    ));
+    assert_eq!(sent.id, 1);
+    assert!(sent.ok);
+    assert_eq!(sent.body.outcome.result.answer, "fake answer #1: hi");
+    let error = console
+        .refused(json!({"id": 2, "op": "send", "from": "frontend", "to": "nope", "message": "hi"}));
+    assert_contains(&error, "unknown team 'nope'; known teams: backend");
+    // A request that does not parse is refused with no id (it has none to echo).
+    console.write_line(&json!({"id": 3, "op": "launch"}).to_string());
+    let unknown: Answer<Refused> = answer(console.next_answer());
+    assert!(!unknown.ok && unknown.id.is_null(), "{unknown:?}");
+    assert_contains(&unknown.body.error, "bad request: unknown variant `launch`");
+    console.write_line("not json");
+    console.write_line(&json!({"id": 4, "op": "status"}).to_string());
     // The bad line got its own error answer first.
-    assert_eq!(answer["ok"], false);
-    let answer = {
-        let mut line = String::new();
-        console.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str::<serde_json::Value>(&line).unwrap()
-    };
-    assert_eq!(answer["id"], 4);
-    assert_eq!(answer["status"]["live"], 1);
-    console.stdin.take();
-    let status = console.child.wait().unwrap();
-    assert!(status.success());
+    let bad: Answer<Refused> = answer(console.next_answer());
+    assert!(!bad.ok && bad.id.is_null(), "{bad:?}");
+    let status: Answer<Status> = answer(console.next_answer());
+    assert_eq!(status.id, 4);
+    assert_eq!(status.body.status.live, 1);
+    console.stop();
     wait_for_no_processes(&marker);
-}
-
-fn wait_for_no_processes(marker: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(wait_for("no agent process left", || {
-        reap_children();
-        processes_with_marker(marker, true).is_empty()
-    }));
 }
 
 #[test]
@@ -149,32 +80,25 @@ fn sigkill_of_iris_leaves_no_agent_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-kill-{}", uuid::Uuid::new_v4());
     let knobs = "      FAKE_AGENT_IGNORE_SIGTERM: \"1\"\n      FAKE_AGENT_GRANDCHILDREN: \"2\"\n";
-    let config = write_config(dir.path(), &marker, &["a", "b", "c"], knobs);
-    let mut console = Console::start(&config, dir.path());
-    let woken = console.request(&serde_json::json!({"id": 1, "op": "wake_all", "from": "caller"}));
-    assert_eq!(woken["ok"], true, "{woken}");
-    for team in woken["teams"].as_array().unwrap() {
-        assert_eq!(team["status"], "awake", "{team}");
+    let config = write_config_with_env(dir.path(), &marker, &["a", "b", "c"], knobs);
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let woken: WakeAll = console.ok(json!({"op": "wake_all", "from": "caller"}));
+    for team in &woken.teams {
+        assert_eq!(team.status, WakeStatus::Awake, "{team:?}");
     }
     // A turn in flight that ignores stdin close and interrupts, with a grandchild of its own.
-    let answer = console.request(&serde_json::json!({"id": 2, "op": "send", "from": "caller", "to": "a", "message": "[[grandchild]]"}));
-    assert_eq!(answer["ok"], true, "{answer}");
-    writeln!(console.stdin.as_mut().unwrap(), "{}", serde_json::json!({"id": 3, "op": "send", "from": "caller", "to": "b", "message": "[[hang]]"})).unwrap();
-    console.stdin.as_mut().unwrap().flush().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let _: Sent =
+        console.ok(json!({"op": "send", "from": "caller", "to": "a", "message": "[[grandchild]]"}));
+    console.write_line(
+        &json!({"id": "hang", "op": "send", "from": "caller", "to": "b", "message": "[[hang]]"})
+            .to_string(),
+    );
     // 3 agents x (1 + 2 grandchildren) + 1 extra grandchild.
-    runtime.block_on(wait_for("agents running", || {
+    wait_for_blocking("agents running", || {
         processes_with_marker(&marker, false).len() >= 10
-    }));
+    });
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(console.child.id().cast_signed()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(console.child.id());
     console.child.wait().unwrap();
     wait_for_no_processes(&marker);
 }
@@ -188,7 +112,10 @@ fn bad_config_is_reported_with_file_key_and_suggestion() {
         "settings:\n  maxProcesess: 3\nteams:\n  backend:\n    path: /definitely/not/here\n",
     )
     .unwrap();
-    let output = iris(&config, dir.path()).arg("check").output().unwrap();
+    let output = iris_command(Some(&config), dir.path())
+        .arg("check")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_contains(&stderr, &config.display().to_string());
@@ -203,11 +130,7 @@ fn bad_config_is_reported_with_file_key_and_suggestion() {
 #[test]
 fn no_config_runs_on_defaults_and_explains_how_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(IRIS)
-        .env_remove("IRIS_CONFIG_PATH")
-        .env("IRIS_HOME", dir.path())
-        .output()
-        .unwrap();
+    let output = iris_command(None, dir.path()).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_contains(
@@ -215,16 +138,14 @@ fn no_config_runs_on_defaults_and_explains_how_to_start() {
         "no configuration file; running on embedded defaults with no teams",
     );
     assert_contains(&stdout, "teams:");
-    let output = Command::new(IRIS)
+    let output = iris_command(None, dir.path())
         .args(["check", "--json"])
-        .env_remove("IRIS_CONFIG_PATH")
-        .env("IRIS_HOME", dir.path())
         .output()
         .unwrap();
     assert!(output.status.success());
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["teams"], serde_json::json!([]));
-    assert_eq!(json["maxProcesses"], 10);
+    let report: iris::output::CheckReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report.teams.is_empty());
+    assert_eq!(report.max_processes, 10);
 }
 
 /// Children of `pid` (from /proc).
@@ -252,7 +173,9 @@ fn sigkill(pid: u32) {
     .unwrap();
 }
 
-fn user_lines_containing(log: &std::path::Path, needle: &str) -> usize {
+/// The user turns written to the fake agent (its log, one JSON object per line: the fake
+/// agent's own format, read raw) whose line contains `needle`.
+fn user_lines_containing(log: &Path, needle: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -273,46 +196,37 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
     let marker = format!("iris-restart-{}", uuid::Uuid::new_v4());
     let log = dir.path().join("agent.log");
     let knobs = format!("      FAKE_AGENT_LOG: {}\n", log.display());
-    let config = write_config(dir.path(), &marker, &["backend"], &knobs);
-    let mut console = Console::start(&config, dir.path());
+    let config = write_config_with_env(dir.path(), &marker, &["backend"], &knobs);
+    let mut console = Console::start(Some(&config), dir.path(), false);
     let tell = |console: &mut Console, text: &str| {
-        let answer = console.request(&serde_json::json!({"op": "tell", "from": "frontend", "to": "backend", "message": text}));
-        assert_eq!(answer["ok"], true, "{answer}");
-        answer["messageId"].as_str().unwrap().to_owned()
+        let told: MessageOutcome =
+            console.ok(json!({"op": "tell", "from": "frontend", "to": "backend", "message": text}));
+        told.message_id.to_string()
     };
     let running = tell(&mut console, "[[slow:600000]] long");
     let first = tell(&mut console, "queued one");
     let second = tell(&mut console, "queued two");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(wait_for("long message running", || {
+    wait_for_blocking("long message running", || {
         user_lines_containing(&log, "long") == 1
-    }));
+    });
     sigkill(console.child.id());
     console.child.wait().unwrap();
     wait_for_no_processes(&marker);
 
-    let mut console = Console::start(&config, dir.path());
+    let mut console = Console::start(Some(&config), dir.path(), false);
     for id in [&first, &second] {
-        let answer = console
-            .request(&serde_json::json!({"op": "message", "messageId": id, "waitMs": 60000}));
-        assert_eq!(answer["message"]["state"], "completed", "{answer}");
+        let found: Message = console.ok(json!({"op": "message", "messageId": id, "waitMs": 60000}));
+        assert_eq!(found.message.state, MessageState::Completed, "{found:?}");
     }
-    let answer = console.request(&serde_json::json!({"op": "message", "messageId": running}));
-    assert_eq!(answer["message"]["state"], "interrupted", "{answer}");
-    assert_contains(answer["message"]["error"].as_str().unwrap(), "not re-run");
+    let found: Message = console.ok(json!({"op": "message", "messageId": running}));
+    assert_eq!(found.message.state, MessageState::Interrupted, "{found:?}");
+    assert_contains(found.message.error.as_deref().unwrap(), "not re-run");
     assert_eq!(user_lines_containing(&log, "queued one"), 1);
     assert_eq!(user_lines_containing(&log, "queued two"), 1);
     assert_eq!(user_lines_containing(&log, "long"), 1);
-    let answer = console.request(&serde_json::json!({"op": "message", "messageId": "not-an-id"}));
-    assert_contains(
-        answer["error"].as_str().unwrap(),
-        "no message with id not-an-id",
-    );
-    console.stdin.take();
-    assert!(console.child.wait().unwrap().success());
+    let error = console.refused(json!({"op": "message", "messageId": "not-an-id"}));
+    assert_contains(&error, "no message with id not-an-id");
+    console.stop();
     wait_for_no_processes(&marker);
 }
 
@@ -323,17 +237,12 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     let marker = format!("iris-leftover-{}", uuid::Uuid::new_v4());
     // Agents that ignore SIGTERM (so the parent-death signal alone does not end them).
     let knobs = "      FAKE_AGENT_IGNORE_SIGTERM: \"1\"\n      FAKE_AGENT_GRANDCHILDREN: \"1\"\n";
-    let config = write_config(dir.path(), &marker, &["a", "b"], knobs);
-    let mut console = Console::start(&config, dir.path());
-    let woken = console.request(&serde_json::json!({"op": "wake_all", "from": "caller"}));
-    assert_eq!(woken["ok"], true, "{woken}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(wait_for("agents running", || {
+    let config = write_config_with_env(dir.path(), &marker, &["a", "b"], knobs);
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let _: WakeAll = console.ok(json!({"op": "wake_all", "from": "caller"}));
+    wait_for_blocking("agents running", || {
         processes_with_marker(&marker, false).len() >= 4
-    }));
+    });
     // Kill the guard first (the child of this iris running `iris guard`), then iris.
     let guard = children(console.child.id())
         .into_iter()
@@ -356,24 +265,22 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     );
 
     // The next Iris finds them by their recorded process groups and keys, and stops them.
-    let mut console = Console::start(&config, dir.path());
-    let status = console.request(&serde_json::json!({"op": "status"}));
-    assert_eq!(status["ok"], true);
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let _: Status = console.ok(json!({"op": "status"}));
     wait_for_no_processes(&marker);
-    console.stdin.take();
-    assert!(console.child.wait().unwrap().success());
+    console.stop();
 }
 
 #[test]
 fn a_corrupt_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-corrupt-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker, &["backend"], "");
+    let config = write_fake_config(dir.path(), &marker, &["backend"], SETTINGS);
     let database = dir.path().join("data").join("iris.db");
     std::fs::create_dir_all(database.parent().unwrap()).unwrap();
     let garbage = b"this is not a sqlite database, but somebody's data".repeat(100);
     std::fs::write(&database, &garbage).unwrap();
-    let output = iris(&config, dir.path())
+    let output = iris_command(Some(&config), dir.path())
         .arg("console")
         .stdin(Stdio::null())
         .output()
@@ -389,35 +296,32 @@ fn a_corrupt_database_is_refused_and_left_untouched() {
 fn fork_prints_the_command_for_a_pairs_session() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-fork-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker, &["backend"], "");
-    let output = iris(&config, dir.path())
-        .args(["fork", "backend", "--from", "frontend"])
-        .output()
-        .unwrap();
+    let config = write_fake_config(dir.path(), &marker, &["backend"], SETTINGS);
+    let fork = |args: &[&str]| {
+        iris_command(Some(&config), dir.path())
+            .arg("fork")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = fork(&["backend", "--from", "frontend"]);
     assert!(!output.status.success());
     assert_contains(
         &String::from_utf8_lossy(&output.stderr),
         "frontend has no conversation with backend yet",
     );
-    let output = iris(&config, dir.path())
-        .args(["fork", "nope", "--from", "frontend"])
-        .output()
-        .unwrap();
+    let output = fork(&["nope", "--from", "frontend"]);
     assert_contains(
         &String::from_utf8_lossy(&output.stderr),
         "unknown team 'nope'; known teams: backend",
     );
 
-    let mut console = Console::start(&config, dir.path());
-    let answer = console.request(
-        &serde_json::json!({"op": "send", "from": "frontend", "to": "backend", "message": "hi"}),
-    );
-    let session = answer["outcome"]["session_id"].as_str().unwrap().to_owned();
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let sent: Sent =
+        console.ok(json!({"op": "send", "from": "frontend", "to": "backend", "message": "hi"}));
+    let session = sent.outcome.session_id;
     // While that Iris runs, fork reads the same database.
-    let output = iris(&config, dir.path())
-        .args(["fork", "backend", "--from", "frontend"])
-        .output()
-        .unwrap();
+    let output = fork(&["backend", "--from", "frontend"]);
     assert!(output.status.success(), "{output:?}");
     let line = String::from_utf8_lossy(&output.stdout);
     assert_contains(&line, &format!("--resume={session} --fork-session"));
@@ -425,47 +329,26 @@ fn fork_prints_the_command_for_a_pairs_session() {
         &line,
         &format!("cd {}", dir.path().join("backend").display()),
     );
-    let forked =
-        console.request(&serde_json::json!({"op": "fork", "from": "frontend", "to": "backend"}));
-    assert_eq!(forked["command"].as_str().unwrap().trim(), line.trim());
-    console.stdin.take();
-    assert!(console.child.wait().unwrap().success());
+    let forked: Forked = console.ok(json!({"op": "fork", "from": "frontend", "to": "backend"}));
+    assert_eq!(forked.command.trim(), line.trim());
+    console.stop();
     wait_for_no_processes(&marker);
-}
-
-/// `iris serve --port 0` on `config`; returns the child and its port.
-fn serve(config: &std::path::Path, home: &std::path::Path) -> (common::ChildGuard, u16) {
-    let mut server = iris(config, home)
-        .args(["serve", "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let port = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "iris serve ended before listening"
-        );
-        if let Some(rest) = line.split("serving MCP on http://127.0.0.1:").nth(1) {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    (common::ChildGuard(server), port)
 }
 
 #[test]
 fn status_ask_tell_and_doctor_against_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-cli-serve-{}", uuid::Uuid::new_v4());
-    let config = write_config(dir.path(), &marker, &["backend"], "");
-    let (mut server, port) = serve(&config, dir.path());
+    let config = write_fake_config(dir.path(), &marker, &["backend"], SETTINGS);
+    let mut server = Server::start(Some(&config), dir.path());
+    let port = server.port();
     let port_text = port.to_string();
     let run = |args: &[&str]| {
-        let mut command = iris(&config, dir.path());
-        command.args(args).args(["--port", &port_text]);
-        command.output().unwrap()
+        iris_command(Some(&config), dir.path())
+            .args(args)
+            .args(["--port", &port_text])
+            .output()
+            .unwrap()
     };
 
     let output = run(&["ask", "backend", "hello", "--from", "frontend"]);
@@ -513,8 +396,8 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
     assert_contains(&table, "processes: 1/4");
     assert_contains(&table, "frontend->backend");
     let output = run(&["status", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["pairs"][0]["pair"]["target"], "backend");
+    let status: PoolStatus = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status.pairs[0].pair.target.as_str(), "backend");
 
     // doctor: the fake agent's version, the team, the database, and this server on the port.
     let doctor_config = dir.path().join("doctor.yaml");
@@ -527,7 +410,7 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
         ),
     )
     .unwrap();
-    let output = iris(&doctor_config, dir.path())
+    let output = iris_command(Some(&doctor_config), dir.path())
         .arg("doctor")
         .output()
         .unwrap();
@@ -540,7 +423,7 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
     assert!(server.terminate().success());
     wait_for_no_processes(&marker);
 
-    let output = iris(&config, dir.path())
+    let output = iris_command(Some(&config), dir.path())
         .args(["status", "--port", "1"])
         .output()
         .unwrap();
@@ -564,7 +447,10 @@ fn doctor_reports_a_missing_claude() {
         ),
     )
     .unwrap();
-    let output = iris(&config, dir.path()).arg("doctor").output().unwrap();
+    let output = iris_command(Some(&config), dir.path())
+        .arg("doctor")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let report = String::from_utf8_lossy(&output.stdout);
     assert_contains(
@@ -578,10 +464,8 @@ fn init_add_team_and_remove_team_work_on_a_fresh_machine() {
     let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let iris_here = |args: &[&str]| {
-        Command::new(IRIS)
+        iris_command(None, home.path())
             .args(args)
-            .env_remove("IRIS_CONFIG_PATH")
-            .env("IRIS_HOME", home.path())
             .current_dir(project.path())
             .output()
             .unwrap()
@@ -601,16 +485,11 @@ fn init_add_team_and_remove_team_work_on_a_fresh_machine() {
     let output = iris_here(&["add-team", "backend", "-d", "The API"]);
     assert!(output.status.success(), "{output:?}");
     let output = iris_here(&["check", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(json["teams"][0]["name"], "backend");
-    assert_eq!(json["teams"][0]["description"], "The API");
-    assert_eq!(
-        json["teams"][0]["path"].as_str().unwrap(),
-        std::fs::canonicalize(project.path())
-            .unwrap()
-            .to_str()
-            .unwrap()
-    );
+    let report: iris::output::CheckReport = serde_json::from_slice(&output.stdout).unwrap();
+    let team = &report.teams[0];
+    assert_eq!(team.name, "backend");
+    assert_eq!(team.description, "The API");
+    assert_eq!(team.path, std::fs::canonicalize(project.path()).unwrap());
     let output = iris_here(&["add-team", "backend"]);
     assert_contains(
         &String::from_utf8_lossy(&output.stderr),
@@ -648,28 +527,28 @@ fn install_and_uninstall_edit_claude_json_keeping_other_keys() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        Command::new(IRIS)
+        iris_command(None, dir.path())
             .args(args)
-            .env_remove("IRIS_CONFIG_PATH")
-            .env("IRIS_HOME", dir.path())
             .env("CLAUDE_CONFIG_DIR", dir.path())
             .output()
             .unwrap()
     };
+    // `.claude.json` is Claude Code's file, not an Iris type: it is read as raw JSON.
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap()
+    };
     let output = run(&["install", "--no-claude"]);
     assert!(output.status.success(), "{output:?}");
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    let value = read();
     assert_eq!(
         value["mcpServers"]["iris"],
-        serde_json::json!({"type": "http", "url": "http://127.0.0.1:1615/mcp"})
+        json!({"type": "http", "url": "http://127.0.0.1:1615/mcp"})
     );
     assert_eq!(value["mcpServers"]["other"]["command"], "x");
     assert_eq!(value["numStartups"], 3);
     let output = run(&["uninstall", "--no-claude"]);
     assert!(output.status.success(), "{output:?}");
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&claude_json).unwrap()).unwrap();
+    let value = read();
     assert!(value["mcpServers"].get("iris").is_none());
     assert_eq!(value["mcpServers"]["other"]["command"], "x");
     let output = run(&["uninstall", "--no-claude"]);

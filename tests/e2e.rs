@@ -14,18 +14,11 @@ mod support;
 
 use std::process::Command;
 
-use common::{IRIS, assert_contains, real_claude, wait_event};
+use common::{IRIS, assert_contains, assert_cost, real_claude, wait_event};
 use iris::agent::TranscriptEntry;
 use iris::pool::{PoolEvent, transcript_path};
 use iris::store::{MessageMode, MessageState, Store};
 use support::{RealWorld, TURN_COST_USD};
-
-fn assert_cost(actual: f64, expected: f64) {
-    assert!(
-        (actual - expected).abs() < 1e-9,
-        "cost {actual} != {expected}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_gets_the_fake_models_answer_with_one_api_call() {
@@ -42,6 +35,7 @@ async fn a_message_gets_the_fake_models_answer_with_one_api_call() {
     assert_eq!(result.subtype, "success");
     assert_eq!(result.terminal_reason.as_deref(), Some("completed"));
     assert_eq!(result.session_id, Some(first.session_id.to_string()));
+    // The CLI's own usage object, kept as it reported it.
     assert_eq!(result.usage.as_ref().unwrap()["input_tokens"], 12);
     assert_cost(result.cost_usd, TURN_COST_USD);
 
@@ -449,6 +443,7 @@ fn install_registers_iris_through_the_real_claude_mcp_add() {
         &installed,
         "with `claude mcp add --scope user --transport http iris http://127.0.0.1:1/mcp`",
     );
+    // Claude Code's own settings file, as `claude mcp add` wrote it.
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
     assert_eq!(config["mcpServers"]["iris"]["type"], "http");

@@ -11,12 +11,17 @@ mod common;
 #[path = "e2e/support.rs"]
 mod support;
 
-use common::{assert_contains, call, structured, wait_for};
+use common::{assert_contains, assert_cost, call, typed, wait_for};
+use iris::agent::TranscriptEntry;
+use iris::api::{
+    CallerStatus, Cancel, CancelStatus, MessageOutcome, MessageView, ReportPage, TeamStatusPage,
+};
 use iris::config::GrantPermission;
+use iris::store::MessageState;
 use rmcp::ServiceExt;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{RealWorld, TURN_COST_USD};
 
 type Client = RunningService<rmcp::RoleClient, ()>;
@@ -28,8 +33,8 @@ async fn connect(url: &str) -> Client {
 }
 
 /// `ask_message` from `from` to `to`, waiting for the answer.
-async fn ask(client: &Client, from: &str, to: &str, message: &str) -> Value {
-    structured(
+async fn ask(client: &Client, from: &str, to: &str, message: &str) -> MessageOutcome {
+    typed(
         &client
             .call_tool(call(
                 "ask_message",
@@ -38,14 +43,6 @@ async fn ask(client: &Client, from: &str, to: &str, message: &str) -> Value {
             .await
             .unwrap(),
     )
-}
-
-fn assert_cost(actual: &Value, expected: f64) {
-    let actual = actual.as_f64().unwrap();
-    assert!(
-        (actual - expected).abs() < 1e-9,
-        "cost {actual} != {expected}"
-    );
 }
 
 /// Tests 1 and 2: the answer of the fake model, with exactly one model request for a first
@@ -59,10 +56,13 @@ async fn asks_over_mcp_keep_each_pair_its_own_conversation() {
     let client = connect(&url).await;
 
     let first = ask(&client, "frontend", "backend", "the word is ochre").await;
-    assert_eq!(first["status"], "completed", "{first}");
-    assert_eq!(first["answer"], "fake answer to: the word is ochre");
-    assert_eq!(first["isError"], false);
-    assert_cost(&first["costUsd"], TURN_COST_USD);
+    assert_eq!(first.status, CallerStatus::Completed, "{first:?}");
+    assert_eq!(
+        first.answer.as_deref(),
+        Some("fake answer to: the word is ochre")
+    );
+    assert!(!first.is_error);
+    assert_cost(first.cost_usd.unwrap(), TURN_COST_USD);
     let calls = world.api.messages_calls();
     assert_eq!(
         calls.len(),
@@ -70,21 +70,24 @@ async fn asks_over_mcp_keep_each_pair_its_own_conversation() {
         "one model request, none to start: {calls:#?}"
     );
     assert_eq!(
-        calls[0].session_id.as_deref(),
-        first["sessionId"].as_str(),
+        calls[0].session_id,
+        first.session_id.map(|id| id.to_string()),
         "the request belongs to the pair's session"
     );
 
     let second = ask(&client, "frontend", "backend", "which word? [[history]]").await;
     assert_eq!(
-        second["answer"],
-        "history: the word is ochre | which word? [[history]]"
+        second.answer.as_deref(),
+        Some("history: the word is ochre | which word? [[history]]")
     );
-    assert_eq!(second["sessionId"], first["sessionId"]);
+    assert_eq!(second.session_id, first.session_id);
 
     let other = ask(&client, "mobile", "backend", "which word? [[history]]").await;
-    assert_eq!(other["answer"], "history: which word? [[history]]");
-    assert_ne!(other["sessionId"], first["sessionId"]);
+    assert_eq!(
+        other.answer.as_deref(),
+        Some("history: which word? [[history]]")
+    );
+    assert_ne!(other.session_id, first.session_id);
     assert_eq!(world.api.messages_calls().len(), 3);
 
     client.cancel().await.unwrap();
@@ -102,9 +105,9 @@ async fn a_restarted_iris_resumes_the_session_and_costs_stay_per_turn() {
     let (mut server, url) = world.serve();
     let client = connect(&url).await;
     let first = ask(&client, "frontend", "backend", "remember teal").await;
-    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first.status, CallerStatus::Completed, "{first:?}");
     let second = ask(&client, "frontend", "backend", "and amber").await;
-    assert_cost(&second["costUsd"], TURN_COST_USD);
+    assert_cost(second.cost_usd.unwrap(), TURN_COST_USD);
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
     wait_for("agents stopped", || world.live_processes().is_empty()).await;
@@ -118,11 +121,11 @@ async fn a_restarted_iris_resumes_the_session_and_costs_stay_per_turn() {
         "what did I say? [[history]]",
     )
     .await;
-    assert_eq!(third["status"], "completed", "{third}");
-    assert_eq!(third["sessionId"], first["sessionId"]);
+    assert_eq!(third.status, CallerStatus::Completed, "{third:?}");
+    assert_eq!(third.session_id, first.session_id);
     assert_eq!(
-        third["answer"],
-        "history: remember teal | and amber | what did I say? [[history]]"
+        third.answer.as_deref(),
+        Some("history: remember teal | and amber | what did I say? [[history]]")
     );
     let resumed = world.api.messages_calls();
     assert_eq!(resumed.len(), 3);
@@ -130,12 +133,12 @@ async fn a_restarted_iris_resumes_the_session_and_costs_stay_per_turn() {
         resumed[2].prompts(),
         ["remember teal", "and amber", "what did I say? [[history]]"]
     );
-    assert_cost(&third["costUsd"], TURN_COST_USD);
+    assert_cost(third.cost_usd.unwrap(), TURN_COST_USD);
     let fourth = ask(&client, "frontend", "backend", "once more").await;
-    assert_cost(&fourth["costUsd"], TURN_COST_USD);
+    assert_cost(fourth.cost_usd.unwrap(), TURN_COST_USD);
 
     // The report has each message's own cost; the session's total is their sum.
-    let report = structured(
+    let report: ReportPage = typed(
         &client
             .call_tool(call(
                 "session_report",
@@ -144,12 +147,11 @@ async fn a_restarted_iris_resumes_the_session_and_costs_stay_per_turn() {
             .await
             .unwrap(),
     );
-    let messages = report["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 4, "{report}");
-    for message in messages {
-        assert_cost(&message["costUsd"], TURN_COST_USD);
+    assert_eq!(report.messages.len(), 4, "{report:?}");
+    for message in &report.messages {
+        assert_cost(message.cost_usd.unwrap(), TURN_COST_USD);
     }
-    assert_cost(&report["totalCostUsd"], 4.0 * TURN_COST_USD);
+    assert_cost(report.total_cost_usd, 4.0 * TURN_COST_USD);
 
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
@@ -164,7 +166,7 @@ async fn session_cancel_interrupts_a_slow_answer() {
     world.team("backend");
     let (mut server, url) = world.serve();
     let client = connect(&url).await;
-    let pending = structured(
+    let pending: MessageOutcome = typed(
         &client
             .call_tool(call(
                 "send_message",
@@ -173,13 +175,13 @@ async fn session_cancel_interrupts_a_slow_answer() {
             .await
             .unwrap(),
     );
-    let id = pending["messageId"].as_str().unwrap().to_owned();
+    let id = pending.message_id;
     // The model has started answering (a slow stream is open) before the cancel.
     wait_for("the slow stream to start", || {
         world.calls_for("[[slow:60000]]") == 1
     })
     .await;
-    let cancelled = structured(
+    let cancelled: Cancel = typed(
         &client
             .call_tool(call(
                 "session_cancel",
@@ -188,8 +190,12 @@ async fn session_cancel_interrupts_a_slow_answer() {
             .await
             .unwrap(),
     );
-    assert_ne!(cancelled["status"], "failed", "{cancelled}");
-    let status = structured(
+    assert_ne!(
+        cancelled.status,
+        CancelStatus::Message(CallerStatus::Failed),
+        "{cancelled:?}"
+    );
+    let status: MessageView = typed(
         &client
             .call_tool(call(
                 "message_status",
@@ -198,8 +204,8 @@ async fn session_cancel_interrupts_a_slow_answer() {
             .await
             .unwrap(),
     );
-    assert_eq!(status["status"], "cancelled", "{status}");
-    assert_eq!(status["state"], "cancelled");
+    assert_eq!(status.status, CallerStatus::Cancelled, "{status:?}");
+    assert_eq!(status.state, MessageState::Cancelled);
     let slow = world
         .api
         .messages_calls()
@@ -209,8 +215,8 @@ async fn session_cancel_interrupts_a_slow_answer() {
     assert!(slow.client_closed, "the CLI dropped the stream: {slow:?}");
 
     let next = ask(&client, "frontend", "backend", "still there?").await;
-    assert_eq!(next["status"], "completed", "{next}");
-    assert_eq!(next["answer"], "fake answer to: still there?");
+    assert_eq!(next.status, CallerStatus::Completed, "{next:?}");
+    assert_eq!(next.answer.as_deref(), Some("fake answer to: still there?"));
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
     wait_for("agents stopped", || world.live_processes().is_empty()).await;
@@ -229,7 +235,7 @@ async fn permissions_follow_grant_permission() {
     let touch = |file: &str| format!(r#"please [[tool:Bash:{{"command":"touch {file}"}}]]"#);
 
     let allowed = ask(&client, "lead", "trusted", &touch("made-by-trusted")).await;
-    assert_eq!(allowed["status"], "completed", "{allowed}");
+    assert_eq!(allowed.status, CallerStatus::Completed, "{allowed:?}");
     assert!(
         world
             .config
@@ -239,9 +245,9 @@ async fn permissions_follow_grant_permission() {
                 && team.path.join("made-by-trusted").exists())
     );
     let denied = ask(&client, "lead", "careful", &touch("made-by-careful")).await;
-    assert_eq!(denied["status"], "completed", "{denied}");
+    assert_eq!(denied.status, CallerStatus::Completed, "{denied:?}");
     // The model saw the denial as the tool's error result, and said so in its answer.
-    assert_contains(denied["answer"].as_str().unwrap(), "[tool_error]");
+    assert_contains(denied.answer.as_deref().unwrap(), "[tool_error]");
     let careful = world
         .config
         .teams
@@ -254,7 +260,7 @@ async fn permissions_follow_grant_permission() {
         let client = &client;
         let team = team.to_owned();
         async move {
-            let report = structured(
+            let report: ReportPage = typed(
                 &client
                     .call_tool(call(
                         "session_report",
@@ -263,22 +269,45 @@ async fn permissions_follow_grant_permission() {
                     .await
                     .unwrap(),
             );
-            report["messages"][0]["transcript"].to_string()
+            report.messages[0].transcript.clone()
         }
     };
+    let permission = |transcript: &[TranscriptEntry], allowed: bool| {
+        transcript.iter().any(|entry| {
+            matches!(entry, TranscriptEntry::Permission { tool, allowed: given, .. }
+                if tool == "Bash" && *given == allowed)
+        })
+    };
+    let bash = |transcript: &[TranscriptEntry], command: &str| {
+        transcript.iter().any(|entry| {
+            matches!(entry, TranscriptEntry::ToolUse { name, input }
+                if name == "Bash" && input.contains(command))
+        })
+    };
     let allowed_transcript = transcript("trusted").await;
-    assert_contains(
-        &allowed_transcript,
-        r#"{"kind":"permission","tool":"Bash","allowed":true"#,
+    assert!(
+        permission(&allowed_transcript, true),
+        "{allowed_transcript:?}"
     );
-    assert_contains(&allowed_transcript, "touch made-by-trusted");
+    assert!(
+        bash(&allowed_transcript, "touch made-by-trusted"),
+        "{allowed_transcript:?}"
+    );
     let denied_transcript = transcript("careful").await;
-    assert_contains(
-        &denied_transcript,
-        r#"{"kind":"permission","tool":"Bash","allowed":false"#,
+    assert!(
+        permission(&denied_transcript, false),
+        "{denied_transcript:?}"
     );
-    assert_contains(&denied_transcript, r#""is_error":true"#);
-    assert_contains(&denied_transcript, "touch made-by-careful");
+    assert!(
+        denied_transcript
+            .iter()
+            .any(|entry| matches!(entry, TranscriptEntry::ToolResult { is_error: true, .. })),
+        "{denied_transcript:?}"
+    );
+    assert!(
+        bash(&denied_transcript, "touch made-by-careful"),
+        "{denied_transcript:?}"
+    );
 
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
@@ -303,21 +332,22 @@ async fn an_agent_calls_back_into_iris_as_its_own_team() {
         &format!("ask C for me [[tool:mcp__iris__send_message:{relay}]]"),
     )
     .await;
-    assert_eq!(answer["status"], "completed", "{answer}");
-    let text = answer["answer"].as_str().unwrap();
+    assert_eq!(answer.status, CallerStatus::Completed, "{answer:?}");
+    // C's structured result, as B's tool call received it (the wire JSON, in B's answer).
+    let text = answer.answer.as_deref().unwrap();
     assert_contains(text, "[tool_result]");
     assert_contains(text, r#""fromTeam":"b""#);
     assert_contains(text, r#""toTeam":"c""#);
     assert_contains(text, "fake answer to: what is the status of C?");
 
     // C's conversation is B's: the pair b -> c exists and holds the message.
-    let status = structured(
+    let status: TeamStatusPage = typed(
         &client
             .call_tool(call("team_status", json!({"fromTeam": "b", "team": "c"})))
             .await
             .unwrap(),
     );
-    assert_eq!(status["teams"][0]["sessionTurns"], 1, "{status}");
+    assert_eq!(status.teams[0].session_turns, 1, "{status:?}");
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
     wait_for("agents stopped", || world.live_processes().is_empty()).await;
@@ -339,22 +369,23 @@ async fn an_api_error_is_a_failed_message() {
         .await
         .unwrap();
     assert_eq!(result.is_error, Some(true));
-    let body = structured(&result);
-    assert_eq!(body["status"], "failed", "{body}");
-    assert_eq!(body["isError"], true);
-    assert_contains(body["answer"].as_str().unwrap(), "API Error: 500");
-    assert_contains(body["answer"].as_str().unwrap(), "the model is down");
-    let status = structured(
+    let body: MessageOutcome = typed(&result);
+    assert_eq!(body.status, CallerStatus::Failed, "{body:?}");
+    assert!(body.is_error);
+    let answer = body.answer.as_deref().unwrap();
+    assert_contains(answer, "API Error: 500");
+    assert_contains(answer, "the model is down");
+    let status: MessageView = typed(
         &client
             .call_tool(call(
                 "message_status",
-                json!({"messageId": body["messageId"]}),
+                json!({"messageId": body.message_id}),
             ))
             .await
             .unwrap(),
     );
-    assert_eq!(status["state"], "failed", "{status}");
-    assert_contains(status["error"].as_str().unwrap(), "API Error: 500");
+    assert_eq!(status.state, MessageState::Failed, "{status:?}");
+    assert_contains(status.error.as_deref().unwrap(), "API Error: 500");
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
     wait_for("agents stopped", || world.live_processes().is_empty()).await;
@@ -370,7 +401,7 @@ async fn kill_9_of_iris_mid_turn_leaves_no_claude_process() {
     let client = connect(&url).await;
     // One warm idle agent, and one in the middle of a slow answer.
     let warm = ask(&client, "frontend", "infra", "hello").await;
-    assert_eq!(warm["status"], "completed", "{warm}");
+    assert_eq!(warm.status, CallerStatus::Completed, "{warm:?}");
     client
         .call_tool(call(
             "send_message",

@@ -9,8 +9,9 @@
 mod common;
 
 use common::{
-    FAKE_AGENT, IRIS, World, assert_contains, call, processes_with_marker, structured, wait_for,
+    IRIS, World, assert_contains, call, processes_with_marker, tool_error, typed, wait_for,
 };
+use iris::api::{CallerStatus, MessageOutcome, MessageView, TeamList, TeamStatusPage};
 use iris::config::Secret;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -20,25 +21,16 @@ use serde_json::{Value, json};
 const TEAM_A_TOKEN: &str = "token-of-team-a-0123456789";
 const SERVER_TOKEN: &str = "server-wide-token-0123456789";
 
-/// Teams a, b and c on the fake agent (tools allowed; a has a bearer token); `extra` is
-/// appended to `settings`.
-fn write_config(dir: &std::path::Path, marker: &str, extra: &str) -> std::path::PathBuf {
-    let mut yaml =
-        format!("settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\n{extra}teams:\n");
-    for team in ["a", "b", "c"] {
-        let path = dir.join(team);
-        std::fs::create_dir_all(&path).unwrap();
-        let state = dir.join("state").join(team);
-        std::fs::create_dir_all(&state).unwrap();
-        yaml.push_str(&format!(
-            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n",
-            path.display(),
-            state.display()
-        ));
+/// Teams a, b and c on the fake agent (see [`common::fake_config_yaml`]; tools allowed; a has
+/// a bearer token); `settings` holds more lines of the `settings` section.
+fn write_config(dir: &std::path::Path, marker: &str, settings: &str) -> std::path::PathBuf {
+    let yaml = common::fake_config_yaml(dir, marker, &["a", "b", "c"], settings, &|team| {
         if team == "a" {
-            yaml.push_str(&format!("    token: {TEAM_A_TOKEN}\n"));
+            format!("    token: {TEAM_A_TOKEN}\n")
+        } else {
+            String::new()
         }
-    }
+    });
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
     file
@@ -84,22 +76,22 @@ async fn chain(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, fro
     if let Some(from) = from {
         arguments["fromTeam"] = json!(from);
     }
-    let result = structured(
+    let result: MessageOutcome = typed(
         &client
             .call_tool(call("send_message", arguments))
             .await
             .unwrap(),
     );
-    assert_eq!(result["status"], "completed", "{result}");
-    let answer = result["answer"].as_str().unwrap();
-    // C's structured result, as B's tool call received it.
+    assert_eq!(result.status, CallerStatus::Completed, "{result:?}");
+    let answer = result.answer.as_deref().unwrap();
+    // C's structured result, as B's tool call received it (the wire JSON, in B's answer).
     assert_contains(answer, r#""status":"completed""#);
     assert_contains(answer, r#""fromTeam":"b""#);
     assert_contains(answer, r#""toTeam":"c""#);
     assert_contains(answer, "fake answer #1: relay this");
 
     // B may not pose as another team.
-    let posing = structured(
+    let posing: MessageOutcome = typed(
         &client
             .call_tool(call(
                 "send_message",
@@ -113,7 +105,7 @@ async fn chain(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, fro
             .unwrap(),
     );
     assert_contains(
-        posing["answer"].as_str().unwrap(),
+        posing.answer.as_deref().unwrap(),
         "fromTeam 'a' conflicts with the caller's team 'b' (proven by its agent URL)",
     );
 }
@@ -128,21 +120,20 @@ async fn agents_call_back_as_their_own_team_over_http() {
     chain(&client, Some("a")).await;
 
     // The agent's URL is in its command line; Iris knows it, and nothing else under /mcp/.
-    let status = structured(
+    let status: TeamStatusPage = typed(
         &client
             .call_tool(call("team_status", json!({"fromTeam": "a"})))
             .await
             .unwrap(),
     );
-    let pid = status["teams"]
-        .as_array()
-        .unwrap()
+    let pid = status
+        .teams
         .iter()
-        .find(|team| team["name"] == "b")
-        .unwrap()["pid"]
-        .as_u64()
+        .find(|team| team.name.as_str() == "b")
+        .unwrap()
+        .pid
         .unwrap();
-    let agent_url = agent_url(u32::try_from(pid).unwrap());
+    let agent_url = agent_url(pid);
     let agent_url = agent_url.as_str();
     assert!(
         agent_url.starts_with(&format!("{url}/s/")),
@@ -154,7 +145,7 @@ async fn agents_call_back_as_their_own_team_over_http() {
         ))
         .await
         .unwrap();
-    let implicit = structured(
+    let implicit: MessageOutcome = typed(
         &agent
             .call_tool(call(
                 "quick_message",
@@ -163,7 +154,7 @@ async fn agents_call_back_as_their_own_team_over_http() {
             .await
             .unwrap(),
     );
-    assert_eq!(implicit["fromTeam"], "b", "{implicit}");
+    assert_eq!(implicit.from_team.as_str(), "b", "{implicit:?}");
     agent.cancel().await.unwrap();
 
     let post = |url: String| {
@@ -230,7 +221,7 @@ async fn bearer_tokens_identify_teams() {
 
     // The server-wide token lets a client in; it states fromTeam.
     let anyone = ().serve(with_token(SERVER_TOKEN)).await.unwrap();
-    let stated = structured(
+    let stated: MessageOutcome = typed(
         &anyone
             .call_tool(call(
                 "quick_message",
@@ -239,7 +230,7 @@ async fn bearer_tokens_identify_teams() {
             .await
             .unwrap(),
     );
-    assert_eq!(stated["fromTeam"], "b", "{stated}");
+    assert_eq!(stated.from_team.as_str(), "b", "{stated:?}");
     anyone.cancel().await.unwrap();
 
     // A proven team sees only its own messages: b's message does not exist for team a.
@@ -247,16 +238,12 @@ async fn bearer_tokens_identify_teams() {
     let foreign = team_a
         .call_tool(call(
             "message_status",
-            json!({"messageId": stated["messageId"]}),
+            json!({"messageId": stated.message_id}),
         ))
         .await
         .unwrap();
-    assert_eq!(foreign.is_error, Some(true));
-    assert_contains(
-        structured(&foreign)["error"].as_str().unwrap(),
-        "no message with id",
-    );
-    let own = structured(
+    assert_contains(&tool_error(&foreign), "no message with id");
+    let own: MessageOutcome = typed(
         &team_a
             .call_tool(call(
                 "quick_message",
@@ -265,16 +252,13 @@ async fn bearer_tokens_identify_teams() {
             .await
             .unwrap(),
     );
-    let status = structured(
+    let status: MessageView = typed(
         &team_a
-            .call_tool(call(
-                "message_status",
-                json!({"messageId": own["messageId"]}),
-            ))
+            .call_tool(call("message_status", json!({"messageId": own.message_id})))
             .await
             .unwrap(),
     );
-    assert_eq!(status["fromTeam"], "a", "{status}");
+    assert_eq!(status.from_team.as_str(), "a", "{status:?}");
     team_a.cancel().await.unwrap();
 
     // A wrong token, or a malformed header, is refused outright.
@@ -292,10 +276,7 @@ async fn bearer_tokens_identify_teams() {
     }
 
     // `iris status` sends IRIS_TOKEN.
-    let port = url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
-        .to_owned();
+    let port = server.port().to_string();
     let status = std::process::Command::new(IRIS)
         .args(["status", "--json", "--port", &port])
         .env("IRIS_CONFIG_PATH", &config)
@@ -397,7 +378,7 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
         ))
         .await
         .unwrap();
-    let answer = structured(
+    let answer: MessageOutcome = typed(
         &client
             .call_tool(call(
                 "send_message",
@@ -406,8 +387,8 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
             .await
             .unwrap(),
     );
-    assert_eq!(answer["status"], "completed", "{answer}");
-    assert_eq!(answer["fromTeam"], "a");
+    assert_eq!(answer.status, CallerStatus::Completed, "{answer:?}");
+    assert_eq!(answer.from_team.as_str(), "a");
     client.cancel().await.unwrap();
 
     // b's agent got its own URL: it gets in without a token.
@@ -421,13 +402,13 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
         .unwrap();
     let agent_url = agent_url(pid);
     let agent = ().serve(StreamableHttpClientTransport::from_uri(agent_url.clone())).await.unwrap();
-    let listed = structured(
+    let listed: TeamList = typed(
         &agent
             .call_tool(call("list_teams", json!({})))
             .await
             .unwrap(),
     );
-    assert_eq!(listed["totalTeams"], 2);
+    assert_eq!(listed.total_teams, 2);
     agent.cancel().await.unwrap();
 
     // A reloaded config replaces the tokens at once: the old one is refused, the new one
@@ -477,4 +458,98 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
     pool.shutdown().await;
+}
+
+/// A caller proven as one team sees and cancels only its own messages on every surface:
+/// `message_status`, `session_cancel`, `tasks/get` and `tasks/cancel` (a task's id is its
+/// message id). `tasks/get` used to skip the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_team_cannot_read_or_cancel_another_teams_message_as_a_task() {
+    use iris::api::{Cancel, CancelStatus};
+    use rmcp::model::{
+        CancelTaskParams, ClientCapabilities, ClientConfig, GetTaskParams, Implementation,
+    };
+    let tasks = || {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("task-client", "1"),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-identity-tasks-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker, "");
+    let (mut server, url) = common::serve_http(&config, dir.path());
+    // Team b's message, sent without a token over loopback (it states its team); slow, so
+    // it is still on its way when team a looks.
+    let anyone = tasks()
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    let told: MessageOutcome = typed(
+        &anyone
+            .call_tool(call(
+                "quick_message",
+                json!({"fromTeam": "b", "toTeam": "c", "message": "[[slow:600000]] b's plans"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let id = told.message_id.to_string();
+    let team_a = tasks()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(TEAM_A_TOKEN),
+        ))
+        .await
+        .unwrap();
+    let read = team_a.get_task(GetTaskParams::new(id.clone())).await;
+    let error = read.expect_err("tasks/get showed team b's message to team a");
+    assert_contains(&error.to_string(), &format!("no task '{id}'"));
+    let cancel = team_a.cancel_task(CancelTaskParams::new(id.clone())).await;
+    let error = cancel.expect_err("tasks/cancel accepted team b's message from team a");
+    assert_contains(&error.to_string(), &format!("no task '{id}'"));
+    let status = team_a
+        .call_tool(call("message_status", json!({"messageId": id})))
+        .await
+        .unwrap();
+    assert_contains(&tool_error(&status), &format!("no message with id {id}"));
+    let cancel = team_a
+        .call_tool(call(
+            "session_cancel",
+            json!({"team": "c", "messageId": id}),
+        ))
+        .await
+        .unwrap();
+    assert_contains(&tool_error(&cancel), &format!("no message with id {id}"));
+
+    // Nothing happened to it: b (unproven here) still sees it on its way, and cancels it.
+    assert!(
+        anyone
+            .get_task(GetTaskParams::new(id.clone()))
+            .await
+            .is_ok()
+    );
+    let view: MessageView = typed(
+        &anyone
+            .call_tool(call("message_status", json!({"messageId": id})))
+            .await
+            .unwrap(),
+    );
+    assert!(view.status.is_waiting(), "{view:?}");
+    let cancelled: Cancel = typed(
+        &anyone
+            .call_tool(call(
+                "session_cancel",
+                json!({"fromTeam": "b", "team": "c", "messageId": id}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        cancelled.status,
+        CancelStatus::Message(CallerStatus::Cancelled)
+    );
+    team_a.cancel().await.unwrap();
+    anyone.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    common::wait_for_no_processes(&marker);
 }

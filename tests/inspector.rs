@@ -12,8 +12,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{IRIS, fake_teams_config, node_tool, processes_with_marker, serve_http, wait_for};
-use serde_json::Value;
+use common::{
+    IRIS, fake_teams_config, node_tool, processes_with_marker, serve_http, typed, wait_for,
+};
+use iris::api::{CallerStatus, MessageOutcome, TeamList};
+use rmcp::model::{CallToolResult, ListToolsResult};
+use serde::de::DeserializeOwned;
 
 /// The inspector's `build/` directory. Its `index.js` is the non-interactive CLI; it finds its
 /// own `package.json` as `../package.json` relative to the *working directory*, so it must run
@@ -32,8 +36,9 @@ enum Target {
     Stdio { config: PathBuf, home: PathBuf },
 }
 
-/// Runs `node build/index.js <target> <args>` and returns its stdout as JSON.
-async fn inspector(target: &Target, args: &[&str], marker: &str) -> Value {
+/// Runs `node build/index.js <target> <args>` and reads its stdout (the MCP result as JSON)
+/// as `T`.
+async fn inspector<T: DeserializeOwned>(target: &Target, args: &[&str], marker: &str) -> T {
     let build = inspector_build();
     let mut command = tokio::process::Command::new("node");
     command
@@ -70,48 +75,44 @@ async fn inspector(target: &Target, args: &[&str], marker: &str) -> Value {
         "the inspector failed ({}) for {args:?}\nstdout: {stdout}\nstderr: {stderr}",
         output.status
     );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|error| panic!("the inspector printed no JSON ({error}): {stdout}"))
+    serde_json::from_str(&stdout).unwrap_or_else(|error| {
+        panic!("the inspector printed no result of the expected type ({error}): {stdout}")
+    })
 }
 
 /// `tools/list`, `tools/call list_teams` and `tools/call send_message`, each one inspector run
 /// (one MCP session) against the target `target` gives.
 async fn exercise(mut target: impl FnMut() -> Target, marker: &str) {
-    let listed = inspector(&target(), &["--method", "tools/list"], marker).await;
-    let mut names: Vec<&str> = listed["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools in {listed}"))
-        .iter()
-        .map(|tool| tool["name"].as_str().unwrap())
-        .collect();
+    let listed: ListToolsResult = inspector(&target(), &["--method", "tools/list"], marker).await;
+    let mut names: Vec<&str> = listed.tools.iter().map(|tool| tool.name.as_ref()).collect();
     names.sort_unstable();
     assert_eq!(names, common::TOOL_NAMES);
-    for tool in listed["tools"].as_array().unwrap() {
-        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+    for tool in &listed.tools {
+        assert_eq!(
+            tool.input_schema.get("type"),
+            Some(&serde_json::json!("object")),
+            "{tool:?}"
+        );
         assert!(
-            tool["description"]
-                .as_str()
+            tool.description
+                .as_deref()
                 .is_some_and(|text| !text.is_empty())
         );
     }
 
-    let teams = inspector(
+    let teams: CallToolResult = inspector(
         &target(),
         &["--method", "tools/call", "--tool-name", "list_teams"],
         marker,
     )
     .await;
-    assert_eq!(teams["isError"], false, "{teams}");
-    assert_eq!(teams["structuredContent"]["totalTeams"], 2, "{teams}");
-    let names: Vec<&str> = teams["structuredContent"]["teams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|team| team["name"].as_str().unwrap())
-        .collect();
+    assert_eq!(teams.is_error, Some(false), "{teams:?}");
+    let teams: TeamList = typed(&teams);
+    assert_eq!(teams.total_teams, 2, "{teams:?}");
+    let names: Vec<&str> = teams.teams.iter().map(|team| team.name.as_str()).collect();
     assert_eq!(names, ["backend", "frontend"]);
 
-    let sent = inspector(
+    let sent: CallToolResult = inspector(
         &target(),
         &[
             "--method",
@@ -126,12 +127,15 @@ async fn exercise(mut target: impl FnMut() -> Target, marker: &str) {
         marker,
     )
     .await;
-    assert_eq!(sent["isError"], false, "{sent}");
-    let body = &sent["structuredContent"];
-    assert_eq!(body["status"], "completed", "{sent}");
-    assert_eq!(body["answer"], "fake answer #1: hello from the inspector");
+    assert_eq!(sent.is_error, Some(false), "{sent:?}");
+    let body: MessageOutcome = typed(&sent);
+    assert_eq!(body.status, CallerStatus::Completed, "{sent:?}");
+    assert_eq!(
+        body.answer.as_deref(),
+        Some("fake answer #1: hello from the inspector")
+    );
     // The text content carries the same result, for clients that read only text.
-    let text = sent["content"][0]["text"].as_str().unwrap();
+    let text = &sent.content[0].as_text().unwrap().text;
     assert!(
         text.contains("fake answer #1: hello from the inspector"),
         "{text}"

@@ -7,7 +7,11 @@
 
 mod common;
 
-use common::{assert_contains, call, processes_with_marker, structured, wait_for};
+use common::{assert_contains, call, processes_with_marker, tool_error, typed, wait_for};
+use iris::api::{
+    CallerStatus, Date, MessageOutcome, MessageView, ReportPage, TeamList, TeamStatusPage,
+    Wakefulness,
+};
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
@@ -26,14 +30,14 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
         ))
         .await
         .unwrap();
-    let body = structured(&answer);
-    assert_eq!(body["status"], "completed", "{body}");
-    assert_eq!(body["answer"], "fake answer #1: hello");
+    let body: MessageOutcome = typed(&answer);
+    assert_eq!(body.status, CallerStatus::Completed, "{body:?}");
+    assert_eq!(body.answer.as_deref(), Some("fake answer #1: hello"));
     assert_eq!(answer.is_error, Some(false));
-    assert!(body["messageId"].as_str().is_some() && body["sessionId"].as_str().is_some());
+    assert!(body.session_id.is_some(), "{body:?}");
 
     // An answer that does not come within `timeout` is `pending`, then followed by id.
-    let pending = structured(
+    let pending: MessageOutcome = typed(
         &client
             .call_tool(call(
                 "ask_message",
@@ -43,23 +47,25 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
             .unwrap(),
     );
     assert!(
-        ["pending", "queued"].contains(&pending["status"].as_str().unwrap()),
-        "{pending}"
+        matches!(pending.status, CallerStatus::Pending | CallerStatus::Queued),
+        "{pending:?}"
     );
-    let id = pending["messageId"].as_str().unwrap().to_owned();
-    let done = structured(
+    let done: MessageView = typed(
         &client
             .call_tool(call(
                 "message_status",
-                json!({"messageId": id, "timeout": 60000}),
+                json!({"messageId": pending.message_id, "timeout": 60000}),
             ))
             .await
             .unwrap(),
     );
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["answer"], "fake answer #2: [[slow:300]] later");
+    assert_eq!(done.status, CallerStatus::Completed, "{done:?}");
+    assert_eq!(
+        done.answer.as_deref(),
+        Some("fake answer #2: [[slow:300]] later")
+    );
 
-    let queued = structured(
+    let queued: MessageOutcome = typed(
         &client
             .call_tool(call(
                 "quick_message",
@@ -68,7 +74,7 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
             .await
             .unwrap(),
     );
-    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued.status, CallerStatus::Queued);
 
     let unknown = client
         .call_tool(call(
@@ -77,9 +83,8 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
         ))
         .await
         .unwrap();
-    assert_eq!(unknown.is_error, Some(true));
     assert_contains(
-        structured(&unknown)["error"].as_str().unwrap(),
+        &tool_error(&unknown),
         "unknown team 'nope'; known teams: backend, frontend",
     );
 
@@ -91,23 +96,25 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
         .await
         .unwrap();
     assert_eq!(failed.is_error, Some(true));
-    assert_eq!(structured(&failed)["status"], "failed");
+    assert_eq!(
+        typed::<MessageOutcome>(&failed).status,
+        CallerStatus::Failed
+    );
 
-    let status = structured(
+    let status: TeamStatusPage = typed(
         &client
             .call_tool(call("team_status", json!({"fromTeam": "frontend"})))
             .await
             .unwrap(),
     );
-    let backend = status["teams"]
-        .as_array()
-        .unwrap()
+    let backend = status
+        .teams
         .iter()
-        .find(|team| team["name"] == "backend")
+        .find(|team| team.name.as_str() == "backend")
         .unwrap();
-    assert_eq!(backend["status"], "awake");
+    assert_eq!(backend.status, Wakefulness::Awake);
 
-    let report = structured(
+    let report: ReportPage = typed(
         &client
             .call_tool(call(
                 "session_report",
@@ -116,17 +123,17 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
             .await
             .unwrap(),
     );
-    assert_eq!(report["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(report.messages.len(), 2);
 
-    let teams = structured(
+    let teams: TeamList = typed(
         &client
             .call_tool(call("list_teams", json!({})))
             .await
             .unwrap(),
     );
-    assert_eq!(teams["totalTeams"], 2);
-    let date = structured(&client.call_tool(call("get_date", json!({}))).await.unwrap());
-    assert!(date["iso"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(teams.total_teams, 2);
+    let date: Date = typed(&client.call_tool(call("get_date", json!({}))).await.unwrap());
+    assert!(date.iso.ends_with('Z'));
 
     let bad = client
         .call_tool(call("message_status", json!({"messageId": "nope"})))
@@ -164,7 +171,7 @@ async fn tools_over_http() {
     let config = common::fake_teams_config(dir.path(), &marker);
     // Stopped by the guard if the test fails half-way.
     let (mut server, url) = common::serve_http(&config, dir.path());
-    let health_url = url.replace("/mcp", "/health");
+    let health_url = format!("{}/health", server.base());
     let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
     exercise(&client).await;
     let anonymous = client
@@ -174,14 +181,11 @@ async fn tools_over_http() {
         ))
         .await
         .unwrap();
-    assert_eq!(anonymous.is_error, Some(true));
-    assert_contains(
-        structured(&anonymous)["error"].as_str().unwrap(),
-        "fromTeam is required",
-    );
+    assert_contains(&tool_error(&anonymous), "fromTeam is required");
     client.cancel().await.unwrap();
 
-    // /health answers, and a request for another Host is refused (DNS rebinding).
+    // /health answers (plain JSON: the library has no type for it), and a request for
+    // another Host is refused (DNS rebinding).
     let health = reqwest::get(&health_url).await.unwrap();
     assert!(health.status().is_success());
     let body: Value = health.json().await.unwrap();
@@ -195,7 +199,7 @@ async fn tools_over_http() {
         .await
         .unwrap();
     assert_eq!(rebinding.status().as_u16(), 403);
-    let status_url = url.replace("/mcp", "/status");
+    let status_url = format!("{}/status", server.base());
     let rebinding_status = reqwest::Client::new()
         .get(&status_url)
         .header("Host", "evil.example")
@@ -227,12 +231,8 @@ async fn tools_over_http() {
         page("http://evil.example").await.unwrap().status().as_u16(),
         403
     );
-    let port = url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
-        .to_owned();
     assert!(
-        page(&format!("http://localhost:{port}"))
+        page(&format!("http://localhost:{}", server.port()))
             .await
             .unwrap()
             .status()
@@ -322,15 +322,12 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
     let TaskPayload::Completed { result } = finished.unwrap().payload else {
         panic!("a completed task carries its result")
     };
-    assert_eq!(
-        result["structuredContent"]["status"], "completed",
-        "{result:?}"
-    );
-    assert_eq!(result["structuredContent"]["messageId"], task_id.as_str());
-    assert_contains(
-        result["structuredContent"]["answer"].as_str().unwrap(),
-        "long question",
-    );
+    let result: rmcp::model::CallToolResult =
+        serde_json::from_value(Value::Object(result)).unwrap();
+    let view: MessageView = typed(&result);
+    assert_eq!(view.status, CallerStatus::Completed, "{view:?}");
+    assert_eq!(view.message_id.to_string(), task_id);
+    assert_contains(view.answer.as_deref().unwrap(), "long question");
 
     // tasks/cancel cancels the message; tasks/get then says cancelled.
     let mut events = pool.subscribe();
@@ -377,18 +374,19 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
     // Without the tasks extension: `pending` with the message id (a slow answer: the warm
     // agent would otherwise answer before the wait ends).
     let plain = ().serve(StreamableHttpClientTransport::from_uri(url)).await.unwrap();
-    let pending = structured(
+    let pending: MessageOutcome = typed(
         &plain
             .call_tool(ask("[[slow:600000]] another"))
             .await
             .unwrap(),
     );
     assert!(
-        matches!(pending["status"].as_str(), Some("pending" | "queued")),
-        "{pending}"
+        matches!(pending.status, CallerStatus::Pending | CallerStatus::Queued),
+        "{pending:?}"
     );
-    let id: iris::store::MessageId = pending["messageId"].as_str().unwrap().parse().unwrap();
-    pool.cancel(id, &iris::pool::Viewer::Anyone).await.unwrap();
+    pool.cancel(pending.message_id, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
     plain.cancel().await.unwrap();
     shutdown.cancel();
     server.await.unwrap().unwrap();

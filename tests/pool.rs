@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, assert_contains, wait_event, wait_for};
+use common::{World, assert_contains, submit_running, wait_event, wait_for};
 use iris::agent::{SpawnError, TranscriptEntry, TurnError};
 use iris::config::GrantPermission;
 use iris::pool::{ExitReason, PairState, PoolError, PoolEvent};
@@ -116,15 +116,7 @@ async fn queue_bound_gives_a_clear_error() {
     world.config.settings.max_queue_per_pair = 2;
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
-    let mut events = pool.subscribe();
-    let running = pool
-        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
-    })
-    .await;
+    let running = submit_running(&pool, &pair, "[[slow:600000]]").await;
     let _one = pool
         .submit(&pair, "a".to_owned(), MessageMode::Ask)
         .await
@@ -235,15 +227,7 @@ async fn busy_processes_are_never_evicted_and_saturation_is_reported() {
     let pool = world.pool().await;
     let busy = pool.pair("x", "busy").unwrap();
     let other = pool.pair("x", "other").unwrap();
-    let mut events = pool.subscribe();
-    let hanging = pool
-        .submit(&busy, "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
-    })
-    .await;
+    let hanging = submit_running(&pool, &busy, "[[slow:600000]]").await;
     let error = pool.send(&other, "hi".to_owned()).await.unwrap_err();
     assert!(
         matches!(
@@ -406,15 +390,7 @@ async fn interrupt_ends_the_turn_and_keeps_the_process() {
     world.team("backend", &[]);
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
-    let mut events = pool.subscribe();
-    let slow = pool
-        .submit(&pair, "[[slow:60000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
-    })
-    .await;
+    let slow = submit_running(&pool, &pair, "[[slow:60000]]").await;
     assert!(pool.interrupt(&pair).await);
     let outcome = slow.outcome().await.unwrap();
     assert!(outcome.result.interrupted);
@@ -571,15 +547,8 @@ async fn stop_kills_the_whole_group_even_when_sigterm_is_ignored() {
     // A turn that ignores stdin close and interrupts, in a process that ignores SIGTERM:
     // only SIGKILL to the group ends it.
     let mut events = pool.subscribe();
-    let hanging = pool
-        .submit(&pair, "[[hang]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    // Wait for the agent's own output: the turn is then inside the process, not just queued.
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
-    })
-    .await;
+    // Once its turn started, the turn is inside the process, not just queued.
+    let hanging = submit_running(&pool, &pair, "[[hang]]").await;
     assert!(pool.sleep(&pair).await);
     let error = hanging.outcome().await.unwrap_err();
     assert!(

@@ -9,18 +9,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    IRIS, World, assert_contains, processes_with_marker, reap_children, wait_event, wait_for,
+    Console, Server, World, assert_contains, fake_config_yaml, iris_command, replace_file,
+    submit_running, wait_event, wait_for, wait_for_no_processes, write_fake_config,
 };
 use iris::agent::TurnError;
+use iris::config::{ConfigChanges, SettingChange, TeamName};
+use iris::console::Status;
 use iris::pool::{ExitReason, PairState, PoolError, PoolEvent};
 use iris::store::{MessageMode, MessageState};
+use serde_json::json;
 
 // ------------------------------------------------------------------------------------------
 // The pool.
@@ -40,10 +41,7 @@ async fn an_added_team_can_be_messaged_at_once() {
 
     world.team("b", &[]);
     let changes = pool.set_config(world.config.clone());
-    assert_eq!(
-        changes.teams_added,
-        [iris::config::TeamName::new("b").unwrap()]
-    );
+    assert_eq!(changes.teams_added, [TeamName::new("b").unwrap()]);
     assert!(changes.teams_removed.is_empty() && changes.teams_changed.is_empty());
     let event = wait_event(&mut events, "config reloaded", |event| {
         matches!(event, PoolEvent::ConfigReloaded { .. })
@@ -71,16 +69,7 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
     let pair = pool.pair("me", "a").unwrap();
     let first = pool.send(&pair, "hello".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
-    let running = pool
-        .submit(&pair, "[[slow:600000]] long".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(
-        &mut events,
-        "the long turn started",
-        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
-    )
-    .await;
+    let running = submit_running(&pool, &pair, "[[slow:600000]] long").await;
     let queued = pool
         .submit(&pair, "queued ask".to_owned(), MessageMode::Ask)
         .await
@@ -188,16 +177,7 @@ async fn a_changed_team_gets_a_new_process_with_its_new_settings() {
     assert!(starts[1].iter().any(|arg| arg.starts_with("--resume=")));
 
     // A busy process keeps its settings until its turn ends.
-    let running = pool
-        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(
-        &mut events,
-        "the slow turn started",
-        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
-    )
-    .await;
+    let running = submit_running(&pool, &pair, "[[slow:600000]]").await;
     world.config.teams.get_mut("a").unwrap().grant_permission = iris::config::GrantPermission::No;
     pool.set_config(world.config.clone());
     wait_event(&mut events, "the config applied", |event| {
@@ -235,16 +215,7 @@ async fn lowering_max_processes_stops_idle_processes_but_never_busy_ones() {
     }
     assert_eq!(pool.status().live, 3);
     let mut events = pool.subscribe();
-    let busy = pool
-        .submit(&pairs[2], "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(
-        &mut events,
-        "the slow turn started",
-        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == busy.id()),
-    )
-    .await;
+    let busy = submit_running(&pool, &pairs[2], "[[slow:600000]]").await;
 
     world.config.settings.max_processes = 1;
     let changes = pool.set_config(world.config.clone());
@@ -294,17 +265,7 @@ async fn raising_max_processes_lets_a_waiting_message_proceed() {
     world.config.settings.pool_wait_timeout = Duration::from_secs(600);
     let pool = world.pool().await;
     let (a, b) = (pool.pair("me", "a").unwrap(), pool.pair("me", "b").unwrap());
-    let mut events = pool.subscribe();
-    let busy = pool
-        .submit(&a, "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(
-        &mut events,
-        "the slow turn started",
-        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == busy.id()),
-    )
-    .await;
+    let _busy = submit_running(&pool, &a, "[[slow:600000]]").await;
     let waiting = pool
         .submit(&b, "waiting".to_owned(), MessageMode::Ask)
         .await
@@ -380,17 +341,7 @@ async fn settings_that_need_a_restart_keep_their_old_values() {
     // maxQueuePerPair applies at once, to a pair that already exists too.
     assert_eq!(applied.settings.max_queue_per_pair, 1);
     let pair = pool.pair("me", "a").unwrap();
-    let mut events = pool.subscribe();
-    let running = pool
-        .submit(&pair, "[[slow:600000]]".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    wait_event(
-        &mut events,
-        "the slow turn started",
-        |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running.id()),
-    )
-    .await;
+    let _running = submit_running(&pool, &pair, "[[slow:600000]]").await;
     let _one = pool
         .submit(&pair, "one".to_owned(), MessageMode::Ask)
         .await
@@ -414,215 +365,66 @@ async fn settings_that_need_a_restart_keep_their_old_values() {
 // ------------------------------------------------------------------------------------------
 // The binary.
 
-/// A config file with fake-agent teams, each with a secret in its env (which must never be
-/// logged).
-fn config_yaml(dir: &Path, marker: &str, teams: &[&str], settings: &str) -> String {
-    let mut yaml = format!(
-        "settings:\n  stopGracePeriod: 300ms\n  claudePath: {}\n{settings}teams:\n",
-        common::FAKE_AGENT
-    );
-    for team in teams {
-        let path = dir.join(team);
-        std::fs::create_dir_all(&path).unwrap();
-        let state = dir.join("state").join(team);
-        std::fs::create_dir_all(&state).unwrap();
-        yaml.push_str(&format!(
-            "  {team}:\n    path: {}\n    grantPermission: yes\n    env:\n      FAKE_AGENT_STATE_DIR: {}\n      FAKE_AGENT_MARKER: {marker}\n      SECRET_TOKEN: hunter2-{team}\n",
-            path.display(),
-            state.display()
-        ));
-    }
-    yaml
+/// No lines to add to a team in [`fake_config_yaml`].
+fn no_extra(_team: &str) -> String {
+    String::new()
 }
 
-/// Writes `text` to `file` the way editors do: a temporary file in the same directory, then a
-/// rename over the old one.
-fn replace_file(file: &Path, text: &str) {
-    let temporary = file.with_extension("yaml.tmp");
-    std::fs::write(&temporary, text).unwrap();
-    std::fs::rename(&temporary, file).unwrap();
-}
-
-/// The stderr of a child, kept line by line.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<String>>>);
-
-impl Logs {
-    fn collect(&self, stream: impl std::io::Read + Send + 'static) {
-        let lines = self.0.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-
-    fn wait_for(&self, what: &str, needle: &str) {
-        block_on(wait_for(what, || self.text().contains(needle)));
+/// The next `config_reloaded` event: the file it came from and what changed.
+fn config_reloaded(console: &mut Console) -> (Option<PathBuf>, ConfigChanges) {
+    match console.event("config reloaded", |event| {
+        matches!(event, PoolEvent::ConfigReloaded { .. })
+    }) {
+        PoolEvent::ConfigReloaded { file, changes } => (file, changes),
+        _ => unreachable!(),
     }
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// `iris console --events`: answers by request id, events in order.
-struct Console {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<serde_json::Value>,
-    /// Events read while waiting for an answer, not yet looked at.
-    events: Vec<serde_json::Value>,
-    logs: Logs,
-    next_id: u64,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// The next `config_rejected` event's error.
+fn config_rejected(console: &mut Console) -> String {
+    match console.event("config rejected", |event| {
+        matches!(event, PoolEvent::ConfigRejected { .. })
+    }) {
+        PoolEvent::ConfigRejected { error, .. } => error,
+        _ => unreachable!(),
     }
 }
 
-impl Console {
-    fn start(config: Option<&Path>, home: &Path) -> Self {
-        let mut command = Command::new(IRIS);
-        match config {
-            Some(config) => command.env("IRIS_CONFIG_PATH", config),
-            None => command.env_remove("IRIS_CONFIG_PATH"),
-        };
-        let mut child = command
-            .env("IRIS_HOME", home)
-            .env_remove("RUST_LOG")
-            .args(["console", "--events"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Logs::default();
-        logs.collect(child.stderr.take().unwrap());
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|error| panic!("bad console output {line:?}: {error}"));
-                if sender.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            events: Vec::new(),
-            logs,
-            next_id: 0,
-        }
+/// The next `exited` event not looked at yet (of `team`'s pair, or of any), and why the
+/// process ended.
+fn exited_event(console: &mut Console, what: &str, team: Option<&str>) -> ExitReason {
+    match console.event(what, |event| {
+        matches!(event, PoolEvent::Exited { pair, .. }
+            if team.is_none_or(|team| pair.target.as_str() == team))
+    }) {
+        PoolEvent::Exited { reason, .. } => reason,
+        _ => unreachable!(),
     }
-
-    fn next_line(&mut self) -> serde_json::Value {
-        self.lines
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no console output; stderr:\n{}", self.logs.text()))
-    }
-
-    fn request(&mut self, mut request: serde_json::Value) -> serde_json::Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        request["id"] = id.into();
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{request}").unwrap();
-        stdin.flush().unwrap();
-        loop {
-            let line = self.next_line();
-            if line.get("event").is_some() {
-                self.events.push(line);
-            } else if line["id"] == id {
-                return line;
-            }
-        }
-    }
-
-    fn send(&mut self, to: &str, message: &str) -> serde_json::Value {
-        self.request(serde_json::json!({"op": "send", "from": "me", "to": to, "message": message}))
-    }
-
-    /// The first event of `kind` (`config_reloaded`, `exited`...) not looked at yet; events
-    /// of other kinds stay for later.
-    fn event(&mut self, kind: &str) -> serde_json::Value {
-        loop {
-            if let Some(index) = self
-                .events
-                .iter()
-                .position(|line| line["event"]["type"] == kind)
-            {
-                return self.events.remove(index)["event"].clone();
-            }
-            let line = self.next_line();
-            if line.get("event").is_some() {
-                self.events.push(line);
-            }
-        }
-    }
-
-    fn stop(mut self) {
-        self.stdin.take();
-        assert!(self.child.wait().unwrap().success());
-    }
-}
-
-fn wait_for_no_processes(marker: &str) {
-    block_on(wait_for("no agent process left", || {
-        reap_children();
-        processes_with_marker(marker, true).is_empty()
-    }));
 }
 
 #[test]
 fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-reload-{}", uuid::Uuid::new_v4());
-    let file = dir.path().join("config.yaml");
     let settings = "  maxProcesses: 4\n";
-    std::fs::write(
-        &file,
-        config_yaml(dir.path(), &marker, &["a", "c"], settings),
-    )
-    .unwrap();
-    let mut console = Console::start(Some(&file), dir.path());
+    let file = write_fake_config(dir.path(), &marker, &["a", "c"], settings);
+    let mut console = Console::start(Some(&file), dir.path(), true);
     console.logs.wait_for(
         "the watcher started",
         "for config changes (settings.hotReloadConfig)",
     );
     for team in ["a", "c"] {
-        let answer = console.send(team, "hi");
-        assert_eq!(answer["ok"], true, "{answer}");
+        console.send(team, "hi");
     }
 
     // Add a team: usable without a restart.
-    let valid = config_yaml(dir.path(), &marker, &["a", "b", "c"], settings);
+    let valid = fake_config_yaml(dir.path(), &marker, &["a", "b", "c"], settings, &no_extra);
     replace_file(&file, &valid);
-    let reloaded = console.event("config_reloaded");
-    assert_eq!(reloaded["changes"]["teams_added"], serde_json::json!(["b"]));
-    assert_eq!(reloaded["file"], file.display().to_string());
-    let answer = console.send("b", "hello b");
-    assert_eq!(
-        answer["outcome"]["result"]["answer"],
-        "fake answer #1: hello b"
-    );
+    let (from, changes) = config_reloaded(&mut console);
+    assert_eq!(changes.teams_added, [TeamName::new("b").unwrap()]);
+    assert_eq!(from.as_deref(), Some(file.as_path()));
+    let outcome = console.send("b", "hello b");
+    assert_eq!(outcome.result.answer, "fake answer #1: hello b");
     console
         .logs
         .wait_for("the reload is logged", "configuration reloaded from");
@@ -630,10 +432,9 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
 
     // Invalid YAML: refused with file, line and column; the old config stays.
     replace_file(&file, &format!("{valid}  broken: [\n"));
-    let rejected = console.event("config_rejected");
-    let error = rejected["error"].as_str().unwrap();
-    assert_contains(error, &format!("{}:", file.display()));
-    assert_contains(error, "invalid YAML");
+    let error = config_rejected(&mut console);
+    assert_contains(&error, &format!("{}:", file.display()));
+    assert_contains(&error, "invalid YAML");
     console.logs.wait_for(
         "the refusal is logged",
         "not applied; the configuration in force stays",
@@ -650,8 +451,7 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
         console.logs.text()
     );
     for team in ["a", "b"] {
-        let answer = console.send(team, "still here");
-        assert_eq!(answer["ok"], true, "{answer}");
+        console.send(team, "still here");
     }
 
     // A team whose directory does not exist: refused, naming the key and its line.
@@ -660,61 +460,58 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
         &format!("path: {}\n", dir.path().join("nowhere").display()),
     );
     replace_file(&file, &missing);
-    let rejected = console.event("config_rejected");
-    let error = rejected["error"].as_str().unwrap();
+    let error = config_rejected(&mut console);
     let line = missing
         .lines()
         .position(|line| line.contains("nowhere"))
         .unwrap()
         + 1;
-    assert_contains(error, &format!("{}:{line}:", file.display()));
-    assert_contains(error, "teams.c.path: directory does not exist");
+    assert_contains(&error, &format!("{}:{line}:", file.display()));
+    assert_contains(&error, "teams.c.path: directory does not exist");
     console.logs.wait_for(
         "the path error is logged",
         "teams.c.path: directory does not exist",
     );
-    let answer = console.send("c", "still configured");
-    assert_eq!(answer["ok"], true, "{answer}");
+    console.send("c", "still configured");
 
     // Remove a team: new messages to it fail with the unknown-team error; its process stops.
     replace_file(
         &file,
-        &config_yaml(dir.path(), &marker, &["a", "c"], settings),
+        &fake_config_yaml(dir.path(), &marker, &["a", "c"], settings, &no_extra),
     );
-    let reloaded = console.event("config_reloaded");
-    assert_eq!(
-        reloaded["changes"]["teams_removed"],
-        serde_json::json!(["b"])
-    );
-    let answer = console.send("b", "anyone?");
-    assert_eq!(answer["ok"], false);
-    assert_contains(
-        answer["error"].as_str().unwrap(),
-        "unknown team 'b'; known teams: a, c",
-    );
-    loop {
-        let exited = console.event("exited");
-        if exited["pair"]["target"] == "b" {
-            assert_eq!(exited["reason"], "team_removed");
-            break;
-        }
-    }
+    let (_, changes) = config_reloaded(&mut console);
+    assert_eq!(changes.teams_removed, [TeamName::new("b").unwrap()]);
+    let error =
+        console.refused(json!({"op": "send", "from": "me", "to": "b", "message": "anyone?"}));
+    assert_contains(&error, "unknown team 'b'; known teams: a, c");
+    let reason = exited_event(&mut console, "b's process stopped", Some("b"));
+    assert_eq!(reason, ExitReason::TeamRemoved);
 
     // Lower maxProcesses: idle processes are stopped down to the bound.
     replace_file(
         &file,
-        &config_yaml(dir.path(), &marker, &["a", "c"], "  maxProcesses: 1\n"),
+        &fake_config_yaml(
+            dir.path(),
+            &marker,
+            &["a", "c"],
+            "  maxProcesses: 1\n",
+            &no_extra,
+        ),
     );
-    let reloaded = console.event("config_reloaded");
+    let (_, changes) = config_reloaded(&mut console);
     assert_eq!(
-        reloaded["changes"]["settings_changed"],
-        serde_json::json!([{"key": "settings.maxProcesses", "from": "4", "to": "1"}])
+        changes.settings_changed,
+        [SettingChange {
+            key: "settings.maxProcesses".to_owned(),
+            from: "4".to_owned(),
+            to: "1".to_owned(),
+        }]
     );
-    let exited = console.event("exited");
-    assert_eq!(exited["reason"], "over_max_processes");
-    let status = console.request(serde_json::json!({"op": "status"}));
-    assert_eq!(status["status"]["max_processes"], 1);
-    assert_eq!(status["status"]["live"], 1);
+    let reason = exited_event(&mut console, "an idle process stopped", None);
+    assert_eq!(reason, ExitReason::OverMaxProcesses);
+    let status: Status = console.ok(json!({"op": "status"}));
+    assert_eq!(status.status.max_processes, 1);
+    assert_eq!(status.status.live, 1);
 
     // No team env value ever reached the logs.
     assert!(
@@ -729,47 +526,20 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
 fn a_config_file_created_after_start_applies_to_a_running_server() {
     let home = tempfile::tempdir().unwrap();
     let marker = format!("iris-reload-serve-{}", uuid::Uuid::new_v4());
-    let mut server = Command::new(IRIS)
-        .env_remove("IRIS_CONFIG_PATH")
-        .env("IRIS_HOME", home.path())
-        .env_remove("RUST_LOG")
-        .args(["serve", "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Logs::default();
-    logs.collect(server.stderr.take().unwrap());
-    let mut server = common::ChildGuard(server);
-    logs.wait_for("the server listens", "serving MCP on http://127.0.0.1:");
-    let text = logs.text();
-    let port: u16 = text
-        .split("serving MCP on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap();
+    let mut server = Server::start(None, home.path());
     let file = home.path().join("config.yaml");
-    assert_contains(
-        &text,
+    server.logs.wait_for(
+        "the watcher started",
         &format!(
             "watching {} or {} for config changes",
             file.display(),
             home.path().join("config.yml").display()
         ),
     );
+    let port = server.port().to_string();
     let ask = |team: &str| {
-        Command::new(IRIS)
-            .env_remove("IRIS_CONFIG_PATH")
-            .env("IRIS_HOME", home.path())
-            .args([
-                "ask",
-                team,
-                "hello",
-                "--from",
-                "me",
-                "--port",
-                &port.to_string(),
-            ])
+        iris_command(None, home.path())
+            .args(["ask", team, "hello", "--from", "me", "--port", &port])
             .output()
             .unwrap()
     };
@@ -780,8 +550,13 @@ fn a_config_file_created_after_start_applies_to_a_running_server() {
         "unknown team 'backend'; known teams: none",
     );
 
-    replace_file(&file, &config_yaml(home.path(), &marker, &["backend"], ""));
-    logs.wait_for("the new file is applied", "teams added: backend");
+    replace_file(
+        &file,
+        &fake_config_yaml(home.path(), &marker, &["backend"], "", &no_extra),
+    );
+    server
+        .logs
+        .wait_for("the new file is applied", "teams added: backend");
     let output = ask("backend");
     assert!(output.status.success(), "{output:?}");
     assert_eq!(
@@ -791,7 +566,7 @@ fn a_config_file_created_after_start_applies_to_a_running_server() {
     assert!(server.terminate().success());
     wait_for_no_processes(&marker);
     assert!(
-        !logs.text().contains("hunter2"),
+        !server.logs.text().contains("hunter2"),
         "a team env value was logged"
     );
 }
@@ -800,13 +575,8 @@ fn a_config_file_created_after_start_applies_to_a_running_server() {
 fn hot_reload_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-reload-off-{}", uuid::Uuid::new_v4());
-    let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        config_yaml(dir.path(), &marker, &["a"], "  hotReloadConfig: true\n"),
-    )
-    .unwrap();
-    let mut console = Console::start(Some(&file), dir.path());
+    let file = write_fake_config(dir.path(), &marker, &["a"], "  hotReloadConfig: true\n");
+    let mut console = Console::start(Some(&file), dir.path(), true);
     console.logs.wait_for(
         "the watcher started",
         "for config changes (settings.hotReloadConfig)",
@@ -814,25 +584,26 @@ fn hot_reload_can_be_turned_off() {
     // Turning it off is the last edit applied.
     replace_file(
         &file,
-        &config_yaml(
+        &fake_config_yaml(
             dir.path(),
             &marker,
             &["a", "b"],
             "  hotReloadConfig: false\n",
+            &no_extra,
         ),
     );
-    let reloaded = console.event("config_reloaded");
-    assert_eq!(reloaded["changes"]["teams_added"], serde_json::json!(["b"]));
+    let (_, changes) = config_reloaded(&mut console);
+    assert_eq!(changes.teams_added, [TeamName::new("b").unwrap()]);
     console.logs.wait_for(
         "the watcher stopped",
         "settings.hotReloadConfig is now false: no longer watching",
     );
-    assert_eq!(console.send("b", "hi")["ok"], true);
+    console.send("b", "hi");
     console.stop();
 
     // Off from the start: no watcher.
-    let mut console = Console::start(Some(&file), dir.path());
-    assert_eq!(console.send("a", "hi")["ok"], true);
+    let mut console = Console::start(Some(&file), dir.path(), true);
+    console.send("a", "hi");
     console.logs.wait_for(
         "the watcher is off",
         "settings.hotReloadConfig is false: edits of the config file apply after a restart",

@@ -222,7 +222,7 @@ impl IrisMcp {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
                 let id = self
                     .pool
-                    .tell(&pair, args.message, MessageMode::Tell)
+                    .tell(&pair, args.message, MessageMode::Quick)
                     .await?;
                 Ok(MessageOutcome::queued(id, &pair))
             }

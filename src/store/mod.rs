@@ -109,15 +109,17 @@ impl FromStr for MessageId {
     }
 }
 
-/// How a message was sent.
+/// How a message was sent. Every mode goes through the pair's queue and into the pair's
+/// conversation alike; the mode only records whether the sender waited, and how it sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageMode {
-    /// The caller waits for the answer.
+    /// The caller waits for the answer: `send_message`, `ask_message`, `iris ask`, the
+    /// console's `send`.
     Ask,
-    /// The caller does not wait; the answer is kept for later.
+    /// The caller does not wait; the answer is kept for later: the console's `tell`.
     Tell,
-    /// A one-off question outside the pair's conversation.
+    /// The caller does not wait: `quick_message` (and `iris tell`, which calls it).
     Quick,
 }
 

@@ -196,30 +196,9 @@ impl RealWorld {
     /// Starts `iris serve` on a free loopback port with this world's config (written anew);
     /// returns the process (stopped when dropped) and its MCP URL.
     pub fn serve(&self) -> (common::ChildGuard, String) {
-        use std::io::{BufRead, BufReader};
         let config = self.write_config();
-        let mut server = std::process::Command::new(common::IRIS)
-            .args(["serve", "--port", "0"])
-            .env("IRIS_CONFIG_PATH", &config)
-            .env("IRIS_HOME", self.dir.path().join("iris"))
-            .env_remove("RUST_LOG")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("iris serve starts");
-        let mut stderr = BufReader::new(server.stderr.take().expect("stderr"));
-        let server = common::ChildGuard(server);
-        let url = loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).expect("read stderr") > 0,
-                "iris serve ended before listening"
-            );
-            if let Some(rest) = line.split("serving MCP on ").nth(1) {
-                break rest.split_whitespace().next().expect("url").to_owned();
-            }
-        };
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        (server, url)
+        let home = self.dir.path().join("iris");
+        let (common::Server { child, .. }, url) = common::serve_http(&config, &home);
+        (child, url)
     }
 }
