@@ -527,14 +527,10 @@ impl Actor {
                     }
                 }
                 for (name, input) in protocol::tool_uses(&line) {
-                    let input = truncate(&input.to_string());
-                    self.emit(AgentEvent::ToolUse {
-                        name: name.clone(),
-                        input: input.clone(),
+                    self.step(TranscriptEntry::ToolUse {
+                        name,
+                        input: truncate(&input.to_string()),
                     });
-                    if let Some(turn) = &mut self.turn {
-                        turn.record(TranscriptEntry::ToolUse { name, input });
-                    }
                 }
             }
             Incoming::User => {
@@ -542,14 +538,10 @@ impl Actor {
                     return;
                 }
                 for (content, is_error) in protocol::tool_results(&line) {
-                    let content = truncate(&content);
-                    self.emit(AgentEvent::ToolResult {
-                        content: content.clone(),
+                    self.step(TranscriptEntry::ToolResult {
+                        content: truncate(&content),
                         is_error,
                     });
-                    if let Some(turn) = &mut self.turn {
-                        turn.record(TranscriptEntry::ToolResult { content, is_error });
-                    }
                 }
             }
             Incoming::Result => self.on_result(line),
@@ -598,18 +590,22 @@ impl Actor {
         };
         tracing::info!(agent = %self.label, tool, allowed, "tool permission answered");
         self.write(protocol::control_success(request_id, answer));
-        if let Some(turn) = &mut self.turn {
-            turn.record(TranscriptEntry::Permission {
-                tool: tool.clone(),
-                allowed,
-                reason: reason.clone(),
-            });
-        }
-        self.emit(AgentEvent::Permission {
+        self.step(TranscriptEntry::Permission {
             tool,
             allowed,
             reason,
         });
+    }
+
+    /// A tool call, tool result or permission decision: recorded in the running turn's
+    /// transcript and told to subscribers as it happens.
+    fn step(&mut self, entry: TranscriptEntry) {
+        self.emit(AgentEvent::Step {
+            entry: entry.clone(),
+        });
+        if let Some(turn) = &mut self.turn {
+            turn.record(entry);
+        }
     }
 
     fn on_result(&mut self, line: Value) {

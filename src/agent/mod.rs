@@ -88,38 +88,20 @@ impl PermissionPolicy {
 }
 
 /// Something the agent did during a turn, as it happened. Sent to the sink given to
-/// [`Agent::spawn`]. Texts are cut as in the transcript, except the assistant's text, which
-/// is whole (the answer so far is made of it).
+/// [`Agent::spawn`].
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentEvent {
-    /// Text the assistant wrote.
+    /// Text the assistant wrote, whole (the answer so far is made of it; the transcript
+    /// keeps it cut).
     AssistantText {
         /// The text.
         text: String,
     },
-    /// The assistant called a tool.
-    ToolUse {
-        /// The tool's name.
-        name: String,
-        /// Its input, as JSON text (cut).
-        input: String,
-    },
-    /// A tool returned.
-    ToolResult {
-        /// What it returned (cut).
-        content: String,
-        /// Whether it failed or was denied.
-        is_error: bool,
-    },
-    /// A tool-permission request was answered.
-    Permission {
-        /// The tool.
-        tool: String,
-        /// Whether it was allowed.
-        allowed: bool,
-        /// The denial message, when denied.
-        reason: Option<String>,
+    /// A tool call, a tool result or a permission decision, as the transcript records it.
+    Step {
+        /// The entry.
+        entry: TranscriptEntry,
     },
     /// A stdout line was skipped: too long, not JSON, or of an unknown type.
     Skipped {
