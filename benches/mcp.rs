@@ -9,6 +9,8 @@
 //! the size of the `tools/list` answer. Prints a Markdown report for BENCHMARKS.md.
 #![allow(missing_docs)]
 
+#[path = "support/delayed_ack.rs"]
+mod delayed_ack;
 mod support;
 
 use support::{percentile, rss_kib, status_kib, us};
@@ -437,6 +439,8 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
         us(mean(&stateless_samples))
     );
 
+    delayed_acks(&server, sizes.latency_calls / 10).await;
+
     let mut loads = Vec::new();
     for clients in LEVELS {
         let url = server.url();
@@ -472,6 +476,45 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
     long_session(&server, sizes.long_session_calls).await;
     drop(server);
     tools
+}
+
+/// Warm calls from a keep-alive client that delays its ACKs (see `support/delayed_ack.rs`):
+/// with Nagle's algorithm on the server's sockets each call waits ~40 ms for an ACK.
+async fn delayed_acks(server: &HttpServer, calls: usize) {
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let (dates, sends) = tokio::task::spawn_blocking(move || {
+        let mut client = delayed_ack::DelayedAckClient::connect(&address).expect("connect");
+        let mut time = |tool: &str, arguments: serde_json::Value| -> Vec<Duration> {
+            // One warm-up call (the pair's agent starts on the first send_message).
+            let _ = client.call(tool, arguments.clone()).expect("call");
+            (0..calls)
+                .map(|_| {
+                    let (took, body) = client.call(tool, arguments.clone()).expect("call");
+                    assert!(!body.contains("\"isError\":true"), "{tool} failed: {body}");
+                    took
+                })
+                .collect()
+        };
+        let dates = time("get_date", json!({}));
+        let sends = time(
+            "send_message",
+            json!({"fromTeam": "delayed-ack", "toTeam": "team0", "message": "ping"}),
+        );
+        (dates, sends)
+    })
+    .await
+    .expect("delayed-ACK client");
+    println!(
+        "\n| keep-alive HTTP/1.1 client that delays its ACKs (`TCP_QUICKACK` off), one connection ({calls} calls each) | p50 | p99 |"
+    );
+    println!("|---|---|---|");
+    for (tool, samples) in [("get_date", &dates), ("send_message", &sends)] {
+        println!(
+            "| `{tool}` | {} | {} |",
+            us(percentile(samples, 50.0)),
+            us(percentile(samples, 99.0))
+        );
+    }
 }
 
 async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {

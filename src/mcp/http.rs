@@ -83,7 +83,8 @@ pub fn router(
         .layer(axum::middleware::from_fn_with_state(gate, admit))
 }
 
-/// Serves [`router`] on `listener` until `shutdown` is cancelled.
+/// Serves [`router`] on `listener` until `shutdown` is cancelled. Every accepted connection
+/// gets `TCP_NODELAY` ([`without_nagle`]).
 ///
 /// # Errors
 /// The listener failed.
@@ -95,7 +96,45 @@ pub async fn serve_http(
     access: HttpAccess,
 ) -> std::io::Result<()> {
     let app = router(pool, logs, &shutdown, access);
-    axum::serve(listener, app)
+    axum::serve(without_nagle(listener), app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// `listener`, setting `TCP_NODELAY` on every connection it accepts.
+///
+/// Why: a response goes out in more than one write (the headers, then each SSE event of the
+/// body). With Nagle's algorithm on, the second small write waits until the first is
+/// acknowledged, and a keep-alive client that delays its ACKs (most do, by up to 40 ms on
+/// Linux) holds every call for that long. axum does not set it by itself.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(set_nodelay)
+}
+
+fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on an accepted connection; its answers may be delayed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener as _;
+
+    #[tokio::test]
+    async fn every_accepted_connection_has_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut listener = without_nagle(listener);
+        for _ in 0..3 {
+            let client = tokio::net::TcpStream::connect(address).await.unwrap();
+            let (accepted, from) = listener.accept().await;
+            assert_eq!(from, client.local_addr().unwrap());
+            assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
+        }
+    }
 }

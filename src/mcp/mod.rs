@@ -10,7 +10,7 @@ mod http;
 mod identity;
 mod tools;
 
-pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http};
+pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http, without_nagle};
 pub use identity::{HttpAccess, ProvenCaller, stdio_caller};
 pub use tools::IrisMcp;
 
