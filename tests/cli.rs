@@ -173,22 +173,6 @@ fn sigkill(pid: u32) {
     .unwrap();
 }
 
-/// The user turns written to the fake agent (its log, one JSON object per line: the fake
-/// agent's own format, read raw) whose line contains `needle`.
-fn user_lines_containing(log: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|entry| entry["event"] == "stdin")
-        .filter(|entry| {
-            entry["line"]
-                .as_str()
-                .is_some_and(|line| line.contains("\"type\":\"user\"") && line.contains(needle))
-        })
-        .count()
-}
-
 #[test]
 fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupted() {
     iris::process::become_subreaper().unwrap();
@@ -207,7 +191,7 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
     let first = tell(&mut console, "queued one");
     let second = tell(&mut console, "queued two");
     wait_for_blocking("long message running", || {
-        user_lines_containing(&log, "long") == 1
+        common::deliveries(&log, "long") == 1
     });
     sigkill(console.child.id());
     console.child.wait().unwrap();
@@ -221,9 +205,9 @@ fn after_kill_9_queued_tells_are_delivered_once_and_the_running_one_is_interrupt
     let found: Message = console.ok(json!({"op": "message", "messageId": running}));
     assert_eq!(found.message.state, MessageState::Interrupted, "{found:?}");
     assert_contains(found.message.error.as_deref().unwrap(), "not re-run");
-    assert_eq!(user_lines_containing(&log, "queued one"), 1);
-    assert_eq!(user_lines_containing(&log, "queued two"), 1);
-    assert_eq!(user_lines_containing(&log, "long"), 1);
+    assert_eq!(common::deliveries(&log, "queued one"), 1);
+    assert_eq!(common::deliveries(&log, "queued two"), 1);
+    assert_eq!(common::deliveries(&log, "long"), 1);
     let error = console.refused(json!({"op": "message", "messageId": "not-an-id"}));
     assert_contains(&error, "no message with id not-an-id");
     console.stop();

@@ -24,13 +24,7 @@ fn file_world() -> World {
 
 /// User lines containing `needle` that the fake agents of `team` received, over all processes.
 fn deliveries(world: &World, team: &str, needle: &str) -> usize {
-    world
-        .log(team)
-        .into_iter()
-        .filter(|entry| entry["event"] == "stdin")
-        .filter_map(|entry| serde_json::from_str::<serde_json::Value>(entry["line"].as_str()?).ok())
-        .filter(|line| line["type"] == "user" && line.to_string().contains(needle))
-        .count()
+    common::deliveries(&world.log_path(team), needle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,4 +479,70 @@ async fn a_reboot_while_the_process_starts_moves_the_message_to_the_new_session(
     let session = pool.session(&pair).await.unwrap().unwrap();
     assert_eq!((session.session_id, session.turns), (new, 1));
     pool.shutdown().await;
+}
+
+/// 64 callers tell their teams at once, each ten messages in a row: every message is
+/// accepted (written and synced: the writes of concurrent callers share commits), reaches
+/// its team in the order its caller sent it, and is in the database after the pool stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_are_all_written_and_delivered_in_per_pair_order() {
+    let mut world = file_world();
+    for team in 0..8 {
+        world.team(&format!("t{team}"), &[]);
+    }
+    world.config.settings.max_processes = 64;
+    let pool = world.pool().await;
+    let before = pool.store().commit_stats();
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..64 {
+        let pool = pool.clone();
+        callers.spawn(async move {
+            let pair = pool
+                .pair(&format!("c{caller}"), &format!("t{}", caller % 8))
+                .unwrap();
+            let mut ids = Vec::new();
+            for index in 0..10 {
+                let id = pool
+                    .tell(&pair, format!("c{caller} note {index}"), MessageMode::Quick)
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            (caller, ids)
+        });
+    }
+    let mut accepted = Vec::new();
+    while let Some(joined) = callers.join_next().await {
+        accepted.push(joined.unwrap());
+    }
+    assert_eq!(accepted.len(), 64);
+    for (caller, ids) in &accepted {
+        for (index, id) in ids.iter().enumerate() {
+            let record = pool
+                .wait_message(*id, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
+                .await
+                .unwrap();
+            // The fake agent numbers the turns of its process: the nth answer of the pair
+            // is to its caller's nth message.
+            assert_eq!(
+                record.answer.as_deref(),
+                Some(format!("fake answer #{}: c{caller} note {index}", index + 1).as_str()),
+            );
+        }
+    }
+    let stats = pool.store().commit_stats();
+    // Accept + running mark are synced for each of the 640 messages; concurrent writes share.
+    assert!(stats.syncs - before.syncs <= 2 * 640, "{stats:?}");
+    pool.shutdown().await;
+    // Written means on disk: a new store on the same file has them all, finished.
+    let store = iris::store::Store::open(&world.config.database)
+        .await
+        .unwrap();
+    for (_, ids) in &accepted {
+        for id in ids {
+            let record = store.message(*id).await.unwrap().unwrap();
+            assert_eq!(record.state, MessageState::Completed);
+        }
+    }
+    store.close().await.unwrap();
 }

@@ -729,8 +729,9 @@ impl IrisMcp {
                 },
             }
         }
-        // Still running: the turn goes on; the caller follows it by task or message_status.
-        let record = self.pool.message(id, &Viewer::Anyone).await;
+        // Still running: the turn goes on; the caller follows it by task or message_status,
+        // so the id it gets must survive power loss.
+        let record = self.pool.acknowledge(id).await;
         let tasks = context
             .client_capabilities()
             .is_some_and(|capabilities| capabilities.supports_tasks());

@@ -688,6 +688,21 @@ impl Pool {
             .ok_or_else(|| PoolError::UnknownMessage { id: id.to_string() })
     }
 
+    /// The record of a message whose id is handed to a caller that stopped waiting for its
+    /// answer (`pending`): from then on the id is an acknowledgement, so a message still
+    /// queued (an ask is written without a sync: its sender was waiting) is synced to disk
+    /// first. A running one already is (it was synced before its turn was written).
+    ///
+    /// # Errors
+    /// As [`Pool::message`], or [`PoolError::Store`] if the sync fails.
+    pub async fn acknowledge(&self, id: MessageId) -> Result<MessageRecord, PoolError> {
+        let record = self.message(id, &Viewer::Anyone).await?;
+        if record.state == MessageState::Queued {
+            self.inner.store.sync().await?;
+        }
+        Ok(record)
+    }
+
     /// Waits up to `timeout` for a message to reach a final state, then returns its record
     /// (final or not), if `viewer` may see it (as [`Pool::message`]).
     ///

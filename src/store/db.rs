@@ -153,6 +153,60 @@ impl Db {
         }
     }
 
+    // --------------------------------------------------------------------------------------
+    // Group commit (see `commit.rs`): one transaction per batch, a savepoint per write.
+
+    /// Starts a batch's transaction.
+    pub(super) fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(fail(&self.path, "begin"))
+    }
+
+    /// Runs one write of the batch in a savepoint: released if it worked, rolled back (alone)
+    /// if it failed. `write` gets no connection when the savepoint cannot be made.
+    pub(super) fn in_savepoint<T>(
+        &mut self,
+        write: impl FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, T),
+    ) -> (Result<(), StoreError>, T) {
+        if let Err(error) = self.connection.execute_batch("SAVEPOINT iris_write") {
+            let (_, answer) = write(None);
+            return (Err(classify(&error, &self.path, "savepoint")), answer);
+        }
+        let (status, answer) = write(Some(self));
+        if self.transaction_lost() {
+            return (status, answer);
+        }
+        let end = if status.is_ok() {
+            "RELEASE iris_write"
+        } else {
+            "ROLLBACK TO iris_write; RELEASE iris_write"
+        };
+        match self.connection.execute_batch(end) {
+            Ok(()) => (status, answer),
+            Err(error) => (Err(classify(&error, &self.path, "savepoint")), answer),
+        }
+    }
+
+    /// Whether SQLite ended the batch's transaction by itself (it rolls a transaction back on
+    /// a full disk or an I/O error).
+    pub(super) fn transaction_lost(&self) -> bool {
+        self.connection.is_autocommit()
+    }
+
+    /// Commits the batch's transaction (rolled back if the commit fails).
+    pub(super) fn commit_batch(&mut self) -> Result<(), StoreError> {
+        match self.connection.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                if !self.connection.is_autocommit() {
+                    let _ = self.connection.execute_batch("ROLLBACK");
+                }
+                Err(classify(&error, &self.path, "commit"))
+            }
+        }
+    }
+
     /// Closes the connection, checkpointing the write-ahead log.
     pub(super) fn close(self) -> Result<(), StoreError> {
         let path = self.path;
@@ -190,10 +244,7 @@ impl Db {
     ) -> Result<SessionRecord, StoreError> {
         let path = &self.path;
         let sql = fail(path, "create_session");
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&sql)?;
+        let transaction = self.connection.savepoint().map_err(&sql)?;
         let active: Option<String> = transaction
             .query_row(
                 "SELECT session_id FROM sessions
@@ -291,10 +342,7 @@ impl Db {
         }
         let path = &self.path;
         let sql = fail(path, "retire_session");
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&sql)?;
+        let transaction = self.connection.savepoint().map_err(&sql)?;
         let current: Option<String> = transaction
             .query_row(
                 "SELECT status FROM sessions WHERE session_id = ?1",
@@ -440,10 +488,7 @@ impl Db {
 
         let path = &self.path;
         let sql = fail(path, "finish_message");
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&sql)?;
+        let transaction = self.connection.savepoint().map_err(&sql)?;
         let current: Option<String> = transaction
             .query_row(
                 "SELECT state FROM messages WHERE id = ?1",

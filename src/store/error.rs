@@ -65,6 +65,20 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// The operating system failed to read, write or sync a file of the database (EIO: a
+    /// failing disk, a filesystem that went read-only or was shut down). The database is
+    /// not known to be damaged.
+    #[error(
+        "I/O error on {path} during {operation}: {message}; the disk or filesystem failed (check `dmesg`, free space and the mount), the database itself is not known to be damaged: once the disk is healthy, restart Iris"
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// What the system said.
+        message: String,
+    },
     /// No session has this id.
     #[error("no session {session_id} in the Iris database")]
     SessionNotFound {
@@ -124,6 +138,11 @@ pub(super) fn classify(
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked { path },
         Some(ErrorCode::DiskFull) => StoreError::DiskFull { path },
+        Some(ErrorCode::SystemIoFailure) => StoreError::Io {
+            path,
+            operation,
+            message: error.to_string(),
+        },
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
             path,
             message: error.to_string(),

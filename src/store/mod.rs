@@ -36,6 +36,7 @@
 //! (it is not re-run) and hands back the queued ones.
 
 mod bounds;
+mod commit;
 mod db;
 mod error;
 mod schema;
@@ -52,8 +53,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use commit::CommitStats;
 pub use db::now_ms;
 pub use error::StoreError;
+
+use self::commit::{Durability, Job};
 
 use self::db::Db;
 use crate::agent::TranscriptEntry;
@@ -425,11 +429,54 @@ pub struct Store {
 struct Inner {
     /// `None` once closed.
     db: Mutex<Option<Db>>,
+    /// Writes waiting for their batch's commit (`commit.rs`).
+    commits: Mutex<commit::Queue>,
+    /// Counts of writes, commits and syncs.
+    stats: CommitCounters,
     /// Dropping it stops the checkpoint thread (after a last checkpoint) and waits for it.
     /// `None` in memory.
     _checkpointer: Option<Checkpointer>,
     /// `None` in memory.
     path: Option<PathBuf>,
+}
+
+/// [`CommitStats`] as they are counted.
+#[derive(Default)]
+struct CommitCounters {
+    writes: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+impl Inner {
+    fn lock_db(&self) -> std::sync::MutexGuard<'_, Option<Db>> {
+        // A panic inside a statement rolls its transaction back (rusqlite drops it), so the
+        // connection is still consistent: keep using it.
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes every commit so far survive power loss: `fdatasync` of the write-ahead log
+    /// (committed pages live there until a checkpoint, which syncs what it copies). Nothing
+    /// to do in memory.
+    fn sync_log(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let wal = wal_path(path);
+        match std::fs::File::open(&wal).and_then(|file| file.sync_data()) {
+            Ok(()) => Ok(()),
+            // No log: everything committed is in the database file, synced by the
+            // checkpoint that emptied the log.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(StoreError::Io {
+                path: wal,
+                operation: "sync",
+                message: error.to_string(),
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -467,6 +514,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db: Mutex::new(Some(db)),
+                commits: Mutex::new(commit::Queue::default()),
+                stats: CommitCounters::default(),
                 _checkpointer: checkpointer,
                 path,
             }),
@@ -490,12 +539,46 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Db>> {
-        // A panic inside a statement rolls its transaction back (rusqlite drops it), so the
-        // connection is still consistent: keep using it.
-        self.inner
-            .db
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock_db()
+    }
+
+    /// Runs `work` as one write of the next group commit (see `commit.rs`) and returns its
+    /// result once its batch is committed, and with [`Durability::Synced`] on disk.
+    async fn write<T, F>(&self, durability: Durability, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        commit::submit(&self.inner, Job::new(durability, work, reply));
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Makes every write so far survive power loss (one sync of the write-ahead log, shared
+    /// with concurrent writers).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the log cannot be synced.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.write(Durability::Synced, |_| Ok(())).await
+    }
+
+    /// Writes waiting for a commit (tests).
+    #[cfg(test)]
+    fn queued_writes(&self) -> usize {
+        commit::queued(&self.inner)
+    }
+
+    /// Writes, commits and syncs so far.
+    #[must_use]
+    pub fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.inner.stats;
+        CommitStats {
+            writes: stats.writes.load(Relaxed),
+            commits: stats.commits.load(Relaxed),
+            syncs: stats.syncs.load(Relaxed),
+        }
     }
 
     /// Runs `work` on the connection and returns its result.
@@ -540,8 +623,10 @@ impl Store {
         session_id: Uuid,
     ) -> Result<SessionRecord, StoreError> {
         let (caller, target) = (caller.clone(), target.clone());
-        self.call(move |db| db.create_session(caller, target, session_id))
-            .await
+        self.write(Durability::Synced, move |db| {
+            db.create_session(caller, target, session_id)
+        })
+        .await
     }
 
     /// Records a finished turn: one more turn, `cost_usd` added to the total, the CLI's
@@ -555,8 +640,10 @@ impl Store {
         cost_usd: f64,
         cli_total_usd: Option<f64>,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.record_turn(session_id, cost_usd, cli_total_usd))
-            .await
+        self.write(Durability::Lazy, move |db| {
+            db.record_turn(session_id, cost_usd, cli_total_usd)
+        })
+        .await
     }
 
     /// Sets whether the session can be continued with `--resume`.
@@ -568,8 +655,10 @@ impl Store {
         session_id: Uuid,
         resumable: bool,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.mark_resumable(session_id, resumable))
-            .await
+        self.write(Durability::Lazy, move |db| {
+            db.mark_resumable(session_id, resumable)
+        })
+        .await
     }
 
     /// Retires an active session as `Rebooted` or `Deleted`; the row is kept. Retiring a
@@ -583,8 +672,10 @@ impl Store {
         session_id: Uuid,
         status: SessionStatus,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.retire_session(session_id, status))
-            .await
+        self.write(Durability::Synced, move |db| {
+            db.retire_session(session_id, status)
+        })
+        .await
     }
 
     /// Every active session, by caller then target.
@@ -604,7 +695,15 @@ impl Store {
     /// [`StoreError::Invalid`] if the id is already used; [`StoreError::DiskFull`],
     /// [`StoreError::Locked`] and others if it cannot be written.
     pub async fn insert_message(&self, message: NewMessage) -> Result<(), StoreError> {
-        self.call(move |db| db.insert_message(message)).await
+        // A message nobody waits for is acknowledged by its id: it must survive power loss.
+        // One whose sender waits is made durable when it is marked running (before it is
+        // delivered) or when its id is handed out (`Store::sync`).
+        let durability = match message.mode {
+            MessageMode::Ask => Durability::Lazy,
+            MessageMode::Tell | MessageMode::Quick => Durability::Synced,
+        };
+        self.write(durability, move |db| db.insert_message(message))
+            .await
     }
 
     /// Moves a queued message to running in `session_id`, started now. Returns false, and
@@ -613,7 +712,10 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written.
     pub async fn mark_running(&self, id: MessageId, session_id: Uuid) -> Result<bool, StoreError> {
-        self.call(move |db| db.mark_running(id, session_id)).await
+        self.write(Durability::Synced, move |db| {
+            db.mark_running(id, session_id)
+        })
+        .await
     }
 
     /// Moves a queued or running message to its final state, finished now. A message that is
@@ -627,8 +729,10 @@ impl Store {
         id: MessageId,
         finish: MessageFinish,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.finish_message(id, finish, None))
-            .await
+        self.write(Durability::Lazy, move |db| {
+            db.finish_message(id, finish, None)
+        })
+        .await
     }
 
     /// [`Store::finish_message`] and [`Store::record_turn`] in one transaction: a completed
@@ -642,8 +746,10 @@ impl Store {
         finish: MessageFinish,
         turn: SessionTurn,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.finish_message(id, finish, Some(turn)))
-            .await
+        self.write(Durability::Lazy, move |db| {
+            db.finish_message(id, finish, Some(turn))
+        })
+        .await
     }
 
     /// Moves a queued message to cancelled. Returns false, and changes nothing, if it was not
@@ -652,7 +758,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written.
     pub async fn cancel_queued(&self, id: MessageId) -> Result<bool, StoreError> {
-        self.call(move |db| db.cancel_queued(id)).await
+        self.write(Durability::Synced, move |db| db.cancel_queued(id))
+            .await
     }
 
     /// One message.
@@ -712,7 +819,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written.
     pub async fn agent_started(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        self.call(move |db| db.agent_started(&agent)).await
+        self.write(Durability::Lazy, move |db| db.agent_started(&agent))
+            .await
     }
 
     /// Forgets a stopped agent's process group; an unknown pgid is not an error.
@@ -720,7 +828,8 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written.
     pub async fn agent_stopped(&self, pgid: u32) -> Result<(), StoreError> {
-        self.call(move |db| db.agent_stopped(pgid)).await
+        self.write(Durability::Lazy, move |db| db.agent_stopped(pgid))
+            .await
     }
 
     /// Every recorded agent process group, oldest first.

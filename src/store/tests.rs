@@ -1433,3 +1433,146 @@ async fn a_finished_turn_is_recorded_in_message_and_session_together_or_not_at_a
     ));
     assert_eq!(state_of(&store, other).await, MessageState::Running);
 }
+
+// ----------------------------------------------------------------------------------------------
+// Group commit and durability.
+
+fn told(caller: &str, target: &str, text: &str) -> NewMessage {
+    NewMessage {
+        mode: MessageMode::Quick,
+        ..new_message(caller, target, text)
+    }
+}
+
+#[tokio::test]
+async fn a_lone_write_commits_at_once_and_syncs_only_when_asked() {
+    let file = FileDb::new();
+    let store = file.open().await;
+    let before = store.commit_stats();
+    // An ask's insert: committed (visible) at once, not synced: its sender waits.
+    let ask = new_message("a", "b", "ask");
+    let ask_id = ask.id;
+    store.insert_message(ask).await.unwrap();
+    let after_ask = store.commit_stats();
+    assert_eq!(after_ask.writes - before.writes, 1);
+    assert_eq!(after_ask.commits - before.commits, 1);
+    assert_eq!(after_ask.syncs, before.syncs);
+    assert!(store.message(ask_id).await.unwrap().is_some());
+    // A told message is acknowledged by its id: synced before the call returns.
+    store.insert_message(told("a", "b", "tell")).await.unwrap();
+    let after_tell = store.commit_stats();
+    assert_eq!(after_tell.commits - after_ask.commits, 1);
+    assert_eq!(after_tell.syncs - after_ask.syncs, 1);
+    // Marking a message running comes before its delivery: synced.
+    assert!(store.mark_running(ask_id, Uuid::new_v4()).await.unwrap());
+    assert_eq!(store.commit_stats().syncs - after_tell.syncs, 1);
+    // `sync` makes what came before durable, even with nothing new to commit.
+    let before_sync = store.commit_stats();
+    store.sync().await.unwrap();
+    assert_eq!(store.commit_stats().syncs - before_sync.syncs, 1);
+}
+
+/// Writers that arrive while a commit waits for the connection all join its batch: one
+/// transaction and one sync for all of them, each write answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the test holds the connection so that writers queue behind the leader; the writers run on the runtime's workers, not on this thread"
+)]
+async fn concurrent_writes_share_one_commit_and_one_sync() {
+    let file = FileDb::new();
+    let store = file.open().await;
+    let before = store.commit_stats();
+    let held = store.lock();
+    let mut writers = Vec::new();
+    let mut ids = Vec::new();
+    for index in 0..40 {
+        let message = told("caller", &format!("t{}", index % 4), &format!("m{index}"));
+        ids.push(message.id);
+        let store = store.clone();
+        writers.push(tokio::spawn(
+            async move { store.insert_message(message).await },
+        ));
+    }
+    // The first writer leads and waits for the connection; the others queue behind it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.queued_writes() < 40 {
+        assert!(std::time::Instant::now() < deadline, "writers never queued");
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    let after = store.commit_stats();
+    assert_eq!(after.writes - before.writes, 40);
+    assert_eq!(after.commits - before.commits, 1, "{after:?}");
+    assert_eq!(after.syncs - before.syncs, 1, "{after:?}");
+    // Every write is there.
+    let recovery = store.recover().await.unwrap();
+    let mut got: Vec<MessageId> = recovery.queued.iter().map(|record| record.id).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+/// One failed write in a batch is rolled back alone; the others are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the test holds the connection so that writers queue behind the leader; the writers run on the runtime's workers, not on this thread"
+)]
+async fn a_failed_write_in_a_batch_rolls_back_only_itself() {
+    let file = FileDb::new();
+    let store = file.open().await;
+    let first = told("a", "b", "first");
+    let duplicate = NewMessage {
+        text: "same id again".to_owned(),
+        ..first.clone()
+    };
+    let second = told("a", "b", "second");
+    let (first_id, second_id) = (first.id, second.id);
+    store.insert_message(first).await.unwrap();
+    let before = store.commit_stats();
+    let held = store.lock();
+    let writers: Vec<_> = [duplicate, second]
+        .into_iter()
+        .map(|message| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_message(message).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.queued_writes() < 2 {
+        assert!(std::time::Instant::now() < deadline, "writers never queued");
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    let results: Vec<_> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        matches!(&results[0], Err(StoreError::Invalid { .. })),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    assert_eq!(store.commit_stats().commits - before.commits, 1);
+    assert_eq!(
+        store.message(first_id).await.unwrap().unwrap().text,
+        "first"
+    );
+    assert!(store.message(second_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn writes_to_a_closed_store_are_refused() {
+    let store = memory().await;
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.insert_message(told("a", "b", "late")).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.sync().await, Err(StoreError::Closed)));
+}

@@ -146,6 +146,23 @@ impl World {
     }
 }
 
+/// How many user turns written to the fake agent (its log, `FAKE_AGENT_LOG`: one JSON
+/// object per line, the fake agent's own format, read raw) contain `needle`: how often a
+/// message was delivered.
+pub fn deliveries(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["event"] == "stdin")
+        .filter(|entry| {
+            entry["line"]
+                .as_str()
+                .is_some_and(|line| line.contains("\"type\":\"user\"") && line.contains(needle))
+        })
+        .count()
+}
+
 /// Processes whose environment holds `marker`; zombies are included only if asked.
 pub fn processes_with_marker(marker: &str, include_zombies: bool) -> Vec<u32> {
     let mut found = Vec::new();

@@ -1,0 +1,222 @@
+//! Group commit: every write goes through one queue; whoever finds no commit under way leads,
+//! runs everything queued in one transaction (each write in a savepoint of its own, so one
+//! failed write rolls back only itself), commits once and, if any write asked for it, syncs
+//! the write-ahead log once. Writers that arrive meanwhile wait for the next batch.
+//!
+//! A lone write never waits for a batch: it finds no leader and commits at once, on the
+//! caller's thread (a thread hop costs more than the statements). Under load the leader
+//! commits its own batch, then hands the queue to a blocking thread that keeps committing
+//! batches until it is empty, so no caller is held up by others' writes.
+//!
+//! Durability: SQLite runs with `synchronous = NORMAL` in WAL mode, so a commit is atomic and
+//! ordered but reaches the disk only at the next sync of the log. A write that acknowledges
+//! something (a message accepted, a message about to be delivered, a cancel, a session
+//! change) asks for [`Durability::Synced`]: the batch's commit is followed by `fdatasync` of
+//! the log, which makes it and every earlier commit survive power loss. Other writes (a
+//! finished message's outcome, bookkeeping) are [`Durability::Lazy`]: durable at the next
+//! synced commit or checkpoint (the checkpoint thread runs one within about a second).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::db::Db;
+use super::{Inner, StoreError};
+
+/// Whether a write must be on disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Synced before the call returns: it survives power loss once acknowledged.
+    Synced,
+    /// Committed (atomic, visible) at once, synced with the next synced write or checkpoint.
+    Lazy,
+}
+
+/// What to do once the batch is committed (or failed): answer the writer.
+type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A write's work: run inside the batch's transaction (or not at all, given no connection);
+/// says whether it worked and how to answer its writer.
+type Work = Box<dyn FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, Answer) + Send>;
+
+/// A queued write: its work, run by the leader inside the batch's transaction (or not at
+/// all, given no connection), which returns whether it succeeded and how to answer its
+/// writer.
+pub(super) struct Job {
+    run: Work,
+    durability: Durability,
+}
+
+/// Writes waiting for a commit, and whether someone is committing.
+#[derive(Default)]
+pub(super) struct Queue {
+    jobs: Vec<Job>,
+    leading: bool,
+}
+
+/// Commits and syncs done, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Writes committed (each one queued write).
+    pub writes: u64,
+    /// Transactions committed (a batch of writes each).
+    pub commits: u64,
+    /// Syncs of the write-ahead log.
+    pub syncs: u64,
+}
+
+impl Job {
+    /// `work` as a queued write whose result goes to `reply` once its batch is committed.
+    pub(super) fn new<T, F>(
+        durability: Durability,
+        work: F,
+        reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    ) -> Self
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        Self {
+            run: Box::new(move |db| {
+                let result = db.map_or(Err(StoreError::Closed), work);
+                let status = result.as_ref().map(|_| ()).map_err(Clone::clone);
+                let answer: Answer = Box::new(move |committed| {
+                    let _ = reply.send(committed.and(result));
+                });
+                (status, answer)
+            }),
+            durability,
+        }
+    }
+}
+
+/// Queues `job`; if no commit is under way, commits it (and whatever queued meanwhile) now.
+pub(super) fn submit(inner: &Arc<Inner>, job: Job) {
+    let lead = {
+        let mut queue = lock_queue(inner);
+        queue.jobs.push(job);
+        !std::mem::replace(&mut queue.leading, true)
+    };
+    if !lead {
+        return;
+    }
+    commit_batch(inner);
+    // More arrived while this batch committed: keep them moving, but not on this caller's
+    // time.
+    let more = {
+        let mut queue = lock_queue(inner);
+        if queue.jobs.is_empty() {
+            queue.leading = false;
+        }
+        queue.leading
+    };
+    if more {
+        let inner = inner.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || commit_until_empty(&inner));
+            }
+            Err(_) => commit_until_empty(&inner),
+        }
+    }
+}
+
+/// Commits batches until the queue is empty, then gives up the lead.
+fn commit_until_empty(inner: &Arc<Inner>) {
+    loop {
+        {
+            let mut queue = lock_queue(inner);
+            if queue.jobs.is_empty() {
+                queue.leading = false;
+                return;
+            }
+        }
+        commit_batch(inner);
+    }
+}
+
+/// How many writes wait for a commit.
+#[cfg(test)]
+pub(super) fn queued(inner: &Inner) -> usize {
+    lock_queue(inner).jobs.len()
+}
+
+fn lock_queue(inner: &Inner) -> std::sync::MutexGuard<'_, Queue> {
+    // A panic while holding the queue lock (a push or a take) leaves it consistent.
+    inner
+        .commits
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes the connection, then everything queued (writers that arrive while the leader waits
+/// for the connection join this batch), runs it in one transaction, commits, syncs the log if
+/// any write asked for it, and answers every writer.
+fn commit_batch(inner: &Arc<Inner>) {
+    let (answers, mut committed, durable) = {
+        let mut guard = inner.lock_db();
+        let jobs = std::mem::take(&mut lock_queue(inner).jobs);
+        if jobs.is_empty() {
+            return;
+        }
+        inner
+            .stats
+            .writes
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let durable = jobs.iter().any(|job| job.durability == Durability::Synced);
+        let (answers, committed) = match guard.as_mut() {
+            None => refuse(jobs, &StoreError::Closed),
+            Some(db) => run_in_transaction(db, jobs),
+        };
+        if committed.is_ok() {
+            inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        (answers, committed, durable)
+    };
+    // The sync happens outside the connection's lock: readers go on meanwhile.
+    if durable && committed.is_ok() {
+        committed = inner.sync_log();
+        if committed.is_ok() {
+            inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    for answer in answers {
+        answer(committed.clone());
+    }
+}
+
+/// Every job, not run, to be answered with `error`.
+fn refuse(jobs: Vec<Job>, error: &StoreError) -> (Vec<Answer>, Result<(), StoreError>) {
+    let answers = jobs.into_iter().map(|job| (job.run)(None).1).collect();
+    (answers, Err(error.clone()))
+}
+
+/// Runs `jobs` in one transaction, each in a savepoint of its own, and commits. Returns the
+/// answers still to give (with the commit's outcome) and that outcome.
+fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), StoreError>) {
+    if let Err(error) = db.begin_batch() {
+        return refuse(jobs, &error);
+    }
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        let run = job.run;
+        let (status, answer) = db.in_savepoint(run);
+        match status {
+            Err(error) if db.transaction_lost() => {
+                // SQLite rolled the whole transaction back (disk full, an I/O error): the
+                // writes before this one are gone too. Start again for the rest.
+                for earlier in answers.drain(..) {
+                    earlier(Err(error.clone()));
+                }
+                answer(Err(error));
+                if let Err(error) = db.begin_batch() {
+                    let (rest, failed) = refuse(jobs.collect(), &error);
+                    return (rest, failed);
+                }
+            }
+            _ => answers.push(answer),
+        }
+    }
+    let committed = db.commit_batch();
+    (answers, committed)
+}
