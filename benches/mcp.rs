@@ -1,4 +1,5 @@
-//! MCP benchmark: `cargo bench --bench mcp` (`-- --quick` for a short run).
+//! MCP benchmark: `cargo bench --bench mcp` (`-- --quick` for a short run, `-- --targets-only`
+//! for the issue-10 targets beside the floor only).
 //!
 //! Runs the real `iris serve` binary (this profile's build) as a separate process, with teams
 //! on the fake agent (which answers at once), and talks to it through real rmcp clients over
@@ -11,6 +12,8 @@
 
 #[path = "support/delayed_ack.rs"]
 mod delayed_ack;
+#[path = "support/floor.rs"]
+mod floor;
 mod support;
 
 use support::{percentile, rss_kib, status_kib, us};
@@ -90,6 +93,18 @@ async fn run(sizes: &Sizes) {
         iris()
     );
 
+    if let Some(seconds) = std::env::args()
+        .skip_while(|arg| arg != "--profile-warm")
+        .nth(1)
+        .and_then(|seconds| seconds.parse::<u64>().ok())
+    {
+        profile_warm(dir.path(), &config, Duration::from_secs(seconds)).await;
+        return;
+    }
+    targets(dir.path(), &config, sizes).await;
+    if std::env::args().any(|arg| arg == "--targets-only") {
+        return;
+    }
     let tools = http_surface(dir.path(), &config, sizes).await;
     stdio_surface(dir.path(), &config, sizes).await;
     println!(
@@ -112,7 +127,7 @@ async fn run(sizes: &Sizes) {
 fn write_config(root: &Path) -> PathBuf {
     let mut yaml = format!(
         "settings:\n  maxProcesses: {}\n  maxQueuePerPair: 10000\n  stopGracePeriod: 2s\n  claudePath: {FAKE_AGENT}\nteams:\n",
-        LEVELS[2] + 16
+        LEVELS[2] + 96
     );
     for index in 0..TEAMS {
         let name = format!("team{index}");
@@ -476,6 +491,356 @@ async fn http_surface(root: &Path, config: &Path, sizes: &Sizes) -> ToolsList {
     long_session(&server, sizes.long_session_calls).await;
     drop(server);
     tools
+}
+
+/// What the floor measured: the fake agent driven directly.
+struct Floor {
+    warm: Vec<Duration>,
+    cold: Vec<Duration>,
+    parallel: Vec<Duration>,
+    parallel_elapsed: Duration,
+}
+
+/// The fake agent driven directly (no Iris): a warm turn, a cold start plus first turn, and
+/// `pairs` agents driven in parallel.
+async fn floor_run(root: &Path, warm: usize, colds: usize, pairs: usize, per_pair: usize) -> Floor {
+    let root = root.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = |index: usize| {
+            let path = std::fs::canonicalize(root.join("teams").join(format!("team{index}")))
+                .expect("team dir");
+            let state = root.join("floor-state").join(format!("team{index}"));
+            std::fs::create_dir_all(&state).expect("state");
+            (path, state)
+        };
+        let (path, state) = dir(0);
+        let mut agent = floor::FloorAgent::start(FAKE_AGENT, &path, &state);
+        for _ in 0..warm / 10 {
+            agent.turn("ping");
+        }
+        let warm_samples = (0..warm).map(|_| agent.turn("ping")).collect();
+        drop(agent);
+        let cold = (0..colds)
+            .map(|_| {
+                let started = Instant::now();
+                let mut agent = floor::FloorAgent::start(FAKE_AGENT, &path, &state);
+                agent.turn("ping");
+                started.elapsed()
+            })
+            .collect();
+        let barrier = Arc::new(std::sync::Barrier::new(pairs + 1));
+        let threads: Vec<_> = (0..pairs)
+            .map(|index| {
+                let (path, state) = dir(index % TEAMS);
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut agent = floor::FloorAgent::start(FAKE_AGENT, &path, &state);
+                    for _ in 0..3 {
+                        agent.turn("ping");
+                    }
+                    barrier.wait();
+                    (0..per_pair)
+                        .map(|_| agent.turn("ping"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let mut parallel = Vec::new();
+        for thread in threads {
+            parallel.extend(thread.join().expect("floor thread"));
+        }
+        Floor {
+            warm: warm_samples,
+            cold,
+            parallel,
+            parallel_elapsed: started.elapsed(),
+        }
+    })
+    .await
+    .expect("floor")
+}
+
+/// The pid of `iris guard`, the server's child.
+fn guard_pid(server: &str) -> Option<String> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_owned();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (parent == server && cmdline.split(|byte| *byte == 0).any(|arg| arg == b"guard"))
+                .then_some(pid)
+        })
+}
+
+fn calls_per_second(calls: usize, elapsed: Duration) -> f64 {
+    calls as f64 / elapsed.as_secs_f64()
+}
+
+/// Runs `callers` concurrent callers on one peer, each `per_caller` calls of `request(i)`;
+/// returns every call's latency and the wall time.
+async fn concurrent<F>(
+    peer: &Peer<RoleClient>,
+    callers: usize,
+    per_caller: usize,
+    request: F,
+) -> (Vec<Duration>, Duration)
+where
+    F: Fn(usize) -> CallToolRequestParams,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..callers {
+        let peer = peer.clone();
+        let barrier = barrier.clone();
+        let params = request(index);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            let mut samples = Vec::with_capacity(per_caller);
+            for _ in 0..per_caller {
+                let started = Instant::now();
+                let result = peer.call_tool(params.clone()).await.expect("call");
+                assert_ne!(result.is_error, Some(true), "{result:?}");
+                samples.push(started.elapsed());
+            }
+            samples
+        });
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        samples.extend(done.expect("caller"));
+    }
+    (samples, started.elapsed())
+}
+
+fn tool(name: &str, arguments: Value) -> CallToolRequestParams {
+    let Value::Object(arguments) = arguments else {
+        unreachable!("an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(arguments)
+}
+
+/// For profiling (`-- --profile-warm SECONDS`): warm `send_message` calls on one stdio pair
+/// for that long; prints the server's pid first, then waits a second (attach a profiler:
+/// `perf record -p PID`).
+async fn profile_warm(root: &Path, config: &Path, length: Duration) {
+    let home = fresh_home(root);
+    let command = tokio::process::Command::new(iris()).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", config)
+            .env("IRIS_HOME", &home)
+            .env_remove("RUST_LOG")
+            .current_dir(root);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iris serve --stdio");
+    let pid = transport.id().expect("pid");
+    let client = ().serve(transport).await.expect("client");
+    for _ in 0..100 {
+        call(client.peer(), "profile", "team0").await;
+    }
+    eprintln!("server pid {pid}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < length {
+        samples.push(call(client.peer(), "profile", "team0").await);
+    }
+    eprintln!(
+        "{} calls, p50 {}",
+        samples.len(),
+        us(percentile(&samples, 50.0))
+    );
+    let _ = client.cancel().await;
+}
+
+/// The issue-10 targets, each beside the floor measured in the same run.
+async fn targets(root: &Path, config: &Path, sizes: &Sizes) {
+    let warm = sizes.latency_calls;
+    let colds = sizes.starts;
+    let per_pair = sizes.load_calls / 16;
+    let floor = floor_run(root, warm, colds, TEAMS, per_pair).await;
+
+    let home = fresh_home(root);
+    let command = tokio::process::Command::new(iris()).configure(|command| {
+        command
+            .args(["serve", "--stdio"])
+            .env("IRIS_CONFIG_PATH", config)
+            .env("IRIS_HOME", &home)
+            .env_remove("RUST_LOG")
+            .current_dir(root);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iris serve --stdio");
+    let pid = transport.id().expect("pid").to_string();
+    let client = ().serve(transport).await.expect("client");
+    let peer = client.peer().clone();
+    let server_idle = status_kib(&pid, "VmRSS");
+    let guard_idle = guard_pid(&pid).map_or(0, |guard| status_kib(&guard, "VmRSS"));
+
+    let time = |params: CallToolRequestParams| {
+        let peer = peer.clone();
+        async move {
+            let started = Instant::now();
+            let result = peer.call_tool(params).await.expect("call");
+            assert_ne!(result.is_error, Some(true), "{result:?}");
+            started.elapsed()
+        }
+    };
+    let send = |caller: &str, team: &str| {
+        tool(
+            "send_message",
+            json!({"fromTeam": caller, "toTeam": team, "message": "ping"}),
+        )
+    };
+    for _ in 0..warm / 10 {
+        time(send("targets", "team0")).await;
+        time(tool("get_date", json!({}))).await;
+    }
+    let mut dates = Vec::with_capacity(warm);
+    let mut sends = Vec::with_capacity(warm);
+    for _ in 0..warm {
+        dates.push(time(tool("get_date", json!({}))).await);
+        sends.push(time(send("targets", "team0")).await);
+    }
+    let mut cold = Vec::with_capacity(colds);
+    for index in 0..colds {
+        cold.push(time(send(&format!("cold{index}"), "team0")).await);
+    }
+    // Warm every parallel pair first.
+    for index in 0..TEAMS {
+        time(send(&format!("par{index}"), &format!("team{index}"))).await;
+    }
+    let (parallel, parallel_elapsed) = concurrent(&peer, TEAMS, per_pair, |index| {
+        send(&format!("par{index}"), &format!("team{index}"))
+    })
+    .await;
+    let mut lone_quick = Vec::with_capacity(warm / 4);
+    for _ in 0..warm / 4 {
+        lone_quick.push(
+            time(tool(
+                "quick_message",
+                json!({"fromTeam": "lone", "toTeam": "team1", "message": "note"}),
+            ))
+            .await,
+        );
+    }
+    let quick_callers = 64;
+    let quick_each = (sizes.load_calls / quick_callers).max(5);
+    let (quick, quick_elapsed) = concurrent(&peer, quick_callers, quick_each, |index| {
+        tool(
+            "quick_message",
+            json!({"fromTeam": format!("q{index}"), "toTeam": format!("team{}", index % TEAMS), "message": "note"}),
+        )
+    })
+    .await;
+    let _ = client.cancel().await;
+
+    // HTTP, with a keep-alive client that delays its ACKs, against the stdio number above.
+    let (server, _) = spawn_http(config, &fresh_home(root)).await;
+    wait_health(&reqwest::Client::new(), &server.base).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let http_calls = warm / 4;
+    let http = tokio::task::spawn_blocking(move || {
+        let mut client = delayed_ack::DelayedAckClient::connect(&address).expect("connect");
+        let arguments = json!({"fromTeam": "targets", "toTeam": "team0", "message": "ping"});
+        for _ in 0..http_calls / 10 + 1 {
+            client
+                .call("send_message", arguments.clone())
+                .expect("call");
+        }
+        (0..http_calls)
+            .map(|_| {
+                client
+                    .call("send_message", arguments.clone())
+                    .expect("call")
+                    .0
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("delayed-ACK client");
+    drop(server);
+
+    let p50 = |samples: &[Duration]| percentile(samples, 50.0);
+    let p99 = |samples: &[Duration]| percentile(samples, 99.0);
+    let difference = |left: Duration, right: Duration| {
+        format!("{:.3} ms", (left.as_secs_f64() - right.as_secs_f64()) * 1e3)
+    };
+    println!("### Targets (issue 10), each beside the floor measured in this run\n");
+    println!(
+        "Floor: the fake agent driven directly over stream-json by a minimal blocking driver (no Iris). Iris: `iris serve --stdio` and an rmcp client, unless said otherwise.\n"
+    );
+    println!("| measure | Iris | floor | target |");
+    println!("|---|---|---|---|");
+    println!(
+        "| warm `send_message` p50 / p99 ({warm} calls) | {} / {} | {} / {} | |",
+        us(p50(&sends)),
+        us(p99(&sends)),
+        us(p50(&floor.warm)),
+        us(p99(&floor.warm))
+    );
+    println!(
+        "| warm `get_date` p50 / p99 | {} / {} | | |",
+        us(p50(&dates)),
+        us(p99(&dates))
+    );
+    println!(
+        "| `send_message` − `get_date` p50 / p99 | {} / {} | | ≤ 0.2 ms / ≤ 1 ms |",
+        difference(p50(&sends), p50(&dates)),
+        difference(p99(&sends), p99(&dates))
+    );
+    println!(
+        "| HTTP warm `send_message` p50, keep-alive client delaying its ACKs ({http_calls} calls) | {} (stdio + {}) | | ≤ stdio + 0.3 ms |",
+        us(p50(&http)),
+        difference(p50(&http), p50(&sends))
+    );
+    let iris_rate = calls_per_second(parallel.len(), parallel_elapsed);
+    let floor_rate = calls_per_second(floor.parallel.len(), floor.parallel_elapsed);
+    println!(
+        "| {TEAMS} pairs in parallel, {per_pair} calls each: calls/s (p99) | {iris_rate:.0} ({}) | {floor_rate:.0} ({}) | ≥ 5,000 and ≥ 60 % of the floor: {:.0} % |",
+        us(p99(&parallel)),
+        us(p99(&floor.parallel)),
+        100.0 * iris_rate / floor_rate
+    );
+    println!(
+        "| cold first message to a new pair p50 ({colds}) | {} | {} | ≤ floor + 1 ms: floor + {} |",
+        us(p50(&cold)),
+        us(p50(&floor.cold)),
+        difference(p50(&cold), p50(&floor.cold))
+    );
+    println!(
+        "| lone `quick_message` (accepted, synced) p50 / p99 ({}) | {} / {} | | reported |",
+        lone_quick.len(),
+        us(p50(&lone_quick)),
+        us(p99(&lone_quick))
+    );
+    println!(
+        "| {quick_callers} concurrent `quick_message` callers, {quick_each} each: accepted and synced /s (p99) | {:.0} ({}) | | ≥ 5,000 |",
+        calls_per_second(quick.len(), quick_elapsed),
+        us(p99(&quick))
+    );
+    println!(
+        "| idle RSS: server + guard | {server_idle} + {guard_idle} = {} KiB ({:.1} MiB) | | ≤ 15 MiB |\n",
+        server_idle + guard_idle,
+        (server_idle + guard_idle) as f64 / 1024.0
+    );
 }
 
 /// Warm calls from a keep-alive client that delays its ACKs (see `support/delayed_ack.rs`):

@@ -321,11 +321,28 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
         .tell(&pair, "queued two".to_owned(), MessageMode::Quick)
         .await
         .unwrap();
+    // An ask whose sender waits, and one whose sender was told `pending` (it holds the id).
+    let waited = pool
+        .submit(&pair, "a waited ask".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let handed_out = pool
+        .submit(&pair, "a pending ask".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let acknowledged = pool.acknowledge(handed_out.id()).await.unwrap();
+    assert_eq!(acknowledged.mode, MessageMode::Tell);
     wait_event(&mut events, "turn output", |event| {
         matches!(event, PoolEvent::TurnStarted { .. })
     })
     .await;
+    let waited_id = waited.id();
     pool.shutdown().await;
+    // The waiting sender is told at once.
+    assert!(matches!(
+        waited.outcome().await,
+        Err(PoolError::ShuttingDown)
+    ));
     drop(pool);
 
     let pool = world.pool().await;
@@ -336,13 +353,25 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
             .state,
         MessageState::Interrupted
     );
-    for id in [first, second] {
+    for id in [first, second, handed_out.id()] {
         let record = pool
             .wait_message(id, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
             .await
             .unwrap();
         assert_eq!(record.state, MessageState::Completed, "{record:?}");
     }
+    // The ask whose sender was waiting is not run for nobody after the restart.
+    let abandoned = pool
+        .message(waited_id, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
+    assert_eq!(abandoned.state, MessageState::Failed, "{abandoned:?}");
+    assert_contains(
+        abandoned.error.as_deref().unwrap(),
+        "it was not delivered later",
+    );
+    assert_eq!(deliveries(&world, "backend", "a waited ask"), 0);
+    assert_eq!(deliveries(&world, "backend", "a pending ask"), 1);
     // The conversation went on across the restart (resumed session, numbering continues).
     let record = pool
         .message(second, &iris::pool::Viewer::Anyone)

@@ -689,18 +689,15 @@ impl Pool {
     }
 
     /// The record of a message whose id is handed to a caller that stopped waiting for its
-    /// answer (`pending`): from then on the id is an acknowledgement, so a message still
-    /// queued (an ask is written without a sync: its sender was waiting) is synced to disk
-    /// first. A running one already is (it was synced before its turn was written).
+    /// answer (`pending`): from then on the id is an acknowledgement. An unfinished ask
+    /// becomes a tell (so it is delivered after a restart, if still queued) and is synced to
+    /// disk first (an ask is written without a sync while its sender waits).
     ///
     /// # Errors
-    /// As [`Pool::message`], or [`PoolError::Store`] if the sync fails.
+    /// As [`Pool::message`], or [`PoolError::Store`] if the write fails.
     pub async fn acknowledge(&self, id: MessageId) -> Result<MessageRecord, PoolError> {
-        let record = self.message(id, &Viewer::Anyone).await?;
-        if record.state == MessageState::Queued {
-            self.inner.store.sync().await?;
-        }
-        Ok(record)
+        self.inner.store.acknowledge(id).await?;
+        self.message(id, &Viewer::Anyone).await
     }
 
     /// Waits up to `timeout` for a message to reach a final state, then returns its record

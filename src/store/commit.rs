@@ -34,16 +34,16 @@ pub(crate) enum Durability {
 /// What to do once the batch is committed (or failed): answer the writer.
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A write's work: run inside the batch's transaction (or not at all, given no connection);
-/// says whether it worked and how to answer its writer.
-type Work = Box<dyn FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, Answer) + Send>;
+/// What a write's work reports: whether it worked, how durable it must be (known only once
+/// it ran, for some writes), and how to answer its writer.
+type Ran = (Result<(), StoreError>, Durability, Answer);
 
-/// A queued write: its work, run by the leader inside the batch's transaction (or not at
-/// all, given no connection), which returns whether it succeeded and how to answer its
-/// writer.
+/// A write's work: run inside the batch's transaction (or not at all, given no connection).
+type Work = Box<dyn FnOnce(Option<&mut Db>) -> Ran + Send>;
+
+/// A queued write: its work, run by the leader inside the batch's transaction.
 pub(super) struct Job {
     run: Work,
-    durability: Durability,
 }
 
 /// Writes waiting for a commit, and whether someone is committing.
@@ -65,26 +65,29 @@ pub struct CommitStats {
 }
 
 impl Job {
-    /// `work` as a queued write whose result goes to `reply` once its batch is committed.
+    /// `work` as a queued write whose result goes to `reply` once its batch is committed;
+    /// `work` also says how durable it must be (it may depend on what it found).
     pub(super) fn new<T, F>(
-        durability: Durability,
         work: F,
         reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
     ) -> Self
     where
         T: Send + 'static,
-        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<(T, Durability), StoreError> + Send + 'static,
     {
         Self {
             run: Box::new(move |db| {
                 let result = db.map_or(Err(StoreError::Closed), work);
+                let durability = match &result {
+                    Ok((_, durability)) => *durability,
+                    Err(_) => Durability::Lazy,
+                };
                 let status = result.as_ref().map(|_| ()).map_err(Clone::clone);
                 let answer: Answer = Box::new(move |committed| {
-                    let _ = reply.send(committed.and(result));
+                    let _ = reply.send(committed.and(result.map(|(value, _)| value)));
                 });
-                (status, answer)
+                (status, durability, answer)
             }),
-            durability,
         }
     }
 }
@@ -162,9 +165,11 @@ fn commit_batch(inner: &Arc<Inner>) {
             .stats
             .writes
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        let durable = jobs.iter().any(|job| job.durability == Durability::Synced);
-        let (answers, committed) = match guard.as_mut() {
-            None => refuse(jobs, &StoreError::Closed),
+        let (answers, committed, durable) = match guard.as_mut() {
+            None => {
+                let (answers, failed) = refuse(jobs, &StoreError::Closed);
+                (answers, failed, false)
+            }
             Some(db) => run_in_transaction(db, jobs),
         };
         if committed.is_ok() {
@@ -186,21 +191,23 @@ fn commit_batch(inner: &Arc<Inner>) {
 
 /// Every job, not run, to be answered with `error`.
 fn refuse(jobs: Vec<Job>, error: &StoreError) -> (Vec<Answer>, Result<(), StoreError>) {
-    let answers = jobs.into_iter().map(|job| (job.run)(None).1).collect();
+    let answers = jobs.into_iter().map(|job| (job.run)(None).2).collect();
     (answers, Err(error.clone()))
 }
 
 /// Runs `jobs` in one transaction, each in a savepoint of its own, and commits. Returns the
-/// answers still to give (with the commit's outcome) and that outcome.
-fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), StoreError>) {
+/// answers still to give (with the commit's outcome), that outcome, and whether a committed
+/// write must be synced.
+fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), StoreError>, bool) {
     if let Err(error) = db.begin_batch() {
-        return refuse(jobs, &error);
+        let (answers, failed) = refuse(jobs, &error);
+        return (answers, failed, false);
     }
     let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    let mut durable = false;
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
-        let run = job.run;
-        let (status, answer) = db.in_savepoint(run);
+        let (status, durability, answer) = db.in_savepoint(job.run);
         match status {
             Err(error) if db.transaction_lost() => {
                 // SQLite rolled the whole transaction back (disk full, an I/O error): the
@@ -209,14 +216,18 @@ fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), S
                     earlier(Err(error.clone()));
                 }
                 answer(Err(error));
+                durable = false;
                 if let Err(error) = db.begin_batch() {
                     let (rest, failed) = refuse(jobs.collect(), &error);
-                    return (rest, failed);
+                    return (rest, failed, false);
                 }
             }
-            _ => answers.push(answer),
+            _ => {
+                durable |= durability == Durability::Synced;
+                answers.push(answer);
+            }
         }
     }
     let committed = db.commit_batch();
-    (answers, committed)
+    (answers, committed, durable)
 }

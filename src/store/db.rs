@@ -23,6 +23,9 @@ use crate::config::{DatabaseConfig, TeamName};
 pub(super) const INTERRUPTED_ERROR: &str =
     "iris stopped while this message was running; it was not re-run";
 
+/// The error text of an ask still queued when Iris stopped.
+pub(super) const ABANDONED_ASK_ERROR: &str = "iris stopped before this message was delivered, while its sender was waiting for the answer; it was not delivered later (a message sent without waiting, or whose sender was told `pending`, is)";
+
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
@@ -165,17 +168,21 @@ impl Db {
 
     /// Runs one write of the batch in a savepoint: released if it worked, rolled back (alone)
     /// if it failed. `write` gets no connection when the savepoint cannot be made.
-    pub(super) fn in_savepoint<T>(
+    pub(super) fn in_savepoint<D, T>(
         &mut self,
-        write: impl FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, T),
-    ) -> (Result<(), StoreError>, T) {
+        write: impl FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, D, T),
+    ) -> (Result<(), StoreError>, D, T) {
         if let Err(error) = self.connection.execute_batch("SAVEPOINT iris_write") {
-            let (_, answer) = write(None);
-            return (Err(classify(&error, &self.path, "savepoint")), answer);
+            let (_, durability, answer) = write(None);
+            return (
+                Err(classify(&error, &self.path, "savepoint")),
+                durability,
+                answer,
+            );
         }
-        let (status, answer) = write(Some(self));
+        let (status, durability, answer) = write(Some(self));
         if self.transaction_lost() {
-            return (status, answer);
+            return (status, durability, answer);
         }
         let end = if status.is_ok() {
             "RELEASE iris_write"
@@ -183,8 +190,12 @@ impl Db {
             "ROLLBACK TO iris_write; RELEASE iris_write"
         };
         match self.connection.execute_batch(end) {
-            Ok(()) => (status, answer),
-            Err(error) => (Err(classify(&error, &self.path, "savepoint")), answer),
+            Ok(()) => (status, durability, answer),
+            Err(error) => (
+                Err(classify(&error, &self.path, "savepoint")),
+                durability,
+                answer,
+            ),
         }
     }
 
@@ -424,19 +435,41 @@ impl Db {
         Ok(())
     }
 
+    /// Moves a queued message to running; returns its mode (`None` when it was not queued).
     pub(super) fn mark_running(
         &mut self,
         id: MessageId,
         session_id: Uuid,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<MessageMode>, StoreError> {
+        let mode: Option<String> = self
+            .connection
+            .prepare_cached(
+                "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2
+                 WHERE id = ?1 AND state = 'queued' RETURNING mode",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(
+                        params![id.to_string(), session_id.to_string(), now_ms()],
+                        |row| row.get(0),
+                    )
+                    .optional()
+            })
+            .map_err(fail(&self.path, "mark_running"))?;
+        Ok(mode.and_then(|mode| MessageMode::parse(&mode)))
+    }
+
+    /// The sender of a queued or running ask stopped waiting (it was told `pending`): the
+    /// message becomes a tell. Returns whether it was an unfinished ask.
+    pub(super) fn acknowledge(&mut self, id: MessageId) -> Result<bool, StoreError> {
         let changed = self
             .connection
             .execute(
-                "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2
-                 WHERE id = ?1 AND state = 'queued'",
-                params![id.to_string(), session_id.to_string(), now_ms()],
+                "UPDATE messages SET mode = 'tell'
+                 WHERE id = ?1 AND mode = 'ask' AND state IN ('queued', 'running')",
+                [id.to_string()],
             )
-            .map_err(fail(&self.path, "mark_running"))?;
+            .map_err(fail(&self.path, "acknowledge"))?;
         Ok(changed == 1)
     }
 
@@ -623,6 +656,16 @@ impl Db {
                 params![INTERRUPTED_ERROR, now_ms()],
             )
             .map_err(&sql)?;
+        // An ask's sender was waiting for the answer, on a connection gone with the Iris that
+        // stopped: delivering it now would run a turn nobody reads (and, after a power cut,
+        // one that may already have run). An ask whose sender stopped waiting became a tell.
+        let abandoned = transaction
+            .execute(
+                "UPDATE messages SET state = 'failed', is_error = 1, error = ?1, finished_at_ms = ?2
+                 WHERE state = 'queued' AND mode = 'ask'",
+                params![ABANDONED_ASK_ERROR, now_ms()],
+            )
+            .map_err(&sql)?;
         let queued = {
             let mut statement = transaction
                 .prepare(&format!(
@@ -636,10 +679,11 @@ impl Db {
                 .map_err(&sql)?
         };
         transaction.commit().map_err(&sql)?;
-        if !interrupted.is_empty() || !queued.is_empty() {
+        if !interrupted.is_empty() || !queued.is_empty() || abandoned > 0 {
             tracing::info!(
                 interrupted = interrupted.len(),
                 queued = queued.len(),
+                abandoned,
                 "recovered messages from the previous run"
             );
         }

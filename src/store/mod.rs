@@ -549,8 +549,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_deciding(move |db| work(db).map(|value| (value, durability)))
+            .await
+    }
+
+    /// [`Store::write`] whose work decides how durable it must be from what it found.
+    async fn write_deciding<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<(T, Durability), StoreError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        commit::submit(&self.inner, Job::new(durability, work, reply));
+        commit::submit(&self.inner, Job::new(work, reply));
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
@@ -712,10 +722,31 @@ impl Store {
     /// # Errors
     /// A [`StoreError`] if it cannot be written.
     pub async fn mark_running(&self, id: MessageId, session_id: Uuid) -> Result<bool, StoreError> {
-        self.write(Durability::Synced, move |db| {
-            db.mark_running(id, session_id)
+        // Synced before the turn is written, so a message delivered before a power cut is
+        // never delivered again after it. An ask needs no sync: after a restart a queued ask
+        // is not delivered (its sender is gone), so a lost `running` mark cannot make it run
+        // twice.
+        self.write_deciding(move |db| {
+            let mode = db.mark_running(id, session_id)?;
+            let durability = match mode {
+                Some(MessageMode::Tell | MessageMode::Quick) => Durability::Synced,
+                Some(MessageMode::Ask) | None => Durability::Lazy,
+            };
+            Ok((mode.is_some(), durability))
         })
         .await
+    }
+
+    /// The sender of an unfinished ask stopped waiting for it (it was told `pending` and
+    /// holds the id): from now on the message is a tell (delivered after a restart if still
+    /// queued) and it is synced, with everything written before it. Returns whether it was an
+    /// unfinished ask.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if it cannot be written or synced.
+    pub async fn acknowledge(&self, id: MessageId) -> Result<bool, StoreError> {
+        self.write(Durability::Synced, move |db| db.acknowledge(id))
+            .await
     }
 
     /// Moves a queued or running message to its final state, finished now. A message that is

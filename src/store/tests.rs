@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use super::bounds::cut;
-use super::db::{INTERRUPTED_ERROR, now_ms};
+use super::db::{ABANDONED_ASK_ERROR, INTERRUPTED_ERROR, now_ms};
 use super::schema::{APPLICATION_ID, MIGRATIONS};
 use super::*;
 use crate::agent::TranscriptEntry;
@@ -752,8 +752,9 @@ async fn pair_messages_page_newest_first() {
 async fn recover_interrupts_running_and_returns_queued_oldest_first() {
     let store = memory().await;
     let running = insert(&store, "a", "b", "running").await;
-    let queued_first = insert(&store, "a", "b", "queued 1").await;
-    let queued_second = insert(&store, "c", "b", "queued 2").await;
+    let queued_first = store_told(&store, "a", "b", "queued 1").await;
+    let abandoned = insert(&store, "a", "b", "an ask nobody waits for any more").await;
+    let queued_second = store_told(&store, "c", "b", "queued 2").await;
     let done = insert(&store, "a", "b", "done").await;
     let cancelled = insert(&store, "a", "b", "cancelled").await;
     let other_running = insert(&store, "c", "d", "running 2").await;
@@ -792,6 +793,15 @@ async fn recover_interrupts_running_and_returns_queued_oldest_first() {
     assert_eq!(untouched.error, None);
     assert_eq!(state_of(&store, cancelled).await, MessageState::Cancelled);
     assert_eq!(state_of(&store, queued_first).await, MessageState::Queued);
+    // A queued ask's sender is gone with the Iris that stopped: it fails, undelivered.
+    let gone = store
+        .message(abandoned)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(gone.state, MessageState::Failed);
+    assert!(gone.is_error);
+    assert_eq!(gone.error.as_deref(), Some(ABANDONED_ASK_ERROR));
 
     // Nothing left to interrupt the second time.
     let again = store.recover().await.expect("recover again");
@@ -1437,6 +1447,14 @@ async fn a_finished_turn_is_recorded_in_message_and_session_together_or_not_at_a
 // ----------------------------------------------------------------------------------------------
 // Group commit and durability.
 
+/// Inserts a told (`quick`) message; returns its id.
+async fn store_told(store: &Store, caller: &str, target: &str, text: &str) -> MessageId {
+    let message = told(caller, target, text);
+    let id = message.id;
+    store.insert_message(message).await.expect("insert");
+    id
+}
+
 fn told(caller: &str, target: &str, text: &str) -> NewMessage {
     NewMessage {
         mode: MessageMode::Quick,
@@ -1459,11 +1477,17 @@ async fn a_lone_write_commits_at_once_and_syncs_only_when_asked() {
     assert_eq!(after_ask.syncs, before.syncs);
     assert!(store.message(ask_id).await.unwrap().is_some());
     // A told message is acknowledged by its id: synced before the call returns.
-    store.insert_message(told("a", "b", "tell")).await.unwrap();
+    let tell = told("a", "b", "tell");
+    let tell_id = tell.id;
+    store.insert_message(tell).await.unwrap();
     let after_tell = store.commit_stats();
     assert_eq!(after_tell.commits - after_ask.commits, 1);
     assert_eq!(after_tell.syncs - after_ask.syncs, 1);
-    // Marking a message running comes before its delivery: synced.
+    // Marking a told message running comes before its delivery: synced (so it is never
+    // delivered twice across a power cut). An ask's is not: a queued ask is not delivered
+    // after a restart at all.
+    assert!(store.mark_running(tell_id, Uuid::new_v4()).await.unwrap());
+    assert_eq!(store.commit_stats().syncs - after_tell.syncs, 1);
     assert!(store.mark_running(ask_id, Uuid::new_v4()).await.unwrap());
     assert_eq!(store.commit_stats().syncs - after_tell.syncs, 1);
     // `sync` makes what came before durable, even with nothing new to commit.
@@ -1575,4 +1599,24 @@ async fn writes_to_a_closed_store_are_refused() {
         Err(StoreError::Closed)
     ));
     assert!(matches!(store.sync().await, Err(StoreError::Closed)));
+}
+
+/// An ask whose sender was told `pending` becomes a tell, synced: delivered after a restart.
+#[tokio::test]
+async fn an_acknowledged_ask_becomes_a_synced_tell() {
+    let file = FileDb::new();
+    let store = file.open().await;
+    let ask = new_message("a", "b", "long question");
+    let id = ask.id;
+    store.insert_message(ask).await.unwrap();
+    let before = store.commit_stats();
+    assert!(store.acknowledge(id).await.unwrap());
+    assert_eq!(store.commit_stats().syncs - before.syncs, 1);
+    assert!(!store.acknowledge(id).await.unwrap(), "already a tell");
+    assert_eq!(
+        store.message(id).await.unwrap().unwrap().mode,
+        MessageMode::Tell
+    );
+    let recovery = store.recover().await.unwrap();
+    assert_eq!(ids(&recovery.queued), [id]);
 }
