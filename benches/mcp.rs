@@ -653,16 +653,48 @@ async fn profile_warm(root: &Path, config: &Path, length: Duration) {
     for _ in 0..100 {
         call(client.peer(), "profile", "team0").await;
     }
+    let callers: usize = std::env::var("IRIS_PROFILE_CALLERS")
+        .ok()
+        .and_then(|callers| callers.parse().ok())
+        .unwrap_or(1);
+    for index in 0..callers {
+        call(
+            client.peer(),
+            &format!("profile{index}"),
+            &format!("team{}", index % TEAMS),
+        )
+        .await;
+    }
     eprintln!("server pid {pid}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..callers {
+        let peer = client.peer().clone();
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            while started.elapsed() < length {
+                samples.push(
+                    call(
+                        &peer,
+                        &format!("profile{index}"),
+                        &format!("team{}", index % TEAMS),
+                    )
+                    .await,
+                );
+            }
+            samples
+        });
+    }
     let mut samples = Vec::new();
-    while started.elapsed() < length {
-        samples.push(call(client.peer(), "profile", "team0").await);
+    while let Some(done) = tasks.join_next().await {
+        samples.extend(done.expect("caller"));
     }
     eprintln!(
-        "{} calls, p50 {}",
+        "{} calls by {callers} callers in {:?}: {:.0} calls/s, p50 {}",
         samples.len(),
+        started.elapsed(),
+        samples.len() as f64 / started.elapsed().as_secs_f64(),
         us(percentile(&samples, 50.0))
     );
     let _ = client.cancel().await;

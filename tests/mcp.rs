@@ -392,3 +392,82 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
     server.await.unwrap().unwrap();
     pool.shutdown().await;
 }
+
+/// Collects the progress notifications a client gets.
+#[derive(Clone, Default)]
+struct ProgressClient {
+    notes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl rmcp::ClientHandler for ProgressClient {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.notes
+            .lock()
+            .unwrap()
+            .push(params.message.unwrap_or_default());
+    }
+}
+
+/// While an answer is awaited, a caller that gave a progress token gets the answer so far,
+/// from its own turn only (another pair's text never reaches it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_caller_gets_the_answer_so_far_as_progress() {
+    use rmcp::model::{NumberOrString, ProgressToken, RequestParamsMeta as _};
+    let mut world = common::World::new();
+    world.team("backend", &[]);
+    world.team("other", &[]);
+    let pool = world.pool().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(iris::mcp::serve_http(
+        listener,
+        pool.clone(),
+        None,
+        shutdown.clone(),
+        iris::mcp::HttpAccess::default(),
+    ));
+    let handler = ProgressClient::default();
+    let client = handler
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(url.clone()))
+        .await
+        .unwrap();
+    // Another pair's agent talks at the same time: none of it may reach this caller.
+    let noise = pool.pair("someone", "other").unwrap();
+    let _noise = common::submit_running(&pool, &noise, "[[say:not yours]] [[slow:600000]]").await;
+    let mut params = call(
+        "send_message",
+        json!({"fromTeam": "frontend", "toTeam": "backend", "timeout": 120_000,
+               "message": "[[say:first thoughts]] [[say: and more]] [[slow:600000]] question"}),
+    );
+    params.set_progress_token(ProgressToken(NumberOrString::Number(7)));
+    let peer = client.peer().clone();
+    let asked = tokio::spawn(async move { peer.call_tool(params).await });
+    wait_for("both pieces of the answer so far", || {
+        handler
+            .notes
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|note| note == "first thoughts and more")
+    })
+    .await;
+    assert_eq!(
+        handler.notes.lock().unwrap().clone(),
+        ["first thoughts", "first thoughts and more"]
+    );
+    // End the slow turn: the call returns, cancelled.
+    let pair = pool.pair("frontend", "backend").unwrap();
+    assert!(pool.interrupt(&pair).await);
+    let outcome: MessageOutcome = typed(&asked.await.unwrap().unwrap());
+    assert_eq!(outcome.status, CallerStatus::Cancelled, "{outcome:?}");
+    client.cancel().await.unwrap();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    pool.shutdown().await;
+}

@@ -241,6 +241,8 @@ impl Drop for GroupGuard {
 /// The running turn.
 struct TurnState {
     reply: oneshot::Sender<Result<TurnResult, TurnError>>,
+    /// This turn's caller wants its assistant text as it comes.
+    text_stream: Option<super::TextStream>,
     started: Instant,
     /// Reset by every line the agent prints during the turn.
     silent_deadline: tokio::time::Instant,
@@ -383,6 +385,7 @@ impl Actor {
             Command::Turn {
                 text,
                 response_timeout,
+                text_stream,
                 reply,
             } => {
                 if self.turn.is_some() || self.stopping.is_some() {
@@ -398,6 +401,7 @@ impl Actor {
                 let response_timeout = response_timeout.unwrap_or(self.spec.response_timeout);
                 self.turn = Some(TurnState {
                     reply,
+                    text_stream,
                     started: now,
                     silent_deadline: tokio::time::Instant::now() + response_timeout,
                     response_timeout,
@@ -520,6 +524,10 @@ impl Actor {
                 if let Some(text) = protocol::assistant_text(&line) {
                     self.emit(AgentEvent::AssistantText { text: text.clone() });
                     if let Some(turn) = &mut self.turn {
+                        if let Some(stream) = &turn.text_stream {
+                            // The caller may have stopped listening: the turn goes on.
+                            let _ = stream.send(text.clone());
+                        }
                         turn.record(TranscriptEntry::AssistantText {
                             text: truncate(&text),
                         });

@@ -110,6 +110,9 @@ pub enum AgentEvent {
     },
 }
 
+/// Where a turn's assistant text goes as it is written ([`Agent::turn_streaming`]).
+pub type TextStream = mpsc::UnboundedSender<String>;
+
 /// Where an agent sends its [`AgentEvent`]s. Called on the actor task: must not block.
 pub type EventSink = Arc<dyn Fn(AgentEvent) + Send + Sync>;
 
@@ -325,6 +328,8 @@ enum Command {
         text: String,
         /// `None`: the spec's `response_timeout`.
         response_timeout: Option<Duration>,
+        /// Gets the assistant's text of this turn as it is written.
+        text_stream: Option<TextStream>,
         reply: oneshot::Sender<Result<TurnResult, TurnError>>,
     },
     Interrupt {
@@ -412,7 +417,7 @@ impl Agent {
     /// # Errors
     /// [`TurnError`] when the process exits, falls silent for `response_timeout`, is busy or gone.
     pub async fn turn(&self, text: String) -> Result<TurnResult, TurnError> {
-        self.run_turn(text, None).await
+        self.run_turn(text, None, None).await
     }
 
     /// [`Agent::turn`] with its own `response_timeout` instead of the spec's, so that a
@@ -425,19 +430,36 @@ impl Agent {
         text: String,
         response_timeout: Duration,
     ) -> Result<TurnResult, TurnError> {
-        self.run_turn(text, Some(response_timeout)).await
+        self.run_turn(text, Some(response_timeout), None).await
+    }
+
+    /// [`Agent::turn_within`] that also sends the assistant's text to `text_stream` as the
+    /// agent writes it (for progress: only this turn's text, nothing else).
+    ///
+    /// # Errors
+    /// As [`Agent::turn`].
+    pub async fn turn_streaming(
+        &self,
+        text: String,
+        response_timeout: Duration,
+        text_stream: Option<TextStream>,
+    ) -> Result<TurnResult, TurnError> {
+        self.run_turn(text, Some(response_timeout), text_stream)
+            .await
     }
 
     async fn run_turn(
         &self,
         text: String,
         response_timeout: Option<Duration>,
+        text_stream: Option<TextStream>,
     ) -> Result<TurnResult, TurnError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Turn {
                 text,
                 response_timeout,
+                text_stream,
                 reply,
             })
             .await

@@ -15,17 +15,15 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
-use crate::agent::AgentEvent;
 use crate::api::{
     CallerStatus, Cancel, CancelStatus, Date, Deleted, Done, Failure, Fork, Logs, MessageOutcome,
     MessageView, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList, TeamStatus,
     TeamStatusPage, Wake, WakeAll, iso8601,
 };
 use crate::logs::LogBuffer;
-use crate::pool::{Pair, Pool, PoolError, PoolEvent, Viewer};
+use crate::pool::{Pair, Pool, PoolError, Viewer};
 use crate::store::{MessageId, MessageMode, MessageRecord, MessageState, Page};
 
 /// The MCP handler: the Iris MCP tools over a [`Pool`].
@@ -684,9 +682,8 @@ impl IrisMcp {
             Err(error) => return failure(&error).into(),
         };
         let wait = wait_for(args.timeout, DEFAULT_WAIT);
-        let mut events = self.pool.subscribe();
         // The caller waits for the answer: an ask, whichever of the two tools it used.
-        let ticket = match self
+        let mut ticket = match self
             .pool
             .submit(&pair, args.message, MessageMode::Ask)
             .await
@@ -696,12 +693,12 @@ impl IrisMcp {
         };
         let id = ticket.id();
         let progress = context.meta.get_progress_token();
+        let mut texts = ticket.take_progress();
         let mut partial = String::new();
         let outcome = ticket.outcome();
         tokio::pin!(outcome);
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
-        let mut mine = false;
         let mut step = 0_u32;
         loop {
             tokio::select! {
@@ -713,9 +710,8 @@ impl IrisMcp {
                 }
                 () = &mut deadline => break,
                 () = context.ct.cancelled() => break,
-                event = events.recv() => match event {
-                    Ok(PoolEvent::TurnStarted { id: started, .. }) if started == id => mine = true,
-                    Ok(PoolEvent::Agent { pair: from, event: AgentEvent::AssistantText { text } }) if mine && from == pair => {
+                text = next_text(texts.as_mut()) => match text {
+                    Some(text) => {
                         partial.push_str(&text);
                         if let Some(token) = progress.clone() {
                             step += 1;
@@ -724,8 +720,8 @@ impl IrisMcp {
                             let _ = context.peer.notify_progress(note).await;
                         }
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => break,
+                    // The turn ended (its outcome is next) or never started.
+                    None => texts = None,
                 },
             }
         }
@@ -866,6 +862,16 @@ fn wait_for(timeout_ms: Option<u32>, default: Duration) -> Duration {
     timeout_ms
         .map_or(default, |ms| Duration::from_millis(u64::from(ms)))
         .min(MAX_WAIT)
+}
+
+/// The next piece of the answer, or `None` once the stream ended; never ready without one.
+async fn next_text(
+    texts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<String>>,
+) -> Option<String> {
+    match texts {
+        Some(texts) => texts.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The last `max` characters of `text`.

@@ -476,6 +476,8 @@ pub(crate) enum Job {
         text: String,
         /// `None` for messages nobody waits on (recovered after a restart).
         reply: Option<oneshot::Sender<Result<TurnOutcome, PoolError>>>,
+        /// Where the assistant's text goes as it is written (the ticket's progress).
+        progress: Option<crate::agent::TextStream>,
     },
     Wake {
         reply: oneshot::Sender<Result<u32, PoolError>>,
@@ -487,6 +489,7 @@ pub(crate) enum Job {
 pub struct Ticket {
     id: MessageId,
     answer: oneshot::Receiver<Result<TurnOutcome, PoolError>>,
+    progress: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 impl Ticket {
@@ -494,6 +497,12 @@ impl Ticket {
     #[must_use]
     pub fn id(&self) -> MessageId {
         self.id
+    }
+
+    /// The assistant's text of this message's turn, piece by piece as the agent writes it
+    /// (the answer so far). Taken once; the stream ends with the turn.
+    pub fn take_progress(&mut self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.progress.take()
     }
 
     /// Waits for the turn to finish.
@@ -642,17 +651,23 @@ impl Pool {
             })
             .await?;
         let (reply, answer) = oneshot::channel();
+        let (progress_sender, progress) = mpsc::unbounded_channel();
         permit.send(Job::Turn {
             id,
             text,
             reply: Some(reply),
+            progress: Some(progress_sender),
         });
         self.inner.emit(PoolEvent::MessageQueued {
             id,
             pair: pair.clone(),
             mode,
         });
-        Ok(Ticket { id, answer })
+        Ok(Ticket {
+            id,
+            answer,
+            progress: Some(progress),
+        })
     }
 
     /// Fire and forget: writes and queues `text`, returning its id at once. The message is
@@ -1192,6 +1207,7 @@ impl Pool {
                 id: record.id,
                 text: record.text,
                 reply: None,
+                progress: None,
             })
             .map_err(|_| PoolError::QueueFull {
                 pair: pair.to_string(),

@@ -178,8 +178,13 @@ impl Worker {
 
     async fn handle(&self, job: Job) {
         match job {
-            Job::Turn { id, text, reply } => {
-                let outcome = self.run_message(id, text).await;
+            Job::Turn {
+                id,
+                text,
+                reply,
+                progress,
+            } => {
+                let outcome = self.run_message(id, text, progress).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
@@ -200,7 +205,12 @@ impl Worker {
     /// Runs one message and records it: `running` right before its turn is written, its
     /// final state when the turn ends. This is the one place where a message changes state
     /// during delivery.
-    async fn run_message(&self, id: MessageId, text: String) -> Result<TurnOutcome, PoolError> {
+    async fn run_message(
+        &self,
+        id: MessageId,
+        text: String,
+        progress: Option<crate::agent::TextStream>,
+    ) -> Result<TurnOutcome, PoolError> {
         // Accepted before its team was removed from the configuration.
         if let Some(error) = undeliverable(&self.pool.config(), &self.pair) {
             return self.refuse(id, error).await;
@@ -208,7 +218,7 @@ impl Worker {
         let Delivery {
             outcome,
             marked_running,
-        } = self.deliver(id, text).await;
+        } = self.deliver(id, text, progress).await;
         let (cancel_requested, closed) = {
             let mut state = self.pool.lock();
             let closed = state.is_closed();
@@ -285,7 +295,12 @@ impl Worker {
     }
 
     /// Delivers a message: an agent, then `running` in the store, then the turn.
-    async fn deliver(&self, id: MessageId, text: String) -> Delivery {
+    async fn deliver(
+        &self,
+        id: MessageId,
+        text: String,
+        progress: Option<crate::agent::TextStream>,
+    ) -> Delivery {
         // One retry, only when the message never reached a process (it was gone before the
         // turn was written), so nothing can run twice.
         let mut retried = false;
@@ -345,7 +360,7 @@ impl Worker {
             });
             // Read per turn, so a changed responseTimeout applies to running processes too.
             let response_timeout = self.pool.config().settings.response_timeout;
-            let turn = agent.turn_within(text.clone(), response_timeout);
+            let turn = agent.turn_streaming(text.clone(), response_timeout, progress.clone());
             tokio::pin!(turn);
             let turn_result = loop {
                 tokio::select! {

@@ -203,6 +203,9 @@ fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), S
         let (answers, failed) = refuse(jobs, &error);
         return (answers, failed, false);
     }
+    if jobs.len() == 1 {
+        return run_alone(db, jobs);
+    }
     let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
     let mut durable = false;
     let mut jobs = jobs.into_iter();
@@ -229,5 +232,28 @@ fn run_in_transaction(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), S
         }
     }
     let committed = db.commit_batch();
+    (answers, committed, durable)
+}
+
+/// One write alone in its transaction (the common case when writers do not overlap): no
+/// savepoint needed, the transaction is its unit.
+fn run_alone(db: &mut Db, jobs: Vec<Job>) -> (Vec<Answer>, Result<(), StoreError>, bool) {
+    let mut answers = Vec::with_capacity(1);
+    let mut durable = false;
+    let mut committed = Ok(());
+    for job in jobs {
+        let (status, durability, answer) = (job.run)(Some(&mut *db));
+        match status {
+            Ok(()) => {
+                committed = db.commit_batch();
+                durable = durability == Durability::Synced;
+            }
+            Err(_) => {
+                // Its own error is its answer; nothing of it is kept.
+                db.rollback_batch();
+            }
+        }
+        answers.push(answer);
+    }
     (answers, committed, durable)
 }

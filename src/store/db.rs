@@ -161,9 +161,16 @@ impl Db {
 
     /// Starts a batch's transaction.
     pub(super) fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.connection
-            .execute_batch("BEGIN IMMEDIATE")
+        self.run_cached("BEGIN IMMEDIATE")
             .map_err(fail(&self.path, "begin"))
+    }
+
+    /// Runs a statement without parameters or rows, prepared once per connection.
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(|_| ())
     }
 
     /// Runs one write of the batch in a savepoint: released if it worked, rolled back (alone)
@@ -172,7 +179,7 @@ impl Db {
         &mut self,
         write: impl FnOnce(Option<&mut Db>) -> (Result<(), StoreError>, D, T),
     ) -> (Result<(), StoreError>, D, T) {
-        if let Err(error) = self.connection.execute_batch("SAVEPOINT iris_write") {
+        if let Err(error) = self.run_cached("SAVEPOINT iris_write") {
             let (_, durability, answer) = write(None);
             return (
                 Err(classify(&error, &self.path, "savepoint")),
@@ -185,11 +192,12 @@ impl Db {
             return (status, durability, answer);
         }
         let end = if status.is_ok() {
-            "RELEASE iris_write"
+            self.run_cached("RELEASE iris_write")
         } else {
-            "ROLLBACK TO iris_write; RELEASE iris_write"
+            self.run_cached("ROLLBACK TO iris_write")
+                .and_then(|()| self.run_cached("RELEASE iris_write"))
         };
-        match self.connection.execute_batch(end) {
+        match end {
             Ok(()) => (status, durability, answer),
             Err(error) => (
                 Err(classify(&error, &self.path, "savepoint")),
@@ -205,13 +213,20 @@ impl Db {
         self.connection.is_autocommit()
     }
 
+    /// Rolls the batch's transaction back, if SQLite has not already.
+    pub(super) fn rollback_batch(&mut self) {
+        if !self.connection.is_autocommit() {
+            let _ = self.run_cached("ROLLBACK");
+        }
+    }
+
     /// Commits the batch's transaction (rolled back if the commit fails).
     pub(super) fn commit_batch(&mut self) -> Result<(), StoreError> {
-        match self.connection.execute_batch("COMMIT") {
+        match self.run_cached("COMMIT") {
             Ok(()) => Ok(()),
             Err(error) => {
                 if !self.connection.is_autocommit() {
-                    let _ = self.connection.execute_batch("ROLLBACK");
+                    let _ = self.run_cached("ROLLBACK");
                 }
                 Err(classify(&error, &self.path, "commit"))
             }
@@ -407,11 +422,13 @@ impl Db {
         } = message;
         let truncated = cut_in_place(&mut text, self.limits.max_text_bytes);
         self.connection
-            .execute(
+            .prepare_cached(
                 "INSERT INTO messages (id, caller, target, session_id, mode, text, state,
                                        created_at_ms, truncated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
-                params![
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     id.to_string(),
                     caller.as_str(),
                     target.as_str(),
@@ -420,8 +437,8 @@ impl Db {
                     text,
                     now_ms(),
                     truncated,
-                ],
-            )
+                ])
+            })
             .map_err(|error| {
                 if error.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
                     StoreError::Invalid {
@@ -521,30 +538,19 @@ impl Db {
 
         let path = &self.path;
         let sql = fail(path, "finish_message");
-        let transaction = self.connection.savepoint().map_err(&sql)?;
-        let current: Option<String> = transaction
-            .query_row(
-                "SELECT state FROM messages WHERE id = ?1",
-                [id.to_string()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(&sql)?;
-        let Some(current) = current else {
-            return Err(StoreError::MessageNotFound { id });
-        };
-        if !matches!(current.as_str(), "queued" | "running") {
-            tracing::warn!(%id, current, wanted = state.as_str(), "message already finished; left as it is");
-            return Ok(());
-        }
-        transaction
-            .execute(
+        // Runs inside the write's savepoint (`commit.rs`): the update and the session's count
+        // are kept or rolled back together.
+        let changed = self
+            .connection
+            .prepare_cached(
                 "UPDATE messages
                  SET state = ?2, answer = ?3, is_error = ?4, error = ?5, cost_usd = ?6,
                      usage = ?7, duration_ms = ?8, finished_at_ms = ?9, transcript = ?10,
                      truncated = truncated OR ?11
-                 WHERE id = ?1",
-                params![
+                 WHERE id = ?1 AND state IN ('queued', 'running')",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     id.to_string(),
                     state.as_str(),
                     answer,
@@ -556,13 +562,29 @@ impl Db {
                     now_ms(),
                     transcript,
                     truncated,
-                ],
-            )
+                ])
+            })
             .map_err(&sql)?;
-        if let Some(turn) = turn {
-            count_turn(&transaction, path, turn)?;
+        if changed == 0 {
+            let current: Option<String> = self
+                .connection
+                .query_row(
+                    "SELECT state FROM messages WHERE id = ?1",
+                    [id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(&sql)?;
+            let Some(current) = current else {
+                return Err(StoreError::MessageNotFound { id });
+            };
+            tracing::warn!(%id, current, wanted = state.as_str(), "message already finished; left as it is");
+            return Ok(());
         }
-        transaction.commit().map_err(&sql)
+        if let Some(turn) = turn {
+            count_turn(&self.connection, path, turn)?;
+        }
+        Ok(())
     }
 
     pub(super) fn cancel_queued(&mut self, id: MessageId) -> Result<bool, StoreError> {
@@ -1017,19 +1039,21 @@ fn count_turn(connection: &Connection, path: &Path, turn: SessionTurn) -> Result
         .cli_total_usd
         .and_then(|total| finite(total, "record_turn CLI total"));
     let changed = connection
-        .execute(
+        .prepare_cached(
             "UPDATE sessions
              SET turns = turns + 1, total_cost_usd = total_cost_usd + ?2,
                  cli_total_usd = COALESCE(?3, cli_total_usd), resumable = 1,
                  last_used_at_ms = ?4
              WHERE session_id = ?1",
-            params![
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
                 turn.session_id.to_string(),
                 cost_usd,
                 cli_total_usd,
                 now_ms()
-            ],
-        )
+            ])
+        })
         .map_err(fail(path, "record_turn"))?;
     if changed == 0 {
         return Err(StoreError::SessionNotFound {

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 pub(crate) struct Directives {
     /// `[[slow:MS]]`: wait this long (interruptible) before answering.
     pub slow_ms: Option<u64>,
+    /// `[[say:TEXT]]`: assistant text lines written before `slow` (in order).
+    pub say: Vec<String>,
     /// `[[answer:TEXT]]`: the exact answer.
     pub answer: Option<String>,
     /// `[[crash]]`: exit 3 mid-turn.
@@ -91,6 +93,7 @@ fn apply(d: &mut Directives, body: &str) {
     let code = |a: Option<&str>| a.and_then(|a| a.trim().parse::<i32>().ok());
     match name.trim() {
         "slow" => d.slow_ms = num(arg).or(d.slow_ms),
+        "say" => d.say.extend(arg.map(str::to_owned)),
         "answer" => d.answer = Some(arg.unwrap_or("").to_string()),
         "crash" => d.crash = true,
         "exit" => d.exit = code(arg).or(d.exit),

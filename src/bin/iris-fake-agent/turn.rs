@@ -204,6 +204,9 @@ impl Worker {
                 Duration::ZERO,
             );
         }
+        for text in &d.say {
+            emit(&self.assistant(t, json!({"type": "text", "text": text}), 1));
+        }
         if let Some(ms) = d.slow_ms
             && self.sleep_interruptible(t.seq, Duration::from_millis(ms))
         {
