@@ -347,7 +347,7 @@ async fn store_costs(root: &Path, messages: usize) {
         .expect("session")
         .session_id;
     // A transcript like a short tool-using turn: text, a tool call, its result, an answer.
-    let transcript = vec![
+    let transcript: Arc<[TranscriptEntry]> = Arc::from(vec![
         TranscriptEntry::AssistantText {
             text: "Let me look at the routes.".repeat(4),
         },
@@ -362,7 +362,7 @@ async fn store_costs(root: &Path, messages: usize) {
         TranscriptEntry::AssistantText {
             text: "GET /v1/users/{id}/plan returns the user's plan.".repeat(3),
         },
-    ];
+    ]);
     let mut per_turn = Vec::with_capacity(messages);
     let started = Instant::now();
     for index in 0..messages {
@@ -391,7 +391,7 @@ async fn store_costs(root: &Path, messages: usize) {
                     cost_usd: Some(0.0021),
                     usage: Some(serde_json::json!({"input_tokens": 1200, "output_tokens": 85})),
                     duration_ms: Some(2400),
-                    transcript: transcript.clone(),
+                    transcript: std::sync::Arc::clone(&transcript),
                 },
             )
             .await

@@ -651,7 +651,7 @@ impl Actor {
             total_cost_usd: result.total_cost_usd,
             session_id: result.session_id,
             errors: result.errors,
-            transcript: turn.transcript,
+            transcript: turn.transcript.into(),
             transcript_dropped: turn.transcript_dropped,
         };
         let _ = turn.reply.send(Ok(outcome));

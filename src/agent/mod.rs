@@ -184,8 +184,8 @@ pub struct TurnResult {
     pub session_id: Option<String>,
     /// Error details the CLI gave (`errors`), for error subtypes.
     pub errors: Option<String>,
-    /// What happened during the turn, bounded.
-    pub transcript: Vec<TranscriptEntry>,
+    /// What happened during the turn, bounded. Shared, not copied, with the message's record.
+    pub transcript: Arc<[TranscriptEntry]>,
     /// Transcript entries dropped beyond [`TRANSCRIPT_MAX_ENTRIES`].
     pub transcript_dropped: usize,
 }

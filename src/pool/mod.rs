@@ -1193,7 +1193,7 @@ impl Pool {
                             cost_usd: None,
                             usage: None,
                             duration_ms: None,
-                            transcript: Vec::new(),
+                            transcript: Arc::default(),
                         },
                     )
                     .await?;

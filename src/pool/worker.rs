@@ -976,7 +976,7 @@ fn how_it_ended(outcome: &Result<TurnOutcome, PoolError>, ending: Ending) -> Opt
         cost_usd: None,
         usage: None,
         duration_ms: None,
-        transcript: Vec::new(),
+        transcript: Arc::default(),
     };
     match outcome {
         Ok(outcome) => {
@@ -1004,7 +1004,7 @@ fn how_it_ended(outcome: &Result<TurnOutcome, PoolError>, ending: Ending) -> Opt
                 cost_usd: Some(result.cost_usd),
                 usage: result.usage.clone(),
                 duration_ms: Some(result.duration_ms),
-                transcript: result.transcript.clone(),
+                transcript: Arc::clone(&result.transcript),
             })
         }
         Err(PoolError::Cancelled { .. }) if !started => None,

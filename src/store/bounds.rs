@@ -42,9 +42,33 @@ pub(super) fn cut_in_place(text: &mut String, max: usize) -> bool {
     }
 }
 
-/// Keeps the first `limits.max_transcript_entries` entries and cuts every text in them;
-/// returns whether anything was dropped or cut.
-pub(super) fn bound_transcript(transcript: &mut Vec<TranscriptEntry>, limits: Limits) -> bool {
+/// The first `limits.max_transcript_entries` entries with every text cut to the limit, and
+/// whether anything was dropped or cut. Borrowed (no copy) when everything fits, as it
+/// nearly always does.
+pub(super) fn bound_transcript(
+    transcript: &[TranscriptEntry],
+    limits: Limits,
+) -> (std::borrow::Cow<'_, [TranscriptEntry]>, bool) {
+    let max = limits.max_text_bytes;
+    let fits = |text: &str| text.len() <= max;
+    let entry_fits = |entry: &TranscriptEntry| match entry {
+        TranscriptEntry::AssistantText { text } => fits(text),
+        TranscriptEntry::ToolUse { name, input } => fits(name) && fits(input),
+        TranscriptEntry::ToolResult { content, .. } => fits(content),
+        TranscriptEntry::Permission { tool, reason, .. } => {
+            fits(tool) && reason.as_deref().is_none_or(fits)
+        }
+    };
+    if transcript.len() <= limits.max_transcript_entries && transcript.iter().all(entry_fits) {
+        return (std::borrow::Cow::Borrowed(transcript), false);
+    }
+    let mut owned = transcript.to_vec();
+    let truncated = bound_owned_transcript(&mut owned, limits);
+    (std::borrow::Cow::Owned(owned), truncated)
+}
+
+/// [`bound_transcript`] in place.
+fn bound_owned_transcript(transcript: &mut Vec<TranscriptEntry>, limits: Limits) -> bool {
     let mut truncated = transcript.len() > limits.max_transcript_entries;
     transcript.truncate(limits.max_transcript_entries);
     let max = limits.max_text_bytes;

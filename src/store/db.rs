@@ -513,14 +513,15 @@ impl Db {
             cost_usd,
             usage,
             duration_ms,
-            mut transcript,
+            transcript,
         } = finish;
         let max = self.limits.max_text_bytes;
         let mut truncated = answer
             .as_mut()
             .is_some_and(|answer| cut_in_place(answer, max));
         truncated |= error.as_mut().is_some_and(|error| cut_in_place(error, max));
-        truncated |= bound_transcript(&mut transcript, self.limits);
+        let (transcript, cut) = bound_transcript(&transcript, self.limits);
+        truncated |= cut;
         let usage = usage.map(|usage| usage.to_string());
         let usage = match usage {
             Some(usage) if usage.len() > max => {

@@ -269,7 +269,8 @@ pub struct MessageFinish {
     /// How long the turn took.
     pub duration_ms: Option<u64>,
     /// What happened during the turn; the first `database.maxTranscriptEntries` are stored.
-    pub transcript: Vec<TranscriptEntry>,
+    /// Shared with the turn's result.
+    pub transcript: Arc<[TranscriptEntry]>,
 }
 
 /// A stored message.

@@ -74,6 +74,14 @@ CREATE TABLE agents (
     started_at_ms INTEGER NOT NULL
 ) STRICT;
 ",
+    // Version 2.
+    //
+    // The index on `messages.state` is gone: every state change of every message rewrote one
+    // of its pages (a fifth of the cost of recording a turn), and only start-up recovery and
+    // `iris doctor`'s counts, which read every message once, looked things up by state.
+    r"
+DROP INDEX messages_state;
+",
 ];
 
 /// The schema version this build writes and the newest it can open.

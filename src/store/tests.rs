@@ -83,7 +83,7 @@ fn finish(state: MessageState) -> MessageFinish {
         cost_usd: None,
         usage: None,
         duration_ms: None,
-        transcript: Vec::new(),
+        transcript: Vec::new().into(),
     }
 }
 
@@ -535,7 +535,7 @@ async fn a_message_round_trips_every_field() {
                 cost_usd: Some(0.0123),
                 usage: Some(usage.clone()),
                 duration_ms: Some(4321),
-                transcript: transcript.clone(),
+                transcript: transcript.clone().into(),
             },
         )
         .await
@@ -908,7 +908,7 @@ async fn stored_sizes_are_bounded_and_marked_truncated() {
                 answer: Some(long.clone()),
                 error: Some(long.clone()),
                 usage: Some(json!({ "blob": long })),
-                transcript: entries.clone(),
+                transcript: entries.clone().into(),
                 ..finish(MessageState::Completed)
             },
         )
@@ -932,7 +932,7 @@ async fn stored_sizes_are_bounded_and_marked_truncated() {
     // Within the limits nothing is marked.
     let small = insert(&store, "a", "b", "small").await;
     let mut small_finish = finish(MessageState::Completed);
-    small_finish.transcript = entries[..2].to_vec();
+    small_finish.transcript = entries[..2].into();
     small_finish.answer = Some("fine".to_owned());
     store
         .finish_message(small, small_finish)
@@ -953,7 +953,8 @@ async fn stored_sizes_are_bounded_and_marked_truncated() {
     wide_finish.transcript = vec![TranscriptEntry::ToolResult {
         content: long,
         is_error: false,
-    }];
+    }]
+    .into();
     store
         .finish_message(wide, wide_finish)
         .await
@@ -1041,7 +1042,7 @@ async fn agents_are_recorded_until_they_stop() {
 // Released schemas.
 
 /// Every released schema, with its fixture under `tests/fixtures/`.
-const RELEASED: &[(&str, i64)] = &[("store-v1.db", 1)];
+const RELEASED: &[(&str, i64)] = &[("store-v1.db", 1), ("store-v2.db", 2)];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1103,6 +1104,34 @@ async fn v1_fixture_generator() {
         .await
         .expect("generated v1 database opens");
     // The same rows as the checked-in fixture.
+    check_v1_rows(&store).await;
+}
+
+/// The v1 fixture's rows in a schema-2 database: migration 2 applied by hand-written SQL.
+fn write_v2_database(path: &Path) -> rusqlite::Result<()> {
+    write_v1_database(path)?;
+    let mut connection = Connection::open(path)?;
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(MIGRATIONS[1])?;
+    transaction.pragma_update(None, "user_version", 2)?;
+    transaction.commit()?;
+    connection.close().map_err(|(_, error)| error)
+}
+
+/// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v2.db`. Otherwise this
+/// checks that the generator still produces a database that opens.
+#[tokio::test]
+async fn v2_fixture_generator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join("store-v2.db");
+    write_v2_database(&generated).expect("write v2 database");
+    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
+        fs::create_dir_all(fixture("")).expect("fixture dir");
+        fs::copy(&generated, fixture("store-v2.db")).expect("write fixture");
+    }
+    let store = Store::open(&DatabaseConfig::file(generated))
+        .await
+        .expect("generated v2 database opens");
     check_v1_rows(&store).await;
 }
 
@@ -1297,7 +1326,7 @@ async fn a_newer_schema_is_reported_and_the_file_left_unchanged() {
     }
     let text = error.to_string();
     assert!(
-        text.contains("schema 999, this Iris knows up to 1") && text.contains("upgrade Iris"),
+        text.contains("schema 999, this Iris knows up to 2") && text.contains("upgrade Iris"),
         "{text}"
     );
     assert_eq!(fs::read(db.path()).expect("read back"), before);
