@@ -170,9 +170,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Guard { grace_ms }) = cli.command {
-        // No runtime, no logging setup: the guard must be small and start fast.
+    // The guard is started by Iris itself, always as `iris guard --grace-ms=N`: it is
+    // dispatched before the argument parser, the runtime or logging exist, so that it stays
+    // small (it lives as long as Iris) and starts fast.
+    if let Some(grace_ms) = guard_arguments() {
         return match iris::guard::run(Duration::from_millis(grace_ms)) {
             Ok(_) => ExitCode::SUCCESS,
             Err(error) => {
@@ -181,6 +182,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let cli = Cli::parse();
     init_tracing(cli.verbose);
     match run(cli.command) {
         Ok(code) => code,
@@ -189,6 +191,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `Some(grace in ms)` when this process is the guard: `iris guard --grace-ms=N` exactly, as
+/// `Guard::start` runs it (anything else goes to the argument parser, which explains).
+fn guard_arguments() -> Option<u64> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != "guard" {
+        return None;
+    }
+    let grace = args.next()?;
+    let grace = grace.to_str()?.strip_prefix("--grace-ms=")?.parse().ok()?;
+    args.next().is_none().then_some(grace)
 }
 
 /// The last log events, for the `get_logs` tool.
