@@ -577,8 +577,10 @@ fn guard_pid(server: &str) -> Option<String> {
                 .nth(1)?
                 .to_owned();
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (parent == server && cmdline.split(|byte| *byte == 0).any(|arg| arg == b"guard"))
-                .then_some(pid)
+            let guard = cmdline
+                .split(|byte| *byte == 0)
+                .any(|arg| arg == b"guard" || arg.ends_with(b"/iris-guard"));
+            (parent == server && guard).then_some(pid)
         })
 }
 

@@ -29,14 +29,22 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts `program guard --grace-ms N` (normally Iris's own executable).
+    /// Starts the guard for the `iris` executable `program`: `iris-guard --grace-ms=N` when
+    /// that small program is installed next to it, else `iris guard --grace-ms=N` (the same
+    /// loop in the bigger program).
     ///
     /// # Errors
     /// When the process cannot be started.
     pub fn start(program: &Path, grace: Duration) -> io::Result<Self> {
-        let mut command = tokio::process::Command::new(program);
+        let lean = program.with_file_name("iris-guard");
+        let mut command = if is_executable(&lean) {
+            tokio::process::Command::new(&lean)
+        } else {
+            let mut command = tokio::process::Command::new(program);
+            command.arg("guard");
+            command
+        };
         command
-            .arg("guard")
             .arg(format!("--grace-ms={}", grace.as_millis()))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -71,6 +79,12 @@ impl Guard {
     pub fn forget(&self, pgid: u32) {
         let _ = self.updates.send(format!("-{pgid}\n").into_bytes());
     }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// The guard process's main loop: reads registrations from stdin until end-of-file, then stops

@@ -227,14 +227,15 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     wait_for_blocking("agents running", || {
         processes_with_marker(&marker, false).len() >= 4
     });
-    // Kill the guard first (the child of this iris running `iris guard`), then iris.
+    // Kill the guard first (the child of this iris running `iris-guard`, or `iris guard`),
+    // then iris.
     let guard = children(console.child.id())
         .into_iter()
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .unwrap_or_default()
                 .split(|&byte| byte == 0)
-                .any(|arg| arg == b"guard")
+                .any(|arg| arg == b"guard" || arg.ends_with(b"/iris-guard"))
         })
         .expect("guard process");
     sigkill(guard);
