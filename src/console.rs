@@ -218,7 +218,7 @@ fn default_limit() -> usize {
 
 fn message_id(text: &str) -> Result<MessageId, PoolError> {
     text.parse().map_err(|_| PoolError::UnknownMessage {
-        id: text.to_owned(),
+        id: crate::config::cut_echo(text),
     })
 }
 

@@ -542,3 +542,23 @@ fn install_and_uninstall_edit_claude_json_keeping_other_keys() {
         "Iris was not registered",
     );
 }
+
+/// `iris report --json | head -c 10`: when the reader closes the pipe, the command ends
+/// quietly (exit 0), never with a panic.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Nobody reads: every write gets EPIPE.
+    drop(reader);
+    let child = iris_command(None, dir.path())
+        .args(["check", "--json"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}

@@ -155,6 +155,15 @@ fn acknowledged_messages_survive_power_loss_and_are_delivered_exactly_once() {
         "the running message's turn",
         |event| matches!(event, PoolEvent::TurnStarted { id, .. } if *id == running),
     );
+    console.event("the agent answering it", |event| {
+        matches!(
+            event,
+            PoolEvent::Agent {
+                event: iris::agent::AgentEvent::Answering,
+                ..
+            }
+        )
+    });
     let queued: Vec<_> = (0..20)
         .map(|index| tell(&mut console, format!("power-loss queued {index:02}")))
         .collect();

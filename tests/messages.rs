@@ -159,8 +159,14 @@ async fn queued_and_running_messages_can_be_cancelled() {
         .await
         .unwrap();
     let queued_id = queued.id();
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    wait_event(&mut events, "the agent answering", |event| {
+        matches!(
+            event,
+            PoolEvent::Agent {
+                event: iris::agent::AgentEvent::Answering,
+                ..
+            }
+        )
     })
     .await;
 
@@ -332,8 +338,14 @@ async fn a_restart_interrupts_running_messages_and_delivers_queued_ones_once() {
         .unwrap();
     let acknowledged = pool.acknowledge(handed_out.id()).await.unwrap();
     assert_eq!(acknowledged.mode, MessageMode::Tell);
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    wait_event(&mut events, "the agent answering", |event| {
+        matches!(
+            event,
+            PoolEvent::Agent {
+                event: iris::agent::AgentEvent::Answering,
+                ..
+            }
+        )
     })
     .await;
     let waited_id = waited.id();
@@ -408,8 +420,14 @@ async fn a_queued_message_stored_cut_is_not_delivered_after_a_restart() {
         )
         .await
         .unwrap();
-    wait_event(&mut events, "turn output", |event| {
-        matches!(event, PoolEvent::TurnStarted { .. })
+    wait_event(&mut events, "the agent answering", |event| {
+        matches!(
+            event,
+            PoolEvent::Agent {
+                event: iris::agent::AgentEvent::Answering,
+                ..
+            }
+        )
     })
     .await;
     let stored = pool

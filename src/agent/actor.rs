@@ -243,6 +243,8 @@ struct TurnState {
     reply: oneshot::Sender<Result<TurnResult, TurnError>>,
     /// This turn's caller wants its assistant text as it comes.
     text_stream: Option<super::TextStream>,
+    /// The agent printed the first line of its answer (it has the message).
+    answering: bool,
     started: Instant,
     /// Reset by every line the agent prints during the turn.
     silent_deadline: tokio::time::Instant,
@@ -402,6 +404,7 @@ impl Actor {
                 self.turn = Some(TurnState {
                     reply,
                     text_stream,
+                    answering: false,
                     started: now,
                     silent_deadline: tokio::time::Instant::now() + response_timeout,
                     response_timeout,
@@ -503,7 +506,16 @@ impl Actor {
         if let Some(turn) = &mut self.turn {
             turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
         }
-        match protocol::classify(&line) {
+        let kind = protocol::classify(&line);
+        if matches!(
+            kind,
+            Incoming::System | Incoming::Assistant | Incoming::User | Incoming::Result
+        ) && let Some(turn) = &mut self.turn
+            && !std::mem::replace(&mut turn.answering, true)
+        {
+            self.emit(AgentEvent::Answering);
+        }
+        match kind {
             Incoming::ControlResponse {
                 request_id,
                 outcome,

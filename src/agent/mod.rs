@@ -92,6 +92,9 @@ impl PermissionPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentEvent {
+    /// The agent printed the first line of its answer to the running turn (the CLI's
+    /// `system/init`): it has the message.
+    Answering,
     /// Text the assistant wrote, whole (the answer so far is made of it; the transcript
     /// keeps it cut).
     AssistantText {

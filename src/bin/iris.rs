@@ -169,6 +169,34 @@ enum Command {
     },
 }
 
+/// `print!` that ends the program quietly when stdout is a closed pipe (`iris report | head`),
+/// as command-line tools do, instead of panicking.
+macro_rules! out {
+    ($($argument:tt)*) => {
+        write_out(format_args!($($argument)*))
+    };
+}
+
+/// `println!`, as [`out!`].
+macro_rules! outln {
+    ($($argument:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($argument)*)))
+    };
+}
+
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            // Whoever reads stopped reading: nothing more to say, and no one to say it to.
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     // The guard is started by Iris itself, always as `iris guard --grace-ms=N`: it is
     // dispatched before the argument parser, the runtime or logging exist, so that it stays
@@ -233,7 +261,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Init { force }) => {
             let (file, _) = iris::config::locate()?;
             iris::config::edit::init(&file, *force)?;
-            println!(
+            outln!(
                 "wrote {}; add teams with `iris add-team NAME PATH`",
                 file.display()
             );
@@ -256,7 +284,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 &directory,
                 description.as_deref(),
             )?;
-            println!(
+            outln!(
                 "added team {name} ({}) to {}",
                 added.display(),
                 file.display()
@@ -266,7 +294,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::RemoveTeam { name }) => {
             let (file, iris_home) = iris::config::locate()?;
             iris::config::edit::remove_team(&file, &iris_home, name)?;
-            println!("removed team {name} from {}", file.display());
+            outln!("removed team {name} from {}", file.display());
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -279,15 +307,15 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         |port: Option<u16>| iris::client::base_url(port.unwrap_or(config.settings.http_port));
     match command {
         None => {
-            print!("{}", output::start_hints(&config));
+            out!("{}", output::start_hints(&config));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Check { json }) => {
             if json {
                 let report = output::CheckReport::of(&config);
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", output::check(&config));
+                out!("{}", output::check(&config));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -322,7 +350,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Fork { team, from, run }) => {
             let command = small_runtime()?.block_on(iris::client::fork(&config, &team, &from))?;
             if !run {
-                println!("{}", command.shell_line());
+                outln!("{}", command.shell_line());
                 return Ok(ExitCode::SUCCESS);
             }
             let status = std::process::Command::new(&command.program)
@@ -337,9 +365,9 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Status { json, port }) => {
             let status = small_runtime()?.block_on(iris::client::status(&base(port)))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", output::status_table(&status));
+                out!("{}", output::status_table(&status));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -365,7 +393,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             }
             match output::answer(&asked?) {
                 Ok(answer) => {
-                    println!("{answer}");
+                    outln!("{answer}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
@@ -386,7 +414,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 &team,
                 &message,
             ))?;
-            println!("queued for {team}: message {}", queued.message_id);
+            outln!("queued for {team}: message {}", queued.message_id);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Report {
@@ -403,9 +431,9 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 limit,
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&page)?);
+                outln!("{}", serde_json::to_string_pretty(&page)?);
             } else {
-                print!("{}", output::report(&page));
+                out!("{}", output::report(&page));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -413,11 +441,11 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             let url = url.unwrap_or_else(|| format!("{}/mcp", base(None)));
             match iris::install::install(&url, !no_claude)? {
                 iris::install::Registration::Command(command) => {
-                    println!("registered Iris ({url}) with `{command}`");
+                    outln!("registered Iris ({url}) with `{command}`");
                 }
                 iris::install::Registration::File(path)
                 | iris::install::Registration::Unchanged(path) => {
-                    println!("registered Iris ({url}) in {}", path.display());
+                    outln!("registered Iris ({url}) in {}", path.display());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -425,13 +453,13 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Uninstall { no_claude }) => {
             match iris::install::uninstall(!no_claude)? {
                 iris::install::Registration::Command(command) => {
-                    println!("removed Iris with `{command}`");
+                    outln!("removed Iris with `{command}`");
                 }
                 iris::install::Registration::File(path) => {
-                    println!("removed Iris from {}", path.display());
+                    outln!("removed Iris from {}", path.display());
                 }
                 iris::install::Registration::Unchanged(path) => {
-                    println!("Iris was not registered in {}", path.display());
+                    outln!("Iris was not registered in {}", path.display());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -439,7 +467,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         Some(Command::Doctor) => {
             let checks = small_runtime()?.block_on(iris::client::doctor(&config));
             let (text, all_ok) = output::doctor(&checks);
-            print!("{text}");
+            out!("{text}");
             Ok(if all_ok {
                 ExitCode::SUCCESS
             } else {

@@ -1422,7 +1422,7 @@ fn check_remote(remote: &str) -> Result<(), String> {
 
 /// The known key closest to `unknown`, if close enough to be a likely typo. Case, `_` and `-`
 /// are ignored (`max_processes` finds `maxProcesses`).
-fn nearest<'k>(unknown: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+pub(crate) fn nearest<'k>(unknown: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
     let normalize = |key: &str| -> Vec<char> {
         key.chars()
             .filter(|ch| *ch != '_' && *ch != '-')

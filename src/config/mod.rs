@@ -23,7 +23,17 @@ pub(crate) use load::process_env;
 pub use load::{
     ConfigError, ConfigWarning, Position, Problem, load, load_from_path, load_from_str, locate,
 };
+pub(crate) use name::cut_echo;
 pub use name::{NameError, TeamName};
+
+/// The configured team that `name` (not one of them) is most likely a typo of. Names shorter
+/// than three characters get no suggestion: every short name is a typo of another.
+pub(crate) fn nearest_team<'c>(config: &'c Config, name: &str) -> Option<&'c str> {
+    if name.chars().count() < 3 {
+        return None;
+    }
+    load::nearest(name, config.teams.keys().map(TeamName::as_str)).filter(|near| *near != name)
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

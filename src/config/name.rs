@@ -27,25 +27,26 @@ impl TeamName {
     /// # Errors
     /// A [`NameError`] saying which rule `name` breaks.
     pub fn new(name: &str) -> Result<Self, NameError> {
+        // (Errors below show at most `ECHO_CHARS` characters of what was given.)
         let Some(first) = name.chars().next() else {
             return Err(NameError::Empty);
         };
         if let Some(bad) = name.chars().find(|&ch| !is_name_char(ch)) {
             return Err(NameError::InvalidChar {
-                name: name.to_owned(),
+                name: cut_echo(name),
                 ch: bad,
             });
         }
         if !first.is_ascii_alphanumeric() {
             return Err(NameError::InvalidStart {
-                name: name.to_owned(),
+                name: cut_echo(name),
                 ch: first,
             });
         }
         // Every character is ASCII here, so bytes and characters agree.
         if name.len() > MAX_LEN {
             return Err(NameError::TooLong {
-                name: name.to_owned(),
+                name: cut_echo(name),
                 len: name.len(),
             });
         }
@@ -228,5 +229,34 @@ mod tests {
         let mut teams = std::collections::BTreeMap::new();
         teams.insert(TeamName::new("alpha").expect("valid"), 1);
         assert_eq!(teams.get("alpha"), Some(&1));
+    }
+}
+
+/// How much of a rejected name an error shows.
+const ECHO_CHARS: usize = 80;
+
+/// `text` as an error may show it: at most 80 characters, then how much was left out, so a
+/// huge input is never echoed back whole.
+pub(crate) fn cut_echo(text: &str) -> String {
+    let total = text.chars().count();
+    if total <= ECHO_CHARS {
+        return text.to_owned();
+    }
+    let shown: String = text.chars().take(ECHO_CHARS).collect();
+    format!("{shown}… ({} more characters)", total - ECHO_CHARS)
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_name_is_not_echoed_whole() {
+        let huge = "a".repeat(1 << 20);
+        let error = TeamName::new(&huge).unwrap_err().to_string();
+        assert!(error.len() < 300, "{} bytes", error.len());
+        assert!(error.contains("1048496 more characters"), "{error}");
+        assert!(error.contains("the limit is 64"), "{error}");
+        assert_eq!(cut_echo("short"), "short");
     }
 }

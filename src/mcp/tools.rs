@@ -785,7 +785,13 @@ fn failure(error: &dyn std::fmt::Display) -> CallToolResult {
 
 fn task_id(text: &str) -> Result<MessageId, ErrorData> {
     text.parse().map_err(|_| {
-        ErrorData::invalid_params(format!("taskId '{text}' is not an Iris task id"), None)
+        ErrorData::invalid_params(
+            format!(
+                "taskId '{}' is not an Iris task id",
+                crate::config::cut_echo(text)
+            ),
+            None,
+        )
     })
 }
 
@@ -854,7 +860,13 @@ fn detailed_task(record: &MessageRecord, retention: Duration) -> DetailedTask {
 
 fn message_id(text: &str) -> Result<MessageId, ErrorData> {
     text.parse().map_err(|_| {
-        ErrorData::invalid_params(format!("messageId '{text}' is not a message id"), None)
+        ErrorData::invalid_params(
+            format!(
+                "messageId '{}' is not a message id",
+                crate::config::cut_echo(text)
+            ),
+            None,
+        )
     })
 }
 

@@ -90,10 +90,12 @@ pub enum PoolError {
         source: Arc<NameError>,
     },
     /// The target is not a configured team.
-    #[error("unknown team '{name}'; known teams: {}", if known.is_empty() { "none (add one with `iris add-team`)".to_owned() } else { known.join(", ") })]
+    #[error("unknown team '{name}'; {}known teams: {}", suggestion.as_ref().map(|near| format!("did you mean '{near}'? ")).unwrap_or_default(), if known.is_empty() { "none (add one with `iris add-team`)".to_owned() } else { known.join(", ") })]
     UnknownTeam {
         /// The name given.
         name: String,
+        /// The configured team it is most likely a typo of.
+        suggestion: Option<String>,
         /// The configured teams.
         known: Vec<String>,
     },
@@ -189,6 +191,17 @@ pub enum PoolError {
         /// The team.
         team: String,
     },
+}
+
+impl PoolError {
+    /// `name` is not a team of `config`.
+    pub(crate) fn unknown_team(config: &Config, name: &str) -> Self {
+        Self::UnknownTeam {
+            name: crate::config::cut_echo(name),
+            suggestion: crate::config::nearest_team(config, name).map(str::to_owned),
+            known: config.team_names(),
+        }
+    }
 }
 
 impl From<StoreError> for PoolError {
@@ -609,11 +622,20 @@ impl Pool {
         })?;
         let config = self.config();
         let Some(team) = config.team(target) else {
-            return Err(PoolError::UnknownTeam {
-                name: target.to_owned(),
-                known: config.team_names(),
-            });
+            return Err(PoolError::unknown_team(&config, target));
         };
+        // A caller need not be a team (a person, a script), but a name one typo away from a
+        // team is almost surely that team misspelt: it would silently start a new pair.
+        if config.team(caller.as_str()).is_none()
+            && caller.as_str().chars().count() >= 4
+            && let Some(near) = crate::config::nearest_team(&config, caller.as_str())
+        {
+            return Err(PoolError::Caller {
+                message: format!(
+                    "unknown caller '{caller}'; did you mean '{near}'? (a caller that is not a team may use any name not this close to a team's)"
+                ),
+            });
+        }
         if let Some(remote) = &team.remote {
             return Err(PoolError::RemoteUnsupported {
                 team: target.to_owned(),
@@ -865,10 +887,7 @@ impl Pool {
         let config = self.config();
         let team = config
             .team(pair.target.as_str())
-            .ok_or_else(|| PoolError::UnknownTeam {
-                name: pair.target.to_string(),
-                known: config.team_names(),
-            })?;
+            .ok_or_else(|| PoolError::unknown_team(&config, pair.target.as_str()))?;
         Ok(launch::fork_command(&config, team, session_id))
     }
 

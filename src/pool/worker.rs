@@ -721,10 +721,7 @@ impl Worker {
             let version = *self.pool.config_version.borrow();
             let config = self.pool.config();
             let Some(team) = config.team(self.pair.target.as_str()) else {
-                return Err(PoolError::UnknownTeam {
-                    name: self.pair.target.to_string(),
-                    known: config.team_names(),
-                });
+                return Err(PoolError::unknown_team(&config, self.pair.target.as_str()));
             };
             let (session_id, mode, baseline) = {
                 let state = self.pool.lock();

@@ -108,7 +108,7 @@ impl FromStr for MessageId {
         Uuid::parse_str(text.trim())
             .map(Self)
             .map_err(|_| MessageIdError {
-                text: text.to_owned(),
+                text: crate::config::cut_echo(text),
             })
     }
 }

@@ -385,8 +385,9 @@ pub fn assert_cost(actual: f64, expected: f64) {
     );
 }
 
-/// Submits `text` (a slow one, so it keeps running) and returns once its turn is written to
-/// the agent: the message is then `running` and the pair's process busy.
+/// Submits `text` (a slow one, so it keeps running) and returns once the agent began to
+/// answer it: the message is then `running`, the pair's process busy, and the turn inside
+/// the process (not only written to its pipe).
 pub async fn submit_running(pool: &Pool, pair: &Pair, text: &str) -> Ticket {
     let mut events = pool.subscribe();
     let ticket = pool
@@ -399,6 +400,10 @@ pub async fn submit_running(pool: &Pool, pair: &Pair, text: &str) -> Ticket {
         "the turn started",
         |event| matches!(event, PoolEvent::TurnStarted { id: started, .. } if *started == id),
     )
+    .await;
+    wait_event(&mut events, "the agent answering", |event| {
+        matches!(event, PoolEvent::Agent { pair: of, event: iris::agent::AgentEvent::Answering } if of == pair)
+    })
     .await;
     ticket
 }
