@@ -723,6 +723,20 @@ async fn unknown_and_invalid_names_are_refused() {
     ));
     let error = pool.pair("x", "$(rm -rf /)").unwrap_err();
     assert!(matches!(error, PoolError::UnknownTeam { .. }));
+    // A typo of a team: a hint for a target, a refusal for a caller (it would silently start
+    // a new pair); other caller names are free.
+    let error = pool.pair("x", "backnd").unwrap_err();
+    assert_contains(
+        &error.to_string(),
+        "unknown team 'backnd'; did you mean 'backend'? known teams: backend, frontend",
+    );
+    let error = pool.pair("frontned", "backend").unwrap_err();
+    assert_contains(
+        &error.to_string(),
+        "unknown caller 'frontned'; did you mean 'frontend'?",
+    );
+    assert!(pool.pair("frontend", "backend").is_ok());
+    assert!(pool.pair("a-person", "backend").is_ok());
     pool.shutdown().await;
 }
 
