@@ -358,6 +358,12 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             ok: true,
             detail: format!("an Iris serves on port {port} ({}/{} processes)", status.live, status.max_processes),
         },
+        // It answered, and refused: an Iris with tokens, and no (or a wrong) IRIS_TOKEN here.
+        Err(ClientError::Protocol { message, .. }) => Check {
+            name: "server".to_owned(),
+            ok: true,
+            detail: format!("an Iris serves on port {port}; its status: {message}"),
+        },
         Err(_) => match std::net::TcpListener::bind(("127.0.0.1", port)) {
             Ok(_) => Check {
                 name: "server".to_owned(),

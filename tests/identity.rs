@@ -116,7 +116,13 @@ async fn agents_call_back_as_their_own_team_over_http() {
     let marker = format!("iris-identity-http-{}", uuid::Uuid::new_v4());
     let config = write_config(dir.path(), &marker, "");
     let (mut server, url) = common::serve_http(&config, dir.path());
-    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
+    // Team a has a token: calls as a carry it.
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(TEAM_A_TOKEN),
+        ))
+        .await
+        .unwrap();
     chain(&client, Some("a")).await;
 
     // The agent's URL is in its command line; Iris knows it, and nothing else under /mcp/.
@@ -260,6 +266,57 @@ async fn bearer_tokens_identify_teams() {
     );
     assert_eq!(status.from_team.as_str(), "a", "{status:?}");
     team_a.cancel().await.unwrap();
+
+    // A team with a token can be acted as only with it, on loopback too: a caller without a
+    // token (or with the server's) cannot send as a, see a's messages or reset its session.
+    let tokenless = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await.unwrap();
+    for unproven in [
+        &tokenless,
+        &().serve(with_token(SERVER_TOKEN)).await.unwrap(),
+    ] {
+        for (tool, arguments) in [
+            (
+                "quick_message",
+                json!({"fromTeam": "a", "toTeam": "c", "message": "as a"}),
+            ),
+            ("session_report", json!({"fromTeam": "a", "team": "c"})),
+            ("session_delete", json!({"fromTeam": "a", "toTeam": "c"})),
+        ] {
+            let refused = unproven.call_tool(call(tool, arguments)).await.unwrap();
+            assert_contains(
+                &tool_error(&refused),
+                "team 'a' has a token: calls as 'a' must send it",
+            );
+        }
+        let hidden = unproven
+            .call_tool(call("message_status", json!({"messageId": own.message_id})))
+            .await
+            .unwrap();
+        assert_contains(&tool_error(&hidden), "no message with id");
+        // A team without a token still works as before.
+        let open: MessageOutcome = typed(
+            &unproven
+                .call_tool(call(
+                    "quick_message",
+                    json!({"fromTeam": "b", "toTeam": "c", "message": "as b"}),
+                ))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(open.from_team.as_str(), "b");
+    }
+    tokenless.cancel().await.unwrap();
+    // With tokens configured, /status needs one.
+    let status_url = format!("{}/status", server.base());
+    let refused = reqwest::get(&status_url).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let allowed = reqwest::Client::new()
+        .get(&status_url)
+        .bearer_auth(SERVER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status().as_u16(), 200);
 
     // A wrong token, or a malformed header, is refused outright.
     for header in ["Bearer not-a-configured-token-000", "Basic YTpi"] {

@@ -88,6 +88,22 @@ impl Config {
             .map(|name| name.as_str().to_owned())
             .collect()
     }
+
+    /// The teams that have a token of their own (`teams.<name>.token`).
+    #[must_use]
+    pub fn teams_with_tokens(&self) -> Vec<TeamName> {
+        self.teams
+            .values()
+            .filter(|team| team.token.is_some())
+            .map(|team| team.name.clone())
+            .collect()
+    }
+
+    /// Whether any token is configured (`settings.httpToken` or a team's).
+    #[must_use]
+    pub fn has_tokens(&self) -> bool {
+        self.settings.http_token.is_some() || self.teams.values().any(|team| team.token.is_some())
+    }
 }
 
 /// A secret from the configuration (a bearer token): never printed, also not by `Debug`.

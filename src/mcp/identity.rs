@@ -142,6 +142,13 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
         (None, None) if gate.access.require_token => Err(Refusal::Unauthorized(
             "this Iris serves a non-loopback address: send `Authorization: Bearer <token>` with a token from settings.httpToken or a team's token".to_owned(),
         )),
+        // The pool's state names every team's pairs and sessions: once tokens are configured,
+        // only a holder of one reads it.
+        (None, None) if path == "/status" && gate.pool.config().has_tokens() => {
+            Err(Refusal::Unauthorized(
+                "tokens are configured: /status needs `Authorization: Bearer <token>` (settings.httpToken or a team's token; the iris command sends IRIS_TOKEN)".to_owned(),
+            ))
+        }
         (None, None) => Ok(None),
     }
 }

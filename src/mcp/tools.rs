@@ -638,9 +638,15 @@ impl IrisMcp {
 
     /// Which messages the caller may see: a proven team only its own.
     fn viewer(&self, context: &RequestContext<RoleServer>) -> Viewer {
-        self.proven(context)
+        match self
+            .proven(context)
             .and_then(|known| crate::config::TeamName::new(&known.team).ok())
-            .map_or(Viewer::Anyone, Viewer::Team)
+        {
+            Some(team) => Viewer::Team(team),
+            None => Viewer::Unproven {
+                protected: self.pool.config().teams_with_tokens(),
+            },
+        }
     }
 
     /// The caller: the proven team, or the stated `fromTeam`, never two different ones.
@@ -657,6 +663,21 @@ impl IrisMcp {
                 ),
             }),
             (Some(known), _) => Ok(known.team.clone()),
+            // A team with a token of its own can be acted as only with that token (or
+            // through its agent URL), on loopback too.
+            (None, Some(stated))
+                if self
+                    .pool
+                    .config()
+                    .team(stated)
+                    .is_some_and(|team| team.token.is_some()) =>
+            {
+                Err(PoolError::Caller {
+                    message: format!(
+                        "team '{stated}' has a token: calls as '{stated}' must send it (`Authorization: Bearer`; the iris command sends IRIS_TOKEN) or come through its agent URL"
+                    ),
+                })
+            }
             (None, Some(stated)) => Ok(stated.to_owned()),
             (None, None) => Err(PoolError::Caller {
                 message: "fromTeam is required: this connection is not tied to a team".to_owned(),

@@ -214,9 +214,15 @@ impl From<StoreError> for PoolError {
 /// [`Pool::cancel`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Viewer {
-    /// A caller whose team is not proven (it states `fromTeam`; the console; the server's
-    /// own token): every message.
+    /// Iris itself and its local operator (the console): every message.
     Anyone,
+    /// A caller whose team is not proven (it states `fromTeam`, over loopback or with the
+    /// server-wide token): every message but those of the teams that have a token of their
+    /// own (`protected`), which only their token or agent URL may see.
+    Unproven {
+        /// The teams with a token.
+        protected: Vec<TeamName>,
+    },
     /// A caller whose team is proven (an agent URL, a team token, the stdio server's
     /// directory): only the messages that team sent.
     Team(TeamName),
@@ -228,6 +234,7 @@ impl Viewer {
     pub fn may_see(&self, record: &MessageRecord) -> bool {
         match self {
             Self::Anyone => true,
+            Self::Unproven { protected } => !protected.contains(&record.caller),
             Self::Team(team) => record.caller == *team,
         }
     }
