@@ -471,3 +471,90 @@ async fn a_waiting_caller_gets_the_answer_so_far_as_progress() {
     server.await.unwrap().unwrap();
     pool.shutdown().await;
 }
+
+/// Requests that are not JSON-RPC get JSON-RPC's own errors: `400` with `-32700` (not JSON)
+/// or `-32600` (not one JSON-RPC message); a `tools/call` whose `arguments` are not an object
+/// gets `-32602` (invalid params), not "method not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_rpc_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-mcp-malformed-{}", uuid::Uuid::new_v4());
+    let config = common::fake_teams_config(dir.path(), &marker);
+    let (_server, url) = common::serve_http(&config, dir.path());
+    let http = reqwest::Client::new();
+    let post = |body: String, session: Option<String>| {
+        let mut request = http
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(session) = session {
+            request = request
+                .header("Mcp-Session-Id", session)
+                .header("Mcp-Protocol-Version", "2025-11-25");
+        }
+        request.send()
+    };
+    /// The JSON-RPC message of a response: its JSON body, or the `data:` of its SSE event.
+    async fn message(response: reqwest::Response) -> Value {
+        let text = response.text().await.unwrap();
+        let json = text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("data: ")
+                    .filter(|data| data.starts_with('{'))
+            })
+            .unwrap_or(&text);
+        serde_json::from_str(json).unwrap_or_else(|error| panic!("{error}: {text}"))
+    }
+    for (body, code) in [
+        ("{not json".to_owned(), -32700),
+        ("[1, 2]".to_owned(), -32600),
+        (r#"{"hello": "world"}"#.to_owned(), -32600),
+    ] {
+        let response = post(body.clone(), None).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        let error = message(response).await;
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+        assert_eq!(error["jsonrpc"], "2.0");
+    }
+    // In a session: a tools/call with arguments that are not an object.
+    let initialized = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}})
+        .to_string(),
+        None,
+    )
+    .await
+    .unwrap();
+    let session = initialized
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    message(initialized).await;
+    post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+        Some(session.clone()),
+    )
+    .await
+    .unwrap();
+    let bad = post(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "get_date", "arguments": [1, 2]}})
+        .to_string(),
+        Some(session),
+    )
+    .await
+    .unwrap();
+    let error = message(bad).await;
+    assert_eq!(error["id"], 2, "{error}");
+    assert_eq!(error["error"]["code"], -32602, "{error}");
+    assert_contains(
+        error["error"]["message"].as_str().unwrap(),
+        "`arguments`, if given, an object",
+    );
+}

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -80,7 +82,61 @@ pub fn router(
                 }
             }),
         )
+        .layer(axum::middleware::from_fn(json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(gate, admit))
+}
+
+/// JSON-RPC's own errors for a POST to an MCP endpoint whose body is not a JSON-RPC message,
+/// as the JSON-RPC spec and MCP's transport say, instead of rmcp's `415 Unsupported Media
+/// Type`: `400` with `-32700` (parse error) for a body that is not JSON, `400` with `-32600`
+/// (invalid request) for JSON that is not one JSON-RPC 2.0 message. A well-formed request
+/// whose parameters do not fit its method gets `-32602` from the handler
+/// (`IrisMcp::on_custom_request`). The body is read here once, within the size limit.
+async fn json_rpc_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_mcp = request.uri().path() == "/mcp" || request.uri().path().starts_with("/mcp/");
+    if request.method() != axum::http::Method::POST || !is_mcp {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Payload Too Large: request body exceeds {MAX_REQUEST_BODY_BYTES} bytes"),
+        )
+            .into_response();
+    };
+    let refusal = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(error) => Some((
+            -32700,
+            format!("Parse error: the body is not JSON ({error})"),
+        )),
+        Ok(serde_json::Value::Object(message)) if message.get("jsonrpc") == Some(&json!("2.0")) => {
+            None
+        }
+        Ok(serde_json::Value::Array(_)) => Some((
+            -32600,
+            "Invalid Request: send one JSON-RPC message per request (batches are not supported)"
+                .to_owned(),
+        )),
+        Ok(_) => Some((
+            -32600,
+            "Invalid Request: not a JSON-RPC 2.0 message (an object with \"jsonrpc\": \"2.0\")"
+                .to_owned(),
+        )),
+    };
+    if let Some((code, message)) = refusal {
+        let error =
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// Serves [`router`] on `listener` until `shutdown` is cancelled. Every accepted connection

@@ -583,6 +583,43 @@ impl ServerHandler for IrisMcp {
         .with_instructions(INSTRUCTIONS.to_owned())
     }
 
+    /// A request rmcp could not read as any method it knows. For an MCP method, that means
+    /// its parameters do not fit (`tools/call` with `arguments` that are not an object, say):
+    /// `-32602` (invalid params), not "method not found".
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        const KNOWN: [&str; 8] = [
+            "initialize",
+            "ping",
+            "tools/list",
+            "tools/call",
+            "tasks/get",
+            "tasks/cancel",
+            "tasks/list",
+            "tasks/result",
+        ];
+        let method = crate::config::cut_echo(&request.method);
+        if KNOWN.contains(&request.method.as_str()) {
+            let hint = if request.method == "tools/call" {
+                ": `name` must be a string and `arguments`, if given, an object"
+            } else {
+                ""
+            };
+            return Err(ErrorData::invalid_params(
+                format!("the params of {method} do not fit its schema{hint}"),
+                None,
+            ));
+        }
+        Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+            None,
+        ))
+    }
+
     /// `tasks/get`: a long `send_message`/`ask_message` is a task whose id is its message id.
     /// A proven caller sees only its own messages' tasks, as with `message_status`.
     async fn get_task(
