@@ -1234,23 +1234,34 @@ impl Loader<'_> {
         key: &str,
         position: Option<Position>,
     ) -> Option<String> {
-        if !raw.starts_with('~') {
-            return Some(raw);
-        }
-        let expanded = match self.expand_tilde(&raw) {
-            Ok(path) => path,
-            Err(message) => {
-                self.problem(key, position, message);
-                return None;
+        let program = if raw.starts_with('~') {
+            let expanded = match self.expand_tilde(&raw) {
+                Ok(path) => path,
+                Err(message) => {
+                    self.problem(key, position, message);
+                    return None;
+                }
+            };
+            match expanded.into_os_string().into_string() {
+                Ok(path) => path,
+                Err(_) => {
+                    self.problem(key, position, "the expanded path is not valid UTF-8");
+                    return None;
+                }
             }
+        } else {
+            raw
         };
-        match expanded.into_os_string().into_string() {
-            Ok(path) => Some(path),
-            Err(_) => {
-                self.problem(key, position, "the expanded path is not valid UTF-8");
-                None
-            }
+        // Not an error: it may be installed before the first message. But say so now, not at
+        // the first message.
+        if let Some(why) = program_problem(&program) {
+            self.warn(
+                key,
+                position,
+                format!("{why}: messages to the teams that use it fail until it is fixed"),
+            );
         }
+        Some(program)
     }
 
     /// A local project directory: `~` expanded, relative to the config file's directory, must
@@ -1444,6 +1455,25 @@ pub(crate) fn nearest<'k>(unknown: &str, known: impl Iterator<Item = &'k str>) -
         }
     }
     best.map(|(_, candidate)| candidate)
+}
+
+/// What is wrong with `program` as an executable to start (a path, or a name looked up on
+/// `PATH`), if anything.
+pub(crate) fn program_problem(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !program.contains('/') {
+        return which::which(program)
+            .is_err()
+            .then(|| format!("'{program}' is not on PATH"));
+    }
+    match std::fs::metadata(program) {
+        Err(_) => Some(format!("{program} does not exist")),
+        Ok(meta) if !meta.is_file() => Some(format!("{program} is not a file")),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{program} is not executable"))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Levenshtein distance (insertions, deletions, substitutions), one row at a time.

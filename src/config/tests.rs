@@ -430,11 +430,54 @@ teams:
     assert_eq!(remote.claude_path.as_deref(), Some("~/.local/bin/claude"));
     assert_eq!(remote.grant_permission, GrantPermission::Ask);
 
-    // Keys this build accepts but cannot act on yet say so, once each.
-    assert_eq!(warning_keys(&config), ["teams.remote-box.remote"]);
+    // Keys this build accepts but cannot act on yet say so, once each; so do programs that
+    // are not there (this machine has no /opt/claude).
+    assert_eq!(
+        warning_keys(&config),
+        [
+            "settings.claudePath",
+            "teams.backend.claudePath",
+            "teams.remote-box.remote"
+        ]
+    );
     assert_eq!(
         config.warnings[0].message,
+        "/opt/claude/bin/claude does not exist: messages to the teams that use it fail until it is fixed"
+    );
+    assert_eq!(
+        config.warnings[2].message,
         "remote teams are validated but not run by this build yet; messages to this team will fail"
+    );
+}
+
+#[test]
+fn a_claude_path_that_cannot_run_is_a_warning() {
+    let fixture = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    let yaml = format!(
+        "settings:\n  claudePath: {}\nteams:\n  a:\n    path: {}\n    claudePath: no-such-claude-on-path-3f9\n  b:\n    path: {}\n    claudePath: {}\n",
+        plain.display(),
+        dir.path().display(),
+        dir.path().display(),
+        dir.path().display()
+    );
+    let config = fixture.load(&yaml);
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "settings.claudePath: {} is not executable: messages to the teams that use it fail until it is fixed",
+                plain.display()
+            ),
+            "teams.a.claudePath: 'no-such-claude-on-path-3f9' is not on PATH: messages to the teams that use it fail until it is fixed".to_owned(),
+            format!(
+                "teams.b.claudePath: {} is not a file: messages to the teams that use it fail until it is fixed",
+                dir.path().display()
+            ),
+        ]
     );
 }
 
