@@ -331,20 +331,31 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
             detail: "no teams configured: add them under `teams:` in the config file".to_owned(),
         });
     }
-    checks.push(match crate::store::Store::open(&config.database).await {
-        Ok(store) => {
-            let stats = store.stats().await;
-            let _ = store.close().await;
-            Check {
-                name: "database".to_owned(),
-                ok: true,
-                detail: format!(
-                    "{} ({} active sessions)",
-                    config.database.path.display(),
-                    stats.map_or(0, |stats| stats.active_sessions)
-                ),
-            }
-        }
+    // Read only: a doctor creates and migrates nothing.
+    let path = config.database.path.display();
+    checks.push(match crate::store::Store::inspect(&config.database) {
+        Ok(Some(found)) => Check {
+            name: "database".to_owned(),
+            ok: true,
+            detail: if found.needs_migration {
+                format!(
+                    "{path} (schema {}, migrated at the next start; {} active sessions)",
+                    found.schema, found.active_sessions
+                )
+            } else {
+                format!("{path} ({} active sessions)", found.active_sessions)
+            },
+        },
+        Ok(None) if config.database.in_memory => Check {
+            name: "database".to_owned(),
+            ok: true,
+            detail: "in memory (database.inMemory): nothing survives a restart".to_owned(),
+        },
+        Ok(None) => Check {
+            name: "database".to_owned(),
+            ok: true,
+            detail: format!("{path} does not exist yet: `iris serve` creates it"),
+        },
         Err(error) => Check {
             name: "database".to_owned(),
             ok: false,

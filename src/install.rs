@@ -99,18 +99,33 @@ pub fn install(url: &str, use_claude: bool) -> Result<Registration, InstallError
 /// # Errors
 /// [`InstallError`].
 pub fn uninstall(use_claude: bool) -> Result<Registration, InstallError> {
+    let path = claude_json()?;
+    // Not registered (never, or removed already): nothing to do, and nothing for `claude mcp
+    // remove` to fail on.
+    if !registered(&path) {
+        return Ok(Registration::Unchanged(path));
+    }
     if use_claude && let Ok(claude) = which::which("claude") {
         return run(&claude, &["mcp", "remove", "--scope", "user", SERVER_NAME]);
-    }
-    let path = claude_json()?;
-    if !path.exists() {
-        return Ok(Registration::Unchanged(path));
     }
     edit(&path, |root| {
         Ok(match root.get_mut("mcpServers") {
             Some(Value::Object(servers)) => servers.remove(SERVER_NAME).is_some(),
             _ => false,
         })
+    })
+}
+
+/// Whether Claude Code's user config at `path` has Iris's entry (an unreadable file counts as
+/// registered, so the removal reports why it cannot be read).
+fn registered(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return path.exists();
+    };
+    serde_json::from_str::<Value>(&text).map_or(true, |root| {
+        root.get("mcpServers")
+            .and_then(|servers| servers.get(SERVER_NAME))
+            .is_some()
     })
 }
 

@@ -116,6 +116,13 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Listen { address, source })?;
+    if config.source.is_none() {
+        eprintln!(
+            "iris: no configuration file ({}): running on embedded defaults with no teams.\n      \
+             Add teams with `iris init` and `iris add-team NAME PATH`: this server picks them up.",
+            config.iris_home.join("config.yaml").display()
+        );
+    }
     let pool = start_pool(config, Some(callback_base(local))).await?;
     let _reload = crate::reload::watch_config(&pool);
     let served = serve_pool(&pool, listener, local, &options, logs, &shutdown).await;

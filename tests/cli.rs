@@ -442,6 +442,38 @@ fn doctor_reports_a_missing_claude() {
         &report,
         "FAIL claude (settings.claudePath): '/nonexistent/claude' not found",
     );
+    // A doctor changes nothing: no database is created, none is migrated.
+    let database = dir.path().join("data").join("iris.db");
+    assert_contains(
+        &report,
+        &format!(
+            "ok   database: {} does not exist yet: `iris serve` creates it",
+            database.display()
+        ),
+    );
+    assert!(!database.exists());
+    std::fs::create_dir_all(database.parent().unwrap()).unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1.db");
+    std::fs::copy(&fixture, &database).unwrap();
+    let output = iris_command(Some(&config), dir.path())
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_contains(
+        &String::from_utf8_lossy(&output.stdout),
+        "(schema 1, migrated at the next start; 1 active sessions)",
+    );
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        std::fs::read(&fixture).unwrap(),
+        "the doctor changed the database"
+    );
+    let files: Vec<_> = std::fs::read_dir(database.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["iris.db"], "no WAL or lock file left behind");
 }
 
 #[test]

@@ -462,4 +462,7 @@ fn install_registers_iris_through_the_real_claude_mcp_add() {
         serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
     assert!(config["mcpServers"].get("iris").is_none(), "{config}");
     assert_eq!(config["userKey"], "kept");
+    // Again: nothing to remove, said so, and no error.
+    let again = run(std::path::Path::new(IRIS), &["uninstall"]);
+    assert_contains(&again, "Iris was not registered");
 }

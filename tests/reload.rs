@@ -528,6 +528,14 @@ fn a_config_file_created_after_start_applies_to_a_running_server() {
     let marker = format!("iris-reload-serve-{}", uuid::Uuid::new_v4());
     let mut server = Server::start(None, home.path());
     let file = home.path().join("config.yaml");
+    // Without a file, the server says how to add teams.
+    server
+        .logs
+        .wait_for("the hint", "running on embedded defaults with no teams");
+    assert_contains(
+        &server.logs.text(),
+        "`iris init` and `iris add-team NAME PATH`",
+    );
     server.logs.wait_for(
         "the watcher started",
         &format!(

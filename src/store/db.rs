@@ -878,6 +878,47 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     })
 }
 
+/// What [`inspect`] found in a database file, read only.
+pub(super) struct Inspected {
+    pub(super) version: i64,
+    pub(super) active_sessions: u64,
+}
+
+/// Reads a database file without writing anything (no creation, no migration, no WAL mode
+/// change): whether it is an Iris database of a schema this build knows, its schema version
+/// and its active sessions. `None` when the file does not exist.
+pub(super) fn inspect(path: &Path) -> Result<Option<Inspected>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    check_header(path)?;
+    let connection = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|error| open_error(&error, path))?;
+    check_identity(&connection, path)?;
+    let read = fail(path, "inspect");
+    let version = user_version(&connection).map_err(&read)?;
+    let active_sessions = if version == 0 {
+        0
+    } else {
+        connection
+            .query_row(
+                "SELECT COUNT(*) FROM sessions WHERE status = 'active'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(&read)?
+            .try_into()
+            .unwrap_or(0)
+    };
+    Ok(Some(Inspected {
+        version,
+        active_sessions,
+    }))
+}
+
 /// Checks, by reading only, that the database is an Iris database (or a new, empty one) of a
 /// schema this build knows.
 fn check_identity(connection: &Connection, path: &Path) -> Result<(), StoreError> {

@@ -384,6 +384,17 @@ pub struct Recovery {
     pub queued: Vec<MessageRecord>,
 }
 
+/// What [`Store::inspect`] found in a database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Its schema version.
+    pub schema: i64,
+    /// Whether the next start migrates it (an older schema).
+    pub needs_migration: bool,
+    /// Active sessions in it.
+    pub active_sessions: u64,
+}
+
 /// Counts for status displays.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreStats {
@@ -521,6 +532,23 @@ impl Store {
                 path,
             }),
         })
+    }
+
+    /// Reads the database file of `database` without changing anything (no file created, no
+    /// migration): for `iris doctor`. `None` when there is no file yet (or it is in memory).
+    ///
+    /// # Errors
+    /// As [`Store::open`] would report the file: not an Iris database, a newer schema, or
+    /// unreadable.
+    pub fn inspect(database: &DatabaseConfig) -> Result<Option<Inspection>, StoreError> {
+        if database.in_memory {
+            return Ok(None);
+        }
+        Ok(db::inspect(&database.path)?.map(|found| Inspection {
+            schema: found.version,
+            needs_migration: found.version < schema::current_version(),
+            active_sessions: found.active_sessions,
+        }))
     }
 
     /// The database file; `None` in memory.
