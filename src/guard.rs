@@ -16,16 +16,55 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 
 use crate::process;
 
 /// A handle to a running guard process. Cheap to clone; the guard exits (after stopping what
-/// is still registered) when the last clone is dropped.
+/// is still registered) when the last clone is dropped. A guard that dies while Iris runs
+/// (killed by someone) is replaced at once, and the new one is told every registered group.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    updates: mpsc::UnboundedSender<Vec<u8>>,
+    updates: mpsc::UnboundedSender<Update>,
+}
+
+/// A registration change, as the handle sends it to the task that feeds the guard process.
+#[derive(Debug, Clone, Copy)]
+enum Update {
+    Watch(u32),
+    Forget(u32),
+}
+
+/// How the guard process is started.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: std::path::PathBuf,
+    /// `guard` for the big program, nothing for `iris-guard`.
+    subcommand: Option<&'static str>,
+    grace: Duration,
+}
+
+impl Launch {
+    fn spawn(&self) -> io::Result<(tokio::process::Child, tokio::process::ChildStdin)> {
+        let mut command = tokio::process::Command::new(&self.program);
+        if let Some(subcommand) = self.subcommand {
+            command.arg(subcommand);
+        }
+        command
+            .arg(format!("--grace-ms={}", self.grace.as_millis()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            // Its own group: a Ctrl-C meant for Iris must not kill the guard first.
+            .process_group(0);
+        let mut child = command.spawn()?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("guard stdin was not piped"))?;
+        Ok((child, stdin))
+    }
 }
 
 impl Guard {
@@ -37,48 +76,103 @@ impl Guard {
     /// When the process cannot be started.
     pub fn start(program: &Path, grace: Duration) -> io::Result<Self> {
         let lean = program.with_file_name("iris-guard");
-        let mut command = if is_executable(&lean) {
-            tokio::process::Command::new(&lean)
-        } else {
-            let mut command = tokio::process::Command::new(program);
-            command.arg("guard");
-            command
-        };
-        command
-            .arg(format!("--grace-ms={}", grace.as_millis()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            // Its own group: a Ctrl-C meant for Iris must not kill the guard first.
-            .process_group(0);
-        let mut child = command.spawn()?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| io::Error::other("guard stdin was not piped"))?;
-        let (updates, mut pending) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(line) = pending.recv().await {
-                if let Err(error) = stdin.write_all(&line).await {
-                    tracing::error!(%error, "orphan guard is gone; agents will not be stopped if Iris is killed");
-                    break;
-                }
+        let launch = if is_executable(&lean) {
+            Launch {
+                program: lean,
+                subcommand: None,
+                grace,
             }
-            drop(stdin);
-            let _ = child.wait().await;
-        });
+        } else {
+            Launch {
+                program: program.to_owned(),
+                subcommand: Some("guard"),
+                grace,
+            }
+        };
+        let first = launch.spawn()?;
+        let (updates, pending) = mpsc::unbounded_channel();
+        tokio::spawn(feed(launch, first, pending));
         Ok(Self { updates })
     }
 
     /// Registers an agent's process group.
     pub fn watch(&self, pgid: u32) {
-        let _ = self.updates.send(format!("+{pgid}\n").into_bytes());
+        let _ = self.updates.send(Update::Watch(pgid));
     }
 
     /// Forgets a process group that was stopped and reaped.
     pub fn forget(&self, pgid: u32) {
-        let _ = self.updates.send(format!("-{pgid}\n").into_bytes());
+        let _ = self.updates.send(Update::Forget(pgid));
     }
+}
+
+/// Feeds registrations to the guard process; replaces it when it dies while Iris runs (and
+/// tells the new one every group still registered). Ends, closing the guard's stdin so it
+/// stops what is left, when every handle is gone.
+async fn feed(
+    launch: Launch,
+    first: (tokio::process::Child, tokio::process::ChildStdin),
+    mut pending: mpsc::UnboundedReceiver<Update>,
+) {
+    let (mut child, mut stdin) = first;
+    let mut groups = BTreeSet::new();
+    let mut started = Instant::now();
+    loop {
+        let died = tokio::select! {
+            update = pending.recv() => match update {
+                None => break,
+                Some(update) => {
+                    let line = match update {
+                        Update::Watch(pgid) => {
+                            groups.insert(pgid);
+                            format!("+{pgid}\n")
+                        }
+                        Update::Forget(pgid) => {
+                            groups.remove(&pgid);
+                            format!("-{pgid}\n")
+                        }
+                    };
+                    stdin.write_all(line.as_bytes()).await.is_err()
+                }
+            },
+            status = child.wait() => {
+                let status = status.map_or_else(|error| error.to_string(), |status| status.to_string());
+                tracing::error!(%status, "the orphan guard died; starting a new one");
+                true
+            }
+        };
+        if !died {
+            continue;
+        }
+        // A guard that keeps dying at once is not restarted in a tight loop.
+        if started.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        match launch.spawn() {
+            Ok((new_child, new_stdin)) => {
+                (child, stdin) = (new_child, new_stdin);
+                started = Instant::now();
+                let lines: String = groups.iter().map(|pgid| format!("+{pgid}\n")).collect();
+                if let Err(error) = stdin.write_all(lines.as_bytes()).await {
+                    tracing::error!(%error, "cannot register agents with the new orphan guard");
+                } else {
+                    tracing::info!(
+                        pid = child.id(),
+                        groups = groups.len(),
+                        "a new orphan guard watches the agents"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start a new orphan guard; agents will not be stopped if Iris is killed");
+                break;
+            }
+        }
+    }
+    drop(stdin);
+    let _ = child.wait().await;
 }
 
 fn is_executable(path: &Path) -> bool {

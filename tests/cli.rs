@@ -227,17 +227,14 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     wait_for_blocking("agents running", || {
         processes_with_marker(&marker, false).len() >= 4
     });
-    // Kill the guard first (the child of this iris running `iris-guard`, or `iris guard`),
+    // Both die at once: iris frozen first (so it cannot start a new guard), the guard killed,
     // then iris.
-    let guard = children(console.child.id())
-        .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .unwrap_or_default()
-                .split(|&byte| byte == 0)
-                .any(|arg| arg == b"guard" || arg.ends_with(b"/iris-guard"))
-        })
-        .expect("guard process");
+    let guard = guard_of(console.child.id()).expect("guard process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(console.child.id().cast_signed()),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
     sigkill(guard);
     sigkill(console.child.id());
     console.child.wait().unwrap();
@@ -254,6 +251,48 @@ fn a_restarted_iris_stops_agents_a_dead_iris_and_guard_left_behind() {
     let _: Status = console.ok(json!({"op": "status"}));
     wait_for_no_processes(&marker);
     console.stop();
+}
+
+/// The guard process of the iris `pid` (its child running `iris-guard`, or `iris guard`).
+fn guard_of(pid: u32) -> Option<u32> {
+    children(pid).into_iter().find(|child| {
+        std::fs::read(format!("/proc/{child}/cmdline"))
+            .unwrap_or_default()
+            .split(|&byte| byte == 0)
+            .any(|arg| arg == b"guard" || arg.ends_with(b"/iris-guard"))
+    })
+}
+
+/// A guard killed while Iris runs is replaced at once, and the new one knows the agents: a
+/// later `kill -9` of Iris leaves nothing behind, without waiting for a restart.
+#[test]
+fn a_killed_guard_is_replaced_and_still_stops_the_agents() {
+    iris::process::become_subreaper().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-guard-again-{}", uuid::Uuid::new_v4());
+    let knobs = "      FAKE_AGENT_IGNORE_SIGTERM: \"1\"\n      FAKE_AGENT_GRANDCHILDREN: \"1\"\n";
+    let config = write_config_with_env(dir.path(), &marker, &["a", "b"], knobs);
+    let mut console = Console::start(Some(&config), dir.path(), false);
+    let _: WakeAll = console.ok(json!({"op": "wake_all", "from": "caller"}));
+    wait_for_blocking("agents running", || {
+        processes_with_marker(&marker, false).len() >= 4
+    });
+    let first = guard_of(console.child.id()).expect("guard process");
+    sigkill(first);
+    let mut second = None;
+    wait_for_blocking("a new guard", || {
+        reap_children();
+        second = guard_of(console.child.id()).filter(|pid| *pid != first);
+        second.is_some()
+    });
+    console.logs.wait_for(
+        "the new guard registered the agents",
+        "a new orphan guard watches the agents",
+    );
+    sigkill(console.child.id());
+    console.child.wait().unwrap();
+    // The new guard saw iris die and stopped every group, grandchildren included.
+    wait_for_no_processes(&marker);
 }
 
 #[test]
