@@ -633,3 +633,63 @@ fn a_closed_stdout_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(output.status.success(), "{:?}: {stderr}", output.status);
 }
+
+/// A problem in the config file blocks neither the commands that only talk to a running
+/// server (they need its address) nor the edits that do not make it worse: removing a team
+/// whose directory is gone, adding another.
+#[test]
+fn a_config_with_problems_blocks_neither_client_commands_nor_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-cli-broken-{}", uuid::Uuid::new_v4());
+    let config = write_fake_config(dir.path(), &marker, &["backend", "gone"], SETTINGS);
+    let mut server = Server::start(Some(&config), dir.path());
+    // The file goes bad under the running server (which keeps the config it has): a team's
+    // directory is deleted.
+    std::fs::remove_dir_all(dir.path().join("gone")).unwrap();
+    let port = server.port().to_string();
+    let run = |args: &[&str]| {
+        iris_command(Some(&config), dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let asked = run(&[
+        "ask",
+        "backend",
+        "still there?",
+        "--from",
+        "me",
+        "--port",
+        &port,
+    ]);
+    assert!(asked.status.success(), "{asked:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&asked.stdout),
+        "fake answer #1: still there?",
+    );
+    assert_contains(
+        &String::from_utf8_lossy(&asked.stderr),
+        "the configuration has problems; going on with the defaults",
+    );
+    let status = run(&["status", "--json", "--port", &port]);
+    assert!(status.status.success(), "{status:?}");
+    let doctor = run(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert_contains(&report, "FAIL configuration:");
+    assert_contains(&report, "teams.gone.path");
+    assert_contains(&report, "database:");
+    // Edits that fix the file, or leave its problems as they were, go through.
+    let project = tempfile::tempdir().unwrap();
+    let added = run(&["add-team", "newteam", project.path().to_str().unwrap()]);
+    assert!(added.status.success(), "{added:?}");
+    let removed = run(&["remove-team", "gone"]);
+    assert!(removed.status.success(), "{removed:?}");
+    let check = run(&["check"]);
+    assert!(check.status.success(), "{check:?}");
+    assert_contains(&String::from_utf8_lossy(&check.stdout), "team newteam:");
+    // An edit that adds a problem is still refused.
+    let bad = run(&["add-team", "bad/name", project.path().to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(server.terminate().success());
+    wait_for_no_processes(&marker);
+}

@@ -299,9 +299,36 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let config = iris::config::load()?;
+    // Commands that only talk to a running server need its address, not a valid file: a
+    // problem in the file is said, and they go on with the defaults (and `--port`).
+    let talks_to_server = matches!(
+        command,
+        Some(
+            Command::Status { .. }
+                | Command::Ask { .. }
+                | Command::Tell { .. }
+                | Command::Report { .. }
+                | Command::Doctor
+        )
+    );
+    let (config, config_error) = match iris::config::load() {
+        Ok(config) => (config, None),
+        Err(error) if talks_to_server => {
+            let (_, iris_home) = iris::config::locate()?;
+            (iris::config::Config::defaults(iris_home), Some(error))
+        }
+        Err(error) => return Err(error.into()),
+    };
     for warning in &config.warnings {
         tracing::warn!("{warning}");
+    }
+    if let Some(error) = &config_error
+        && !matches!(command, Some(Command::Doctor))
+    {
+        eprintln!(
+            "warning: the configuration has problems; going on with the defaults (port {}; --port sets it):\n{error}",
+            config.settings.http_port
+        );
     }
     let base =
         |port: Option<u16>| iris::client::base_url(port.unwrap_or(config.settings.http_port));
@@ -465,7 +492,15 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Doctor) => {
-            let checks = small_runtime()?.block_on(iris::client::doctor(&config));
+            let mut checks = Vec::new();
+            if let Some(error) = &config_error {
+                checks.push(iris::client::Check {
+                    name: "configuration".to_owned(),
+                    ok: false,
+                    detail: format!("{error}\n     (the checks below use the defaults)"),
+                });
+            }
+            checks.extend(small_runtime()?.block_on(iris::client::doctor(&config)));
             let (text, all_ok) = output::doctor(&checks);
             out!("{text}");
             Ok(if all_ok {

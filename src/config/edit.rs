@@ -133,8 +133,10 @@ pub fn add_team(
         });
     }
     let text = read_or_default(path)?;
-    let config = validate(&text, path, iris_home)?;
-    if config.team(name.as_str()).is_some() {
+    // Only what the edit itself breaks is refused: a problem elsewhere in the file (a team
+    // whose directory is gone, say) must not block adding a team.
+    let before = problems(&text, path, iris_home)?;
+    if remove_block(&text, name.as_str()).is_some() {
         return Err(EditError::Duplicate {
             name: name.to_string(),
             path: path.to_owned(),
@@ -150,7 +152,7 @@ pub fn add_team(
         path: path.to_owned(),
         message: "`teams:` is written inline (for example `teams: {}`)".to_owned(),
     })?;
-    validate(&edited, path, iris_home)?;
+    no_new_problems(&before, &edited, path, iris_home)?;
     write_atomically(path, &edited)?;
     Ok(directory)
 }
@@ -164,19 +166,28 @@ pub fn remove_team(path: &Path, iris_home: &Path, name: &str) -> Result<(), Edit
         path: path.to_owned(),
         error,
     })?;
-    let config = validate(&text, path, iris_home)?;
-    if config.team(name).is_none() {
-        return Err(EditError::Unknown {
-            name: name.to_owned(),
-            path: path.to_owned(),
-            known: config.team_names(),
+    // As for adding: problems elsewhere (even in this very team, whose directory may be the
+    // reason to remove it) do not block removing it; only new ones do.
+    let before = problems(&text, path, iris_home)?;
+    let Some(edited) = remove_block(&text, name) else {
+        let known = match load_from_str(&text, path, iris_home, &process_env()) {
+            Ok(config) => config.team_names(),
+            Err(_) => Vec::new(),
+        };
+        return Err(if known.iter().any(|team| team == name) {
+            EditError::Layout {
+                path: path.to_owned(),
+                message: format!("team '{name}' is not written as a block under `teams:`"),
+            }
+        } else {
+            EditError::Unknown {
+                name: name.to_owned(),
+                path: path.to_owned(),
+                known,
+            }
         });
-    }
-    let edited = remove_block(&text, name).ok_or_else(|| EditError::Layout {
-        path: path.to_owned(),
-        message: format!("team '{name}' is not written as a block under `teams:`"),
-    })?;
-    validate(&edited, path, iris_home)?;
+    };
+    no_new_problems(&before, &edited, path, iris_home)?;
     write_atomically(path, &edited)
 }
 
@@ -191,11 +202,47 @@ fn read_or_default(path: &Path) -> Result<String, EditError> {
     }
 }
 
+#[cfg(test)]
 fn validate(text: &str, path: &Path, iris_home: &Path) -> Result<super::Config, EditError> {
-    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+    Ok(load_from_str(text, path, iris_home, &process_env())?)
+}
+
+fn process_env() -> std::collections::HashMap<String, String> {
+    std::env::vars_os()
         .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
-        .collect();
-    Ok(load_from_str(text, path, iris_home, &env)?)
+        .collect()
+}
+
+/// The problems of `text` as a config file, each as `key: message` (positions move with an
+/// edit); none when it loads. Errors other than problems in the text (a missing home) are
+/// errors.
+fn problems(text: &str, path: &Path, iris_home: &Path) -> Result<Vec<String>, EditError> {
+    match load_from_str(text, path, iris_home, &process_env()) {
+        Ok(_) => Ok(Vec::new()),
+        Err(ConfigError::Invalid { problems, .. }) => Ok(problems
+            .iter()
+            .map(|problem| format!("{}: {}", problem.key, problem.message))
+            .collect()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Refuses `edited` if it has a problem that `before` did not have.
+fn no_new_problems(
+    before: &[String],
+    edited: &str,
+    path: &Path,
+    iris_home: &Path,
+) -> Result<(), EditError> {
+    let after = problems(edited, path, iris_home)?;
+    if after.iter().all(|problem| before.contains(problem)) {
+        return Ok(());
+    }
+    // Report in full, as the loader does.
+    match load_from_str(edited, path, iris_home, &process_env()) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Inserts `block` right after the top-level `teams:` line (adding one at the end if there is
