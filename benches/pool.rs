@@ -64,6 +64,12 @@ async fn run(sizes: &Sizes) {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
 
+    if std::env::args().any(|arg| arg == "--saturation-only") {
+        for _ in 0..3 {
+            saturation(dir.path(), 64, 3, 20).await;
+        }
+        return;
+    }
     let (direct, pooled) = warm_turn_latency(dir.path(), sizes.warm_turns).await;
     println!(
         "| warm turn ({} turns, one pair) | p50 | p99 | mean |",
@@ -458,5 +464,60 @@ async fn store_costs(root: &Path, messages: usize) {
         "| write-ahead log after the turns / after the tells (bounded by checkpoints) | {:.1} / {:.1} MiB |",
         wal_peak as f64 / 1_048_576.0,
         wal_after as f64 / 1_048_576.0
+    );
+}
+
+/// A saturated pool: `callers` pairs share `max` processes; each caller sends `each` messages
+/// one after the other, so every message but a few needs another pair's idle process evicted
+/// first. What each message waited, start to answer (wait for a slot, spawn, turn).
+async fn saturation(root: &Path, callers: usize, max: usize, each: usize) {
+    let mut config = config(root, 8, max);
+    config.settings.pool_wait_timeout = Duration::from_secs(120);
+    let pool = Pool::start(Arc::new(config), PoolOptions::default())
+        .await
+        .expect("pool");
+    let barrier = Arc::new(tokio::sync::Barrier::new(callers));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..callers {
+        let pool = pool.clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            let pair = pool
+                .pair(&format!("c{index}"), &format!("team{}", index % 8))
+                .expect("pair");
+            barrier.wait().await;
+            let mut samples = Vec::with_capacity(each);
+            let mut failed = 0_usize;
+            for _ in 0..each {
+                let started = Instant::now();
+                match pool.send(&pair, "ping".to_owned()).await {
+                    Ok(_) => samples.push(started.elapsed()),
+                    Err(_) => failed += 1,
+                }
+            }
+            (samples, failed)
+        });
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (some, lost) = done.expect("caller");
+        samples.extend(some);
+        failed += lost;
+    }
+    let elapsed = started.elapsed();
+    pool.shutdown().await;
+    let max_wait = samples.iter().max().copied().unwrap_or_default();
+    println!(
+        "| saturated: maxProcesses {max}, {callers} callers on their own pairs, {each} messages each | p50 | p99 | max | failed | seconds |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| start to answer (slot wait, spawn, turn) | {} | {} | {} | {failed} | {:.2} |\n",
+        us(percentile(&samples, 50.0)),
+        us(percentile(&samples, 99.0)),
+        us(max_wait),
+        elapsed.as_secs_f64()
     );
 }

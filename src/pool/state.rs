@@ -300,6 +300,10 @@ pub(crate) struct State<P = Agent> {
     pairs: HashMap<Pair, PairEntry<P>>,
     live: usize,
     closed: bool,
+    /// Pairs waiting for a process while the pool is full, in arrival order: the first one
+    /// is served first (a slot, an eviction, or its own idle process), whatever the order in
+    /// which their workers wake up.
+    waiting: std::collections::VecDeque<Pair>,
 }
 
 impl<P> Default for State<P> {
@@ -308,6 +312,7 @@ impl<P> Default for State<P> {
             pairs: HashMap::new(),
             live: 0,
             closed: false,
+            waiting: std::collections::VecDeque::new(),
         }
     }
 }
@@ -316,6 +321,34 @@ impl<P: Process> State<P> {
     /// Slots taken: spawning, idle, busy or stopping.
     pub(crate) fn live(&self) -> usize {
         self.live
+    }
+
+    /// Whether `pair` may be served now: nobody waits, or it is the first in line.
+    fn first_in_line(&self, pair: &Pair) -> bool {
+        self.waiting.front().is_none_or(|first| first == pair)
+    }
+
+    /// Puts `pair` in line (once) for a process.
+    fn wait_in_line(&mut self, pair: &Pair) {
+        if !self.waiting.contains(pair) {
+            self.waiting.push_back(pair.clone());
+        }
+    }
+
+    /// Whether pairs wait in line for a process.
+    pub(crate) fn someone_waits(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Takes `pair` out of the line: it was served, or stopped waiting (a timeout).
+    pub(crate) fn leave_line(&mut self, pair: &Pair) {
+        self.waiting.retain(|waiting| waiting != pair);
+    }
+
+    /// The pairs waiting in line for a process, first first.
+    #[cfg(test)]
+    fn line(&self) -> Vec<Pair> {
+        self.waiting.iter().cloned().collect()
     }
 
     /// Whether the pool is shutting down.
@@ -410,9 +443,16 @@ impl<P: Process> State<P> {
                     Take::Dead {
                         process: live.process,
                     }
+                } else if self.waiting.front().is_some_and(|first| first != pair) {
+                    // Others waited for a process before this message came: they are served
+                    // first, and may take this idle one. This pair waits in line.
+                    entry.slot = Slot::Idle(live);
+                    self.wait_in_line(pair);
+                    Take::Wait
                 } else {
                     let process = live.process.clone();
                     entry.slot = Slot::Busy(live);
+                    self.leave_line(pair);
                     Take::Ready { process, session }
                 }
             }
@@ -425,20 +465,29 @@ impl<P: Process> State<P> {
     }
 
     /// Takes a slot for `pair` (`Spawning`) if fewer than `max` are live; otherwise picks the
-    /// least recently used idle process of another pair to evict (moved to `Stopping`).
+    /// least recently used idle process of another pair to evict (moved to `Stopping`). Pairs
+    /// are served in the order they started waiting: one that is not first in line waits
+    /// (`Full`) and keeps its place.
     pub(crate) fn reserve(&mut self, pair: &Pair, max: usize) -> Reserve<P> {
         if self.closed {
             return Reserve::Closed;
         }
-        let Some(entry) = self.pairs.get_mut(pair) else {
+        let Some(entry) = self.pairs.get(pair) else {
             return Reserve::Closed;
         };
         if !matches!(entry.slot, Slot::Empty) {
             return Reserve::Occupied;
         }
+        if !self.first_in_line(pair) {
+            self.wait_in_line(pair);
+            return Reserve::Full;
+        }
         if self.live < max {
-            self.live += 1;
-            entry.slot = Slot::Spawning;
+            if let Some(entry) = self.pairs.get_mut(pair) {
+                entry.slot = Slot::Spawning;
+                self.live += 1;
+            }
+            self.leave_line(pair);
             return Reserve::Reserved;
         }
         let victim = self
@@ -447,13 +496,15 @@ impl<P: Process> State<P> {
             .filter(|(other, entry)| *other != pair && matches!(entry.slot, Slot::Idle(_)))
             .min_by_key(|(_, entry)| entry.last_used)
             .map(|(victim, _)| victim.clone());
-        let Some(victim) = victim else {
-            return Reserve::Full;
-        };
-        match self.move_to_stopping(&victim, |slot| matches!(slot, Slot::Idle(_))) {
-            Some(process) => Reserve::Evict { victim, process },
-            None => Reserve::Full,
+        if let Some(victim) = victim
+            && let Some(process) =
+                self.move_to_stopping(&victim, |slot| matches!(slot, Slot::Idle(_)))
+        {
+            self.leave_line(pair);
+            return Reserve::Evict { victim, process };
         }
+        self.wait_in_line(pair);
+        Reserve::Full
     }
 
     /// Frees `victim`'s slot, which held the evicted process `id`, and gives it to `to` as
@@ -980,6 +1031,54 @@ mod tests {
         assert!(!state.insert(pair("d"), entry(now)));
     }
 
+    /// Pairs waiting for a process are served in the order they came, whoever asks first
+    /// when one frees up, and a pair with an idle process of its own waits behind them.
+    #[test]
+    fn waiting_pairs_are_served_first_come_first_served() {
+        let now = Instant::now();
+        let mut state = state(&["holder", "first", "second", "third"], now);
+        let holder = idle_process(&mut state, "holder", 1, now);
+        assert!(state.take_idle(&pair("holder"), holder.id, Next::Busy));
+        // Full: first, then second, start waiting.
+        assert!(matches!(state.reserve(&pair("first"), 1), Reserve::Full));
+        assert!(matches!(state.reserve(&pair("second"), 1), Reserve::Full));
+        assert_eq!(state.line(), [pair("first"), pair("second")]);
+        // The holder's turn ends; the second asks before the first: it keeps waiting.
+        state.turn_done(&pair("holder"), holder.id, now);
+        assert!(matches!(state.reserve(&pair("second"), 1), Reserve::Full));
+        // The holder's next message waits behind them too, its process left to be evicted.
+        assert!(matches!(
+            state.take_for_turn(&pair("holder"), 0, |_| None),
+            Take::Wait
+        ));
+        assert_eq!(
+            state.line(),
+            [pair("first"), pair("second"), pair("holder")]
+        );
+        assert!(state.is_idle(&pair("holder"), holder.id));
+        // The first evicts it and leaves the line; then the second is first.
+        let Reserve::Evict { victim, process } = state.reserve(&pair("first"), 1) else {
+            panic!("the first in line evicts the idle process");
+        };
+        assert_eq!((victim.clone(), process.id), (pair("holder"), holder.id));
+        assert_eq!(
+            state.hand_over(&victim, holder.id, &pair("first"), 1),
+            HandOver::HandedOver
+        );
+        assert_eq!(state.line(), [pair("second"), pair("holder")]);
+        // A newcomer gets in line behind, even with a slot free.
+        assert!(matches!(state.reserve(&pair("third"), 2), Reserve::Full));
+        assert!(matches!(
+            state.reserve(&pair("second"), 2),
+            Reserve::Reserved
+        ));
+        assert_eq!(state.line(), [pair("holder"), pair("third")]);
+        // One that gives up leaves its place.
+        state.leave_line(&pair("holder"));
+        assert_eq!(state.line(), [pair("third")]);
+        assert_eq!(state.live(), state.counted());
+    }
+
     /// Thousands of random transitions from many pairs: `live` always equals the slots in
     /// use and never exceeds the bound in force when a slot was taken.
     #[test]
@@ -1022,7 +1121,10 @@ mod tests {
                             HandOver::Freed { .. } | HandOver::NotOwned { .. } => {}
                         }
                     }
-                    Reserve::Full => assert!(state.live() >= max),
+                    Reserve::Full => assert!(
+                        state.live() >= max || state.line().first() != Some(&target),
+                        "step {step}: full with a slot free and this pair first in line"
+                    ),
                     Reserve::Occupied => {}
                     Reserve::Closed => unreachable!(),
                 },

@@ -544,13 +544,18 @@ impl Worker {
             let config = self.pool.config();
             // Started with settings that have changed since: replace it (checked only once
             // per config version, so a turn costs nothing when nothing changed).
-            let taken = self
-                .pool
-                .lock()
-                .take_for_turn(&self.pair, version, |launch| {
+            let (taken, others_wait) = {
+                let mut state = self.pool.lock();
+                let taken = state.take_for_turn(&self.pair, version, |launch| {
                     staleness(&config, &self.pair, launch)
                 });
+                (taken, state.someone_waits())
+            };
             drop(config);
+            // Served: the next in line may be able to go now.
+            if others_wait && matches!(taken, Take::Ready { .. }) {
+                self.pool.slot_changed.notify_waiters();
+            }
             match taken {
                 Take::Ready { process, session } => {
                     return Ok(Some(Acquired {
@@ -651,7 +656,15 @@ impl Worker {
             // Read on every try: a config change may raise or lower the bound meanwhile (and
             // wakes this wait).
             let max = self.pool.config().settings.max_processes;
-            let reserved = self.pool.lock().reserve(&self.pair, max);
+            let (reserved, others_wait) = {
+                let mut state = self.pool.lock();
+                let reserved = state.reserve(&self.pair, max);
+                (reserved, state.someone_waits())
+            };
+            // Served: the next in line may be able to go now.
+            if others_wait && !matches!(reserved, Reserve::Full) {
+                self.pool.slot_changed.notify_waiters();
+            }
             match reserved {
                 Reserve::Reserved => return Ok(true),
                 Reserve::Occupied => return Ok(false),
@@ -667,7 +680,13 @@ impl Worker {
             tokio::select! {
                 () = &mut changed => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    let busy = self.pool.lock().live();
+                    let busy = {
+                        let mut state = self.pool.lock();
+                        state.leave_line(&self.pair);
+                        state.live()
+                    };
+                    // The next in line may go now.
+                    self.pool.slot_changed.notify_waiters();
                     return Err(PoolError::Saturated { busy, max, waited: wait });
                 }
                 () = self.pool.cancel.cancelled() => return Err(PoolError::ShuttingDown),
