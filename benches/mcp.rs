@@ -1,5 +1,6 @@
 //! MCP benchmark: `cargo bench --bench mcp` (`-- --quick` for a short run, `-- --targets-only`
-//! for the issue-10 targets beside the floor only).
+//! for the issue-10 targets beside the floor only, `-- --sessions-only` for the memory of
+//! MCP sessions held open).
 //!
 //! Runs the real `iris serve` binary (this profile's build) as a separate process, with teams
 //! on the fake agent (which answers at once), and talks to it through real rmcp clients over
@@ -101,6 +102,10 @@ async fn run(sizes: &Sizes) {
         profile_warm(dir.path(), &config, Duration::from_secs(seconds)).await;
         return;
     }
+    if std::env::args().any(|arg| arg == "--sessions-only") {
+        held_sessions(dir.path(), &config, HELD_SESSIONS).await;
+        return;
+    }
     targets(dir.path(), &config, sizes).await;
     if std::env::args().any(|arg| arg == "--targets-only") {
         return;
@@ -116,6 +121,7 @@ async fn run(sizes: &Sizes) {
         tools.count, tools.message_bytes, tools.body_bytes
     );
     start_to_ready(dir.path(), &config, sizes.starts).await;
+    held_sessions(dir.path(), &config, HELD_SESSIONS).await;
     println!(
         "\nbench (client) process RSS at the end: {} KiB; load average at the end: {}",
         rss_kib(),
@@ -975,6 +981,62 @@ async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {
     };
     print_memory("stdio", &memory, &loads);
     let _ = client.cancel().await;
+}
+
+/// `initialize` calls that [`held_sessions`] makes and never closes (as the issue-11 report
+/// of unbounded sessions did).
+const HELD_SESSIONS: usize = 3000;
+
+/// Sessions opened (`initialize`) and never closed, as a careless or hostile client would:
+/// once with `settings.maxHttpSessions` raised above `attempts` (what each held session
+/// costs), once with the default cap of 100 (the rest are refused with 503, memory bounded).
+async fn held_sessions(root: &Path, config: &Path, attempts: usize) {
+    let base = std::fs::read_to_string(config).expect("config");
+    println!(
+        "\n| {attempts} `initialize` calls, never closed | sessions opened | refused (503) | VmRSS before | VmRSS after | per opened session |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, cap) in [
+        ("`maxHttpSessions` raised above the calls", attempts + 1),
+        ("default `maxHttpSessions` (100)", 100),
+    ] {
+        let variant = root.join(format!("config-sessions-{cap}.yaml"));
+        let text = base.replacen(
+            "settings:\n",
+            &format!("settings:\n  maxHttpSessions: {cap}\n"),
+            1,
+        );
+        std::fs::write(&variant, text).expect("config variant");
+        let (server, _) = spawn_http(&variant, &fresh_home(root)).await;
+        let pid = server.pid();
+        let http = reqwest::Client::new();
+        let before = status_kib(&pid, "VmRSS");
+        let (mut opened, mut refused) = (0_usize, 0_usize);
+        for _ in 0..attempts {
+            let response = http
+                .post(server.url())
+                .header("Accept", "application/json, text/event-stream")
+                .header("Content-Type", "application/json")
+                .body(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                        "protocolVersion": "2025-11-25", "capabilities": {},
+                        "clientInfo": {"name": "held", "version": "1"}}})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .expect("initialize");
+            match response.status().as_u16() {
+                200 => opened += 1,
+                503 => refused += 1,
+                other => panic!("initialize answered {other}"),
+            }
+            let _ = response.bytes().await;
+        }
+        let after = status_kib(&pid, "VmRSS");
+        let per = after.saturating_sub(before) / opened.max(1) as u64;
+        println!("| {label} | {opened} | {refused} | {before} KiB | {after} KiB | {per} KiB |");
+    }
 }
 
 /// Sessions opened, used for one call and closed, one after the other: does the server's

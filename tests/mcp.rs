@@ -481,32 +481,8 @@ async fn malformed_requests_get_json_rpc_errors() {
     let marker = format!("iris-mcp-malformed-{}", uuid::Uuid::new_v4());
     let config = common::fake_teams_config(dir.path(), &marker);
     let (_server, url) = common::serve_http(&config, dir.path());
-    let http = reqwest::Client::new();
-    let post = |body: String, session: Option<String>| {
-        let mut request = http
-            .post(&url)
-            .header("Accept", "application/json, text/event-stream")
-            .header("Content-Type", "application/json")
-            .body(body);
-        if let Some(session) = session {
-            request = request
-                .header("Mcp-Session-Id", session)
-                .header("Mcp-Protocol-Version", "2025-11-25");
-        }
-        request.send()
-    };
-    /// The JSON-RPC message of a response: its JSON body, or the `data:` of its SSE event.
-    async fn message(response: reqwest::Response) -> Value {
-        let text = response.text().await.unwrap();
-        let json = text
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("data: ")
-                    .filter(|data| data.starts_with('{'))
-            })
-            .unwrap_or(&text);
-        serde_json::from_str(json).unwrap_or_else(|error| panic!("{error}: {text}"))
-    }
+    let raw = Raw::new(&url);
+    let post = |body: String, session: Option<String>| raw.post(body, session);
     for (body, code) in [
         ("{not json".to_owned(), -32700),
         ("[1, 2]".to_owned(), -32600),
@@ -519,29 +495,7 @@ async fn malformed_requests_get_json_rpc_errors() {
         assert_eq!(error["jsonrpc"], "2.0");
     }
     // In a session: a tools/call with arguments that are not an object.
-    let initialized = post(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"}}})
-        .to_string(),
-        None,
-    )
-    .await
-    .unwrap();
-    let session = initialized
-        .headers()
-        .get("mcp-session-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    message(initialized).await;
-    post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
-        Some(session.clone()),
-    )
-    .await
-    .unwrap();
+    let session = raw.open().await.unwrap();
     let bad = post(
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                "params": {"name": "get_date", "arguments": [1, 2]}})
@@ -557,4 +511,196 @@ async fn malformed_requests_get_json_rpc_errors() {
         error["error"]["message"].as_str().unwrap(),
         "`arguments`, if given, an object",
     );
+}
+
+/// MCP over HTTP by hand: requests as JSON-RPC bodies, for what a real client never sends.
+struct Raw {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Raw {
+    fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// POSTs `body` to `/mcp`, in `session` if given.
+    fn post(
+        &self,
+        body: String,
+        session: Option<String>,
+    ) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(session) = session {
+            request = request
+                .header("Mcp-Session-Id", session)
+                .header("Mcp-Protocol-Version", "2025-11-25");
+        }
+        request.send()
+    }
+
+    /// Opens a session (`initialize`, then `notifications/initialized`) and returns its id,
+    /// or the response that refused it.
+    async fn open(&self) -> Result<String, reqwest::Response> {
+        let initialized = self
+            .post(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"}}})
+                .to_string(),
+                None,
+            )
+            .await
+            .unwrap();
+        if !initialized.status().is_success() {
+            return Err(initialized);
+        }
+        let session = initialized
+            .headers()
+            .get("mcp-session-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        message(initialized).await;
+        self.post(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+            Some(session.clone()),
+        )
+        .await
+        .unwrap();
+        Ok(session)
+    }
+
+    /// `get_date` in `session`: the HTTP status and, on success, the JSON-RPC message.
+    async fn get_date(&self, session: &str) -> (u16, Option<Value>) {
+        let response = self
+            .post(
+                json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                       "params": {"name": "get_date", "arguments": {}}})
+                .to_string(),
+                Some(session.to_owned()),
+            )
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 200 {
+            (status, Some(message(response).await))
+        } else {
+            (status, None)
+        }
+    }
+
+    /// Ends `session` (`DELETE /mcp`).
+    async fn close(&self, session: &str) {
+        let response = self
+            .http
+            .delete(&self.url)
+            .header("Mcp-Session-Id", session)
+            .header("Mcp-Protocol-Version", "2025-11-25")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+}
+
+/// The JSON-RPC message of a response: its JSON body, or the `data:` of its SSE event.
+async fn message(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    let json = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("data: ")
+                .filter(|data| data.starts_with('{'))
+        })
+        .unwrap_or(&text);
+    serde_json::from_str(json).unwrap_or_else(|error| panic!("{error}: {text}"))
+}
+
+/// At `settings.maxHttpSessions` open sessions a new one is refused with `503`, `Retry-After`
+/// and a JSON-RPC error naming the setting, while the open ones keep working; closing one
+/// makes room. Raising the limit in the file applies without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sessions_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-mcp-cap-{}", uuid::Uuid::new_v4());
+    let settings = "  maxHttpSessions: 2\n";
+    let config = common::write_fake_config(dir.path(), &marker, &["backend"], settings);
+    let (_server, url) = common::serve_http(&config, dir.path());
+    let raw = Raw::new(&url);
+    let first = raw.open().await.unwrap();
+    let second = raw.open().await.unwrap();
+    let refused = raw.open().await.unwrap_err();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "10"
+    );
+    let error = message(refused).await;
+    assert_eq!(error["jsonrpc"], "2.0", "{error}");
+    assert_contains(
+        error["error"]["message"].as_str().unwrap(),
+        "settings.maxHttpSessions = 2",
+    );
+    // The open sessions are not affected.
+    for session in [&first, &second] {
+        let (status, answer) = raw.get_date(session).await;
+        assert_eq!(status, 200);
+        assert!(answer.unwrap()["result"]["structuredContent"]["iso"].is_string());
+    }
+    raw.close(&first).await;
+    let third = raw.open().await.unwrap();
+    assert_eq!(raw.open().await.unwrap_err().status().as_u16(), 503);
+    // A reload raises the limit.
+    let yaml = common::fake_config_yaml(
+        dir.path(),
+        &marker,
+        &["backend"],
+        "  maxHttpSessions: 3\n",
+        &|_| String::new(),
+    );
+    common::replace_file(&config, &yaml);
+    common::wait_for_async("the raised limit to apply", async || {
+        match raw.open().await {
+            Ok(_) => true,
+            Err(refused) => {
+                assert_eq!(refused.status().as_u16(), 503);
+                false
+            }
+        }
+    })
+    .await;
+    assert_eq!(raw.get_date(&third).await.0, 200);
+}
+
+/// A session left idle for `settings.httpSessionIdleTimeout` is closed: its id is no longer
+/// known, and it no longer counts against `settings.maxHttpSessions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http_sessions_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-mcp-idle-{}", uuid::Uuid::new_v4());
+    let settings = "  maxHttpSessions: 1\n  httpSessionIdleTimeout: 300ms\n";
+    let config = common::write_fake_config(dir.path(), &marker, &["backend"], settings);
+    let (_server, url) = common::serve_http(&config, dir.path());
+    let raw = Raw::new(&url);
+    let idle = raw.open().await.unwrap();
+    common::wait_for_async("the idle session to be closed", async || {
+        raw.open().await.is_ok()
+    })
+    .await;
+    assert_eq!(raw.get_date(&idle).await.0, 404);
 }

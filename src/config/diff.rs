@@ -2,8 +2,8 @@
 //! apply: [`reconcile`] is the pure half of hot reload (the pool applies its result).
 //!
 //! Changes name keys, never values of team `env` (they often hold secrets); settings are shown
-//! with their old and new values. Settings that only take effect at start (`settings.httpPort`
-//! and every `database` key) are reported in [`ConfigChanges::needs_restart`] and keep their
+//! with their old and new values. Settings that only take effect at start (`settings.httpPort`,
+//! `settings.httpSessionIdleTimeout` and every `database` key) are reported in [`ConfigChanges::needs_restart`] and keep their
 //! old values in the configuration to apply.
 
 use std::fmt;
@@ -128,13 +128,15 @@ impl fmt::Display for SettingChange {
 /// The configuration to apply in place of `old`, and what changed from `old` to `new`.
 ///
 /// The result is `new`, except that what only takes effect at start keeps its value from
-/// `old`: `settings.httpPort`, the whole `database` section and `IRIS_HOME`. Those changes are
+/// `old`: `settings.httpPort`, `settings.httpSessionIdleTimeout`, the whole `database`
+/// section and `IRIS_HOME`. Those changes are
 /// listed in [`ConfigChanges::needs_restart`].
 #[must_use]
 pub fn reconcile(old: &Config, new: Config) -> (Config, ConfigChanges) {
     let changes = diff(old, &new);
     let mut effective = new;
     effective.settings.http_port = old.settings.http_port;
+    effective.settings.http_session_idle_timeout = old.settings.http_session_idle_timeout;
     effective.database = old.database.clone();
     effective.iris_home = old.iris_home.clone();
     (effective, changes)
@@ -171,6 +173,12 @@ pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
         "settings.httpPort",
         &old_port,
         &new_port,
+    );
+    push_duration(
+        &mut changes.needs_restart,
+        "settings.httpSessionIdleTimeout",
+        old.settings.http_session_idle_timeout,
+        new.settings.http_session_idle_timeout,
     );
     let (before, after) = (&old.database, &new.database);
     push(
@@ -319,6 +327,12 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         "settings.hotReloadConfig",
         &old.hot_reload_config,
         &new.hot_reload_config,
+    );
+    push(
+        list,
+        "settings.maxHttpSessions",
+        &old.max_http_sessions,
+        &new.max_http_sessions,
     );
     // A secret: only whether it is set is shown.
     let set = |token: &Option<super::Secret>| if token.is_some() { "(set)" } else { "(none)" };
@@ -518,12 +532,17 @@ mod tests {
         let old = config(&["a"]);
         let mut new = old.clone();
         new.settings.http_port = 1616;
+        new.settings.http_session_idle_timeout = Duration::from_secs(60);
         new.database.path = PathBuf::from("/elsewhere/iris.db");
         new.database.retention = Duration::from_secs(86_400 * 7);
         new.database.max_transcript_entries = 5;
         new.iris_home = PathBuf::from("/other-home");
         let (effective, changes) = reconcile(&old, new);
         assert_eq!(effective.settings.http_port, 1615);
+        assert_eq!(
+            effective.settings.http_session_idle_timeout,
+            Duration::from_secs(300)
+        );
         assert_eq!(effective.database, old.database);
         assert_eq!(effective.iris_home, old.iris_home);
         assert!(!changes.applies_anything());
@@ -531,6 +550,7 @@ mod tests {
         assert_eq!(
             changes.to_string(),
             "settings.httpPort: 1615 -> 1616 (needs a restart); \
+             settings.httpSessionIdleTimeout: 5m -> 1m (needs a restart); \
              database.path: /iris-home/data/iris.db -> /elsewhere/iris.db (needs a restart); \
              database.retentionDays: 30 -> 7 (needs a restart); \
              database.maxTranscriptEntries: 200 -> 5 (needs a restart)"

@@ -21,6 +21,7 @@ settings:
   # httpPort: 1615             # iris serve listens on 127.0.0.1:<httpPort>
   # claudePath: claude         # the claude executable (default: claude on PATH)
   # httpToken: ${IRIS_HTTP_TOKEN}  # bearer token for HTTP clients (needed to serve off loopback)
+  # maxHttpSessions: 100       # MCP sessions open at once over HTTP
   # hotReloadConfig: true      # apply valid edits of this file while Iris runs
 
 # database:

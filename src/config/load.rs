@@ -331,6 +331,8 @@ const SETTINGS_KEYS: &[&str] = &[
     "maxLineBytes",
     "hotReloadConfig",
     "httpToken",
+    "maxHttpSessions",
+    "httpSessionIdleTimeout",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -544,6 +546,13 @@ impl Loader<'_> {
                     set(&mut settings.hot_reload_config, self.boolean(value, &key));
                 }
                 "httpToken" => settings.http_token = self.token(value, &key),
+                "maxHttpSessions" => {
+                    set(&mut settings.max_http_sessions, self.count(value, &key, 1));
+                }
+                "httpSessionIdleTimeout" => set(
+                    &mut settings.http_session_idle_timeout,
+                    self.duration(value, &key),
+                ),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }

@@ -175,6 +175,12 @@ pub struct Settings {
     /// `httpToken`: a bearer token that lets HTTP clients in without naming a team (they state
     /// `fromTeam`). Required, or a team `token`, to serve on a non-loopback address.
     pub http_token: Option<Secret>,
+    /// `maxHttpSessions`: MCP sessions open at once over HTTP; a new one beyond it is refused
+    /// (503, `Retry-After`). Default 100.
+    pub max_http_sessions: usize,
+    /// `httpSessionIdleTimeout`: an MCP session over HTTP unused this long is closed (the
+    /// client starts a new one). Applies from the next start. Default 5 minutes.
+    pub http_session_idle_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -194,6 +200,8 @@ impl Default for Settings {
             max_line_bytes: 16 * 1024 * 1024,
             hot_reload_config: true,
             http_token: None,
+            max_http_sessions: 100,
+            http_session_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -171,6 +171,8 @@ fn default_settings_match_the_documented_values() {
     assert_eq!(settings.wake_concurrency, 4);
     assert_eq!(settings.max_line_bytes, 16 * 1024 * 1024);
     assert!(settings.hot_reload_config);
+    assert_eq!(settings.max_http_sessions, 100);
+    assert_eq!(settings.http_session_idle_timeout, Duration::from_secs(300));
     let config = Config::defaults(PathBuf::from("/srv/iris"));
     assert_eq!(config.database.path, Path::new("/srv/iris/data/iris.db"));
     assert!(!config.database.in_memory);
@@ -311,6 +313,8 @@ settings:
   wakeConcurrency: 2
   maxLineBytes: 1048576
   hotReloadConfig: false
+  maxHttpSessions: 20
+  httpSessionIdleTimeout: 90s
 database:
   path: state/iris.sqlite
   inMemory: false
@@ -362,6 +366,8 @@ teams:
     assert_eq!(settings.wake_concurrency, 2);
     assert_eq!(settings.max_line_bytes, 1_048_576);
     assert!(!settings.hot_reload_config);
+    assert_eq!(settings.max_http_sessions, 20);
+    assert_eq!(settings.http_session_idle_timeout, Duration::from_secs(90));
 
     assert_eq!(
         config.database.path,
@@ -655,7 +661,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout)"
         ]
     );
 }
@@ -727,6 +733,8 @@ settings:
   healthCheckInterval: [30]
   poolWaitTimeout: 2.5
   stopGracePeriod: true
+  maxHttpSessions: 0
+  httpSessionIdleTimeout: 0
 "#;
     assert_eq!(
         fixture.problems(yaml),
@@ -743,6 +751,8 @@ settings:
             "settings.healthCheckInterval: expected a duration: milliseconds, or a whole number with a unit ms, s, m or h, such as \"30s\", got a list",
             "settings.poolWaitTimeout: expected a duration: milliseconds, or a whole number with a unit ms, s, m or h, such as \"30s\", got 2.5",
             "settings.stopGracePeriod: expected a duration: milliseconds, or a whole number with a unit ms, s, m or h, such as \"30s\", got true",
+            "settings.maxHttpSessions: must be at least 1, got 0",
+            "settings.httpSessionIdleTimeout: must be greater than 0, got 0",
         ]
     );
 }

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -48,11 +48,21 @@ pub fn router(
         // Reached under the machine's own names; a rebinding page cannot send the token.
         config = config.disable_allowed_hosts();
     }
+    let mut session_config = SessionConfig::default();
+    session_config.keep_alive = Some(pool.config().settings.http_session_idle_timeout);
+    let mut manager = LocalSessionManager::default();
+    manager.session_config = session_config;
+    let sessions = Arc::new(manager);
     let service = StreamableHttpService::new(
         move || Ok(IrisMcp::new(mcp_pool.clone(), logs.clone())),
-        LocalSessionManager::default().into(),
+        Arc::clone(&sessions),
         config,
     );
+    let cap = SessionCap {
+        sessions,
+        pool: pool.clone(),
+        opening: Arc::new(tokio::sync::Mutex::new(())),
+    };
     let gate = Gate {
         pool: pool.clone(),
         access,
@@ -82,8 +92,66 @@ pub fn router(
                 }
             }),
         )
+        .layer(axum::middleware::from_fn_with_state(cap, session_cap))
         .layer(axum::middleware::from_fn(json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(gate, admit))
+}
+
+/// What [`session_cap`] needs: the open MCP sessions, the live settings, and a lock that
+/// lets one new session open at a time so the cap is exact under concurrent `initialize`s.
+#[derive(Clone)]
+struct SessionCap {
+    sessions: Arc<LocalSessionManager>,
+    pool: Pool,
+    opening: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How long a client refused by [`session_cap`] is told to wait before trying again.
+const SESSION_RETRY_AFTER_SECONDS: u64 = 10;
+
+/// Bounds the MCP sessions open at once (`settings.maxHttpSessions`, read on every request so
+/// a reload applies at once). Every session holds a handler and its buffers until it is
+/// closed (`DELETE /mcp`) or sits idle for `settings.httpSessionIdleTimeout`, so a client that
+/// opens sessions in a loop would otherwise grow memory without bound. A POST to an MCP
+/// endpoint without `Mcp-Session-Id` is the only request that opens one (rmcp refuses it
+/// unless it is `initialize`); when the sessions are at the cap it gets `503 Service
+/// Unavailable` with `Retry-After` and a JSON-RPC error saying which setting bounds it.
+/// Requests within an open session are never refused here.
+async fn session_cap(
+    axum::extract::State(cap): axum::extract::State<SessionCap>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let is_mcp = path == "/mcp" || path.starts_with("/mcp/");
+    let opens_session = request.method() == axum::http::Method::POST
+        && is_mcp
+        && !request.headers().contains_key("mcp-session-id");
+    if !opens_session {
+        return next.run(request).await;
+    }
+    let _one_at_a_time = cap.opening.lock().await;
+    let max = cap.pool.config().settings.max_http_sessions;
+    let open = cap.sessions.sessions.read().await.len();
+    if open >= max {
+        let message = format!(
+            "Iris has {open} MCP sessions open, its limit (settings.maxHttpSessions = {max}); \
+             close a session (DELETE /mcp with its Mcp-Session-Id) or retry after an idle one \
+             times out (settings.httpSessionIdleTimeout)"
+        );
+        let error =
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": message}});
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                axum::http::header::RETRY_AFTER,
+                SESSION_RETRY_AFTER_SECONDS.to_string(),
+            )],
+            axum::Json(error),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// JSON-RPC's own errors for a POST to an MCP endpoint whose body is not a JSON-RPC message,
