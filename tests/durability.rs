@@ -1,5 +1,6 @@
 //! Power loss: what Iris acknowledged survives a filesystem that stops without writing what
-//! was not synced, and is delivered exactly once afterwards.
+//! was not synced, and is delivered exactly once afterwards. A disk failing under Iris: its
+//! errors are reported as I/O errors, and a restart once it is back recovers everything.
 //!
 //! The database lives on ext4 in a loop device that the test shuts down with
 //! `EXT4_IOC_SHUTDOWN` and `FS_GOING_DOWN_NOLOGFLUSH`: everything not yet synced (page cache,
@@ -203,6 +204,75 @@ fn acknowledged_messages_survive_power_loss_and_are_delivered_exactly_once() {
             "message {index}"
         );
     }
+    console.stop();
+    wait_for_no_processes(&marker);
+}
+
+/// A disk that fails with EIO under a running Iris: every call that touches it says it is
+/// an I/O error and what to check, never that the database is not valid or should be moved
+/// aside; once the disk is back, a restart finds everything that was stored.
+#[test]
+fn io_errors_are_reported_as_io_errors_and_a_restart_recovers() {
+    if let Some(reason) = unsupported() {
+        println!("SKIPPED io_errors_are_reported_as_io_errors: {reason}");
+        eprintln!("SKIPPED io_errors_are_reported_as_io_errors: {reason}");
+        return;
+    }
+    iris::process::become_subreaper().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut disk = LoopFs::new(dir.path());
+    let home = disk.mount.join("iris-home");
+    let marker = format!("iris-eio-{}", uuid::Uuid::new_v4());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        fake_config_yaml(dir.path(), &marker, &["backend"], "", &|_| String::new()),
+    )
+    .unwrap();
+    let mut console = Console::start(Some(&config), &home, false);
+    // A tell: acknowledged, so synced, so it is on the disk when the disk fails.
+    let told: MessageOutcome = console.ok(
+        json!({"op": "tell", "from": "frontend", "to": "backend", "message": "before the fault"}),
+    );
+    let before = told.message_id;
+    let done: Message = console.ok(json!({"op": "message", "messageId": before, "waitMs": 60_000}));
+    assert_eq!(done.message.state, MessageState::Completed, "{done:?}");
+    // Another tell's sync (of the whole log) makes the first one's completion durable too.
+    let _: MessageOutcome = console
+        .ok(json!({"op": "tell", "from": "frontend", "to": "backend", "message": "sync it"}));
+    disk.cut_power();
+    for request in [
+        json!({"op": "tell", "from": "frontend", "to": "backend", "message": "during"}),
+        json!({"op": "send", "from": "frontend", "to": "backend", "message": "during"}),
+        json!({"op": "message", "messageId": before}),
+        json!({"op": "report", "from": "frontend", "to": "backend"}),
+        json!({"op": "tell", "from": "frontend", "to": "backend", "message": "during 2"}),
+    ] {
+        let error = console.refused(request.clone());
+        assert!(error.contains("I/O error on "), "{request}: {error}");
+        assert!(error.contains("check `dmesg`"), "{request}: {error}");
+        for wrong in ["not a valid Iris database", "move it aside", "as damaged"] {
+            assert!(!error.contains(wrong), "{request}: {error}");
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(console.child.id().cast_signed()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    console.child.wait().unwrap();
+    wait_for_no_processes(&marker);
+    disk.unmount();
+    disk.mount();
+
+    // The disk is back: a restart finds what was stored, and works.
+    let mut console = Console::start(Some(&config), &home, false);
+    let found: Message = console.ok(json!({"op": "message", "messageId": before}));
+    assert_eq!(found.message.state, MessageState::Completed, "{found:?}");
+    let sent: iris::console::Sent = console.ok(
+        json!({"op": "send", "from": "frontend", "to": "backend", "message": "after the fault"}),
+    );
+    assert_ne!(sent.outcome.message_id, before);
     console.stop();
     wait_for_no_processes(&marker);
 }

@@ -29,7 +29,9 @@ pub enum StoreError {
         /// What the operating system or SQLite said.
         message: String,
     },
-    /// The file is not an SQLite database, is damaged, or belongs to another program.
+    /// The file is not an SQLite database, is damaged, or belongs to another program: found
+    /// when opening it or by `iris doctor`'s integrity check, never from a single failed
+    /// statement of a running Iris (that is [`StoreError::Damaged`]).
     #[error(
         "{path} is not a valid Iris database ({message}); Iris did not modify it: move it aside to start fresh"
     )]
@@ -77,6 +79,22 @@ pub enum StoreError {
         /// What was being done.
         operation: &'static str,
         /// What the system said.
+        message: String,
+    },
+    /// A running Iris's statement found a page it could not use ("database disk image is
+    /// malformed"). SQLite says the same after a failed read, so this alone does not mean
+    /// the file is damaged: the advice is to check the disk and restart, and to let
+    /// `iris doctor` check the file, never to move it aside. (After an I/O error the store
+    /// reports this as [`StoreError::Io`].)
+    #[error(
+        "SQLite reported the Iris database at {path} as damaged during {operation} ({message}); a failing disk reads the same way, so the file may be intact: check the disk (`dmesg`, the mount), restart Iris, and if this persists run `iris doctor`, which checks the file without changing it; do not move or delete the file before that"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// What SQLite said.
         message: String,
     },
     /// No session has this id.
@@ -143,8 +161,17 @@ pub(super) fn classify(
             operation,
             message: error.to_string(),
         },
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+            if matches!(operation, "open" | "migrate" | "inspect") =>
+        {
+            StoreError::Corrupt {
+                path,
+                message: error.to_string(),
+            }
+        }
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Damaged {
             path,
+            operation,
             message: error.to_string(),
         },
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {

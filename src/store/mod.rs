@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -450,6 +451,9 @@ struct Inner {
     _checkpointer: Option<Checkpointer>,
     /// `None` in memory.
     path: Option<PathBuf>,
+    /// An I/O error has been met: SQLite then reports pages it could not read as "malformed",
+    /// which [`Inner::noted`] reports as the I/O error it follows.
+    io_failed: std::sync::atomic::AtomicBool,
 }
 
 /// [`CommitStats`] as they are counted.
@@ -461,6 +465,28 @@ struct CommitCounters {
 }
 
 impl Inner {
+    /// `result`, as the store's caller should see it: after an I/O error on this database,
+    /// "damaged" is the I/O error's doing (SQLite distrusts its pages after a failed read or
+    /// write), so it is reported as an I/O error.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match result {
+            Err(StoreError::Io { .. }) => {
+                self.io_failed.store(true, Ordering::Relaxed);
+                result
+            }
+            Err(StoreError::Damaged {
+                path,
+                operation,
+                message,
+            }) if self.io_failed.load(Ordering::Relaxed) => Err(StoreError::Io {
+                path,
+                operation,
+                message: format!("{message}, after an earlier I/O error on this database"),
+            }),
+            other => other,
+        }
+    }
+
     fn lock_db(&self) -> std::sync::MutexGuard<'_, Option<Db>> {
         // A panic inside a statement rolls its transaction back (rusqlite drops it), so the
         // connection is still consistent: keep using it.
@@ -530,6 +556,7 @@ impl Store {
                 stats: CommitCounters::default(),
                 _checkpointer: checkpointer,
                 path,
+                io_failed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -539,7 +566,8 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::open`] would report the file: not an Iris database, a newer schema, or
-    /// unreadable.
+    /// unreadable; and [`StoreError::Corrupt`] when SQLite's integrity check (`quick_check`,
+    /// every page read) finds damage.
     pub fn inspect(database: &DatabaseConfig) -> Result<Option<Inspection>, StoreError> {
         if database.in_memory {
             return Ok(None);
@@ -590,7 +618,8 @@ impl Store {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         commit::submit(&self.inner, Job::new(work, reply));
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        self.inner
+            .noted(answer.await.unwrap_or(Err(StoreError::Closed)))
     }
 
     /// Makes every write so far survive power loss (one sync of the write-ahead log, shared
@@ -630,7 +659,8 @@ impl Store {
         F: FnOnce(&mut Db) -> Result<T, StoreError>,
     {
         let mut db = self.lock();
-        db.as_mut().map_or(Err(StoreError::Closed), work)
+        self.inner
+            .noted(db.as_mut().map_or(Err(StoreError::Closed), work))
     }
 
     // --------------------------------------------------------------------------------------

@@ -1649,3 +1649,96 @@ async fn an_acknowledged_ask_becomes_a_synced_tell() {
     let recovery = store.recover().await.unwrap();
     assert_eq!(ids(&recovery.queued), [id]);
 }
+
+/// What SQLite says when a statement meets a page it cannot use.
+fn sqlite_corrupt() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+        Some("database disk image is malformed".to_owned()),
+    )
+}
+
+#[test]
+fn damage_met_by_a_running_store_is_not_called_a_bad_file() {
+    let path = Path::new("/var/iris/iris.db");
+    // Opening: the file is refused, and moving it aside is the advice.
+    let at_open = error::classify(&sqlite_corrupt(), path, "open");
+    assert!(matches!(at_open, StoreError::Corrupt { .. }), "{at_open:?}");
+    // Running: SQLite says the same after a failed read, so no such advice.
+    let running = error::classify(&sqlite_corrupt(), path, "message");
+    assert!(matches!(running, StoreError::Damaged { .. }), "{running:?}");
+    let text = running.to_string();
+    assert!(text.contains("during message"), "{text}");
+    assert!(text.contains("check the disk"), "{text}");
+    assert!(text.contains("`iris doctor`"), "{text}");
+    assert!(!text.contains("move it aside"), "{text}");
+    assert!(!text.contains("not a valid Iris database"), "{text}");
+}
+
+#[tokio::test]
+async fn after_an_io_error_damage_is_reported_as_the_io_error() {
+    let store = Store::open(&DatabaseConfig::memory()).await.expect("open");
+    let path = PathBuf::from("/var/iris/iris.db");
+    let damaged = || -> Result<(), StoreError> {
+        Err(StoreError::Damaged {
+            path: path.clone(),
+            operation: "message",
+            message: "database disk image is malformed".to_owned(),
+        })
+    };
+    // Before any I/O error, damage is reported as such.
+    let before = store.inner.noted(damaged()).expect_err("damaged");
+    assert!(matches!(before, StoreError::Damaged { .. }), "{before:?}");
+    let io = store
+        .inner
+        .noted::<()>(Err(StoreError::Io {
+            path: path.clone(),
+            operation: "commit",
+            message: "disk I/O error".to_owned(),
+        }))
+        .expect_err("io");
+    assert!(matches!(io, StoreError::Io { .. }), "{io:?}");
+    let after = store.inner.noted(damaged()).expect_err("damaged");
+    match &after {
+        StoreError::Io {
+            operation, message, ..
+        } => {
+            assert_eq!(*operation, "message");
+            assert!(message.contains("after an earlier I/O error"), "{message}");
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert!(after.to_string().contains("check `dmesg`"), "{after}");
+}
+
+#[tokio::test]
+async fn inspecting_checks_every_page_without_changing_the_file() {
+    let db = FileDb::new();
+    let store = db.open().await;
+    let text = "x".repeat(2000);
+    for _ in 0..200 {
+        insert(&store, "a", "b", &text).await;
+    }
+    store.close().await.expect("close");
+    let inspected = Store::inspect(&db.config)
+        .expect("an intact file")
+        .expect("a file");
+    assert_eq!(inspected.schema, schema::current_version());
+    // A page in the middle of the messages table overwritten: opening does not read it,
+    // the integrity check does.
+    let mut bytes = fs::read(db.path()).expect("read");
+    let page = 4096;
+    assert!(bytes.len() > 40 * page, "{} bytes", bytes.len());
+    for byte in &mut bytes[20 * page..21 * page] {
+        *byte = 0xA5;
+    }
+    fs::write(db.path(), &bytes).expect("damage");
+    let error = Store::inspect(&db.config).expect_err("damaged");
+    match &error {
+        StoreError::Corrupt { message, .. } => {
+            assert!(message.starts_with("integrity check: "), "{message}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(db.path()).expect("read back"), bytes);
+}
