@@ -4,11 +4,15 @@
 //!
 //! [`watch`] watches the directory that holds the file (not the file itself: editors replace
 //! a file by renaming a new one over it, which a watch on the old file would miss) and picks
-//! the events that name the file. After a burst of events has been quiet for
-//! [`QUIET_PERIOD`] (at most [`MAX_DELAY`] after the first), the file is read and validated
-//! by the same loader as at start (every problem with file, line and column). Then:
+//! the events that name the file. Only a file that has settled is read: no event has named
+//! it for [`SETTLE_PERIOD`] (an editor or a script that empties the file and writes it again
+//! is not caught half-way; a file rewritten without pause is not applied until it stops).
+//! It is then validated by the same loader as at start (every problem with file, line and
+//! column). Then:
 //!
 //! - the same text as the last one applied: nothing happens;
+//! - empty (nothing but blanks and comments): never read as "no teams"; the configuration
+//!   in force stays, with a warning (`teams: {}` removes every team);
 //! - valid: [`Pool::set_config`] applies it and what changed is logged at info (team names
 //!   and keys, settings with their values; never team `env` values, and never the whole
 //!   config); settings that need a restart are logged as such and keep their old values;
@@ -32,11 +36,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::{self, Config, ConfigError};
 use crate::pool::Pool;
 
-/// How long a burst of file events must be quiet before the file is read.
-pub const QUIET_PERIOD: Duration = Duration::from_millis(100);
-
-/// The longest a reload waits after the first event of a burst, however long it goes on.
-pub const MAX_DELAY: Duration = Duration::from_secs(1);
+/// How long the file must go without an event before it is read: edits apply this long
+/// after the last write.
+pub const SETTLE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the config file cannot be watched. Iris runs on; edits apply only after a restart.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +233,8 @@ enum Attempt {
     NoFile,
     /// The same text as last applied.
     Unchanged,
+    /// Nothing but blanks and comments.
+    Blank { file: PathBuf },
     /// Read and validated.
     Loaded {
         file: PathBuf,
@@ -274,6 +278,18 @@ impl Reloader {
             }
             Attempt::Unchanged => {
                 tracing::debug!("config file saved without changes");
+                true
+            }
+            Attempt::Blank { file } => {
+                self.last_applied = None;
+                tracing::warn!(
+                    "config file {} is empty; the configuration in force stays (to remove every team, write `teams: {{}}`)",
+                    file.display()
+                );
+                self.pool.config_rejected(
+                    file,
+                    "the file is empty; the configuration in force stays (to remove every team, write `teams: {}`)".to_owned(),
+                );
                 true
             }
             Attempt::Loaded { file, text, config } => match *config {
@@ -346,6 +362,7 @@ fn attempt(target: &WatchTarget, last: Option<&str>) -> Attempt {
     };
     match std::fs::read_to_string(&file) {
         Ok(text) if last == Some(text.as_str()) => Attempt::Unchanged,
+        Ok(text) if is_blank(&text) => Attempt::Blank { file },
         Ok(text) => {
             let config =
                 config::load_from_str(&text, &file, &target.iris_home, &config::process_env());
@@ -366,12 +383,20 @@ fn attempt(target: &WatchTarget, last: Option<&str>) -> Attempt {
     }
 }
 
-/// Waits until the events have been quiet for [`QUIET_PERIOD`], or [`MAX_DELAY`] has passed.
-/// False when watching stops meanwhile.
+/// Whether a config file has nothing in it but blanks and YAML comments: a file being
+/// rewritten, never a configuration.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#')
+    })
+}
+
+/// Waits until the events have been quiet for [`SETTLE_PERIOD`]. False when watching stops
+/// meanwhile.
 async fn debounce(events: &mut mpsc::UnboundedReceiver<()>, stop: &CancellationToken) -> bool {
-    let limit = tokio::time::Instant::now() + MAX_DELAY;
     loop {
-        let quiet = (tokio::time::Instant::now() + QUIET_PERIOD).min(limit);
+        let quiet = tokio::time::Instant::now() + SETTLE_PERIOD;
         tokio::select! {
             () = stop.cancelled() => return false,
             event = events.recv() => if event.is_none() { return false },
@@ -519,25 +544,40 @@ mod tests {
             sender
         });
         assert!(debounce(&mut receiver, &stop).await);
-        // The last event came at 120 ms; quiet 100 ms after it.
-        assert_eq!(started.elapsed(), Duration::from_millis(220));
+        // The last event came at 120 ms; settled a second after it.
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(120) + SETTLE_PERIOD
+        );
         let sender = burst.await.expect("burst");
 
-        // A burst that never ends is read after MAX_DELAY.
-        let endless = tokio::spawn(async move {
-            loop {
-                if sender.send(()).is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        // A file rewritten every 900 ms for 10 s (an empty file, then the real one, say)
+        // is not read until it stops.
+        let rewrites = tokio::spawn(async move {
+            for _ in 0..12 {
+                sender.send(()).expect("send");
+                tokio::time::sleep(Duration::from_millis(900)).await;
             }
+            sender
         });
         let started = tokio::time::Instant::now();
         assert!(debounce(&mut receiver, &stop).await);
-        assert_eq!(started.elapsed(), MAX_DELAY);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(11 * 900) + SETTLE_PERIOD
+        );
+        let _sender = rewrites.await.expect("rewrites");
         stop.cancel();
         assert!(!debounce(&mut receiver, &stop).await);
-        drop(receiver);
-        endless.await.expect("endless");
+    }
+
+    #[test]
+    fn blank_files_are_only_blanks_and_comments() {
+        for blank in ["", "\n", "  \n\t\n", "# teams removed\n  # later\n"] {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for text in ["teams: {}\n", "# c\nteams:\n", "settings:\n"] {
+            assert!(!is_blank(text), "{text:?}");
+        }
     }
 }

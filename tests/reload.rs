@@ -81,10 +81,12 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
 
     let mut config = world.config.clone();
     config.teams.remove("a");
+    config.settings.removed_team_grace_period = Duration::from_millis(200);
     let changes = pool.set_config(config);
     assert_eq!(changes.teams_removed, std::slice::from_ref(&pair.target));
 
-    // Queued messages fail at once, with the reason, while the running turn goes on.
+    // Queued messages fail when the grace period ends, with the reason, while the running
+    // turn goes on.
     let error = queued.outcome().await.unwrap_err();
     assert!(matches!(error, PoolError::TeamRemoved { .. }), "{error:?}");
     assert_eq!(
@@ -132,6 +134,62 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
     let again = pool.send(&pair, "back".to_owned()).await.unwrap();
     assert_eq!(again.session_id, first.session_id);
     assert_eq!(again.result.answer, "fake answer #3: back");
+    pool.shutdown().await;
+}
+
+/// An edit that removes a team and one that brings it back (a file rewritten in two steps):
+/// the messages queued to it meanwhile wait, and are delivered, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_to_a_team_removed_and_added_back_are_delivered() {
+    let mut world = World::new();
+    world.team("a", &[]);
+    world.team("b", &[]);
+    world.config.settings.removed_team_grace_period = Duration::from_secs(3600);
+    let pool = world.pool().await;
+    let pair = pool.pair("me", "a").unwrap();
+    let mut events = pool.subscribe();
+    let running = submit_running(&pool, &pair, "[[slow:600000]] long").await;
+    let queued = pool
+        .submit(&pair, "queued ask".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let told = pool
+        .tell(&pair, "queued tell".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+
+    let mut without = world.config.clone();
+    without.teams.remove("a");
+    assert_eq!(pool.set_config(without).teams_removed.len(), 1);
+    // Meanwhile the team is unknown to new messages.
+    assert_eq!(
+        pool.pair("me", "a").unwrap_err().to_string(),
+        "unknown team 'a'; known teams: b"
+    );
+    // The running turn ends while the team is away: the queued ones still wait.
+    assert!(pool.interrupt(&pair).await);
+    assert!(running.outcome().await.unwrap().result.interrupted);
+    wait_event(&mut events, "the removed team's process stopped", |event| {
+        exited(event, "a", ExitReason::TeamRemoved)
+    })
+    .await;
+    let waiting = pool
+        .message(told, &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
+    assert_eq!(waiting.state, MessageState::Queued);
+
+    assert_eq!(
+        pool.set_config(world.config.clone()).teams_added,
+        std::slice::from_ref(&pair.target)
+    );
+    let answer = queued.outcome().await.unwrap();
+    assert_eq!(answer.result.answer, "fake answer #2: queued ask");
+    let record = pool
+        .wait_message(told, Duration::from_secs(60), &iris::pool::Viewer::Anyone)
+        .await
+        .unwrap();
+    assert_eq!(record.state, MessageState::Completed, "{record:?}");
     pool.shutdown().await;
 }
 
@@ -517,6 +575,47 @@ fn console_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones() {
     assert!(
         !console.logs.text().contains("hunter2"),
         "a team env value was logged"
+    );
+    console.stop();
+    wait_for_no_processes(&marker);
+}
+
+/// A config file emptied in place (an editor or a script about to write it again) is never
+/// read as "remove every team": it is refused, and the teams work on.
+#[test]
+fn an_emptied_config_file_removes_no_team() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-reload-empty-{}", uuid::Uuid::new_v4());
+    let file = write_fake_config(dir.path(), &marker, &["a"], "");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut console = Console::start(Some(&file), dir.path(), true);
+    console.logs.wait_for(
+        "the watcher started",
+        "for config changes (settings.hotReloadConfig)",
+    );
+    console.send("a", "before");
+    std::fs::write(&file, "").unwrap();
+    let error = config_rejected(&mut console);
+    assert_contains(&error, "the file is empty");
+    assert_contains(&error, "`teams: {}`");
+    console
+        .logs
+        .wait_for("the warning", "is empty; the configuration in force stays");
+    let outcome = console.send("a", "while empty");
+    assert_eq!(outcome.result.answer, "fake answer #2: while empty");
+    // Only comments is empty too.
+    std::fs::write(&file, "# rewriting\n").unwrap();
+    assert_contains(&config_rejected(&mut console), "the file is empty");
+    // The file written again: nothing changed.
+    std::fs::write(&file, &original).unwrap();
+    console.logs.wait_for(
+        "the file re-read",
+        "re-read: nothing that Iris uses changed",
+    );
+    assert!(
+        !console.logs.text().contains("teams removed"),
+        "{}",
+        console.logs.text()
     );
     console.stop();
     wait_for_no_processes(&marker);

@@ -334,6 +334,12 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         &old.max_http_sessions,
         &new.max_http_sessions,
     );
+    push_duration(
+        list,
+        "settings.removedTeamGracePeriod",
+        old.removed_team_grace_period,
+        new.removed_team_grace_period,
+    );
     // A secret: only whether it is set is shown.
     let set = |token: &Option<super::Secret>| if token.is_some() { "(set)" } else { "(none)" };
     if old.http_token != new.http_token {

@@ -333,6 +333,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "httpToken",
     "maxHttpSessions",
     "httpSessionIdleTimeout",
+    "removedTeamGracePeriod",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -551,6 +552,10 @@ impl Loader<'_> {
                 }
                 "httpSessionIdleTimeout" => set(
                     &mut settings.http_session_idle_timeout,
+                    self.duration(value, &key),
+                ),
+                "removedTeamGracePeriod" => set(
+                    &mut settings.removed_team_grace_period,
                     self.duration(value, &key),
                 ),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),

@@ -181,6 +181,9 @@ pub struct Settings {
     /// `httpSessionIdleTimeout`: an MCP session over HTTP unused this long is closed (the
     /// client starts a new one). Applies from the next start. Default 5 minutes.
     pub http_session_idle_timeout: Duration,
+    /// `removedTeamGracePeriod`: when an edit removes a team, its queued messages wait this
+    /// long for it to come back (an edit in progress) before they fail. Default 30 seconds.
+    pub removed_team_grace_period: Duration,
 }
 
 impl Default for Settings {
@@ -202,6 +205,7 @@ impl Default for Settings {
             http_token: None,
             max_http_sessions: 100,
             http_session_idle_timeout: Duration::from_secs(300),
+            removed_team_grace_period: Duration::from_secs(30),
         }
     }
 }

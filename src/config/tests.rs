@@ -173,6 +173,7 @@ fn default_settings_match_the_documented_values() {
     assert!(settings.hot_reload_config);
     assert_eq!(settings.max_http_sessions, 100);
     assert_eq!(settings.http_session_idle_timeout, Duration::from_secs(300));
+    assert_eq!(settings.removed_team_grace_period, Duration::from_secs(30));
     let config = Config::defaults(PathBuf::from("/srv/iris"));
     assert_eq!(config.database.path, Path::new("/srv/iris/data/iris.db"));
     assert!(!config.database.in_memory);
@@ -315,6 +316,7 @@ settings:
   hotReloadConfig: false
   maxHttpSessions: 20
   httpSessionIdleTimeout: 90s
+  removedTeamGracePeriod: 2m
 database:
   path: state/iris.sqlite
   inMemory: false
@@ -368,6 +370,7 @@ teams:
     assert!(!settings.hot_reload_config);
     assert_eq!(settings.max_http_sessions, 20);
     assert_eq!(settings.http_session_idle_timeout, Duration::from_secs(90));
+    assert_eq!(settings.removed_team_grace_period, Duration::from_secs(120));
 
     assert_eq!(
         config.database.path,
@@ -661,7 +664,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod)"
         ]
     );
 }

@@ -5,9 +5,10 @@
 //! `maxProcesses`. The rest happens in each pair's worker, which owns its queue and its
 //! process:
 //!
-//! - a pair whose team is gone (or became remote) refuses its queued messages at once
-//!   ([`PoolError::TeamRemoved`]) and stops its process when it is idle: a running turn is
-//!   never cut short, the process is stopped after it;
+//! - a pair whose team is gone holds its queued messages for `removedTeamGracePeriod` (the
+//!   team may be back with the next edit), then refuses them ([`PoolError::TeamRemoved`]);
+//!   one whose team became remote refuses them at once; either stops its process when it is
+//!   idle: a running turn is never cut short, the process is stopped after it;
 //! - a pair whose process was started with settings that have changed since (see
 //!   [`LaunchKey`]) stops that process when it is idle, so the next message starts one with
 //!   the new settings (resuming the pair's session);
@@ -81,8 +82,9 @@ impl Pool {
     /// `database` section, `IRIS_HOME`; listed in [`ConfigChanges::needs_restart`]). The rest
     /// applies at once:
     /// - an added team can be messaged at once;
-    /// - a removed team is unknown to new messages; its queued messages fail with
-    ///   [`PoolError::TeamRemoved`], its processes are stopped once their running turn (if
+    /// - a removed team is unknown to new messages; its queued messages wait
+    ///   `settings.removedTeamGracePeriod` for it to come back, then fail with
+    ///   [`PoolError::TeamRemoved`]; its processes are stopped once their running turn (if
     ///   any) ends, and its sessions stay in the store (adding it again resumes them);
     /// - a team whose settings changed keeps its running processes until they are idle; idle
     ///   ones are stopped, so the next message starts a process with the new settings;

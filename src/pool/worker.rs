@@ -31,6 +31,8 @@ impl Worker {
         let mut versions = self.pool.config_version.subscribe();
         let mut health_period = self.pool.config().settings.health_check_interval;
         let mut health = health_interval(health_period);
+        // While the pair's team is removed: until when its queued messages wait for it.
+        let mut held: Option<tokio::time::Instant> = None;
         loop {
             let config = self.pool.config();
             if config.settings.health_check_interval != health_period {
@@ -43,9 +45,18 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = self.pool.cancel.cancelled() => break,
-                job = jobs.recv() => match job {
+                // Before the next job: a job taken under a config that removed its team
+                // would fail without the grace period.
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.refuse_queued(&mut jobs, &mut held).await;
+                    self.retire_stale().await;
+                }
+                job = jobs.recv(), if held.is_none() => match job {
                     Some(job) => {
-                        self.handle_watching(job, &mut jobs, &mut versions).await;
+                        self.handle_watching(job, &mut jobs, &mut versions, &mut held).await;
                         self.retire_stale().await;
                         // Fewer slots than live processes (maxProcesses was lowered): this
                         // job's process, or an older idle one, makes room.
@@ -53,12 +64,8 @@ impl Worker {
                     }
                     None => break,
                 },
-                changed = versions.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    self.refuse_queued(&mut jobs).await;
-                    self.retire_stale().await;
+                () = sleep_until(held), if held.is_some() => {
+                    self.refuse_queued(&mut jobs, &mut held).await;
                 }
                 exit = wait_exit(idle.as_ref().map(|(agent, _)| agent.clone())), if idle.is_some() => {
                     // Only a death while idle is ours to clean up; a process that is being
@@ -98,13 +105,14 @@ impl Worker {
         }
     }
 
-    /// Handles `job`, meanwhile answering at once the jobs queued behind it if a config
-    /// change removes the pair's team (the running turn itself is left to finish).
+    /// Handles `job`, meanwhile following config changes for the jobs queued behind it
+    /// ([`Worker::refuse_queued`]; the running turn itself is left to finish).
     async fn handle_watching(
         &self,
         job: Job,
         jobs: &mut mpsc::Receiver<Job>,
         versions: &mut watch::Receiver<u64>,
+        held: &mut Option<tokio::time::Instant>,
     ) {
         let handling = self.handle(job);
         tokio::pin!(handling);
@@ -117,17 +125,44 @@ impl Worker {
                         // Never happens (the pool owns the sender): just finish the job.
                         return handling.await;
                     }
-                    self.refuse_queued(jobs).await;
+                    self.refuse_queued(jobs, held).await;
+                }
+                () = sleep_until(*held), if held.is_some() => {
+                    self.refuse_queued(jobs, held).await;
                 }
             }
         }
     }
 
     /// If the pair's team is no longer configured, answers every queued job with why.
-    async fn refuse_queued(&self, jobs: &mut mpsc::Receiver<Job>) {
-        let Some(error) = undeliverable(&self.pool.config(), &self.pair) else {
+    ///
+    /// A removed team's jobs are first held (`held`: until when) for
+    /// `settings.removedTeamGracePeriod`: an edit in progress (a file emptied and written
+    /// again) must not fail them. If the team is back by then they are delivered; if not,
+    /// they are refused when the period ends. A team made remote refuses them at once.
+    async fn refuse_queued(
+        &self,
+        jobs: &mut mpsc::Receiver<Job>,
+        held: &mut Option<tokio::time::Instant>,
+    ) {
+        let config = self.pool.config();
+        let Some(error) = undeliverable(&config, &self.pair) else {
+            if held.take().is_some() {
+                tracing::info!(pair = %self.pair, queued = jobs.len(), "team configured again: its queued messages are delivered");
+            }
             return;
         };
+        if matches!(error, PoolError::TeamRemoved { .. }) && !jobs.is_empty() {
+            let grace = config.settings.removed_team_grace_period;
+            let until = *held.get_or_insert_with(|| {
+                tracing::info!(pair = %self.pair, queued = jobs.len(), grace = ?grace, "team removed from the configuration: its queued messages wait for it to come back");
+                tokio::time::Instant::now() + grace
+            });
+            if tokio::time::Instant::now() < until {
+                return;
+            }
+        }
+        *held = None;
         let mut refused = 0_usize;
         while let Ok(job) = jobs.try_recv() {
             refused += 1;
