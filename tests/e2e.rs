@@ -99,11 +99,16 @@ async fn a_message_gets_the_fake_models_answer_with_one_api_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_api_error_fails_the_message_with_the_error_text() {
+async fn an_api_error_fails_the_message_and_its_prompt_is_never_seen_again() {
     let mut world = RealWorld::new().await;
     world.team("backend");
     let pool = world.pool().await;
     let pair = pool.pair("frontend", "backend").unwrap();
+    let before = pool
+        .send(&pair, "before the error".to_owned())
+        .await
+        .unwrap();
+    assert!(!before.result.is_error);
 
     let ticket = pool
         .submit(&pair, "[[error:500:boom]]".to_owned(), MessageMode::Ask)
@@ -122,8 +127,9 @@ async fn an_api_error_fails_the_message_with_the_error_text() {
     assert!(record.is_error);
     assert_contains(record.error.as_deref().unwrap(), "API Error: 500");
 
-    // The process survives an API error and answers the next message. The CLI keeps the
-    // unanswered prompt and sends it together with the next one, in one user message.
+    // The process survives an API error and answers the next message. Left alone, the CLI
+    // would keep the unanswered prompt and send it again together with the next one, so
+    // the model would answer a message reported as failed: Iris has the agent take it back.
     let next = pool
         .send(&pair, "after the error".to_owned())
         .await
@@ -132,10 +138,27 @@ async fn an_api_error_fails_the_message_with_the_error_text() {
     assert_eq!(next.result.answer, "fake answer to: after the error");
     assert!(!next.result.is_error);
     let calls = world.api.messages_calls();
-    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+    assert_eq!(calls[2].prompts(), ["before the error", "after the error"]);
+
+    // Nor does it come back from the session file when a restarted pool resumes.
+    pool.shutdown().await;
+    drop(pool);
+    assert!(world.live_processes().is_empty());
+    let pool = world.pool().await;
+    let pair = pool.pair("frontend", "backend").unwrap();
+    let resumed = pool
+        .send(&pair, "after a restart".to_owned())
+        .await
+        .unwrap();
+    assert!(resumed.cold);
+    assert_eq!(resumed.session_id, next.session_id);
+    assert!(!resumed.result.is_error);
+    let calls = world.api.messages_calls();
+    assert_eq!(calls.len(), 4, "{calls:#?}");
     assert_eq!(
-        calls[1].prompts(),
-        ["[[error:500:boom]]", "after the error"]
+        calls[3].prompts(),
+        ["before the error", "after the error", "after a restart"]
     );
 
     pool.shutdown().await;

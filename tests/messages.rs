@@ -59,6 +59,35 @@ async fn every_turn_is_recorded_with_its_outcome() {
     assert_eq!(record.state, MessageState::Failed);
     assert!(record.is_error);
     assert_contains(record.error.as_deref().unwrap(), "API Error");
+    // The agent is asked to take the failed prompt back, and answers before the next turn
+    // (the real CLI's behaviour is tested in tests/e2e.rs).
+    let after = pool.send(&pair, "after".to_owned()).await.unwrap();
+    assert!(!after.result.is_error);
+    let stdin: Vec<serde_json::Value> = world
+        .log("backend")
+        .into_iter()
+        .filter(|entry| entry["event"] == "stdin")
+        .filter_map(|entry| serde_json::from_str(entry["line"].as_str()?).ok())
+        .filter(|line: &serde_json::Value| {
+            line["type"] == "user" || line["request"]["subtype"] == "rewind_conversation"
+        })
+        .collect();
+    let failed_at = stdin
+        .iter()
+        .position(|line| line["message"]["content"] == "[[error]]")
+        .unwrap();
+    let uuid = stdin[failed_at]["uuid"].as_str().unwrap();
+    assert_eq!(
+        stdin[failed_at + 1]["request"]["target_message_uuid"],
+        uuid,
+        "{stdin:#?}"
+    );
+    assert_eq!(stdin[failed_at + 2]["message"]["content"], "after");
+    assert_eq!(
+        stdin.len(),
+        failed_at + 3,
+        "one rewind, after the API error only"
+    );
 
     let mut events = pool.subscribe();
     let crashed = pool

@@ -33,6 +33,9 @@ const STDERR_LINE_MAX: usize = 2048;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Request id of the readiness handshake.
 const INITIALIZE_ID: &str = "iris-initialize";
+/// How long the next turn waits for the agent to take a failed prompt back
+/// ([`Actor::take_back`]) before it is sent anyway.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_AGENT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -158,6 +161,7 @@ pub(super) async fn spawn(
         next_request: 0,
         turn: None,
         recovering: None,
+        rewinding: None,
         parked: VecDeque::new(),
         stopping: None,
         cost_baseline: spec.cost_baseline,
@@ -254,6 +258,8 @@ struct TurnState {
     transcript: Vec<TranscriptEntry>,
     transcript_dropped: usize,
     interrupted: bool,
+    /// The `uuid` the prompt was sent with: what a rewind names to take it back.
+    prompt_uuid: String,
 }
 
 impl TurnState {
@@ -304,7 +310,11 @@ struct Actor {
     /// Set after a timed-out turn was interrupted: until its result arrives (or this deadline
     /// passes and the process is killed) no new turn starts.
     recovering: Option<tokio::time::Instant>,
-    /// Turns and health checks that arrived while recovering, served when it ends.
+    /// Set while the agent takes back the prompt of a turn that failed with an API error
+    /// (the request id and until when it may take): no new turn starts meanwhile.
+    rewinding: Option<(String, tokio::time::Instant)>,
+    /// Turns and health checks that arrived while recovering or rewinding, served when it
+    /// ends.
     parked: VecDeque<Command>,
     stopping: Option<Stopping>,
     /// The CLI's cumulative cost before the running turn.
@@ -333,9 +343,9 @@ impl Actor {
                     }
                 },
                 command = self.commands.recv(), if !self.commands_closed => match command {
-                    // A turn or health check waits until the interrupted turn has ended; a
-                    // stop or interrupt is served at once.
-                    Some(command @ (Command::Turn { .. } | Command::Health { .. })) if self.recovering.is_some() => {
+                    // A turn or health check waits until the interrupted turn has ended or
+                    // the failed prompt is taken back; a stop or interrupt is served at once.
+                    Some(command @ (Command::Turn { .. } | Command::Health { .. })) if self.recovering.is_some() || self.rewinding.is_some() => {
                         self.parked.push_back(command);
                     }
                     Some(command) => self.on_command(command),
@@ -354,6 +364,7 @@ impl Actor {
         [
             self.turn.as_ref().map(|turn| turn.silent_deadline),
             self.recovering,
+            self.rewinding.as_ref().map(|(_, deadline)| *deadline),
             self.stopping.as_ref().map(|stopping| stopping.deadline),
         ]
         .into_iter()
@@ -399,7 +410,8 @@ impl Actor {
                     return;
                 }
                 let now = Instant::now();
-                self.write(protocol::user_message(&text));
+                let prompt_uuid = uuid::Uuid::new_v4().to_string();
+                self.write(protocol::user_message(&text, &prompt_uuid));
                 let response_timeout = response_timeout.unwrap_or(self.spec.response_timeout);
                 self.turn = Some(TurnState {
                     reply,
@@ -412,6 +424,7 @@ impl Actor {
                     transcript: Vec::new(),
                     transcript_dropped: 0,
                     interrupted: false,
+                    prompt_uuid,
                 });
             }
             Command::Interrupt { reply } => {
@@ -468,6 +481,15 @@ impl Actor {
                 }
             }
         }
+        if self
+            .rewinding
+            .as_ref()
+            .is_some_and(|(_, deadline)| *deadline <= now)
+        {
+            tracing::warn!(agent = %self.label, pid = self.pid, after = ?REWIND_TIMEOUT, "agent did not answer the rewind of a failed prompt; the next turn goes on, and the model may see that prompt again");
+            self.rewinding = None;
+            self.unpark();
+        }
         if self.recovering.is_some_and(|deadline| deadline <= now) {
             tracing::warn!(agent = %self.label, pid = self.pid, "agent did not recover from an interrupt; killing it");
             self.recovering = None;
@@ -494,6 +516,13 @@ impl Actor {
     }
 
     fn on_line(&mut self, bytes: &[u8]) {
+        if let Some(turn) = &mut self.turn {
+            turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
+        }
+        // Three of these per turn, and nothing to do with them: not worth parsing.
+        if protocol::is_lifecycle(bytes) {
+            return;
+        }
         let line: Value = match serde_json::from_slice(bytes) {
             Ok(line) => line,
             Err(error) => {
@@ -503,9 +532,6 @@ impl Actor {
                 return;
             }
         };
-        if let Some(turn) = &mut self.turn {
-            turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
-        }
         let kind = protocol::classify(&line);
         if matches!(
             kind,
@@ -527,7 +553,7 @@ impl Actor {
             } => {
                 self.on_control_request(&request_id, &subtype, &request);
             }
-            Incoming::ControlCancel | Incoming::System => {}
+            Incoming::ControlCancel | Incoming::System | Incoming::Lifecycle => {}
             Incoming::Assistant => {
                 // Outside a turn (never expected) there is nobody to tell.
                 if self.turn.is_none() {
@@ -582,7 +608,44 @@ impl Actor {
         } else if let Some(reply) = self.pending_health.remove(request_id) {
             // An error answer ("unsupported subtype") is still a full round trip: alive.
             let _ = reply.send(());
+        } else if self
+            .rewinding
+            .as_ref()
+            .is_some_and(|(id, _)| id == request_id)
+        {
+            self.rewinding = None;
+            match protocol::rewound(outcome) {
+                Ok(()) => {
+                    tracing::info!(agent = %self.label, "the failed prompt was taken out of the agent's conversation");
+                }
+                Err(reason) => {
+                    tracing::warn!(agent = %self.label, %reason, "the agent could not take the failed prompt back; the model may see it again with the next one");
+                }
+            }
+            self.unpark();
         }
+    }
+
+    /// Serves the turns and health checks that waited, unless the agent is still busy
+    /// recovering or rewinding.
+    fn unpark(&mut self) {
+        while self.recovering.is_none()
+            && self.rewinding.is_none()
+            && let Some(command) = self.parked.pop_front()
+        {
+            self.on_command(command);
+        }
+    }
+
+    /// After a turn failed with an API error, takes its prompt back out of the agent's
+    /// conversation. Left in, the CLI sends it again together with the next prompt, and
+    /// the model answers a message whose caller was told it failed. Files the turn's
+    /// tools changed stay changed. The next turn waits for the answer (at most
+    /// [`REWIND_TIMEOUT`]).
+    fn take_back(&mut self, prompt_uuid: &str) {
+        let id = self.request_id("rewind");
+        self.write(protocol::rewind_conversation(&id, prompt_uuid));
+        self.rewinding = Some((id, tokio::time::Instant::now() + REWIND_TIMEOUT));
     }
 
     fn on_control_request(&mut self, request_id: &str, subtype: &str, request: &Value) {
@@ -636,9 +699,7 @@ impl Actor {
         }
         if self.recovering.take().is_some() {
             tracing::info!(agent = %self.label, "agent recovered from a timed-out turn");
-            while let Some(command) = self.parked.pop_front() {
-                self.on_command(command);
-            }
+            self.unpark();
             return;
         }
         let Some(turn) = self.turn.take() else {
@@ -666,7 +727,11 @@ impl Actor {
             transcript: turn.transcript.into(),
             transcript_dropped: turn.transcript_dropped,
         };
+        let api_error = outcome.is_api_error();
         let _ = turn.reply.send(Ok(outcome));
+        if api_error {
+            self.take_back(&turn.prompt_uuid);
+        }
     }
 
     /// This turn's own cost: the CLI's per-turn figure when it gives one, else the growth of

@@ -193,6 +193,18 @@ pub struct TurnResult {
     pub transcript_dropped: usize,
 }
 
+impl TurnResult {
+    /// Whether the turn ended because the model's API failed (the CLI's `terminal_reason`
+    /// `api_error`, or its older sign: subtype `success` with `is_error`), as opposed to an
+    /// interrupt or a limit.
+    #[must_use]
+    pub fn is_api_error(&self) -> bool {
+        self.is_error
+            && !self.interrupted
+            && (self.terminal_reason.as_deref() == Some("api_error") || self.subtype == "success")
+    }
+}
+
 /// How an agent process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExitInfo {

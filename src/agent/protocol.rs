@@ -27,6 +27,9 @@ pub enum Incoming {
     ControlCancel,
     /// `system` lines (`init`, `status`, `api_retry`, ...).
     System,
+    /// `command_lifecycle`: a user message Iris sent (with a `uuid`) was queued, started or
+    /// completed. Nothing to do.
+    Lifecycle,
     /// An assistant message: one content block per line in practice.
     Assistant,
     /// A user message echoed by the CLI: tool results, interrupt notices.
@@ -69,11 +72,20 @@ pub fn classify(line: &Value) -> Incoming {
         }
         "control_cancel_request" => Incoming::ControlCancel,
         "system" => Incoming::System,
+        "command_lifecycle" => Incoming::Lifecycle,
         "assistant" => Incoming::Assistant,
         "user" => Incoming::User,
         "result" => Incoming::Result,
         other => Incoming::Unknown(other.to_owned()),
     }
+}
+
+/// Whether a raw stdout line is a `command_lifecycle` line, known without parsing it: the
+/// CLI (and the fake agent) write `type` first. A line written otherwise is parsed and
+/// classified as [`Incoming::Lifecycle`] all the same.
+#[must_use]
+pub fn is_lifecycle(line: &[u8]) -> bool {
+    line.starts_with(br#"{"type":"command_lifecycle""#)
 }
 
 fn string_field(value: &Value, key: &str) -> String {
@@ -91,15 +103,49 @@ fn to_line(value: &Value) -> Vec<u8> {
     line
 }
 
-/// A user turn.
+/// A user turn. `uuid` becomes the message's id in the conversation: the one
+/// [`rewind_conversation`] names to take the turn back.
 #[must_use]
-pub fn user_message(text: &str) -> Vec<u8> {
+pub fn user_message(text: &str, uuid: &str) -> Vec<u8> {
     to_line(&json!({
         "type": "user",
         "message": {"role": "user", "content": text},
         "parent_tool_use_id": null,
         "session_id": "",
+        "uuid": uuid,
     }))
+}
+
+/// Asks the CLI to cut its conversation back to just before the user message `uuid`: that
+/// prompt and everything after it are gone from the model's context and from the session
+/// file (a later `--resume` does not bring them back). The answer's `rewound` says whether
+/// it was done ([`rewound`]).
+#[must_use]
+pub fn rewind_conversation(request_id: &str, uuid: &str) -> Vec<u8> {
+    to_line(&json!({
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": "rewind_conversation", "target_message_uuid": uuid},
+    }))
+}
+
+/// Reads the answer to [`rewind_conversation`]: `Ok(())` if the conversation was cut, else
+/// why not (the CLI's `error` or `reason`, or the error answer of a CLI that does not know
+/// the request).
+///
+/// # Errors
+///
+/// The reason the conversation was not cut.
+pub fn rewound(outcome: Result<Value, String>) -> Result<(), String> {
+    let response = outcome?;
+    if response.get("rewound").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    Err(["error", "reason"]
+        .iter()
+        .find_map(|key| response.get(*key).and_then(Value::as_str))
+        .unwrap_or("the agent did not say why")
+        .to_owned())
 }
 
 /// A control request of `subtype` with extra fields.
@@ -413,12 +459,48 @@ mod tests {
     }
 
     #[test]
+    fn rewind_answers_are_read() {
+        assert!(is_lifecycle(
+            br#"{"type":"command_lifecycle","command_uuid":"u-1","state":"started"}"#
+        ));
+        assert!(!is_lifecycle(br#"{"type":"result"}"#));
+        let line: Value = serde_json::from_slice(&rewind_conversation("r2", "u-1")).unwrap();
+        assert_eq!(line["request"]["subtype"], "rewind_conversation");
+        assert_eq!(line["request"]["target_message_uuid"], "u-1");
+        assert_eq!(
+            rewound(Ok(parse(r#"{"rewound":true,"targetMessageUuid":"u-1"}"#))),
+            Ok(())
+        );
+        assert_eq!(
+            rewound(Ok(parse(
+                r#"{"rewound":false,"error":"target not found","reason":"target_not_found"}"#
+            ))),
+            Err("target not found".to_owned())
+        );
+        assert_eq!(
+            rewound(Ok(parse(r#"{"rewound":false}"#))),
+            Err("the agent did not say why".to_owned())
+        );
+        assert_eq!(
+            rewound(Err("Unsupported control request subtype".to_owned())),
+            Err("Unsupported control request subtype".to_owned())
+        );
+        assert!(matches!(
+            classify(&parse(
+                r#"{"type":"command_lifecycle","command_uuid":"u-1","state":"started"}"#
+            )),
+            Incoming::Lifecycle
+        ));
+    }
+
+    #[test]
     fn messages_are_single_ndjson_lines() {
-        let message = user_message("multi\nline \"quoted\"");
+        let message = user_message("multi\nline \"quoted\"", "u-7");
         assert_eq!(message.iter().filter(|&&byte| byte == b'\n').count(), 1);
         assert!(message.ends_with(b"\n"));
         let value: Value = serde_json::from_slice(&message).unwrap();
         assert_eq!(value["message"]["content"], "multi\nline \"quoted\"");
+        assert_eq!(value["uuid"], "u-7");
         let request: Value = serde_json::from_slice(&control_request("r1", "interrupt")).unwrap();
         assert_eq!(request["request"]["subtype"], "interrupt");
         assert_eq!(request["request_id"], "r1");

@@ -101,6 +101,9 @@ pub(crate) struct State {
     pub model: String,
     /// Cumulative cost, including what a resume restored.
     pub total_cost: f64,
+    /// The `uuid`s of the user messages this process read (what `rewind_conversation`
+    /// may name).
+    pub prompt_uuids: Vec<String>,
 }
 
 /// Settings fixed at startup.
@@ -364,6 +367,7 @@ fn setup_session(
         permission_mode,
         model,
         total_cost: output::round_usd(restored.cost),
+        prompt_uuids: Vec::new(),
     };
     let store = session::SessionStore::new(
         file_of(&session_id),
@@ -541,6 +545,7 @@ fn dispatch(sh: &Shared, v: &Value) {
             st.queue.push_back(msg);
             if let Some(u) = uuid {
                 emit(&turn::lifecycle(&sh.cfg, &u, "queued"));
+                st.prompt_uuids.push(u);
             }
             drop(st);
             sh.cv.notify_all();
@@ -680,6 +685,24 @@ fn control_request(sh: &Shared, v: &Value) {
             emit(&success(&id, json!({})));
         }
         "set_max_thinking_tokens" => emit(&success(&id, json!({}))),
+        "rewind_conversation" => {
+            // The fake keeps no conversation: it only says whether it knows the prompt.
+            let target = req
+                .get("target_message_uuid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if st.prompt_uuids.iter().any(|u| u == target) {
+                emit(&success(
+                    &id,
+                    json!({"rewound": true, "targetMessageUuid": target}),
+                ));
+            } else {
+                emit(&success(
+                    &id,
+                    json!({"rewound": false, "error": "target not found", "reason": "target_not_found"}),
+                ));
+            }
+        }
         "mcp_status" => emit(&success(&id, json!({"mcpServers": sh.cfg.mcp_servers}))),
         "get_session_cost" => emit(&success(
             &id,
