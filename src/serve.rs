@@ -182,8 +182,11 @@ async fn serve_pool(
         transport: "on stdio",
         message: error.to_string(),
     };
+    // When stdin and stdout are pipes (as an MCP client starts a stdio server), they are
+    // read and written through the reactor: tokio's own stdin/stdout hand every read and
+    // write to a blocking thread, a thread hop per message each way.
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(rmcp::transport::stdio_pipes())
         .await
         .map_err(|error| stdio_failed(&error))?;
     let cancel = running.cancellation_token();
