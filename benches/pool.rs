@@ -64,6 +64,10 @@ async fn run(sizes: &Sizes) {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
 
+    if std::env::args().any(|arg| arg == "--rules-only") {
+        rule_decisions();
+        return;
+    }
     if std::env::args().any(|arg| arg == "--saturation-only") {
         for _ in 0..3 {
             saturation(dir.path(), 64, 3, 20).await;
@@ -520,4 +524,87 @@ async fn saturation(root: &Path, callers: usize, max: usize, each: usize) {
         us(max_wait),
         elapsed.as_secs_f64()
     );
+}
+
+/// What checking a permission request against rules adds to it: `PermissionPolicy::decide`
+/// with a realistic set (2 rules for every team, 10 of the team's own), on requests that an
+/// allow rule, a deny rule or no rule decides, and on a compound shell command.
+fn rule_decisions() {
+    use iris::agent::PermissionPolicy;
+    use iris::permissions::{Rule, Rules};
+    let parse = |list: &[&str]| -> Vec<Rule> {
+        list.iter()
+            .map(|text| Rule::parse(text).expect("rule"))
+            .collect()
+    };
+    let defaults = Arc::new(Rules {
+        deny: parse(&["Bash(rm:*)", "Read(~/.ssh/**)"]),
+        ..Rules::default()
+    });
+    let team = Arc::new(Rules {
+        allow: parse(&[
+            "Read",
+            "Grep",
+            "Glob",
+            "Edit(src/**)",
+            "Write(notes/**)",
+            "Bash(cargo test:*)",
+            "Bash(git status:*)",
+            "mcp__iris__send_message",
+            "WebFetch(domain:*.rust-lang.org)",
+        ]),
+        ask: parse(&["Bash(git push:*)"]),
+        ..Rules::default()
+    });
+    let mut policy = PermissionPolicy::grant_only(
+        GrantPermission::No,
+        "bench",
+        std::path::PathBuf::from("/work/app"),
+    );
+    policy.rules = Arc::new(move || [defaults.clone(), team.clone()]);
+    policy.home = Some(std::path::PathBuf::from("/home/me"));
+    let requests = [
+        (
+            "allowed write",
+            true,
+            "Write",
+            serde_json::json!({"file_path": "/work/app/notes/a/b.md", "content": "x"}),
+        ),
+        (
+            "denied read",
+            false,
+            "Read",
+            serde_json::json!({"file_path": "/home/me/.ssh/id_ed25519"}),
+        ),
+        (
+            "no rule (grantPermission)",
+            false,
+            "Edit",
+            serde_json::json!({"file_path": "/work/app/docs/x.md"}),
+        ),
+        (
+            "compound command, every part allowed",
+            true,
+            "Bash",
+            serde_json::json!({"command": "cargo test -q && git status --short"}),
+        ),
+    ];
+    println!("| permission decision with 12 rules (100,000 each) | p50 | p99 |");
+    println!("|---|---|---|");
+    for (label, allowed, tool, input) in &requests {
+        assert_eq!(policy.decide(tool, input).allowed, *allowed, "{label}");
+        let mut samples = Vec::with_capacity(100_000);
+        for _ in 0..100_000 {
+            let started = Instant::now();
+            let decision = policy.decide(tool, input);
+            samples.push(started.elapsed());
+            std::hint::black_box(decision);
+        }
+        println!(
+            "| {label} | {} | {} |",
+            us(percentile(&samples, 50.0)),
+            us(percentile(&samples, 99.0))
+        );
+    }
+    println!();
 }

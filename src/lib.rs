@@ -61,6 +61,7 @@ pub mod install;
 pub mod logs;
 pub mod mcp;
 pub mod output;
+pub mod permissions;
 pub mod pool;
 pub mod process;
 pub mod reload;

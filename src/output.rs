@@ -112,17 +112,34 @@ pub fn check(config: &Config) -> String {
             .map_or_else(String::new, |remote| format!(" on {remote}"));
         let _ = writeln!(
             out,
-            "team {}: {}{} (grantPermission: {})",
+            "team {}: {}{} (grantPermission: {}{})",
             team.name,
             team.path.display(),
             place,
-            team.grant_permission.as_str()
+            team.grant_permission.as_str(),
+            rule_counts(&team.permissions)
+                .map_or_else(String::new, |counts| format!("; rules: {counts}"))
         );
+    }
+    if let Some(counts) = rule_counts(&config.settings.permissions) {
+        let _ = writeln!(out, "rules for every team: {counts}");
     }
     for warning in &config.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
     out
+}
+
+/// `1 allow, 0 ask, 2 deny`, or `None` without rules.
+fn rule_counts(rules: &crate::permissions::Rules) -> Option<String> {
+    (!rules.is_empty()).then(|| {
+        format!(
+            "{} allow, {} ask, {} deny",
+            rules.allow.len(),
+            rules.ask.len(),
+            rules.deny.len()
+        )
+    })
 }
 
 /// `iris status`: one line per pair.

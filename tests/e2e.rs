@@ -13,9 +13,12 @@ mod common;
 mod support;
 
 use std::process::Command;
+use std::sync::Arc;
 
 use common::{IRIS, assert_contains, assert_cost, real_claude, wait_event};
 use iris::agent::TranscriptEntry;
+use iris::config::GrantPermission;
+use iris::permissions::{Rule, Rules};
 use iris::pool::{PoolEvent, transcript_path};
 use iris::store::{MessageMode, MessageState, Store};
 use support::{RealWorld, TURN_COST_USD};
@@ -93,6 +96,97 @@ async fn a_message_gets_the_fake_models_answer_with_one_api_call() {
     assert_eq!(calls.len(), 3, "{calls:#?}");
     assert_eq!(calls[2].prompts()[0], "hello from e2e");
     assert_cost(second.result.cost_usd, 2.0 * TURN_COST_USD);
+
+    pool.shutdown().await;
+    assert!(world.live_processes().is_empty());
+}
+
+/// The transcript's permission decision for `tool` in `result`: (allowed, reason).
+fn permission_of(result: &iris::agent::TurnResult, tool: &str) -> (bool, String) {
+    result
+        .transcript
+        .iter()
+        .find_map(|entry| match entry {
+            TranscriptEntry::Permission {
+                tool: name,
+                allowed,
+                reason,
+            } if name == tool => Some((*allowed, reason.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no permission decision for {tool}: {result:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_rules_decide_before_grant_permission_and_apply_on_reload() {
+    let mut world = RealWorld::new().await;
+    let rules = |allow: &[&str], deny: &[&str]| {
+        let parse = |list: &[&str]| -> Vec<Rule> {
+            list.iter().map(|text| Rule::parse(text).unwrap()).collect()
+        };
+        Arc::new(Rules {
+            allow: parse(allow),
+            ask: Vec::new(),
+            deny: parse(deny),
+        })
+    };
+    let team = world.team("backend");
+    team.grant_permission = GrantPermission::No;
+    team.permissions = rules(&["Write(notes/**)"], &["Write(notes/secret*)"]);
+    let dir = team.path.clone();
+    let pool = world.pool().await;
+    let pair = pool.pair("frontend", "backend").unwrap();
+    let write = |path: &std::path::Path| {
+        format!(
+            r#"write it [[tool:Write:{{"file_path":"{}","content":"from e2e"}}]]"#,
+            path.display()
+        )
+    };
+
+    // An allow rule: written, nothing asked although grantPermission is no.
+    let allowed = pool
+        .send(&pair, write(&dir.join("notes/a.md")))
+        .await
+        .unwrap();
+    assert!(dir.join("notes/a.md").exists(), "{:?}", allowed.result);
+    let (ok, reason) = permission_of(&allowed.result, "Write");
+    assert!(ok);
+    assert_contains(&reason, "Write(notes/**)");
+
+    // A deny rule beats an allow rule that also matches.
+    let denied = pool
+        .send(&pair, write(&dir.join("notes/secret.txt")))
+        .await
+        .unwrap();
+    assert!(!dir.join("notes/secret.txt").exists());
+    let (ok, reason) = permission_of(&denied.result, "Write");
+    assert!(!ok);
+    assert_contains(&reason, "rule `Write(notes/secret*)` in permissions.deny");
+    // The model was told why, in the tool result of its next request.
+    assert_contains(&denied.result.answer, "permissions.deny");
+
+    // No rule: grantPermission decides.
+    let outside = pool
+        .send(&pair, write(&dir.join("src/x.rs")))
+        .await
+        .unwrap();
+    assert!(!dir.join("src/x.rs").exists());
+    let (ok, reason) = permission_of(&outside.result, "Write");
+    assert!(!ok);
+    assert_contains(&reason, "grantPermission: no");
+
+    // An edited rule applies to the running agent from its next request, without a restart.
+    let mut config = world.config.clone();
+    config.teams.get_mut("backend").unwrap().permissions = rules(&["Write(src/**)"], &[]);
+    let changes = pool.set_config(config);
+    assert_eq!(changes.teams_changed[0].keys, ["permissions"]);
+    let after = pool
+        .send(&pair, write(&dir.join("src/y.rs")))
+        .await
+        .unwrap();
+    assert_eq!(after.pid, allowed.pid, "the same process");
+    assert!(dir.join("src/y.rs").exists(), "{:?}", after.result);
+    assert!(permission_of(&after.result, "Write").0);
 
     pool.shutdown().await;
     assert!(world.live_processes().is_empty());

@@ -662,14 +662,13 @@ impl Actor {
             .and_then(Value::as_str)
             .unwrap_or("unknown tool")
             .to_owned();
-        let decision = self.spec.permissions.decide(&tool);
-        let (answer, allowed, reason) = match decision {
-            Ok(()) => (protocol::permission_allow(request), true, None),
-            Err(message) => (
-                protocol::permission_deny(request, &message),
-                false,
-                Some(message),
-            ),
+        let input = request.get("input").unwrap_or(&Value::Null);
+        let decision = self.spec.permissions.decide(&tool, input);
+        let (allowed, reason) = (decision.allowed, decision.reason);
+        let answer = if allowed {
+            protocol::permission_allow(request)
+        } else {
+            protocol::permission_deny(request, reason.as_deref().unwrap_or("Iris denied the tool"))
         };
         tracing::info!(agent = %self.label, tool, allowed, "tool permission answered");
         self.write(protocol::control_success(request_id, answer));

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::GrantPermission;
 use crate::guard::Guard;
+use crate::permissions::{Place, Rules, Verdict};
 
 /// Everything needed to start one agent process. Built by the pool from the team's config.
 #[derive(Debug, Clone)]
@@ -56,30 +57,106 @@ pub struct AgentSpec {
     pub cost_baseline: f64,
 }
 
-/// How an agent's tool-permission requests are answered.
-#[derive(Debug, Clone)]
+/// Where an agent's permission rules come from: `settings.permissions`, then its team's.
+/// Called at each request, so a reloaded configuration applies from the next one.
+pub type RulesSource = Arc<dyn Fn() -> [Arc<Rules>; 2] + Send + Sync>;
+
+/// How an agent's tool-permission requests are answered: the rules first (deny, then allow,
+/// then ask), then the team's `grantPermission`.
+#[derive(Clone)]
 pub struct PermissionPolicy {
     /// The team's `grantPermission`.
     pub grant: GrantPermission,
     /// The team's name, quoted in denial messages.
     pub team: String,
+    /// The rules in force.
+    pub rules: RulesSource,
+    /// The agent's working directory and home, for relative and `~/` paths in rules.
+    pub cwd: PathBuf,
+    /// The agent's home directory (its `HOME`), if known.
+    pub home: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PermissionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [defaults, team] = (self.rules)();
+        f.debug_struct("PermissionPolicy")
+            .field("grant", &self.grant)
+            .field("team", &self.team)
+            .field("defaults", &defaults)
+            .field("rules", &team)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A permission decision: whether the tool may run, and why (for the agent when denied, and
+/// for the transcript).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionDecision {
+    /// Whether the tool may run.
+    pub allowed: bool,
+    /// Why: the rule that decided, or the `grantPermission` that did (when denied).
+    pub reason: Option<String>,
 }
 
 impl PermissionPolicy {
-    /// `Ok(())` to allow, `Err(reason)` to deny.
-    ///
-    /// # Errors
-    /// The denial message the agent (and the model) will see.
-    pub fn decide(&self, tool: &str) -> Result<(), String> {
+    /// A policy of `grant` alone, with no rules.
+    #[must_use]
+    pub fn grant_only(grant: GrantPermission, team: &str, cwd: PathBuf) -> Self {
+        Self {
+            grant,
+            team: team.to_owned(),
+            rules: Arc::new(|| [Arc::default(), Arc::default()]),
+            cwd,
+            home: None,
+        }
+    }
+
+    /// Decides a request to use `tool` with `input`.
+    #[must_use]
+    pub fn decide(&self, tool: &str, input: &Value) -> PermissionDecision {
+        let [defaults, team] = (self.rules)();
+        let place = Place {
+            cwd: &self.cwd,
+            home: self.home.as_deref(),
+        };
+        let denied = |reason: String| PermissionDecision {
+            allowed: false,
+            reason: Some(reason),
+        };
+        match Rules::check(&[&defaults, &team], tool, input, &place) {
+            Some(Verdict::Deny(rule)) => {
+                return denied(format!(
+                    "Iris denied {tool}: rule `{rule}` in permissions.deny"
+                ));
+            }
+            Some(Verdict::Allow(rule)) => {
+                return PermissionDecision {
+                    allowed: true,
+                    reason: Some(format!("allowed by rule `{rule}` in permissions.allow")),
+                };
+            }
+            Some(Verdict::Ask(rule)) => {
+                return denied(format!(
+                    "Iris denied {tool}: rule `{rule}` in permissions.ask needs a person's \
+                     approval, which this Iris version cannot ask for yet"
+                ));
+            }
+            None => {}
+        }
         match self.grant {
-            GrantPermission::Yes => Ok(()),
-            GrantPermission::No => Err(format!(
+            GrantPermission::Yes => PermissionDecision {
+                allowed: true,
+                reason: None,
+            },
+            GrantPermission::No => denied(format!(
                 "Iris denied {tool}: team '{}' has grantPermission: no",
                 self.team
             )),
-            GrantPermission::Ask | GrantPermission::Forward => Err(format!(
+            GrantPermission::Ask | GrantPermission::Forward => denied(format!(
                 "Iris denied {tool}: team '{}' has grantPermission: {}, which this Iris version \
-                 cannot serve yet (no approver is connected); set grantPermission: yes to allow tools",
+                 cannot serve yet (no approver is connected); set grantPermission: yes or \
+                 permissions.allow rules to allow tools",
                 self.team,
                 self.grant.as_str()
             )),

@@ -216,7 +216,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
 
 /// The keys of a team that differ, in the order of the config reference.
 fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
-    let checks: [(&'static str, bool); 15] = [
+    let checks: [(&'static str, bool); 16] = [
         ("path", old.path == new.path),
         ("description", old.description == new.description),
         ("claudePath", old.claude_path == new.claude_path),
@@ -241,6 +241,7 @@ fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
         ("remote", old.remote == new.remote),
         ("color", old.color == new.color),
         ("token", old.token == new.token),
+        ("permissions", old.permissions == new.permissions),
     ];
     checks
         .into_iter()
@@ -340,6 +341,22 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         old.removed_team_grace_period,
         new.removed_team_grace_period,
     );
+    if old.permissions != new.permissions {
+        let count = |rules: &crate::permissions::Rules| {
+            format!(
+                "{} allow, {} ask, {} deny",
+                rules.allow.len(),
+                rules.ask.len(),
+                rules.deny.len()
+            )
+        };
+        push(
+            list,
+            "settings.permissions",
+            &count(&old.permissions),
+            &count(&new.permissions),
+        );
+    }
     // A secret: only whether it is set is shown.
     let set = |token: &Option<super::Secret>| if token.is_some() { "(set)" } else { "(none)" };
     if old.http_token != new.http_token {

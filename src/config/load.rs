@@ -20,11 +20,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::interpolate::interpolate;
 use self::tree::{Entry, Kind, Node};
 use super::{Config, DatabaseConfig, GrantPermission, Secret, Settings, TeamConfig, TeamName};
+use crate::permissions::{Rule, Rules};
 
 /// Where something is in the config file (1-based, in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +336,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "maxHttpSessions",
     "httpSessionIdleTimeout",
     "removedTeamGracePeriod",
+    "permissions",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -397,6 +400,7 @@ const TEAM_KEYS: &[&str] = &[
     "remote",
     "color",
     "token",
+    "permissions",
 ];
 
 const NO_REMOTE_YET: &str = "remote teams are not run by this build yet";
@@ -413,6 +417,9 @@ const TEAM_IGNORED: &[(&str, &str)] = &[
     ("sessionMcpPath", NO_SESSION_MCP_FILE),
     ("mcpConfigScript", NO_SESSION_MCP_FILE),
 ];
+
+/// The keys of a `permissions` mapping.
+const PERMISSION_LISTS: &[&str] = &["allow", "ask", "deny"];
 
 /// The shortest bearer token accepted.
 const MIN_TOKEN_CHARS: usize = 16;
@@ -558,6 +565,7 @@ impl Loader<'_> {
                     &mut settings.removed_team_grace_period,
                     self.duration(value, &key),
                 ),
+                "permissions" => settings.permissions = Arc::new(self.permissions(value, &key)),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }
@@ -690,6 +698,7 @@ impl Loader<'_> {
                 }
                 "color" => team.color = self.color(value, &field_key),
                 "token" => team.token = self.token(value, &field_key),
+                "permissions" => team.permissions = self.permissions(value, &field_key),
                 _ => self.other_key(&field_key, field, TEAM_KEYS, TEAM_IGNORED),
             }
         }
@@ -727,6 +736,7 @@ impl Loader<'_> {
             remote,
             color: team.color,
             token: team.token,
+            permissions: Arc::new(team.permissions),
         })
     }
 
@@ -1163,6 +1173,51 @@ impl Loader<'_> {
         tools
     }
 
+    /// `permissions: {allow: [...], ask: [...], deny: [...]}`: each rule parsed, each bad
+    /// one reported with its key (`...permissions.allow[2]`) and position.
+    fn permissions(&mut self, node: &Node, key: &str) -> Rules {
+        let mut rules = Rules::default();
+        let expected = "a mapping with allow, ask and deny lists of rules";
+        for entry in self.mapping(node, key, expected) {
+            let list_key = child(key, &entry.key);
+            let list = match entry.key.as_str() {
+                "allow" => &mut rules.allow,
+                "ask" => &mut rules.ask,
+                "deny" => &mut rules.deny,
+                _ => {
+                    self.other_key(&list_key, entry, PERMISSION_LISTS, &[]);
+                    continue;
+                }
+            };
+            let items: Vec<&Node> = match &entry.value.kind {
+                Kind::Seq(items) => items.iter().collect(),
+                Kind::Null => Vec::new(),
+                _ => {
+                    self.problem(
+                        &list_key,
+                        entry.value.position.or(entry.position),
+                        "expected a list of rules, such as [Read, \"Edit(src/**)\", \"Bash(git status:*)\"]",
+                    );
+                    continue;
+                }
+            };
+            for (index, item) in items.into_iter().enumerate() {
+                let item_key = format!("{list_key}[{index}]");
+                let Some(scalar) = self.scalar(item, &item_key, "a rule") else {
+                    if matches!(item.kind, Kind::Null) {
+                        self.problem(&item_key, item.position, "empty rule");
+                    }
+                    continue;
+                };
+                match Rule::parse(&scalar.text) {
+                    Ok(rule) => list.push(rule),
+                    Err(message) => self.problem(&item_key, item.position, message),
+                }
+            }
+        }
+        rules
+    }
+
     fn env_map(&mut self, node: &Node, key: &str) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         let expected = "a mapping of environment variable names to values";
@@ -1326,6 +1381,7 @@ struct TeamDraft {
     env: BTreeMap<String, String>,
     color: Option<String>,
     token: Option<Secret>,
+    permissions: Rules,
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

@@ -37,6 +37,9 @@ pub(crate) fn nearest_team<'c>(config: &'c Config, name: &str) -> Option<&'c str
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::permissions::Rules;
 use std::time::Duration;
 
 /// A loaded, validated configuration.
@@ -184,6 +187,10 @@ pub struct Settings {
     /// `removedTeamGracePeriod`: when an edit removes a team, its queued messages wait this
     /// long for it to come back (an edit in progress) before they fail. Default 30 seconds.
     pub removed_team_grace_period: Duration,
+    /// `permissions`: rules every team's agents are checked against before their own
+    /// (`{allow, ask, deny}` lists in Claude Code's syntax; see [`crate::permissions`]).
+    /// Applies to running agents from their next request.
+    pub permissions: Arc<Rules>,
 }
 
 impl Default for Settings {
@@ -206,6 +213,7 @@ impl Default for Settings {
             max_http_sessions: 100,
             http_session_idle_timeout: Duration::from_secs(300),
             removed_team_grace_period: Duration::from_secs(30),
+            permissions: Arc::default(),
         }
     }
 }
@@ -323,6 +331,9 @@ pub struct TeamConfig {
     pub color: Option<String>,
     /// `token`: a bearer token that identifies this team over HTTP (`Authorization: Bearer`).
     pub token: Option<Secret>,
+    /// `permissions`: the team's own rules, checked after `settings.permissions` (a deny in
+    /// either wins). Applies to running agents from their next request.
+    pub permissions: Arc<Rules>,
 }
 
 impl TeamConfig {
@@ -347,6 +358,7 @@ impl TeamConfig {
             remote: None,
             color: None,
             token: None,
+            permissions: Arc::default(),
         }
     }
 }

@@ -664,7 +664,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod, permissions)"
         ]
     );
 }
@@ -1340,4 +1340,60 @@ fn bearer_tokens_are_read_checked_and_never_printed() {
         same.starts_with("teams.web.token: is the same token as settings.httpToken"),
         "{same}"
     );
+}
+
+#[test]
+fn permission_rules_are_parsed_and_each_bad_one_is_reported_where_it_is() {
+    let fixture = Fixture::new();
+    let config = fixture.load(
+        r#"
+settings:
+  permissions:
+    deny: ["Bash(rm:*)"]
+teams:
+  a:
+    path: /tmp
+    permissions:
+      allow: [Read, "Write(notes/**)", "Bash(git status:*)"]
+      ask: ["mcp__iris__send_message"]
+"#,
+    );
+    let rules = |list: &[crate::permissions::Rule]| {
+        list.iter()
+            .map(|rule| rule.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules(&config.settings.permissions.deny), ["Bash(rm:*)"]);
+    let a = team(&config, "a");
+    assert_eq!(
+        rules(&a.permissions.allow),
+        ["Read", "Write(notes/**)", "Bash(git status:*)"]
+    );
+    assert_eq!(rules(&a.permissions.ask), ["mcp__iris__send_message"]);
+    assert!(a.permissions.deny.is_empty());
+
+    let yaml = r#"
+teams:
+  a:
+    path: /tmp
+    permissions:
+      allow: ["Edit(src/**", Read, ""]
+      denny: [Bash]
+      ask: Bash
+"#;
+    assert_eq!(
+        fixture.problems(yaml),
+        [
+            "teams.a.permissions.allow[0]: rule \"Edit(src/**\" must end with ')': write Tool or Tool(specifier)",
+            "teams.a.permissions.allow[2]: empty rule",
+            "teams.a.permissions.denny: unknown key; did you mean 'deny'?",
+            "teams.a.permissions.ask: expected a list of rules, such as [Read, \"Edit(src/**)\", \"Bash(git status:*)\"]",
+        ]
+    );
+    // Positions: the line of the bad rule.
+    let text = fixture
+        .load_with(yaml, &[])
+        .expect_err("invalid")
+        .to_string();
+    assert!(text.contains("config.yaml:6:"), "{text}");
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Pair;
-use crate::agent::{AgentSpec, PermissionPolicy};
-use crate::config::{Config, TeamConfig};
+use crate::agent::{AgentSpec, PermissionPolicy, RulesSource};
+use crate::config::{Config, TeamConfig, TeamName};
 
 /// Whether a spawn starts the pair's session or continues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,13 @@ pub fn agent_spec(
             .iter()
             .map(|(key, value)| (key.clone(), value.clone())),
     );
+    // `~/` in rules is the agent's home: its team's HOME if it sets one.
+    let home = env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "HOME")
+        .map(|(_, home)| PathBuf::from(home))
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
     AgentSpec {
         label: Arc::from(pair.to_string()),
         program,
@@ -108,11 +115,46 @@ pub fn agent_spec(
         stop_grace: settings.stop_grace_period,
         max_line_bytes: settings.max_line_bytes,
         permissions: PermissionPolicy {
-            grant: team.grant_permission,
-            team: team.name.to_string(),
+            rules: fixed_rules(config, team),
+            home,
+            ..PermissionPolicy::grant_only(
+                team.grant_permission,
+                team.name.as_str(),
+                team.path.clone(),
+            )
         },
         cost_baseline: launch.cost_baseline,
     }
+}
+
+/// The rules of `config` for `team`, as they are now. The pool replaces this with
+/// [`live_rules`] so that a reload applies to running agents.
+fn fixed_rules(config: &Config, team: &TeamConfig) -> RulesSource {
+    let rules = [
+        config.settings.permissions.clone(),
+        team.permissions.clone(),
+    ];
+    Arc::new(move || rules.clone())
+}
+
+/// The rules for `team` in whatever configuration `config` returns when asked: at each
+/// permission request, so an edit applies from the next one. A team that is gone has none
+/// of its own (its agent stops after its turn).
+pub(super) fn live_rules(
+    config: impl Fn() -> Option<Arc<Config>> + Send + Sync + 'static,
+    team: TeamName,
+) -> RulesSource {
+    Arc::new(move || match config() {
+        Some(config) => [
+            config.settings.permissions.clone(),
+            config
+                .teams
+                .get(&team)
+                .map(|team| team.permissions.clone())
+                .unwrap_or_default(),
+        ],
+        None => [Arc::default(), Arc::default()],
+    })
 }
 
 /// The program that runs `team`'s agent and the config key that chose it.

@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigChanges, TeamConfig, reconcile};
 /// What a process was started with that a configuration change can make out of date: its
 /// team's settings that reach the command line, environment or permission answers, and the
 /// global `claudePath`. Keys read at use (`token`, `description`, `color`, `idleTimeout`,
-/// `spawnTimeout`) are left out, so changing them never restarts a process.
+/// `spawnTimeout`, `permissions`) are left out, so changing them never restarts a process.
 #[derive(Clone, PartialEq)]
 pub(crate) struct LaunchKey {
     team: TeamConfig,
@@ -40,6 +40,8 @@ impl LaunchKey {
         team.spawn_timeout = None;
         // Read per request by the HTTP gate, never given to the process.
         team.token = None;
+        // Read per permission request by the agent's actor (see `launch::rules_source`).
+        team.permissions = Arc::default();
         Self {
             team,
             claude_path: config.settings.claude_path.clone(),

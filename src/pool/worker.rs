@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::launch::live_rules;
 use super::reconfigure::{LaunchKey, staleness, undeliverable};
 use super::state::{HandOver, Live, Next, Reserve, Spawned, Take};
 use super::{
@@ -807,7 +808,7 @@ impl Worker {
                     })
                     .ok()
             });
-            let spec = agent_spec(
+            let mut spec = agent_spec(
                 &config,
                 team,
                 &self.pair,
@@ -818,6 +819,13 @@ impl Worker {
                     agent_key: &agent_key,
                     mcp_config: mcp_config.as_deref(),
                 },
+            );
+            // Rules are read at each permission request: an edit applies to this process
+            // from its next one, without a restart.
+            let pool = Arc::downgrade(&self.pool);
+            spec.permissions.rules = live_rules(
+                move || pool.upgrade().map(|pool| pool.config()),
+                team.name.clone(),
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
                 Ok(agent) => {
