@@ -26,6 +26,27 @@ use serde_json::json;
 // ------------------------------------------------------------------------------------------
 // The pool.
 
+/// A long turn running on `pair`, and an ask and a tell queued behind it.
+async fn queue_behind_a_running_turn(
+    pool: &iris::pool::Pool,
+    pair: &iris::pool::Pair,
+) -> (
+    iris::pool::Ticket,
+    iris::pool::Ticket,
+    iris::store::MessageId,
+) {
+    let running = submit_running(pool, pair, "[[slow:600000]] long").await;
+    let queued = pool
+        .submit(pair, "queued ask".to_owned(), MessageMode::Ask)
+        .await
+        .unwrap();
+    let told = pool
+        .tell(pair, "queued tell".to_owned(), MessageMode::Tell)
+        .await
+        .unwrap();
+    (running, queued, told)
+}
+
 fn exited(event: &PoolEvent, team: &str, why: ExitReason) -> bool {
     matches!(event, PoolEvent::Exited { pair, reason, .. } if pair.target.as_str() == team && *reason == why)
 }
@@ -69,15 +90,7 @@ async fn a_removed_team_refuses_queued_messages_and_its_process_stops_after_its_
     let pair = pool.pair("me", "a").unwrap();
     let first = pool.send(&pair, "hello".to_owned()).await.unwrap();
     let mut events = pool.subscribe();
-    let running = submit_running(&pool, &pair, "[[slow:600000]] long").await;
-    let queued = pool
-        .submit(&pair, "queued ask".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    let told = pool
-        .tell(&pair, "queued tell".to_owned(), MessageMode::Tell)
-        .await
-        .unwrap();
+    let (running, queued, told) = queue_behind_a_running_turn(&pool, &pair).await;
 
     let mut config = world.config.clone();
     config.teams.remove("a");
@@ -148,15 +161,7 @@ async fn messages_queued_to_a_team_removed_and_added_back_are_delivered() {
     let pool = world.pool().await;
     let pair = pool.pair("me", "a").unwrap();
     let mut events = pool.subscribe();
-    let running = submit_running(&pool, &pair, "[[slow:600000]] long").await;
-    let queued = pool
-        .submit(&pair, "queued ask".to_owned(), MessageMode::Ask)
-        .await
-        .unwrap();
-    let told = pool
-        .tell(&pair, "queued tell".to_owned(), MessageMode::Tell)
-        .await
-        .unwrap();
+    let (running, queued, told) = queue_behind_a_running_turn(&pool, &pair).await;
 
     let mut without = world.config.clone();
     without.teams.remove("a");
