@@ -428,6 +428,9 @@ fn command_parts(command: &str) -> Option<Vec<&str>> {
                 b'\'' | b'"' => quote = Some(byte),
                 b'`' => return None,
                 b'$' if bytes.get(index + 1) == Some(&b'(') => return None,
+                // `2>&1`, `>&2`, `<&0`, `&>file`: a redirection, not a separator.
+                b'&' if index > 0 && matches!(bytes[index - 1], b'>' | b'<') => {}
+                b'&' if bytes.get(index + 1) == Some(&b'>') => {}
                 b';' | b'\n' | b'|' | b'&' => {
                     parts.push(command[start..index].trim());
                     // `&&` and `||` are one separator.
@@ -744,6 +747,13 @@ mod tests {
             "separators inside quotes do not split"
         );
         assert_eq!(on("ls '&&' "), None);
+        // Redirections are not separators.
+        assert_eq!(
+            on("git status 2>&1"),
+            Some("allow Bash(git status:*)".to_owned())
+        );
+        assert_eq!(on("ls &> out.txt"), None, "`&>` is not a separator");
+        assert_eq!(on("ls & rm x"), Some("deny Bash(rm:*)".to_owned()));
         let any = rules_allow("Bash");
         assert_eq!(
             verdict(&any, "Bash", json!({"command": "ls $(x)"})),
