@@ -12,18 +12,22 @@
 //!   that MCP server.
 //! - `Bash(npm run test:*)`: a command that is `npm run test` or starts with `npm run test `;
 //!   `Bash(git * main)`: `*` matches any text; `Bash(git status)`: exactly that command. A
-//!   command made of several (`a && b`, `a; b`, `a | b`...) is allowed only if every part is,
-//!   and denied or asked if any part is; one with `$(…)` or backticks is never allowed by a
-//!   rule.
+//!   command made of several (`a && b`, `a; b`, `a | b`...; comments skipped) is allowed only
+//!   if every part is, and denied or asked if any part is. One that holds what a rule cannot
+//!   see into (a substitution, parentheses, a here-document, `$'…'`, an unclosed quote) is
+//!   allowed only by `Bash` itself; deny and ask rules still see every piece of it, also cut
+//!   at every separator regardless of quotes, so a misread quote hides nothing from them.
 //! - `Read(path)`, `Edit(path)`, `Write(path)`, ...: the file the tool touches, as a
 //!   gitignore-style glob (`*` within a name, `**` across directories, `?` one character).
-//!   `//abs/path` is absolute, `~/path` is in the home directory, and `path`, `./path` and
-//!   `/path` are relative to the team's directory. `Edit(...)` covers every tool that edits
-//!   files (`Edit`, `MultiEdit`, `Write`, `NotebookEdit`), `Read(...)` every tool that reads
-//!   them (`Read`, `Glob`, `Grep`, `NotebookRead`). Paths are compared after resolving `.`
-//!   and `..`, without following symbolic links.
-//! - `WebFetch(domain:example.com)`: a fetch of that host; `domain:*.example.com` also of
-//!   its subdomains.
+//!   `//abs/path` is absolute, `~/path` is in the home directory, `path/x`, `./path` and
+//!   `/path` are relative to the team's directory, and a pattern without `/` matches that
+//!   name at any depth below it. `Edit` covers every tool that edits files (`Edit`,
+//!   `MultiEdit`, `Write`, `NotebookEdit`), `Read` every tool that reads them (`Read`,
+//!   `Glob`, `Grep`, `NotebookRead`). The tool's path is compared after resolving `~/`, `.`
+//!   and `..`, without following symbolic links; a search (`Glob`, `Grep`) of a directory
+//!   that holds what a deny or ask rule names matches that rule.
+//! - `WebFetch(domain:example.com)`: a fetch of that host, read as a WHATWG URL parser
+//!   reads it; `domain:*.example.com` also of its subdomains.
 //! - `Task(Explore)` (or `Agent(Explore)`): a subagent of that type.
 
 use std::fmt;
@@ -146,7 +150,9 @@ impl Rule {
         &self.text
     }
 
-    /// Whether the rule names `tool` (before looking at its specifier).
+    /// Whether the rule names `tool` (before looking at its specifier). `Edit` (with or
+    /// without a path) covers every tool that edits files, `Read` every tool that reads
+    /// them, and `Task` and `Agent` are one tool under two names.
     fn names(&self, tool: &str) -> bool {
         if self.tool == tool {
             return true;
@@ -161,20 +167,20 @@ impl Rule {
                 .strip_prefix(self.tool.as_str())
                 .is_some_and(|rest| rest.starts_with("__"));
         }
-        match self.specifier {
-            Specifier::Path(_) if self.tool == "Edit" => EDIT_TOOLS.contains(&tool),
-            Specifier::Path(_) if self.tool == "Read" => READ_TOOLS.contains(&tool),
-            Specifier::Agent(_) => matches!(
-                (self.tool.as_str(), tool),
-                ("Task", "Agent") | ("Agent", "Task")
-            ),
+        match self.tool.as_str() {
+            "Edit" => EDIT_TOOLS.contains(&tool),
+            "Read" => READ_TOOLS.contains(&tool),
+            "Task" => tool == "Agent",
+            "Agent" => tool == "Task",
             _ => false,
         }
     }
 
     /// Whether the rule matches a use of `tool` with `input` (one part of a compound shell
-    /// command is matched on its own by [`Rules::check`]).
-    fn matches(&self, tool: &str, input: &Value, place: &Place<'_>) -> bool {
+    /// command is matched on its own by [`Rules::check`]). `cautious` (deny and ask rules):
+    /// a search of a directory (`Glob`, `Grep`) that holds something the rule names counts
+    /// as a match, so a search cannot read around a denied path.
+    fn matches(&self, tool: &str, input: &Value, place: &Place<'_>, cautious: bool) -> bool {
         if !self.names(tool) {
             return false;
         }
@@ -183,8 +189,14 @@ impl Rule {
             Specifier::Command(pattern) => {
                 command_text(input).is_some_and(|command| pattern.matches(command.trim()))
             }
-            Specifier::Path(pattern) => file_path(tool, input, place)
-                .is_some_and(|path| path_matches(pattern, &path, place)),
+            Specifier::Path(pattern) => {
+                let Some(target) = file_target(tool, input, place) else {
+                    return false;
+                };
+                let pattern = PathPattern::new(pattern, place);
+                pattern.matches(&target.path)
+                    || (cautious && target.is_search && pattern.is_within(&target.path))
+            }
             Specifier::Domain(domain) => input
                 .get("url")
                 .and_then(Value::as_str)
@@ -285,18 +297,63 @@ fn command_text(input: &Value) -> Option<&str> {
     input.get("command").and_then(Value::as_str)
 }
 
-/// The file a file tool acts on, absolute and with `.` and `..` resolved.
-fn file_path(tool: &str, input: &Value, place: &Place<'_>) -> Option<PathBuf> {
-    let raw = ["file_path", "notebook_path", "path"]
-        .iter()
-        .find_map(|key| input.get(*key).and_then(Value::as_str));
-    let raw = match raw {
-        Some(raw) => raw,
-        // Glob and Grep search the working directory when given no path.
-        None if matches!(tool, "Glob" | "Grep") => ".",
-        None => return None,
+/// What a file tool acts on: a file, or (for `Glob` and `Grep`) a directory it searches.
+struct FileTarget {
+    /// Absolute, with `~/`, `.` and `..` resolved.
+    path: PathBuf,
+    /// A directory search: whatever lies below `path` may be read.
+    is_search: bool,
+}
+
+/// The file or directory a file tool acts on.
+fn file_target(tool: &str, input: &Value, place: &Place<'_>) -> Option<FileTarget> {
+    let text = |key: &str| input.get(key).and_then(Value::as_str);
+    let absolute = |raw: &str| -> Option<PathBuf> {
+        let raw = match (raw.strip_prefix('~'), place.home) {
+            (Some(""), Some(home)) => home.to_path_buf(),
+            (Some(rest), Some(home)) if rest.starts_with('/') => home.join(&rest[1..]),
+            (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => return None,
+            _ => PathBuf::from(raw),
+        };
+        Some(normalize(&place.cwd.join(raw)))
     };
-    Some(normalize(&place.cwd.join(raw)))
+    if matches!(tool, "Glob" | "Grep") {
+        // The directory searched: `path` (default: the working directory), and for Glob
+        // the fixed start of its pattern too (`/etc/*`, `../../**`).
+        let mut dir = absolute(text("path").unwrap_or("."))?;
+        if tool == "Glob"
+            && let Some(pattern) = text("pattern")
+        {
+            dir = absolute(&dir.join(literal_prefix(pattern)).to_string_lossy())?;
+        }
+        return Some(FileTarget {
+            path: dir,
+            is_search: true,
+        });
+    }
+    let key = match tool {
+        "NotebookEdit" | "NotebookRead" => "notebook_path",
+        _ => "file_path",
+    };
+    Some(FileTarget {
+        path: absolute(text(key)?)?,
+        is_search: false,
+    })
+}
+
+/// The leading segments of a glob pattern that hold no wildcard (`src/a/*.rs` → `src/a`).
+fn literal_prefix(pattern: &str) -> PathBuf {
+    let mut prefix = PathBuf::new();
+    if pattern.starts_with('/') {
+        prefix.push("/");
+    }
+    for segment in pattern.split('/').filter(|segment| !segment.is_empty()) {
+        if segment.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        prefix.push(segment);
+    }
+    prefix
 }
 
 /// `path` with `.` and `..` resolved lexically (`/a/../..` is `/`).
@@ -314,60 +371,103 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Whether the absolute `path` matches the rule's path glob.
-fn path_matches(pattern: &str, path: &Path, place: &Place<'_>) -> bool {
-    let anchored: PathBuf = if let Some(absolute) = pattern.strip_prefix("//") {
-        PathBuf::from("/").join(absolute)
-    } else if let Some(in_home) = pattern.strip_prefix("~/") {
-        match place.home {
-            Some(home) => home.join(in_home),
-            None => return false,
+/// A rule's path glob, anchored: its segments from the root.
+struct PathPattern {
+    segments: Vec<String>,
+}
+
+impl PathPattern {
+    /// `//abs` is absolute, `~/x` in the home directory, `/x`, `./x` and `x/y` relative to
+    /// the working directory; a pattern with no `/` in it (`*.env`) matches that name at
+    /// any depth below the working directory, as in a `.gitignore`.
+    fn new(pattern: &str, place: &Place<'_>) -> Self {
+        let anchored: PathBuf = if let Some(absolute) = pattern.strip_prefix("//") {
+            PathBuf::from("/").join(absolute)
+        } else if let Some(in_home) = pattern.strip_prefix("~/") {
+            match place.home {
+                Some(home) => home.join(in_home),
+                // Matches nothing: no path has this segment.
+                None => {
+                    return Self {
+                        segments: vec!["/".to_owned(), "\0no home".to_owned()],
+                    };
+                }
+            }
+        } else if !pattern.trim_end_matches('/').contains('/') {
+            place.cwd.join("**").join(pattern)
+        } else {
+            place.cwd.join(pattern.trim_start_matches('/'))
+        };
+        Self {
+            segments: segments(&normalize(&anchored)),
         }
-    } else {
-        place.cwd.join(pattern.trim_start_matches('/'))
-    };
-    let anchored = normalize(&anchored);
-    let pattern: Vec<String> = anchored
-        .components()
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        glob_parts(&self.segments, &segments(path))
+    }
+
+    /// Whether something this pattern can match may lie in the directory `dir` or below
+    /// it (a search of `dir` could read it).
+    fn is_within(&self, dir: &Path) -> bool {
+        let dir = segments(dir);
+        // Every directory segment must be matched by the pattern's segment in the same
+        // place, until the pattern reaches `**` (which can reach below anything).
+        for (index, segment) in dir.iter().enumerate() {
+            match self.segments.get(index) {
+                None => return false,
+                Some(part) if part == "**" => return true,
+                Some(part) if !glob_segment(part, segment) => return false,
+                Some(_) => {}
+            }
+        }
+        true
+    }
+}
+
+fn segments(path: &Path) -> Vec<String> {
+    path.components()
         .map(|part| part.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let path: Vec<String> = path
-        .components()
-        .map(|part| part.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    glob_parts(&pattern, &path)
+        .collect()
 }
 
 /// Segment-wise glob: `**` matches any number of segments, other segments match one each.
+/// Dynamic programming over (pattern, path) positions: linear in their product, whatever
+/// the number of `**`.
 fn glob_parts(pattern: &[String], path: &[String]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| glob_parts(rest, &path[skip..]))
+    // matched[j]: pattern[i..] matches path[j..], computed from the last pattern segment
+    // back.
+    let mut matched = vec![false; path.len() + 1];
+    matched[path.len()] = true;
+    for part in pattern.iter().rev() {
+        let mut next = vec![false; path.len() + 1];
+        for j in (0..=path.len()).rev() {
+            next[j] = if part == "**" {
+                matched[j] || (j < path.len() && next[j + 1])
+            } else {
+                j < path.len() && glob_segment(part, &path[j]) && matched[j + 1]
+            };
         }
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => {
-                glob_segment(first, segment) && glob_parts(rest, path_rest)
-            }
-            None => false,
-        },
+        matched = next;
     }
+    matched[0]
 }
 
 /// One path segment: `*` any characters, `?` one character.
 fn glob_segment(pattern: &str, segment: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let segment: Vec<char> = segment.chars().collect();
-    // Classic two-pointer matcher with backtracking to the last `*`.
+    // Two pointers, backtracking to the last `*`. A `*` in the pattern is a wildcard even
+    // when the name holds a `*` too.
     let (mut p, mut s) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while s < segment.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == segment[s]) {
-            p += 1;
-            s += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        if p < pattern.len() && pattern[p] == '*' {
             star = Some((p, s));
             p += 1;
+        } else if p < pattern.len() && (pattern[p] == '?' || pattern[p] == segment[s]) {
+            p += 1;
+            s += 1;
         } else if let Some((star_p, star_s)) = star {
             p = star_p + 1;
             s = star_s + 1;
@@ -379,73 +479,164 @@ fn glob_segment(pattern: &str, segment: &str) -> bool {
     pattern[p..].iter().all(|ch| *ch == '*')
 }
 
+/// The host a URL names, as a WHATWG URL parser (the one the CLI's fetch uses) reads it:
+/// lowercase, percent-decoded, without a trailing dot. `None` when it is not a URL.
 fn host_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        host.split(':').next().unwrap_or(host)
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed
+        .host_str()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 fn domain_matches(domain: &str, host: &str) -> bool {
+    let domain = domain.trim_end_matches('.');
     match domain.strip_prefix("*.") {
         Some(parent) => host == parent || host.ends_with(&format!(".{parent}")),
         None => host == domain,
     }
 }
 
-/// The parts of a shell command joined by `&&`, `||`, `;`, `|`, `&` or newlines (outside
-/// quotes), trimmed; `None` when it holds a command substitution (`$(…)` or backticks),
-/// which no rule can see into.
-fn command_parts(command: &str) -> Option<Vec<&str>> {
+/// A shell command cut into the simple commands it runs.
+struct Split<'c> {
+    /// The parts, trimmed, with leading `!`, `{`, `}` and control keywords (`if`, `then`,
+    /// `do`...) removed.
+    parts: Vec<&'c str>,
+    /// Something no rule can see into or this split cannot follow: a substitution (`$(…)`,
+    /// backticks, `<(…)`), a subshell or group in parentheses, a here-document, or a quote
+    /// left open. Such a command is never allowed by a rule but `Bash` itself.
+    opaque: bool,
+}
+
+/// Splits `command` at `&&`, `||`, `;`, `|`, `&`, newlines and parentheses outside quotes,
+/// skipping comments.
+fn split_command(command: &str) -> Split<'_> {
     let bytes = command.as_bytes();
     let mut parts = Vec::new();
+    let mut opaque = false;
     let mut start = 0;
     let mut quote: Option<u8> = None;
     let mut index = 0;
     while index < bytes.len() {
         let byte = bytes[index];
-        match quote {
-            Some(open) => {
-                if byte == b'\\' && open == b'"' {
-                    index += 1;
-                } else if byte == open {
-                    quote = None;
-                } else if open == b'"'
-                    && (byte == b'`' || (byte == b'$' && bytes.get(index + 1) == Some(&b'(')))
-                {
-                    return None;
-                }
+        if let Some(open) = quote {
+            if byte == b'\\' && open == b'"' {
+                index += 1;
+            } else if byte == open {
+                quote = None;
+            } else if open == b'"'
+                && (byte == b'`' || (byte == b'$' && bytes.get(index + 1) == Some(&b'(')))
+            {
+                opaque = true;
             }
-            None => match byte {
-                b'\\' => index += 1,
-                b'\'' | b'"' => quote = Some(byte),
-                b'`' => return None,
-                b'$' if bytes.get(index + 1) == Some(&b'(') => return None,
-                // `2>&1`, `>&2`, `<&0`, `&>file`: a redirection, not a separator.
-                b'&' if index > 0 && matches!(bytes[index - 1], b'>' | b'<') => {}
-                b'&' if bytes.get(index + 1) == Some(&b'>') => {}
-                b';' | b'\n' | b'|' | b'&' => {
-                    parts.push(command[start..index].trim());
-                    // `&&` and `||` are one separator.
-                    if bytes.get(index + 1) == Some(&byte) {
-                        index += 1;
-                    }
-                    start = index + 1;
+            index += 1;
+            continue;
+        }
+        let word_start = index == 0
+            || bytes[index - 1].is_ascii_whitespace()
+            || b";|&()\n".contains(&bytes[index - 1]);
+        match byte {
+            b'\\' => index += 1,
+            b'\'' | b'"' => {
+                // `$'…'` has escapes of its own (`\'`) that this split does not read.
+                if byte == b'\'' && index > 0 && bytes[index - 1] == b'$' {
+                    opaque = true;
                 }
-                _ => {}
-            },
+                quote = Some(byte);
+            }
+            b'#' if word_start => {
+                // A comment runs to the end of the line; the newline still separates.
+                parts.push(command.get(start..index).unwrap_or(""));
+                while index < bytes.len() && bytes[index] != b'\n' {
+                    index += 1;
+                }
+                start = index;
+                continue;
+            }
+            b'<' if bytes.get(index + 1) == Some(&b'<') => opaque = true,
+            b'`' => {
+                opaque = true;
+                parts.push(command.get(start..index).unwrap_or(""));
+                start = index + 1;
+            }
+            // `2>&1`, `>&2`, `<&0`, `&>file`: a redirection, not a separator.
+            b'&' if index > 0 && matches!(bytes[index - 1], b'>' | b'<') => {}
+            b'&' if bytes.get(index + 1) == Some(&b'>') => {}
+            b'(' | b')' => {
+                opaque = true;
+                // `$(`, `<(`, `>(`: the sign belongs to the substitution, not the part.
+                let end = if byte == b'('
+                    && index > 0
+                    && matches!(bytes[index - 1], b'$' | b'<' | b'>')
+                {
+                    index - 1
+                } else {
+                    index
+                };
+                parts.push(command.get(start..end).unwrap_or(""));
+                start = index + 1;
+            }
+            b';' | b'\n' | b'|' | b'&' => {
+                parts.push(command.get(start..index).unwrap_or(""));
+                // `&&`, `||` and `;;` are one separator.
+                if bytes.get(index + 1) == Some(&byte) {
+                    index += 1;
+                }
+                start = index + 1;
+            }
+            _ => {}
         }
         index += 1;
     }
-    parts.push(command[start.min(command.len())..].trim());
-    Some(parts.into_iter().filter(|part| !part.is_empty()).collect())
+    if quote.is_some() {
+        opaque = true;
+    }
+    parts.push(
+        command
+            .get(start.min(command.len())..command.len())
+            .unwrap_or(""),
+    );
+    Split {
+        parts: parts
+            .into_iter()
+            .map(strip_keywords)
+            .filter(|part| !part.is_empty())
+            .collect(),
+        opaque,
+    }
+}
+
+/// A part without the shell's leading control words, so that `if rm x` is seen as `rm x`.
+fn strip_keywords(part: &str) -> &str {
+    const KEYWORDS: &[&str] = &[
+        "!", "{", "}", "if", "then", "elif", "else", "do", "while", "until", "time",
+    ];
+    let mut rest = part.trim();
+    loop {
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..word_end];
+        if KEYWORDS.contains(&word) && word_end < rest.len() {
+            rest = rest[word_end..].trim_start();
+        } else {
+            return rest;
+        }
+    }
+}
+
+/// Every piece of `command` a deny or ask rule should see: its parts as the shell reads
+/// them, its parts cut at every separator character ignoring quotes (so a quote this split
+/// misreads cannot hide a command), and the whole command.
+fn suspect_parts(command: &str, split: &Split<'_>) -> Vec<String> {
+    let mut pieces: Vec<String> = split.parts.iter().map(|part| (*part).to_owned()).collect();
+    pieces.extend(
+        command
+            .split([';', '\n', '|', '&', '(', ')', '`'])
+            .map(|part| strip_keywords(part.trim_end_matches(['$', '<', '>']).trim()).to_owned())
+            .filter(|part| !part.is_empty()),
+    );
+    pieces.push(command.trim().to_owned());
+    pieces
 }
 
 /// Which list a matching rule came from.
@@ -487,64 +678,65 @@ impl Rules {
         input: &Value,
         place: &Place<'_>,
     ) -> Option<Verdict> {
-        let all =
-            |list: fn(&Self) -> &Vec<Rule>| layers.iter().flat_map(move |rules| list(rules).iter());
         if tool == "Bash" {
             return Self::check_command(layers, input, place);
         }
-        if let Some(rule) = all(|rules| &rules.deny).find(|rule| rule.matches(tool, input, place)) {
-            return Some(Verdict::Deny(rule.clone()));
-        }
-        if let Some(rule) = all(|rules| &rules.allow).find(|rule| rule.matches(tool, input, place))
-        {
-            return Some(Verdict::Allow(rule.clone()));
-        }
-        all(|rules| &rules.ask)
-            .find(|rule| rule.matches(tool, input, place))
-            .map(|rule| Verdict::Ask(rule.clone()))
-    }
-
-    /// A shell command: denied or asked if any part is, allowed only if every part is.
-    fn check_command(layers: &[&Self], input: &Value, place: &Place<'_>) -> Option<Verdict> {
-        let command = command_text(input).unwrap_or("");
-        let parts = command_parts(command);
-        let part_input = |part: &str| serde_json::json!({ "command": part });
-        let find = |list: fn(&Self) -> &Vec<Rule>, part: &str| {
-            let input = part_input(part);
+        let find = |list: fn(&Self) -> &Vec<Rule>, cautious: bool| {
             layers
                 .iter()
                 .flat_map(|rules| list(rules).iter())
-                .find(|rule| rule.matches("Bash", &input, place))
+                .find(|rule| rule.matches(tool, input, place, cautious))
                 .cloned()
         };
-        // What any rule sees when the command cannot be split: the whole of it.
-        let whole = [command];
-        let pieces: &[&str] = parts.as_deref().unwrap_or(&whole);
-        // A bare `Bash` rule matches any command, whatever it holds.
-        for piece in pieces.iter().chain(std::iter::once(&command)) {
-            if let Some(rule) = find(|rules| &rules.deny, piece) {
-                return Some(Verdict::Deny(rule));
-            }
+        if let Some(rule) = find(|rules| &rules.deny, true) {
+            return Some(Verdict::Deny(rule));
         }
-        if let Some(parts) = &parts {
-            let allowed: Option<Vec<Rule>> = parts
+        if let Some(rule) = find(|rules| &rules.allow, false) {
+            return Some(Verdict::Allow(rule));
+        }
+        find(|rules| &rules.ask, true).map(Verdict::Ask)
+    }
+
+    /// A shell command: denied or asked if any part is, allowed only if every part is (and
+    /// only by `Bash` itself when it holds something no rule can see into).
+    fn check_command(layers: &[&Self], input: &Value, place: &Place<'_>) -> Option<Verdict> {
+        let command = command_text(input).unwrap_or("");
+        let split = split_command(command);
+        let suspects = suspect_parts(command, &split);
+        let find = |list: fn(&Self) -> &Vec<Rule>, part: &str| {
+            let input = serde_json::json!({ "command": part });
+            layers
+                .iter()
+                .flat_map(|rules| list(rules).iter())
+                .find(|rule| rule.matches("Bash", &input, place, true))
+                .cloned()
+        };
+        if let Some(rule) = suspects
+            .iter()
+            .find_map(|part| find(|rules| &rules.deny, part))
+        {
+            return Some(Verdict::Deny(rule));
+        }
+        let allowed = if split.opaque {
+            layers
+                .iter()
+                .flat_map(|rules| rules.allow.iter())
+                .find(|rule| rule.specifier == Specifier::Any && rule.names("Bash"))
+                .cloned()
+        } else {
+            let rules: Option<Vec<Rule>> = split
+                .parts
                 .iter()
                 .map(|part| find(|rules| &rules.allow, part))
                 .collect();
-            if let Some(first) = allowed.and_then(|rules| rules.into_iter().next()) {
-                return Some(Verdict::Allow(first));
-            }
-        } else if let Some(rule) = layers
-            .iter()
-            .flat_map(|rules| rules.allow.iter())
-            .find(|rule| rule.specifier == Specifier::Any && rule.names("Bash"))
-        {
-            return Some(Verdict::Allow(rule.clone()));
+            rules.and_then(|rules| rules.into_iter().next())
+        };
+        if let Some(rule) = allowed {
+            return Some(Verdict::Allow(rule));
         }
-        pieces
+        suspects
             .iter()
-            .chain(std::iter::once(&command))
-            .find_map(|piece| find(|rules| &rules.ask, piece))
+            .find_map(|part| find(|rules| &rules.ask, part))
             .map(Verdict::Ask)
     }
 }
@@ -737,9 +929,10 @@ mod tests {
         );
         assert_eq!(
             on("ls $(rm -rf /)"),
-            None,
-            "a substitution is never allowed"
+            Some("deny Bash(rm:*)".to_owned()),
+            "a deny rule sees into a substitution"
         );
+        assert_eq!(on("ls $(id)"), None, "a substitution is never allowed");
         assert_eq!(on("git status `id`"), None);
         assert_eq!(
             on("echo 'a && b'"),
@@ -759,6 +952,138 @@ mod tests {
             verdict(&any, "Bash", json!({"command": "ls $(x)"})),
             Some("allow Bash".to_owned())
         );
+    }
+
+    /// Found by a review: each once allowed what it must not.
+    #[test]
+    fn commands_a_simple_split_would_misread_are_not_allowed() {
+        let rules = rules(
+            &["Bash(echo:*)", "Bash(cat:*)", "Bash(true)"],
+            &[],
+            &["Bash(rm:*)"],
+        );
+        let on = |command: &str| verdict(&rules, "Bash", json!({"command": command}));
+        let denied = Some("deny Bash(rm:*)".to_owned());
+        // A quote in a comment, in `$'…'` or in a here-document must not hide what follows.
+        assert_eq!(on("echo hi # it's\nrm -rf /"), denied);
+        assert_eq!(on("echo $'\\'' ; rm -rf /"), denied);
+        assert_eq!(on("cat <<EOF\necho it's\nEOF\nrm -rf /"), denied);
+        assert_eq!(
+            on("cat <<EOF\nhello\nEOF"),
+            None,
+            "a here-document is never allowed"
+        );
+        // Process substitution, subshells and groups.
+        assert_eq!(on("cat <(rm -rf ~)"), denied);
+        assert_eq!(on("cat <(id)"), None);
+        assert_eq!(on("(rm -rf /)"), denied);
+        assert_eq!(on("{ rm -rf /; }"), denied);
+        assert_eq!(on("if true; then rm -rf /; fi"), denied);
+        // A substitution anywhere does not hide the other parts from deny rules.
+        assert_eq!(on("true; rm -rf ~ $(true)"), denied);
+        let any = rules_of(&["Bash"], &["Bash(rm:*)"]);
+        assert_eq!(
+            verdict(&any, "Bash", json!({"command": "true; rm -rf ~ $(true)"})),
+            Some("deny Bash(rm:*)".to_owned())
+        );
+        // A comment is not a command; what follows it on the next line is.
+        assert_eq!(
+            on("echo hi # rm is mentioned"),
+            Some("allow Bash(echo:*)".to_owned())
+        );
+    }
+
+    fn rules_of(allow: &[&str], deny: &[&str]) -> Rules {
+        rules(allow, &[], deny)
+    }
+
+    #[test]
+    fn globs_tools_and_paths_a_review_found() {
+        // A `*` in the pattern is a wildcard even when the name holds a `*`.
+        let rules = rules_of(&["Read(**)"], &["Read(secrets/*)"]);
+        assert_eq!(
+            verdict(&rules, "Read", json!({"file_path": "secrets/*x"})),
+            Some("deny Read(secrets/*)".to_owned())
+        );
+        // `Edit` (bare or `Edit(*)`) covers every tool that edits files; `Task` is `Agent`.
+        for rule in ["Edit", "Edit(*)"] {
+            let rules = rules_of(&[], &[rule]);
+            for tool in ["Write", "MultiEdit", "NotebookEdit"] {
+                let input = json!({"file_path": "/etc/passwd", "notebook_path": "/etc/x.ipynb"});
+                assert!(
+                    matches!(
+                        Rules::check(&[&rules], tool, &input, &place()),
+                        Some(Verdict::Deny(_))
+                    ),
+                    "{rule} {tool}"
+                );
+            }
+        }
+        let tasks = rules_of(&[], &["Task"]);
+        assert!(verdict(&tasks, "Agent", json!({"subagent_type": "x"})).is_some());
+        // `~/` in an input path is the home directory.
+        let ssh = rules_of(&["Read(**)"], &["Read(~/.ssh/**)"]);
+        assert_eq!(
+            verdict(&ssh, "Read", json!({"file_path": "~/.ssh/id_rsa"})),
+            Some("deny Read(~/.ssh/**)".to_owned())
+        );
+        // A search of a directory that holds a denied path is denied; Glob's pattern counts.
+        assert_eq!(
+            verdict(&ssh, "Grep", json!({"pattern": "x", "path": "/home/me"})),
+            Some("deny Read(~/.ssh/**)".to_owned())
+        );
+        assert_eq!(
+            verdict(&ssh, "Glob", json!({"pattern": "/home/me/.ssh/*"})),
+            Some("deny Read(~/.ssh/**)".to_owned())
+        );
+        assert_eq!(
+            verdict(
+                &ssh,
+                "Glob",
+                json!({"pattern": "../../home/*/.ssh/*", "path": "/work/app"})
+            ),
+            Some("deny Read(~/.ssh/**)".to_owned())
+        );
+        assert_eq!(
+            verdict(
+                &ssh,
+                "Grep",
+                json!({"pattern": "x", "path": "/work/app/src"})
+            ),
+            Some("allow Read(**)".to_owned()),
+            "a search beside the denied path is not denied"
+        );
+        // A pattern without a slash matches the name at any depth, as in a .gitignore.
+        let env = rules_of(&["Read(**)"], &["Read(*.env)"]);
+        assert_eq!(
+            verdict(&env, "Read", json!({"file_path": "config/prod.env"})),
+            Some("deny Read(*.env)".to_owned())
+        );
+        // Many `**` on a deep path: no exponential blow-up.
+        let deep = rules_of(&["Read(**/a/**/b/**/c/**/d/**/e)"], &[]);
+        let path = format!("/{}", vec!["x"; 200].join("/"));
+        assert!(verdict(&deep, "Read", json!({"file_path": path})).is_none());
+    }
+
+    #[test]
+    fn urls_are_read_as_a_browser_reads_them() {
+        let allow = rules_of(&["WebFetch(domain:allowed.com)"], &[]);
+        let fetch = |rules: &Rules, url: &str| verdict(rules, "WebFetch", json!({"url": url}));
+        assert_eq!(fetch(&allow, "https://attacker.com\\@allowed.com/"), None);
+        assert_eq!(fetch(&allow, "https:attacker.com/?x=://allowed.com"), None);
+        assert_eq!(
+            fetch(&allow, "https://ALLOWED.com./x"),
+            Some("allow WebFetch(domain:allowed.com)".to_owned())
+        );
+        let deny = rules_of(&[], &["WebFetch(domain:example.com)"]);
+        for url in [
+            "https://exa\tmple.com/",
+            "https://ex%61mple.com/",
+            "https:/example.com",
+        ] {
+            assert!(fetch(&deny, url).is_some(), "{url}");
+        }
+        assert_eq!(fetch(&deny, "not a url"), None);
     }
 
     #[test]
