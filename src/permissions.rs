@@ -12,20 +12,24 @@
 //!   that MCP server.
 //! - `Bash(npm run test:*)`: a command that is `npm run test` or starts with `npm run test `;
 //!   `Bash(git * main)`: `*` matches any text; `Bash(git status)`: exactly that command. A
-//!   command made of several (`a && b`, `a; b`, `a | b`...; comments skipped) is allowed only
-//!   if every part is, and denied or asked if any part is. One that holds what a rule cannot
-//!   see into (a substitution, parentheses, a here-document, `$'…'`, an unclosed quote) is
-//!   allowed only by `Bash` itself; deny and ask rules still see every piece of it, also cut
-//!   at every separator regardless of quotes, so a misread quote hides nothing from them.
+//!   command made of several (`a && b`, `a; b`, `a | b`...) is allowed only if every part is,
+//!   and denied or asked if any part is. One that holds what a rule cannot follow (a
+//!   substitution or expansion, parentheses, a here-document, a backslash, a comment, an
+//!   unclosed quote) is allowed only by `Bash` itself; deny and ask rules still see every
+//!   piece of it, also cut at every separator regardless of quotes and without quotes,
+//!   backslashes, assignments and wrapper commands, so a misread quote hides nothing from
+//!   them.
 //! - `Read(path)`, `Edit(path)`, `Write(path)`, ...: the file the tool touches, as a
 //!   gitignore-style glob (`*` within a name, `**` across directories, `?` one character).
 //!   `//abs/path` is absolute, `~/path` is in the home directory, `path/x`, `./path` and
 //!   `/path` are relative to the team's directory, and a pattern without `/` matches that
 //!   name at any depth below it. `Edit` covers every tool that edits files (`Edit`,
 //!   `MultiEdit`, `Write`, `NotebookEdit`), `Read` every tool that reads them (`Read`,
-//!   `Glob`, `Grep`, `NotebookRead`). The tool's path is compared after resolving `~/`, `.`
-//!   and `..`, without following symbolic links; a search (`Glob`, `Grep`) of a directory
-//!   that holds what a deny or ask rule names matches that rule.
+//!   `Glob`, `Grep`, `LS`, `NotebookRead`). The tool's path is compared after resolving
+//!   `~/`, `.` and `..`, without following symbolic links. For deny and ask rules a rule
+//!   naming a directory covers what is in it, and a search (`Glob`, `Grep`, `LS`) of a
+//!   directory that holds what the rule names matches it; an allow rule lets a search
+//!   through only if it covers everything below the searched directory.
 //! - `WebFetch(domain:example.com)`: a fetch of that host, read as a WHATWG URL parser
 //!   reads it; `domain:*.example.com` also of its subdomains.
 //! - `Task(Explore)` (or `Agent(Explore)`): a subagent of that type.
@@ -39,7 +43,7 @@ use serde_json::Value;
 /// Tools that edit files: what an `Edit(path)` rule covers.
 const EDIT_TOOLS: &[&str] = &["Edit", "MultiEdit", "Write", "NotebookEdit"];
 /// Tools that read files: what a `Read(path)` rule covers.
-const READ_TOOLS: &[&str] = &["Read", "Glob", "Grep", "NotebookRead"];
+const READ_TOOLS: &[&str] = &["Read", "Glob", "Grep", "LS", "NotebookRead"];
 /// Tools whose rules may name a path.
 const PATH_TOOLS: &[&str] = &[
     "Read",
@@ -50,6 +54,7 @@ const PATH_TOOLS: &[&str] = &[
     "NotebookRead",
     "Glob",
     "Grep",
+    "LS",
 ];
 
 /// One rule, as written and as parsed.
@@ -194,8 +199,17 @@ impl Rule {
                     return false;
                 };
                 let pattern = PathPattern::new(pattern, place);
-                pattern.matches(&target.path)
-                    || (cautious && target.is_search && pattern.is_within(&target.path))
+                if cautious {
+                    // As in a .gitignore, a rule that names a directory names what is in
+                    // it; a search of a directory that holds what the rule names does too.
+                    target.path.ancestors().any(|path| pattern.matches(path))
+                        || (target.is_search && pattern.is_within(&target.path))
+                } else if target.is_search {
+                    // Allowed only if the rule covers everything the search can reach.
+                    pattern.covers_all_below(&target.path)
+                } else {
+                    pattern.matches(&target.path)
+                }
             }
             Specifier::Domain(domain) => input
                 .get("url")
@@ -231,17 +245,31 @@ fn specifier(tool: &str, inner: &str) -> Result<Specifier, String> {
         ));
     }
     if PATH_TOOLS.contains(&tool) {
+        if inner.contains(['[', ']', '{', '}']) {
+            return Err(
+                "character classes ([ab]) and braces ({a,b}) are not supported in path rules: \
+                 write one rule per name"
+                    .to_owned(),
+            );
+        }
         return Ok(Specifier::Path(inner.to_owned()));
     }
     if tool == "WebFetch" {
         let Some(domain) = inner.strip_prefix("domain:") else {
             return Err("WebFetch rules are written WebFetch(domain:example.com)".to_owned());
         };
-        let domain = domain.trim().to_ascii_lowercase();
-        if domain.is_empty() || domain.contains('/') {
-            return Err(format!("{domain:?} is not a domain"));
-        }
-        return Ok(Specifier::Domain(domain));
+        let domain = domain.trim().trim_end_matches('.');
+        let (wild, name) = match domain.strip_prefix("*.") {
+            Some(name) => ("*.", name),
+            None => ("", domain),
+        };
+        // As a URL's host is read: lowercase, international names in punycode.
+        return match url::Host::parse(name) {
+            Ok(host) if !name.is_empty() && !name.contains('/') => {
+                Ok(Specifier::Domain(format!("{wild}{host}")))
+            }
+            _ => Err(format!("{domain:?} is not a domain")),
+        };
     }
     if tool == "Task" || tool == "Agent" {
         return Ok(Specifier::Agent(inner.to_owned()));
@@ -317,7 +345,7 @@ fn file_target(tool: &str, input: &Value, place: &Place<'_>) -> Option<FileTarge
         };
         Some(normalize(&place.cwd.join(raw)))
     };
-    if matches!(tool, "Glob" | "Grep") {
+    if matches!(tool, "Glob" | "Grep" | "LS") {
         // The directory searched: `path` (default: the working directory), and for Glob
         // the fixed start of its pattern too (`/etc/*`, `../../**`).
         let mut dir = absolute(text("path").unwrap_or("."))?;
@@ -405,6 +433,13 @@ impl PathPattern {
 
     fn matches(&self, path: &Path) -> bool {
         glob_parts(&self.segments, &segments(path))
+    }
+
+    /// Whether the pattern matches `dir` and everything below it: it ends in `**` (which
+    /// takes any further segments) and matches `dir`.
+    fn covers_all_below(&self, dir: &Path) -> bool {
+        self.segments.last().is_some_and(|last| last == "**")
+            && glob_parts(&self.segments, &segments(dir))
     }
 
     /// Whether something this pattern can match may lie in the directory `dir` or below
@@ -546,7 +581,10 @@ fn split_command(command: &str) -> Split<'_> {
                 quote = Some(byte);
             }
             b'#' if word_start => {
-                // A comment runs to the end of the line; the newline still separates.
+                // A comment runs to the end of the line; the newline still separates. What
+                // starts a comment depends on escapes and expansions this split does not
+                // follow, so a command with one is never allowed by a rule but `Bash`.
+                opaque = true;
                 parts.push(command.get(start..index).unwrap_or(""));
                 while index < bytes.len() && bytes[index] != b'\n' {
                     index += 1;
@@ -589,7 +627,13 @@ fn split_command(command: &str) -> Split<'_> {
         }
         index += 1;
     }
-    if quote.is_some() {
+    // An open quote; escapes (`\;`, `\>&`) and expansions that bash may evaluate again
+    // (`${x@P}`, `$[…]`, `$(…)` inside single quotes that an arithmetic context reads):
+    // this split cannot follow them.
+    if quote.is_some()
+        || command.contains(['\\', '`'])
+        || ["$(", "${", "$["].iter().any(|sign| command.contains(sign))
+    {
         opaque = true;
     }
     parts.push(
@@ -607,11 +651,13 @@ fn split_command(command: &str) -> Split<'_> {
     }
 }
 
+/// Words the shell reads before a command: control words and `!`, `{`, `}`.
+const KEYWORDS: &[&str] = &[
+    "!", "{", "}", "if", "then", "elif", "else", "do", "while", "until", "time",
+];
+
 /// A part without the shell's leading control words, so that `if rm x` is seen as `rm x`.
 fn strip_keywords(part: &str) -> &str {
-    const KEYWORDS: &[&str] = &[
-        "!", "{", "}", "if", "then", "elif", "else", "do", "while", "until", "time",
-    ];
     let mut rest = part.trim();
     loop {
         let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
@@ -636,7 +682,53 @@ fn suspect_parts(command: &str, split: &Split<'_>) -> Vec<String> {
             .filter(|part| !part.is_empty()),
     );
     pieces.push(command.trim().to_owned());
+    // Each also as the command it runs: without quotes and backslashes (`'rm'`, `\rm`,
+    // `r''m` are `rm`), leading assignments (`FOO=1 rm`) and wrappers (`command rm`,
+    // `sudo -u x rm`, `xargs rm`).
+    let unwrapped: Vec<String> = pieces
+        .iter()
+        .flat_map(|piece| unwrap_command(piece))
+        .collect();
+    pieces.extend(unwrapped);
     pieces
+}
+
+/// `part` without quotes, backslashes, leading assignments, control words and wrapper
+/// commands with their options; after a wrapper, also every later start (its options may
+/// take arguments: `sudo -u root rm` runs `rm`).
+fn unwrap_command(part: &str) -> Vec<String> {
+    const WRAPPERS: &[&str] = &[
+        "command", "exec", "env", "builtin", "nohup", "nice", "sudo", "xargs", "time",
+    ];
+    let plain: String = part
+        .chars()
+        .filter(|ch| !matches!(ch, '\'' | '"' | '\\'))
+        .collect();
+    let mut words = plain.split_whitespace().peekable();
+    let mut after_wrapper = false;
+    while let Some(word) = words.peek() {
+        let assignment = word.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        });
+        let option = after_wrapper && word.starts_with('-');
+        if WRAPPERS.contains(word) {
+            after_wrapper = true;
+        } else if !(assignment || option || KEYWORDS.contains(word)) {
+            break;
+        }
+        words.next();
+    }
+    let rest: Vec<&str> = words.collect();
+    if after_wrapper {
+        (0..rest.len())
+            .map(|start| rest[start..].join(" "))
+            .collect()
+    } else {
+        vec![rest.join(" ")]
+    }
 }
 
 /// Which list a matching rule came from.
@@ -986,10 +1078,11 @@ mod tests {
             verdict(&any, "Bash", json!({"command": "true; rm -rf ~ $(true)"})),
             Some("deny Bash(rm:*)".to_owned())
         );
-        // A comment is not a command; what follows it on the next line is.
+        // What starts a comment depends on escapes this split does not follow.
         assert_eq!(
             on("echo hi # rm is mentioned"),
-            Some("allow Bash(echo:*)".to_owned())
+            None,
+            "a comment makes a command opaque to allow rules"
         );
     }
 
@@ -1084,6 +1177,93 @@ mod tests {
             assert!(fetch(&deny, url).is_some(), "{url}");
         }
         assert_eq!(fetch(&deny, "not a url"), None);
+    }
+
+    /// Found by a second review: each once allowed what it must not.
+    #[test]
+    fn escapes_expansions_directories_and_searches() {
+        let rules = rules(
+            &["Bash(echo:*)", "Bash(printf:*)", "Bash(test:*)"],
+            &[],
+            &[],
+        );
+        let on = |command: &str| verdict(&rules, "Bash", json!({"command": command}));
+        for command in [
+            "echo \\ #x; rm -rf /",
+            "echo a\\\n#x; rm -rf /",
+            "echo \\;#x; rm -rf /",
+            "echo ${x:- #}; rm -rf /",
+            "echo \\>&rm -rf /",
+            "echo ${x:='$(rm -rf ~)'}${x@P}",
+            "echo ${x:='a[$(rm -rf ~)]'}$[x]",
+            "printf -v 'a[$(rm -rf ~)]' %s x",
+            "test -v 'a[$(rm -rf ~)]'",
+        ] {
+            assert_eq!(on(command), None, "{command:?}");
+        }
+        assert_eq!(on("echo hi"), Some("allow Bash(echo:*)".to_owned()));
+
+        // Deny rules see through quotes, backslashes, assignments and wrappers.
+        let deny = rules_of(&["Bash"], &["Bash(rm:*)"]);
+        for command in [
+            "\\rm -rf /",
+            "'rm' -rf /",
+            "r''m -rf /",
+            "FOO=1 rm -rf /",
+            "command rm -rf /",
+            "exec rm -rf /",
+            "sudo -u root rm -rf /",
+            "find . | xargs -0 rm",
+        ] {
+            assert_eq!(
+                verdict(&deny, "Bash", json!({"command": command})),
+                Some("deny Bash(rm:*)".to_owned()),
+                "{command:?}"
+            );
+        }
+
+        // A rule naming a directory names what is in it (deny and ask).
+        let dirs = rules_of(&["Read"], &["Read(secrets/)", "Read(.git)"]);
+        for path in ["secrets/key.pem", ".git/config", "sub/.git/HEAD"] {
+            assert!(
+                matches!(
+                    Rules::check(&[&dirs], "Read", &json!({"file_path": path}), &place()),
+                    Some(Verdict::Deny(_))
+                ),
+                "{path}"
+            );
+        }
+        // An allow rule lets a search through only if it covers all the search reaches.
+        let one_level = rules_of(&["Read(docs/*)", "Read(src/**)"], &[]);
+        let search =
+            |path: &str| verdict(&one_level, "Grep", json!({"pattern": "x", "path": path}));
+        assert_eq!(search("docs/private"), None);
+        assert_eq!(search("src"), Some("allow Read(src/**)".to_owned()));
+        assert_eq!(search("src/deep/er"), Some("allow Read(src/**)".to_owned()));
+        assert_eq!(
+            verdict(&one_level, "LS", json!({"path": "/work/app/src"})),
+            Some("allow Read(src/**)".to_owned())
+        );
+    }
+
+    #[test]
+    fn rules_the_matcher_cannot_honour_are_refused_and_domains_are_normalized() {
+        for bad in ["Read(id_[rd]sa)", "Edit(src/{a,b}.rs)"] {
+            let error = Rule::parse(bad).unwrap_err();
+            assert!(error.contains("not supported in path rules"), "{error}");
+        }
+        let rules = rules_of(
+            &[],
+            &[
+                "WebFetch(domain:bücher.de)",
+                "WebFetch(domain:*.Example.COM.)",
+            ],
+        );
+        let fetch = |url: &str| verdict(&rules, "WebFetch", json!({"url": url}));
+        assert!(fetch("https://bücher.de/x").is_some());
+        assert!(fetch("https://xn--bcher-kva.de/x").is_some());
+        assert!(fetch("https://api.example.com/").is_some());
+        assert!(Rule::parse("WebFetch(domain:a b)").is_err());
     }
 
     #[test]
