@@ -137,7 +137,9 @@ impl Rule {
                     "rule {trimmed:?} has an empty specifier: write {tool} to match every use"
                 ));
             }
-            Some("*") => Specifier::Any,
+            // `Edit(*)` is a glob like any other (names at any depth below the team
+            // directory); `Bash(*)` and the others mean every use.
+            Some("*") if !PATH_TOOLS.contains(&tool) => Specifier::Any,
             Some(inner) => {
                 specifier(tool, inner).map_err(|why| format!("rule {trimmed:?}: {why}"))?
             }
@@ -192,7 +194,7 @@ impl Rule {
         match &self.specifier {
             Specifier::Any => true,
             Specifier::Command(pattern) => {
-                command_text(input).is_some_and(|command| pattern.matches(command.trim()))
+                command_text(input).is_some_and(|command| pattern.matches(shell_trim(command)))
             }
             Specifier::Path(pattern) => {
                 let Some(target) = file_target(tool, input, place) else {
@@ -284,11 +286,11 @@ fn specifier(tool: &str, inner: &str) -> Result<Specifier, String> {
 impl CommandPattern {
     fn matches(&self, command: &str) -> bool {
         match self {
-            Self::Exact(exact) => command == exact.trim(),
+            Self::Exact(exact) => command == shell_trim(exact),
             Self::Prefix(prefix) => command
                 .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace)),
-            Self::Wildcard(pattern) => wildcard(pattern.trim(), command),
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(is_blank)),
+            Self::Wildcard(pattern) => wildcard(shell_trim(pattern), command),
         }
     }
 }
@@ -641,6 +643,10 @@ fn split_command(command: &str) -> Split<'_> {
             .get(start.min(command.len())..command.len())
             .unwrap_or(""),
     );
+    let parts: Vec<&str> = parts;
+    if parts.iter().any(|part| evaluates(strip_keywords(part))) {
+        opaque = true;
+    }
     Split {
         parts: parts
             .into_iter()
@@ -656,18 +662,69 @@ const KEYWORDS: &[&str] = &[
     "!", "{", "}", "if", "then", "elif", "else", "do", "while", "until", "time",
 ];
 
+/// What bash splits words at: space and tab (newlines separate commands). Other
+/// whitespace (`\r`, a no-break space...) is part of a word to bash.
+fn is_blank(ch: char) -> bool {
+    ch == ' ' || ch == '\t'
+}
+
+/// `text` without leading and trailing spaces and tabs.
+fn shell_trim(text: &str) -> &str {
+    text.trim_matches(is_blank)
+}
+
 /// A part without the shell's leading control words, so that `if rm x` is seen as `rm x`.
 fn strip_keywords(part: &str) -> &str {
-    let mut rest = part.trim();
+    let mut rest = shell_trim(part);
     loop {
-        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word_end = rest.find(is_blank).unwrap_or(rest.len());
         let word = &rest[..word_end];
         if KEYWORDS.contains(&word) && word_end < rest.len() {
-            rest = rest[word_end..].trim_start();
+            rest = rest[word_end..].trim_start_matches(is_blank);
         } else {
             return rest;
         }
     }
+}
+
+/// Builtins that read a name (with an array subscript bash evaluates, running any `$(…)`
+/// in it, even one assembled at run time or coming from a file name) or run text as code.
+const EVALUATING: &[&str] = &[
+    "let",
+    "declare",
+    "typeset",
+    "local",
+    "readonly",
+    "export",
+    "unset",
+    "eval",
+    "source",
+    ".",
+    "mapfile",
+    "readarray",
+    "read",
+    "alias",
+    "trap",
+    "[[",
+];
+/// Builtins that do so with `-v NAME`.
+const EVALUATING_WITH_V: &[&str] = &["test", "[", "printf"];
+
+/// Whether a part runs a builtin that may evaluate text as code (see [`EVALUATING`]).
+fn evaluates(part: &str) -> bool {
+    unwrap_command(part)
+        .iter()
+        .chain(std::iter::once(&part.to_owned()))
+        .any(|candidate| {
+            let mut words = candidate.split(is_blank).filter(|word| !word.is_empty());
+            match words.next() {
+                Some(first) if EVALUATING.contains(&first) => true,
+                Some(first) if EVALUATING_WITH_V.contains(&first) => {
+                    words.any(|word| word.starts_with("-v"))
+                }
+                _ => false,
+            }
+        })
 }
 
 /// Every piece of `command` a deny or ask rule should see: its parts as the shell reads
@@ -1099,10 +1156,11 @@ mod tests {
             Some("deny Read(secrets/*)".to_owned())
         );
         // `Edit` (bare or `Edit(*)`) covers every tool that edits files; `Task` is `Agent`.
-        for rule in ["Edit", "Edit(*)"] {
+        // (`Edit(*)` is a glob: names at any depth below the team directory.)
+        for (rule, dir) in [("Edit", "/etc"), ("Edit(*)", "/work/app/deep/er")] {
             let rules = rules_of(&[], &[rule]);
             for tool in ["Write", "MultiEdit", "NotebookEdit"] {
-                let input = json!({"file_path": "/etc/passwd", "notebook_path": "/etc/x.ipynb"});
+                let input = json!({"file_path": format!("{dir}/passwd"), "notebook_path": format!("{dir}/x.ipynb")});
                 assert!(
                     matches!(
                         Rules::check(&[&rules], tool, &input, &place()),
@@ -1243,6 +1301,49 @@ mod tests {
         assert_eq!(
             verdict(&one_level, "LS", json!({"path": "/work/app/src"})),
             Some("allow Read(src/**)".to_owned())
+        );
+    }
+
+    /// Found by a third review: each once allowed what it must not.
+    #[test]
+    fn run_time_code_stars_and_odd_whitespace() {
+        let rules = rules_of(
+            &[
+                "Bash(echo:*)",
+                "Bash(test:*)",
+                "Bash(printf:*)",
+                "Bash(cargo test:*)",
+                "Bash(ls)",
+            ],
+            &[],
+        );
+        let on = |command: &str| verdict(&rules, "Bash", json!({"command": command}));
+        for command in [
+            "echo '$'; test -v \"a[$_(touch pwned)]\"",
+            "printf -v x %s '$'; printf -v \"a[$x(touch pwned)]\" %s 1",
+            "test -v a*",
+            "cargo test\u{b}evil",
+            "ls\u{a0}",
+            "\u{3000}ls",
+            "ls\r",
+        ] {
+            assert_eq!(on(command), None, "{command:?}");
+        }
+        assert_eq!(on("printf '%s' x"), Some("allow Bash(printf:*)".to_owned()));
+        assert_eq!(on("\tls "), Some("allow Bash(ls)".to_owned()));
+        // `Edit(*)` and `Read(*)` stay below the team directory.
+        let star = rules_of(&["Edit(*)", "Read(*)"], &[]);
+        assert_eq!(
+            verdict(&star, "Write", json!({"file_path": "/etc/passwd"})),
+            None
+        );
+        assert_eq!(
+            verdict(&star, "Grep", json!({"pattern": "x", "path": "/"})),
+            None
+        );
+        assert_eq!(
+            verdict(&star, "Write", json!({"file_path": "src/a.rs"})),
+            Some("allow Edit(*)".to_owned())
         );
     }
 
