@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use iris::agent::{Agent, AgentEvent, EventSink};
 use iris::config::{Config, GrantPermission, TeamConfig, TeamName};
-use iris::pool::{Launch, Pool, PoolOptions, SessionMode, agent_spec};
+use iris::pool::{Launch, Pool, PoolOptions, SessionMode, agent_spec, fixed_rules};
 use iris::store::MessageMode;
 
 const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
@@ -186,6 +186,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
             cost_baseline: 0.0,
             agent_key: "bench",
             mcp_config: None,
+            rules: fixed_rules(&config, &team),
         },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});
@@ -556,13 +557,13 @@ fn rule_decisions() {
         ask: parse(&["Bash(git push:*)"]),
         ..Rules::default()
     });
-    let mut policy = PermissionPolicy::grant_only(
-        GrantPermission::No,
-        "bench",
-        std::path::PathBuf::from("/work/app"),
-    );
-    policy.rules = Arc::new(move || [defaults.clone(), team.clone()]);
-    policy.home = Some(std::path::PathBuf::from("/home/me"));
+    let policy = PermissionPolicy {
+        grant: GrantPermission::No,
+        team: "bench".to_owned(),
+        rules: Arc::new(move || [defaults.clone(), team.clone()]),
+        home: Some(std::path::PathBuf::from("/home/me")),
+    };
+    let cwd = std::path::Path::new("/work/app");
     let requests = [
         (
             "allowed write",
@@ -592,11 +593,11 @@ fn rule_decisions() {
     println!("| permission decision with 12 rules (100,000 each) | p50 | p99 |");
     println!("|---|---|---|");
     for (label, allowed, tool, input) in &requests {
-        assert_eq!(policy.decide(tool, input).allowed, *allowed, "{label}");
+        assert_eq!(policy.decide(tool, input, cwd).allowed, *allowed, "{label}");
         let mut samples = Vec::with_capacity(100_000);
         for _ in 0..100_000 {
             let started = Instant::now();
-            let decision = policy.decide(tool, input);
+            let decision = policy.decide(tool, input, cwd);
             samples.push(started.elapsed());
             std::hint::black_box(decision);
         }

@@ -132,14 +132,7 @@ pub fn check(config: &Config) -> String {
 
 /// `1 allow, 0 ask, 2 deny`, or `None` without rules.
 fn rule_counts(rules: &crate::permissions::Rules) -> Option<String> {
-    (!rules.is_empty()).then(|| {
-        format!(
-            "{} allow, {} ask, {} deny",
-            rules.allow.len(),
-            rules.ask.len(),
-            rules.deny.len()
-        )
-    })
+    (!rules.is_empty()).then(|| rules.counts())
 }
 
 /// `iris status`: one line per pair.

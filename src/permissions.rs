@@ -36,7 +36,6 @@
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -643,18 +642,15 @@ fn split_command(command: &str) -> Split<'_> {
             .get(start.min(command.len())..command.len())
             .unwrap_or(""),
     );
-    let parts: Vec<&str> = parts;
-    if parts.iter().any(|part| evaluates(strip_keywords(part))) {
+    let parts: Vec<&str> = parts
+        .into_iter()
+        .map(strip_keywords)
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.iter().any(|part| evaluates(part)) {
         opaque = true;
     }
-    Split {
-        parts: parts
-            .into_iter()
-            .map(strip_keywords)
-            .filter(|part| !part.is_empty())
-            .collect(),
-        opaque,
-    }
+    Split { parts, opaque }
 }
 
 /// Words the shell reads before a command: control words and `!`, `{`, `}`.
@@ -817,6 +813,17 @@ impl Rules {
         self.allow.is_empty() && self.ask.is_empty() && self.deny.is_empty()
     }
 
+    /// How many rules each list holds: `1 allow, 0 ask, 2 deny`.
+    #[must_use]
+    pub fn counts(&self) -> String {
+        format!(
+            "{} allow, {} ask, {} deny",
+            self.allow.len(),
+            self.ask.len(),
+            self.deny.len()
+        )
+    }
+
     /// The verdict of the rules in `layers` (for Iris: `settings.permissions`, then the
     /// team's) on a use of `tool` with `input`, or `None` when no rule matches: deny wins,
     /// then allow, then ask.
@@ -889,9 +896,6 @@ impl Rules {
             .map(Verdict::Ask)
     }
 }
-
-/// The rules in force for one team, shared and replaced whole on a reload.
-pub type SharedRules = Arc<Rules>;
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::{self, Config, ConfigError};
 use crate::pool::Pool;
 
+/// Why a file of nothing but blanks and comments is not applied.
+const BLANK_FILE: &str =
+    "the file is empty; the configuration in force stays (to remove every team, write `teams: {}`)";
+
 /// How long the file must go without an event before it is read: edits apply this long
 /// after the last write.
 pub const SETTLE_PERIOD: Duration = Duration::from_secs(1);
@@ -282,14 +286,8 @@ impl Reloader {
             }
             Attempt::Blank { file } => {
                 self.last_applied = None;
-                tracing::warn!(
-                    "config file {} is empty; the configuration in force stays (to remove every team, write `teams: {{}}`)",
-                    file.display()
-                );
-                self.pool.config_rejected(
-                    file,
-                    "the file is empty; the configuration in force stays (to remove every team, write `teams: {}`)".to_owned(),
-                );
+                tracing::warn!(file = %file.display(), "config file refused: {BLANK_FILE}");
+                self.pool.config_rejected(file, BLANK_FILE.to_owned());
                 true
             }
             Attempt::Loaded { file, text, config } => match *config {
@@ -531,6 +529,8 @@ mod tests {
         );
     }
 
+    // The clock is paused: the sleeps below advance virtual time only, and the elapsed
+    // times asserted are exact, whatever the machine's speed.
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_events_is_read_once_after_it_is_quiet() {
         let (sender, mut receiver) = mpsc::unbounded_channel();

@@ -663,7 +663,7 @@ impl Actor {
             .unwrap_or("unknown tool")
             .to_owned();
         let input = request.get("input").unwrap_or(&Value::Null);
-        let decision = self.spec.permissions.decide(&tool, input);
+        let decision = self.spec.permissions.decide(&tool, input, &self.spec.cwd);
         let (allowed, reason) = (decision.allowed, decision.reason);
         let answer = if allowed {
             protocol::permission_allow(request)

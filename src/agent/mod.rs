@@ -13,7 +13,7 @@ mod actor;
 pub mod lines;
 pub mod protocol;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,9 +71,8 @@ pub struct PermissionPolicy {
     pub team: String,
     /// The rules in force.
     pub rules: RulesSource,
-    /// The agent's working directory and home, for relative and `~/` paths in rules.
-    pub cwd: PathBuf,
-    /// The agent's home directory (its `HOME`), if known.
+    /// The agent's home directory (its `HOME`), if known: what `~/` in rules and tool paths
+    /// means.
     pub home: Option<PathBuf>,
 }
 
@@ -100,24 +99,13 @@ pub struct PermissionDecision {
 }
 
 impl PermissionPolicy {
-    /// A policy of `grant` alone, with no rules.
+    /// Decides a request to use `tool` with `input` from an agent working in `cwd` (what
+    /// relative paths in rules and tool inputs are relative to).
     #[must_use]
-    pub fn grant_only(grant: GrantPermission, team: &str, cwd: PathBuf) -> Self {
-        Self {
-            grant,
-            team: team.to_owned(),
-            rules: Arc::new(|| [Arc::default(), Arc::default()]),
-            cwd,
-            home: None,
-        }
-    }
-
-    /// Decides a request to use `tool` with `input`.
-    #[must_use]
-    pub fn decide(&self, tool: &str, input: &Value) -> PermissionDecision {
+    pub fn decide(&self, tool: &str, input: &Value, cwd: &Path) -> PermissionDecision {
         let [defaults, team] = (self.rules)();
         let place = Place {
-            cwd: &self.cwd,
+            cwd,
             home: self.home.as_deref(),
         };
         let denied = |reason: String| PermissionDecision {

@@ -342,19 +342,11 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         new.removed_team_grace_period,
     );
     if old.permissions != new.permissions {
-        let count = |rules: &crate::permissions::Rules| {
-            format!(
-                "{} allow, {} ask, {} deny",
-                rules.allow.len(),
-                rules.ask.len(),
-                rules.deny.len()
-            )
-        };
         push(
             list,
             "settings.permissions",
-            &count(&old.permissions),
-            &count(&new.permissions),
+            &old.permissions.counts(),
+            &new.permissions.counts(),
         );
     }
     // A secret: only whether it is set is shown.

@@ -32,7 +32,7 @@ const BASE_ARGS: [&str; 5] = [
 pub const AGENT_KEY_VARIABLE: &str = "IRIS_AGENT_KEY";
 
 /// How one agent process starts: which session, and what it is given.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Launch<'a> {
     /// The session to start or continue.
     pub session: Uuid,
@@ -47,6 +47,9 @@ pub struct Launch<'a> {
     /// [`agent_config_dir`](super::agent_config_dir)), passed as `--mcp-config`; `None`
     /// gives it no Iris MCP server.
     pub mcp_config: Option<&'a std::path::Path>,
+    /// Where its permission rules come from (`live_rules` in the pool, [`fixed_rules`]
+    /// elsewhere).
+    pub rules: RulesSource,
 }
 
 /// Builds the spec that starts `team`'s agent for `pair`.
@@ -115,21 +118,19 @@ pub fn agent_spec(
         stop_grace: settings.stop_grace_period,
         max_line_bytes: settings.max_line_bytes,
         permissions: PermissionPolicy {
-            rules: fixed_rules(config, team),
+            grant: team.grant_permission,
+            team: team.name.to_string(),
+            rules: launch.rules.clone(),
             home,
-            ..PermissionPolicy::grant_only(
-                team.grant_permission,
-                team.name.as_str(),
-                team.path.clone(),
-            )
         },
         cost_baseline: launch.cost_baseline,
     }
 }
 
-/// The rules of `config` for `team`, as they are now. The pool replaces this with
-/// [`live_rules`] so that a reload applies to running agents.
-fn fixed_rules(config: &Config, team: &TeamConfig) -> RulesSource {
+/// The rules of `config` for `team`, as they are now (the pool gives its agents
+/// `live_rules` instead, so that a reload applies to running agents).
+#[must_use]
+pub fn fixed_rules(config: &Config, team: &TeamConfig) -> RulesSource {
     let rules = [
         config.settings.permissions.clone(),
         team.permissions.clone(),

@@ -27,7 +27,9 @@ mod state;
 mod worker;
 
 pub use callback::{CALLBACK_PREFIX, agent_config_dir};
-pub use launch::{ForkCommand, Launch, SessionMode, agent_spec, fork_command, transcript_path};
+pub use launch::{
+    ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command, transcript_path,
+};
 pub use state::ExitReason;
 
 use state::{PairEntry, Session, State};

@@ -808,7 +808,14 @@ impl Worker {
                     })
                     .ok()
             });
-            let mut spec = agent_spec(
+            // Rules are read at each permission request: an edit applies to this process
+            // from its next one, without a restart.
+            let pool = Arc::downgrade(&self.pool);
+            let rules = live_rules(
+                move || pool.upgrade().map(|pool| pool.config()),
+                team.name.clone(),
+            );
+            let spec = agent_spec(
                 &config,
                 team,
                 &self.pair,
@@ -818,14 +825,8 @@ impl Worker {
                     cost_baseline: baseline,
                     agent_key: &agent_key,
                     mcp_config: mcp_config.as_deref(),
+                    rules,
                 },
-            );
-            // Rules are read at each permission request: an edit applies to this process
-            // from its next one, without a restart.
-            let pool = Arc::downgrade(&self.pool);
-            spec.permissions.rules = live_rules(
-                move || pool.upgrade().map(|pool| pool.config()),
-                team.name.clone(),
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
                 Ok(agent) => {
