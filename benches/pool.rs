@@ -187,6 +187,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
             agent_key: "bench",
             mcp_config: None,
             rules: fixed_rules(&config, &team),
+            always: None,
         },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});
@@ -562,6 +563,7 @@ fn rule_decisions() {
         team: "bench".to_owned(),
         rules: Arc::new(move || [defaults.clone(), team.clone()]),
         home: Some(std::path::PathBuf::from("/home/me")),
+        always: None,
     };
     let cwd = std::path::Path::new("/work/app");
     let requests = [
@@ -593,7 +595,11 @@ fn rule_decisions() {
     println!("| permission decision with 12 rules (100,000 each) | p50 | p99 |");
     println!("|---|---|---|");
     for (label, allowed, tool, input) in &requests {
-        assert_eq!(policy.decide(tool, input, cwd).allowed, *allowed, "{label}");
+        assert_eq!(
+            policy.decide(tool, input, cwd).is_allowed(),
+            *allowed,
+            "{label}"
+        );
         let mut samples = Vec::with_capacity(100_000);
         for _ in 0..100_000 {
             let started = Instant::now();

@@ -15,7 +15,9 @@ use crate::agent::{TranscriptEntry, TurnError};
 use crate::config::TeamName;
 use crate::logs::LogEntry;
 use crate::pool::{Pair, PairState, PairStatus, Pool, PoolError, PoolStatus, TurnOutcome};
-use crate::store::{MessageId, MessageMode, MessageRecord, MessageState, Page, SessionRecord};
+use crate::store::{
+    ApprovalRecord, MessageId, MessageMode, MessageRecord, MessageState, Page, SessionRecord,
+};
 
 /// The status a caller branches on: whether there is an answer, one is still coming, or
 /// there will be none.
@@ -113,6 +115,40 @@ pub struct MessageView {
     pub finished_at_ms: Option<i64>,
     /// What happened during the turn (bounded).
     pub transcript: Vec<TranscriptEntry>,
+    /// Tool-permission requests of its turn that wait for a person now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
+}
+
+/// A tool-permission request that waits for a person, as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    /// The approval's id (`iris approve ID`; any unique prefix).
+    pub id: String,
+    /// The message whose turn asks.
+    pub message_id: Option<MessageId>,
+    /// The team whose agent asks.
+    pub team: TeamName,
+    /// The tool.
+    pub tool: String,
+    /// Its input in a few words.
+    pub summary: String,
+    /// Since when it waits (unix ms).
+    pub since_ms: i64,
+}
+
+impl From<&ApprovalRecord> for PendingApproval {
+    fn from(record: &ApprovalRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            message_id: record.message_id,
+            team: record.target.clone(),
+            tool: record.tool.clone(),
+            summary: crate::permissions::summarize(&record.tool, &record.input, 160),
+            since_ms: record.created_at_ms,
+        }
+    }
 }
 
 impl From<&MessageRecord> for MessageView {
@@ -134,6 +170,7 @@ impl From<&MessageRecord> for MessageView {
             created_at_ms: record.created_at_ms,
             finished_at_ms: record.finished_at_ms,
             transcript: record.transcript.clone(),
+            pending_approvals: Vec::new(),
         }
     }
 }
@@ -336,6 +373,9 @@ pub struct TeamStatus {
     pub total_cost_usd: f64,
     /// The team's description.
     pub description: String,
+    /// Tool-permission requests of the caller's agent on it that wait for a person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
 }
 
 impl TeamStatus {
@@ -355,6 +395,7 @@ impl TeamStatus {
             session_turns: pair.map_or(0, |pair| pair.session_turns),
             total_cost_usd: pair.map_or(0.0, |pair| pair.total_cost_usd),
             description,
+            pending_approvals: Vec::new(),
         }
     }
 }

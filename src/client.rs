@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::api::{Failure, MessageOutcome, MessageView, ReportPage};
 use crate::config::{Config, TeamName};
-use crate::pool::{ForkCommand, PoolStatus};
+use crate::pool::{ApprovalEvent, ForkCommand, PoolStatus};
+use crate::store::{ApprovalRecord, PairRuleRecord};
 
 /// Why a command could not talk to the server.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum ClientError {
     /// The tool ran and failed (unknown team, bad caller, ...).
     #[error("{}", .0.error)]
     Tool(Failure),
+    /// The server refused the request, saying why (no such approval, a wrong token...).
+    #[error("{0}")]
+    Refused(String),
     /// `iris fork`: the pair has nothing to fork, or cannot be named.
     #[error("{0}")]
     Fork(String),
@@ -488,4 +492,213 @@ mod tests {
         assert_eq!(parse_version("not a version"), None);
         assert!(parse_version("2.0.99").unwrap() < MINIMUM_CLAUDE_VERSION);
     }
+}
+
+/// Where the `iris` command reaches the approvals of a running Iris: its address and the
+/// approver token it left in `$IRIS_HOME/run/approver.json`.
+#[derive(Debug, Clone)]
+pub struct Approver {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    token: String,
+}
+
+impl Approver {
+    /// The running Iris of `iris_home`, from its approver file; `port` overrides the address
+    /// it names (the token still comes from the file).
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when no Iris left a file (none runs for this
+    /// `IRIS_HOME`), [`ClientError::Protocol`] when the file cannot be read.
+    pub fn find(iris_home: &std::path::Path, port: Option<u16>) -> Result<Self, ClientError> {
+        let path = crate::approver::approver_file(iris_home);
+        let file = crate::approver::read_approver_file(iris_home)
+            .map_err(|error| ClientError::Protocol {
+                url: path.display().to_string(),
+                message: format!("the approver file cannot be read: {error}"),
+            })?
+            .ok_or_else(|| ClientError::Unreachable {
+                url: path.display().to_string(),
+                message: "no approver file: no Iris runs for this IRIS_HOME (approvals are decided on a running `iris serve`)".to_owned(),
+            })?;
+        Ok(Self {
+            base: port.map_or(file.url, base_url),
+            token: file.token,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
+        let url = format!("{}{path}", self.base);
+        let request = reqwest::Client::new()
+            .request(method, &url)
+            .header(crate::approver::APPROVER_HEADER, &self.token);
+        (url, request)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ClientError> {
+        let (url, mut request) = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                url: url.clone(),
+                message: error.to_string(),
+            })?;
+        let code = response.status();
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|error| ClientError::Protocol {
+                url: url.clone(),
+                message: error.to_string(),
+            })?;
+        if !code.is_success() {
+            let reason = value["error"].as_str().unwrap_or("no reason given");
+            return Err(ClientError::Refused(reason.to_owned()));
+        }
+        serde_json::from_value(value).map_err(|error| ClientError::Protocol {
+            url,
+            message: error.to_string(),
+        })
+    }
+
+    /// The pending requests (with `all`, the last `limit` recorded ones too, newest first).
+    ///
+    /// # Errors
+    /// [`ClientError`] when the server cannot be reached or refuses.
+    pub async fn list(&self, all: bool, limit: usize) -> Result<Vec<ApprovalRecord>, ClientError> {
+        let path = if all {
+            format!("/approvals?all=1&limit={limit}")
+        } else {
+            "/approvals".to_owned()
+        };
+        let page: Value = self.send(reqwest::Method::GET, &path, None).await?;
+        serde_json::from_value(page["approvals"].clone()).map_err(|error| ClientError::Protocol {
+            url: format!("{}{path}", self.base),
+            message: error.to_string(),
+        })
+    }
+
+    /// Allows a pending request (`id` whole or a unique prefix); with `always`, the same
+    /// request of its pair from now on.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] when no pending request has that id.
+    pub async fn approve(&self, id: &str, always: bool) -> Result<ApprovalRecord, ClientError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/approvals/{}/approve", encode(id)),
+            Some(json!({"always": always, "via": "the iris command"})),
+        )
+        .await
+    }
+
+    /// Denies a pending request, with a reason the agent reads.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] when no pending request has that id.
+    pub async fn deny(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<ApprovalRecord, ClientError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/approvals/{}/deny", encode(id)),
+            Some(json!({"reason": reason, "via": "the iris command"})),
+        )
+        .await
+    }
+
+    /// The allow-always rules.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the server cannot be reached or refuses.
+    pub async fn rules(&self) -> Result<Vec<PairRuleRecord>, ClientError> {
+        let page: Value = self
+            .send(reqwest::Method::GET, "/approvals/rules", None)
+            .await?;
+        serde_json::from_value(page["rules"].clone()).map_err(|error| ClientError::Protocol {
+            url: format!("{}/approvals/rules", self.base),
+            message: error.to_string(),
+        })
+    }
+
+    /// Removes an allow-always rule.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] when no rule has that id.
+    pub async fn forget(&self, id: &str) -> Result<PairRuleRecord, ClientError> {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("/approvals/rules/{}", encode(id)),
+            None,
+        )
+        .await
+    }
+
+    /// Follows the approvals: the pending ones, then every event as it happens, each given to
+    /// `on_event`, until the server stops (or the connection breaks).
+    ///
+    /// # Errors
+    /// [`ClientError`] when the server cannot be reached, refuses, or the stream breaks.
+    pub async fn watch(&self, mut on_event: impl FnMut(ApprovalEvent)) -> Result<(), ClientError> {
+        let (url, request) = self.request(reqwest::Method::GET, "/approvals/watch");
+        let mut response = request
+            .send()
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                url: url.clone(),
+                message: error.to_string(),
+            })?;
+        if !response.status().is_success() {
+            let value: Value = response.json().await.unwrap_or_default();
+            let reason = value["error"].as_str().unwrap_or("no reason given");
+            return Err(ClientError::Refused(reason.to_owned()));
+        }
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|error| ClientError::Protocol {
+                    url: url.clone(),
+                    message: error.to_string(),
+                })?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<ApprovalEvent>(&line) {
+                    on_event(event);
+                }
+            }
+        }
+    }
+}
+
+/// An id as one URL path segment: ids are hex, anything else is refused by the server as
+/// unknown, so only the characters that would change the path are escaped.
+fn encode(id: &str) -> String {
+    id.trim()
+        .chars()
+        .map(|c| match c {
+            '/' => "%2F".to_owned(),
+            '?' => "%3F".to_owned(),
+            '#' => "%23".to_owned(),
+            '%' => "%25".to_owned(),
+            ' ' => "%20".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }

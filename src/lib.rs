@@ -53,6 +53,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod approver;
 pub mod client;
 pub mod config;
 pub mod console;

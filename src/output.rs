@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::api::{MessageOutcome, ReportPage};
 use crate::client::Check;
 use crate::config::Config;
-use crate::pool::{PairState, PoolStatus};
+use crate::pool::{ApprovalEvent, PairState, PoolStatus};
+use crate::store::{ApprovalRecord, DecidedBy, Decision, PairRuleRecord};
 
 /// What `iris` alone prints: the configuration in use (or how to make one) and the commands.
 #[must_use]
@@ -196,8 +197,139 @@ pub fn report(page: &ReportPage) -> String {
             message.message_id,
             message.message,
         );
+        for entry in &message.transcript {
+            if let crate::agent::TranscriptEntry::Permission {
+                tool,
+                allowed,
+                reason,
+                by,
+                who,
+                approval,
+            } = entry
+            {
+                let verdict = if *allowed { "allowed" } else { "denied" };
+                let by = who
+                    .as_deref()
+                    .or(by.map(DecidedBy::as_str))
+                    .unwrap_or("Iris");
+                let approval = approval
+                    .as_deref()
+                    .map(|id| format!(" (approval {})", id.get(..8).unwrap_or(id)))
+                    .unwrap_or_default();
+                let why = reason
+                    .as_deref()
+                    .filter(|_| !*allowed)
+                    .map(|reason| format!(": {reason}"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  permission: {tool} {verdict} by {by}{approval}{why}");
+            }
+        }
     }
     out
+}
+
+/// `iris approvals`: one line per request (pending ones first say how to decide).
+#[must_use]
+pub fn approvals(list: &[ApprovalRecord], all: bool) -> String {
+    if list.is_empty() {
+        return if all {
+            "no tool-permission requests recorded\n".to_owned()
+        } else {
+            "no tool-permission request waits for a person\n".to_owned()
+        };
+    }
+    let mut out = String::new();
+    for record in list {
+        let _ = writeln!(out, "{}", approval_line(record));
+    }
+    if list.iter().any(ApprovalRecord::is_pending) {
+        out.push_str("\ndecide with `iris approve ID [--always]` or `iris deny ID [--reason TEXT]` (any unique prefix of the id)\n");
+    }
+    out
+}
+
+/// One request: id, age, pair, what it wants, and its decision if it has one.
+#[must_use]
+pub fn approval_line(record: &ApprovalRecord) -> String {
+    let id = record.id.get(..8).unwrap_or(&record.id);
+    let summary = crate::permissions::summarize(&record.tool, &record.input, 100);
+    let state = match (record.decision, record.decided_by) {
+        (None, _) => format!("pending {}", age(record.created_at_ms)),
+        (Some(decision), by) => {
+            let by = by.map_or("", DecidedBy::as_str);
+            let who = record.who.as_deref().unwrap_or(by);
+            format!("{} by {who}", decision.as_str())
+        }
+    };
+    format!(
+        "{id}  {}->{}  {summary}  [{state}]",
+        record.caller, record.target
+    )
+}
+
+/// `iris approvals --watch`: one event.
+#[must_use]
+pub fn approval_event(event: &ApprovalEvent) -> String {
+    match event {
+        ApprovalEvent::Pending { approval } => format!("waiting: {}", approval_line(approval)),
+        ApprovalEvent::Decided { approval } => format!("decided: {}", approval_line(approval)),
+    }
+}
+
+/// `iris approve` / `iris deny`: what was decided.
+#[must_use]
+pub fn approval_decided(record: &ApprovalRecord, always: bool) -> String {
+    let summary = crate::permissions::summarize(&record.tool, &record.input, 100);
+    let verb = match record.decision {
+        Some(Decision::Allow) if always => "allowed (and from now on for this pair)",
+        Some(Decision::Allow) => "allowed",
+        Some(Decision::Deny) => "denied",
+        Some(Decision::Expired) => "expired",
+        None => "still pending",
+    };
+    format!(
+        "{verb}: {summary} for {}->{} (approval {})",
+        record.caller, record.target, record.id
+    )
+}
+
+/// `iris approvals rules`.
+#[must_use]
+pub fn approval_rules(rules: &[PairRuleRecord]) -> String {
+    if rules.is_empty() {
+        return "no allow-always rules (`iris approve ID --always` makes one)\n".to_owned();
+    }
+    let mut out = String::new();
+    for rule in rules {
+        let _ = writeln!(out, "{}", approval_rule_line(rule));
+    }
+    out.push_str("\nremove one with `iris approvals forget ID`\n");
+    out
+}
+
+/// One allow-always rule.
+#[must_use]
+pub fn approval_rule_line(rule: &PairRuleRecord) -> String {
+    let id = rule.id.get(..8).unwrap_or(&rule.id);
+    let what = match (&rule.rule, &rule.input) {
+        (Some(text), _) => format!("rule `{text}`"),
+        (None, Some(input)) => format!(
+            "exactly {}",
+            crate::permissions::summarize(&rule.tool, input, 100)
+        ),
+        (None, None) => rule.tool.clone(),
+    };
+    format!("{id}  {}->{}  {what}", rule.caller, rule.target)
+}
+
+/// How long ago `ms` (unix ms) was, roughly.
+fn age(ms: i64) -> String {
+    let seconds = (crate::store::now_ms() - ms).max(0) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        _ => format!("{}h", seconds / 3600),
+    }
 }
 
 /// `iris ask`: the answer to print on stdout, or the error to print on stderr.
@@ -268,6 +400,7 @@ mod tests {
             created_at_ms: 0,
             finished_at_ms: None,
             transcript: Vec::new(),
+            pending_approvals: Vec::new(),
         };
         let page = ReportPage {
             from_team: name("web"),

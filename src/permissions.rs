@@ -897,6 +897,115 @@ impl Rules {
     }
 }
 
+/// What people allowed for good for one pair (`iris approve --always`): rules in Claude
+/// Code's syntax (checked with the allow rules) and exact tool inputs, each with the id of the
+/// stored record it came from.
+#[derive(Debug, Clone, Default)]
+pub struct PairRules {
+    /// The rules, as an allow list.
+    pub rules: Rules,
+    /// Rule text → record id.
+    sources: Vec<(String, String)>,
+    /// (tool, exact input, record id).
+    exact: Vec<(String, Value, String)>,
+}
+
+impl PairRules {
+    /// Adds a rule stored as `id`.
+    pub fn add_rule(&mut self, rule: Rule, id: String) {
+        self.sources.push((rule.to_string(), id));
+        self.rules.allow.push(rule);
+    }
+
+    /// Adds an exact input of `tool`, stored as `id`.
+    pub fn add_exact(&mut self, tool: String, input: Value, id: String) {
+        self.exact.push((tool, input, id));
+    }
+
+    /// The record a matching rule came from.
+    #[must_use]
+    pub fn source(&self, rule: &Rule) -> Option<&str> {
+        let text = rule.to_string();
+        self.sources
+            .iter()
+            .find(|(rule, _)| *rule == text)
+            .map(|(_, id)| id.as_str())
+    }
+
+    /// The record that allows exactly this use of `tool`, if any.
+    #[must_use]
+    pub fn exact(&self, tool: &str, input: &Value) -> Option<&str> {
+        self.exact
+            .iter()
+            .find(|(allowed, exact, _)| allowed == tool && exact == input)
+            .map(|(_, _, id)| id.as_str())
+    }
+
+    /// How many rules and exact inputs it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rules.allow.len() + self.exact.len()
+    }
+
+    /// Whether it holds nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What "allow always" stores for a request: the allow rules the CLI suggested
+/// (`permission_suggestions` of type `addRules`), each checked by [`Rule::parse`]; none when
+/// it suggested none that parse (then the exact tool and input are kept).
+#[must_use]
+pub fn suggested_rules(suggestions: &Value) -> Vec<Rule> {
+    let Some(list) = suggestions.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|entry| {
+            entry.get("type").and_then(Value::as_str) == Some("addRules")
+                && entry.get("behavior").and_then(Value::as_str) == Some("allow")
+        })
+        .filter_map(|entry| entry.get("rules").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|rule| {
+            let tool = rule.get("toolName").and_then(Value::as_str)?;
+            let text = match rule.get("ruleContent").and_then(Value::as_str) {
+                Some(content) if !content.is_empty() => format!("{tool}({content})"),
+                _ => tool.to_owned(),
+            };
+            Rule::parse(&text).ok()
+        })
+        .collect()
+}
+
+/// A tool's input in a few words, for people: the command of `Bash`, the file of a file tool,
+/// the address of `WebFetch`, else the input as compact JSON; at most `max` characters.
+#[must_use]
+pub fn summarize(tool: &str, input: &Value, max: usize) -> String {
+    let field = |name: &str| input.get(name).and_then(Value::as_str);
+    let detail = field("command")
+        .or_else(|| field("file_path"))
+        .or_else(|| field("notebook_path"))
+        .or_else(|| field("url"))
+        .or_else(|| field("pattern"))
+        .or_else(|| field("path"))
+        .map_or_else(|| input.to_string(), str::to_owned);
+    let detail = detail.replace(['\n', '\r'], " ");
+    let text = if detail.is_empty() || detail == "{}" || detail == "null" {
+        tool.to_owned()
+    } else {
+        format!("{tool} {detail}")
+    };
+    if text.chars().count() <= max {
+        text
+    } else {
+        let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

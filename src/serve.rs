@@ -125,8 +125,18 @@ pub async fn serve(
     }
     let pool = start_pool(config, Some(callback_base(local))).await?;
     let _reload = crate::reload::watch_config(&pool);
+    let iris_home = pool.config().iris_home.clone();
+    let approver = crate::approver::ApproverFile {
+        url: callback_base(local),
+        token: pool.approver_token(),
+        pid: std::process::id(),
+    };
+    if let Err(error) = crate::approver::write_approver_file(&iris_home, &approver) {
+        tracing::warn!(%error, "cannot write the approver file; `iris approvals` cannot reach this Iris");
+    }
     let served = serve_pool(&pool, listener, local, &options, logs, &shutdown).await;
     tracing::debug!("transport stopped; stopping the pool");
+    crate::approver::remove_approver_file(&iris_home);
     pool.shutdown().await;
     tracing::debug!("pool stopped");
     served

@@ -111,6 +111,7 @@ fn permission_of(result: &iris::agent::TurnResult, tool: &str) -> (bool, String)
                 tool: name,
                 allowed,
                 reason,
+                ..
             } if name == tool => Some((*allowed, reason.clone().unwrap_or_default())),
             _ => None,
         })

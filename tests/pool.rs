@@ -480,7 +480,10 @@ async fn permissions_follow_grant_permission() {
     let mut world = World::new();
     world.team("yes", &[]).grant_permission = GrantPermission::Yes;
     world.team("no", &[]).grant_permission = GrantPermission::No;
-    world.team("ask", &[]).grant_permission = GrantPermission::Ask;
+    let ask = world.team("ask", &[]);
+    ask.grant_permission = GrantPermission::Ask;
+    // Nobody answers here: the request waits for a person, then is denied by the timeout.
+    ask.approval_timeout = Some(Duration::from_millis(50));
     let pool = world.pool().await;
     for (team, allowed) in [("yes", true), ("no", false), ("ask", false)] {
         let pair = pool.pair("x", team).unwrap();
@@ -502,6 +505,7 @@ async fn permissions_follow_grant_permission() {
                     tool,
                     allowed,
                     reason,
+                    ..
                 } => Some((tool.clone(), *allowed, reason.clone())),
                 _ => None,
             })
@@ -512,7 +516,11 @@ async fn permissions_follow_grant_permission() {
             assert_contains(&outcome.result.answer, "allowed");
         } else {
             let reason = decision.2.unwrap();
-            assert_contains(&reason, &format!("grantPermission: {team}"));
+            if team == "ask" {
+                assert_contains(&reason, "approvalTimeout");
+            } else {
+                assert_contains(&reason, &format!("grantPermission: {team}"));
+            }
             assert_contains(&outcome.result.answer, "denied");
         }
         assert!(

@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use super::lines::{Line, LineReader};
 use super::protocol::{self, Incoming};
 use super::{
-    Agent, AgentEvent, AgentSpec, Command, EventSink, ExitInfo, Shared, SpawnError,
-    TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_MAX_TEXT, TranscriptEntry, TurnError, TurnResult,
+    Agent, AgentEvent, AgentSpec, Command, Decided, EventSink, ExitInfo, PermissionDecision,
+    PermissionRequest, Shared, SpawnError, TRANSCRIPT_MAX_ENTRIES, TRANSCRIPT_MAX_TEXT,
+    TranscriptEntry, TurnApprover, TurnError, TurnProgress, TurnResult,
 };
 use crate::guard::Guard;
 use crate::process;
+use crate::store::DecidedBy;
 
 /// Stderr lines kept for error messages.
 const STDERR_TAIL_LINES: usize = 20;
@@ -141,6 +143,7 @@ pub(super) async fn spawn(
     let (exit_tx, exit_rx) = watch::channel(None);
     let (command_tx, command_rx) = mpsc::channel(16);
     let (ready_tx, ready_rx) = oneshot::channel();
+    let (decided_tx, decided_rx) = mpsc::unbounded_channel();
     let id = NEXT_AGENT_ID.fetch_add(1, Ordering::Relaxed);
 
     let mut actor = Actor {
@@ -158,6 +161,8 @@ pub(super) async fn spawn(
         commands_closed: false,
         ready: Some(ready_tx),
         pending_health: HashMap::new(),
+        decided_tx,
+        decided: decided_rx,
         next_request: 0,
         turn: None,
         recovering: None,
@@ -260,6 +265,31 @@ struct TurnState {
     interrupted: bool,
     /// The `uuid` the prompt was sent with: what a rewind names to take it back.
     prompt_uuid: String,
+    /// Asks people and records decisions for this turn.
+    approver: Option<Arc<dyn TurnApprover>>,
+    /// Permission requests waiting for a person. While any waits the turn is not timed out
+    /// for silence.
+    waiting: Waiting,
+}
+
+/// The permission requests of a turn that wait for a person, by the CLI's request id. When
+/// the turn ends they are dropped, and the approver closes them as expired.
+#[derive(Default)]
+struct Waiting(HashMap<String, WaitingRequest>);
+
+struct WaitingRequest {
+    /// The CLI's request (what the answer repeats: the input, the tool use id).
+    request: Value,
+    tool: String,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        for waiting in self.0.values() {
+            waiting.task.abort();
+        }
+    }
 }
 
 impl TurnState {
@@ -305,6 +335,9 @@ struct Actor {
     commands_closed: bool,
     ready: Option<oneshot::Sender<Result<(), String>>>,
     pending_health: HashMap<String, oneshot::Sender<()>>,
+    /// Decisions of people, from the tasks that wait for them: (CLI request id, decision).
+    decided_tx: mpsc::UnboundedSender<(String, Decided)>,
+    decided: mpsc::UnboundedReceiver<(String, Decided)>,
     next_request: u64,
     turn: Option<TurnState>,
     /// Set after a timed-out turn was interrupted: until its result arrives (or this deadline
@@ -355,6 +388,7 @@ impl Actor {
                         self.begin_stop();
                     }
                 },
+                Some((request_id, decided)) = self.decided.recv() => self.on_decided(&request_id, decided),
                 () = sleep_until(deadline), if deadline.is_some() => self.on_deadline(),
             }
         }
@@ -362,7 +396,10 @@ impl Actor {
 
     fn next_deadline(&self) -> Option<tokio::time::Instant> {
         [
-            self.turn.as_ref().map(|turn| turn.silent_deadline),
+            self.turn
+                .as_ref()
+                .filter(|turn| turn.waiting.0.is_empty())
+                .map(|turn| turn.silent_deadline),
             self.recovering,
             self.rewinding.as_ref().map(|(_, deadline)| *deadline),
             self.stopping.as_ref().map(|stopping| stopping.deadline),
@@ -399,6 +436,7 @@ impl Actor {
                 text,
                 response_timeout,
                 text_stream,
+                approver,
                 reply,
             } => {
                 if self.turn.is_some() || self.stopping.is_some() {
@@ -425,6 +463,8 @@ impl Actor {
                     transcript_dropped: 0,
                     interrupted: false,
                     prompt_uuid,
+                    approver,
+                    waiting: Waiting::default(),
                 });
             }
             Command::Interrupt { reply } => {
@@ -502,7 +542,7 @@ impl Actor {
         if self
             .turn
             .as_ref()
-            .is_some_and(|turn| turn.silent_deadline <= now)
+            .is_some_and(|turn| turn.waiting.0.is_empty() && turn.silent_deadline <= now)
             && let Some(turn) = self.turn.take()
         {
             let after = turn.response_timeout;
@@ -564,7 +604,7 @@ impl Actor {
                     if let Some(turn) = &mut self.turn {
                         if let Some(stream) = &turn.text_stream {
                             // The caller may have stopped listening: the turn goes on.
-                            let _ = stream.send(text.clone());
+                            let _ = stream.send(TurnProgress::Text(text.clone()));
                         }
                         turn.record(TranscriptEntry::AssistantText {
                             text: truncate(&text),
@@ -662,20 +702,107 @@ impl Actor {
             .and_then(Value::as_str)
             .unwrap_or("unknown tool")
             .to_owned();
-        let input = request.get("input").unwrap_or(&Value::Null);
-        let decision = self.spec.permissions.decide(&tool, input, &self.spec.cwd);
-        let (allowed, reason) = (decision.allowed, decision.reason);
-        let answer = if allowed {
+        let input = request.get("input").cloned().unwrap_or(Value::Null);
+        let decision = self.spec.permissions.decide(&tool, &input, &self.spec.cwd);
+        let approver = self.turn.as_ref().and_then(|turn| turn.approver.clone());
+        let permission = PermissionRequest {
+            tool: tool.clone(),
+            input,
+            suggestions: request
+                .get("permission_suggestions")
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        let escalation = match decision {
+            PermissionDecision::Decided(decided) => {
+                if let Some(approver) = &approver {
+                    approver.record(&permission, &decided);
+                }
+                self.answer_permission(request_id, request, &tool, decided);
+                return;
+            }
+            PermissionDecision::Person(escalation) => escalation,
+        };
+        let Some(approver) = approver.filter(|_| self.turn.is_some()) else {
+            let decided = Decided {
+                allowed: false,
+                by: DecidedBy::Fallback,
+                who: Some(escalation.why.clone()),
+                reason: Some(format!(
+                    "Iris denied {tool}: {} leaves it to a person, and this turn has nobody to ask \
+                     (it was not sent through a message queue that records approvals)",
+                    escalation.why
+                )),
+                approval: None,
+            };
+            self.answer_permission(request_id, request, &tool, decided);
+            return;
+        };
+        // A person decides: the answer comes later, from a task, so that other lines (and
+        // other requests) are served meanwhile.
+        let pending = approver.ask(permission, escalation);
+        let decided_tx = self.decided_tx.clone();
+        let id = request_id.to_owned();
+        let task = tokio::spawn(async move {
+            let decided = pending.await;
+            let _ = decided_tx.send((id, decided));
+        });
+        tracing::info!(agent = %self.label, tool, "tool permission waits for a person");
+        if let Some(turn) = &mut self.turn {
+            turn.waiting.0.insert(
+                request_id.to_owned(),
+                WaitingRequest {
+                    request: request.clone(),
+                    tool,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+    }
+
+    /// A person's decision on a request of the running turn; one of an ended turn is
+    /// dropped (the CLI no longer waits for it).
+    fn on_decided(&mut self, request_id: &str, decided: Decided) {
+        let Some(turn) = &mut self.turn else {
+            return;
+        };
+        let Some(waiting) = turn.waiting.0.remove(request_id) else {
+            return;
+        };
+        // The silence clock starts again from the decision.
+        turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
+        self.answer_permission(request_id, &waiting.request, &waiting.tool, decided);
+    }
+
+    /// Writes the answer to a `can_use_tool` request and records it.
+    fn answer_permission(
+        &mut self,
+        request_id: &str,
+        request: &Value,
+        tool: &str,
+        decided: Decided,
+    ) {
+        let answer = if decided.allowed {
             protocol::permission_allow(request)
         } else {
-            protocol::permission_deny(request, reason.as_deref().unwrap_or("Iris denied the tool"))
+            protocol::permission_deny(
+                request,
+                decided.reason.as_deref().unwrap_or("Iris denied the tool"),
+            )
         };
-        tracing::info!(agent = %self.label, tool, allowed, "tool permission answered");
+        tracing::info!(agent = %self.label, tool, allowed = decided.allowed, by = decided.by.as_str(), "tool permission answered");
         self.write(protocol::control_success(request_id, answer));
         self.step(TranscriptEntry::Permission {
-            tool,
-            allowed,
-            reason,
+            tool: tool.to_owned(),
+            allowed: decided.allowed,
+            reason: if decided.allowed {
+                None
+            } else {
+                decided.reason
+            },
+            by: Some(decided.by),
+            who: decided.who,
+            approval: decided.approval,
         });
     }
 

@@ -13,7 +13,9 @@ mod actor;
 pub mod lines;
 pub mod protocol;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::GrantPermission;
 use crate::guard::Guard;
-use crate::permissions::{Place, Rules, Verdict};
+use crate::permissions::{PairRules, Place, Rules, Verdict};
+use crate::store::DecidedBy;
 
 /// Everything needed to start one agent process. Built by the pool from the team's config.
 #[derive(Debug, Clone)]
@@ -61,6 +64,10 @@ pub struct AgentSpec {
 /// Called at each request, so a reloaded configuration applies from the next one.
 pub type RulesSource = Arc<dyn Fn() -> [Arc<Rules>; 2] + Send + Sync>;
 
+/// What people allowed for good for the agent's pair (`iris approve --always`), read at each
+/// request.
+pub type AlwaysSource = Arc<dyn Fn() -> Arc<PairRules> + Send + Sync>;
+
 /// How an agent's tool-permission requests are answered: the rules first (deny, then allow,
 /// then ask), then the team's `grantPermission`.
 #[derive(Clone)]
@@ -74,6 +81,9 @@ pub struct PermissionPolicy {
     /// The agent's home directory (its `HOME`), if known: what `~/` in rules and tool paths
     /// means.
     pub home: Option<PathBuf>,
+    /// What people allowed for good for this pair, checked after the deny rules, with the
+    /// allow rules.
+    pub always: Option<AlwaysSource>,
 }
 
 impl std::fmt::Debug for PermissionPolicy {
@@ -88,68 +98,195 @@ impl std::fmt::Debug for PermissionPolicy {
     }
 }
 
-/// A permission decision: whether the tool may run, and why (for the agent when denied, and
-/// for the transcript).
+/// A decision on a tool-permission request: whether the tool may run, who decided, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PermissionDecision {
+pub struct Decided {
     /// Whether the tool may run.
     pub allowed: bool,
-    /// Why: the rule that decided, or the `grantPermission` that did (when denied).
+    /// Who or what decided.
+    pub by: DecidedBy,
+    /// Which rule, setting, person or caller, in words.
+    pub who: Option<String>,
+    /// The denial message the agent gets (when denied), or a note on the allowance.
     pub reason: Option<String>,
+    /// The stored approval this decision closed, when a person was asked.
+    pub approval: Option<String>,
+}
+
+impl Decided {
+    fn denied(by: DecidedBy, who: String, reason: String) -> Self {
+        Self {
+            allowed: false,
+            by,
+            who: Some(who),
+            reason: Some(reason),
+            approval: None,
+        }
+    }
+
+    fn allowed(by: DecidedBy, who: String) -> Self {
+        Self {
+            allowed: true,
+            by,
+            who: Some(who),
+            reason: None,
+            approval: None,
+        }
+    }
+}
+
+/// Why a request needs a person, and whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escalation {
+    /// `grantPermission: forward`: the caller's person decides (up the call chain);
+    /// otherwise a person at Iris (`iris approve`, the dashboard).
+    pub forward: bool,
+    /// What sent it to a person: "rule `Edit(src/**)` in permissions.ask",
+    /// "grantPermission: ask".
+    pub why: String,
+}
+
+/// What the policy says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermissionDecision {
+    /// Decided at once by a rule or `grantPermission`.
+    Decided(Decided),
+    /// A person decides.
+    Person(Escalation),
+}
+
+impl PermissionDecision {
+    /// Whether the tool may run now (a request left to a person may not, yet).
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Decided(decided) if decided.allowed)
+    }
+}
+
+/// A tool-permission request of a running turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionRequest {
+    /// The tool.
+    pub tool: String,
+    /// Its input.
+    pub input: Value,
+    /// The CLI's `permission_suggestions` (`Value::Null` when it sent none).
+    pub suggestions: Value,
+}
+
+/// A decision still to come.
+pub type Pending = Pin<Box<dyn Future<Output = Decided> + Send>>;
+
+/// The turn's link to the people who approve: given with a turn ([`Agent::turn_streaming`]),
+/// it records every decision and asks a person when the policy says so. Without one, a
+/// request that needs a person is denied, saying nobody can be asked.
+pub trait TurnApprover: Send + Sync {
+    /// Records a decision made at once (by a rule or `grantPermission`). Must not block.
+    fn record(&self, request: &PermissionRequest, decided: &Decided);
+    /// Asks a person; resolves with their decision, a timeout's or a fallback's. Dropping
+    /// the future (the turn ended first) closes the request as expired.
+    fn ask(&self, request: PermissionRequest, escalation: Escalation) -> Pending;
 }
 
 impl PermissionPolicy {
     /// Decides a request to use `tool` with `input` from an agent working in `cwd` (what
-    /// relative paths in rules and tool inputs are relative to).
+    /// relative paths in rules and tool inputs are relative to): the deny rules, then the
+    /// allow rules and what people allowed for good, then the ask rules, then the team's
+    /// `grantPermission`.
     #[must_use]
     pub fn decide(&self, tool: &str, input: &Value, cwd: &Path) -> PermissionDecision {
         let [defaults, team] = (self.rules)();
+        let always = self.always.as_ref().map(|always| always());
         let place = Place {
             cwd,
             home: self.home.as_deref(),
         };
-        let denied = |reason: String| PermissionDecision {
-            allowed: false,
-            reason: Some(reason),
-        };
-        match Rules::check(&[&defaults, &team], tool, input, &place) {
+        let empty = Rules::default();
+        let pair_rules = always.as_deref().map_or(&empty, |always| &always.rules);
+        match Rules::check(&[&defaults, &team, pair_rules], tool, input, &place) {
             Some(Verdict::Deny(rule)) => {
-                return denied(format!(
-                    "Iris denied {tool}: rule `{rule}` in permissions.deny"
+                return PermissionDecision::Decided(Decided::denied(
+                    DecidedBy::Rule,
+                    format!("rule `{rule}` in permissions.deny"),
+                    format!("Iris denied {tool}: rule `{rule}` in permissions.deny"),
                 ));
             }
             Some(Verdict::Allow(rule)) => {
-                return PermissionDecision {
-                    allowed: true,
-                    reason: Some(format!("allowed by rule `{rule}` in permissions.allow")),
+                let who = match always.as_deref().and_then(|always| always.source(&rule)) {
+                    Some(id) => format!("rule `{rule}` allowed always for this pair ({id})"),
+                    None => format!("rule `{rule}` in permissions.allow"),
                 };
+                return PermissionDecision::Decided(Decided::allowed(DecidedBy::Rule, who));
             }
-            Some(Verdict::Ask(rule)) => {
-                return denied(format!(
-                    "Iris denied {tool}: rule `{rule}` in permissions.ask needs a person's \
-                     approval, which this Iris version cannot ask for yet"
-                ));
+            verdict => {
+                if let Some(id) = always
+                    .as_deref()
+                    .and_then(|always| always.exact(tool, input))
+                {
+                    return PermissionDecision::Decided(Decided::allowed(
+                        DecidedBy::Rule,
+                        format!("this exact {tool} input allowed always for this pair ({id})"),
+                    ));
+                }
+                if let Some(Verdict::Ask(rule)) = verdict {
+                    return PermissionDecision::Person(Escalation {
+                        forward: self.grant == GrantPermission::Forward,
+                        why: format!("rule `{rule}` in permissions.ask"),
+                    });
+                }
             }
-            None => {}
         }
         match self.grant {
-            GrantPermission::Yes => PermissionDecision {
-                allowed: true,
-                reason: None,
-            },
-            GrantPermission::No => denied(format!(
-                "Iris denied {tool}: team '{}' has grantPermission: no",
-                self.team
+            GrantPermission::Yes => PermissionDecision::Decided(Decided::allowed(
+                DecidedBy::Grant,
+                format!("grantPermission: yes of team '{}'", self.team),
             )),
-            GrantPermission::Ask | GrantPermission::Forward => denied(format!(
-                "Iris denied {tool}: team '{}' has grantPermission: {}, which this Iris version \
-                 cannot serve yet (no approver is connected); set grantPermission: yes or \
-                 permissions.allow rules to allow tools",
-                self.team,
-                self.grant.as_str()
+            GrantPermission::No => PermissionDecision::Decided(Decided::denied(
+                DecidedBy::Grant,
+                format!("grantPermission: no of team '{}'", self.team),
+                format!(
+                    "Iris denied {tool}: team '{}' has grantPermission: no",
+                    self.team
+                ),
             )),
+            GrantPermission::Ask | GrantPermission::Forward => {
+                PermissionDecision::Person(Escalation {
+                    forward: self.grant == GrantPermission::Forward,
+                    why: format!(
+                        "grantPermission: {} of team '{}'",
+                        self.grant.as_str(),
+                        self.team
+                    ),
+                })
+            }
         }
     }
+}
+
+/// A turn's progress, as it happens: the assistant's text, and the requests that wait for a
+/// person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnProgress {
+    /// Text the assistant wrote.
+    Text(String),
+    /// A tool-permission request now waits for a person.
+    Waiting {
+        /// The approval's id.
+        approval: String,
+        /// The tool.
+        tool: String,
+        /// Its input in a few words (`Edit src/api.rs`).
+        summary: String,
+        /// Who is asked: "a person at Iris (iris approve)", "the caller's person".
+        asked: String,
+    },
+    /// A waiting request was decided.
+    Decided {
+        /// The approval's id.
+        approval: String,
+        /// Whether the tool may run.
+        allowed: bool,
+    },
 }
 
 /// Something the agent did during a turn, as it happened. Sent to the sink given to
@@ -178,8 +315,8 @@ pub enum AgentEvent {
     },
 }
 
-/// Where a turn's assistant text goes as it is written ([`Agent::turn_streaming`]).
-pub type TextStream = mpsc::UnboundedSender<String>;
+/// Where a turn's progress goes as it happens ([`Agent::turn_streaming`]).
+pub type TextStream = mpsc::UnboundedSender<TurnProgress>;
 
 /// Where an agent sends its [`AgentEvent`]s. Called on the actor task: must not block.
 pub type EventSink = Arc<dyn Fn(AgentEvent) + Send + Sync>;
@@ -215,6 +352,15 @@ pub enum TranscriptEntry {
         allowed: bool,
         /// The denial message, when denied.
         reason: Option<String>,
+        /// Who or what decided (absent in transcripts written before approvals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<DecidedBy>,
+        /// Which rule, setting, person or caller, in words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        who: Option<String>,
+        /// The approval a person decided, when one was asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
     },
 }
 
@@ -410,6 +556,8 @@ enum Command {
         response_timeout: Option<Duration>,
         /// Gets the assistant's text of this turn as it is written.
         text_stream: Option<TextStream>,
+        /// Asks people and records decisions for this turn.
+        approver: Option<Arc<dyn TurnApprover>>,
         reply: oneshot::Sender<Result<TurnResult, TurnError>>,
     },
     Interrupt {
@@ -497,7 +645,7 @@ impl Agent {
     /// # Errors
     /// [`TurnError`] when the process exits, falls silent for `response_timeout`, is busy or gone.
     pub async fn turn(&self, text: String) -> Result<TurnResult, TurnError> {
-        self.run_turn(text, None, None).await
+        self.run_turn(text, None, None, None).await
     }
 
     /// [`Agent::turn`] with its own `response_timeout` instead of the spec's, so that a
@@ -510,11 +658,13 @@ impl Agent {
         text: String,
         response_timeout: Duration,
     ) -> Result<TurnResult, TurnError> {
-        self.run_turn(text, Some(response_timeout), None).await
+        self.run_turn(text, Some(response_timeout), None, None)
+            .await
     }
 
-    /// [`Agent::turn_within`] that also sends the assistant's text to `text_stream` as the
-    /// agent writes it (for progress: only this turn's text, nothing else).
+    /// [`Agent::turn_within`] that also sends the turn's progress to `text_stream` as it
+    /// happens (only this turn's), and asks `approver` about the requests its rules leave to
+    /// a person. While such a request waits, the turn is not timed out for silence.
     ///
     /// # Errors
     /// As [`Agent::turn`].
@@ -523,8 +673,9 @@ impl Agent {
         text: String,
         response_timeout: Duration,
         text_stream: Option<TextStream>,
+        approver: Option<Arc<dyn TurnApprover>>,
     ) -> Result<TurnResult, TurnError> {
-        self.run_turn(text, Some(response_timeout), text_stream)
+        self.run_turn(text, Some(response_timeout), text_stream, approver)
             .await
     }
 
@@ -533,6 +684,7 @@ impl Agent {
         text: String,
         response_timeout: Option<Duration>,
         text_stream: Option<TextStream>,
+        approver: Option<Arc<dyn TurnApprover>>,
     ) -> Result<TurnResult, TurnError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -540,6 +692,7 @@ impl Agent {
                 text,
                 response_timeout,
                 text_stream,
+                approver,
                 reply,
             })
             .await

@@ -140,6 +140,49 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// List the tool-permission requests that wait for a person (from the running server).
+    Approvals {
+        #[command(subcommand)]
+        action: Option<ApprovalsAction>,
+        /// Keep following: print each new request and each decision as it happens.
+        #[arg(long)]
+        watch: bool,
+        /// Also list decided requests (the last --limit, newest first).
+        #[arg(long)]
+        all: bool,
+        /// With --all: how many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON (one line per event with --watch).
+        #[arg(long)]
+        json: bool,
+        /// The server's port (default: the running server's, from $IRIS_HOME/run/approver.json).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Allow a pending tool-permission request (ID: its id, or any unique prefix).
+    Approve {
+        /// The request's id.
+        id: String,
+        /// Also allow the same request of this pair from now on (the CLI's suggested rule,
+        /// else the exact tool and input); `iris approvals rules` lists them.
+        #[arg(long)]
+        always: bool,
+        /// The server's port (default: the running server's).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Deny a pending tool-permission request; the agent reads the reason.
+    Deny {
+        /// The request's id.
+        id: String,
+        /// Why (the agent gets it with the denial).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The server's port (default: the running server's).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Check the claude binary and its version, the teams, the database and the port.
     Doctor,
     /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
@@ -166,6 +209,21 @@ enum Command {
     Guard {
         #[arg(long, default_value_t = 3000)]
         grace_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsAction {
+    /// List the allow-always rules people made (`iris approve --always`).
+    Rules {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an allow-always rule (ID: its id, or any unique prefix).
+    Forget {
+        /// The rule's id.
+        id: String,
     },
 }
 
@@ -308,6 +366,9 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 | Command::Ask { .. }
                 | Command::Tell { .. }
                 | Command::Report { .. }
+                | Command::Approvals { .. }
+                | Command::Approve { .. }
+                | Command::Deny { .. }
                 | Command::Doctor
         )
     );
@@ -462,6 +523,61 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             } else {
                 out!("{}", output::report(&page));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Approvals {
+            action,
+            watch,
+            all,
+            limit,
+            json,
+            port,
+        }) => {
+            let approver = iris::client::Approver::find(&config.iris_home, port)?;
+            let runtime = small_runtime()?;
+            match action {
+                Some(ApprovalsAction::Rules { json }) => {
+                    let rules = runtime.block_on(approver.rules())?;
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&rules)?);
+                    } else {
+                        out!("{}", output::approval_rules(&rules));
+                    }
+                }
+                Some(ApprovalsAction::Forget { id }) => {
+                    let rule = runtime.block_on(approver.forget(&id))?;
+                    outln!("forgot {}", output::approval_rule_line(&rule));
+                }
+                None if watch => {
+                    runtime.block_on(approver.watch(|event| {
+                        if json {
+                            outln!("{}", serde_json::to_string(&event).unwrap_or_default());
+                        } else {
+                            outln!("{}", output::approval_event(&event));
+                        }
+                    }))?;
+                }
+                None => {
+                    let list = runtime.block_on(approver.list(all, limit))?;
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        out!("{}", output::approvals(&list, all));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Approve { id, always, port }) => {
+            let approver = iris::client::Approver::find(&config.iris_home, port)?;
+            let record = small_runtime()?.block_on(approver.approve(&id, always))?;
+            outln!("{}", output::approval_decided(&record, always));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Deny { id, reason, port }) => {
+            let approver = iris::client::Approver::find(&config.iris_home, port)?;
+            let record = small_runtime()?.block_on(approver.deny(&id, reason.as_deref()))?;
+            outln!("{}", output::approval_decided(&record, false));
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Install { url, no_claude }) => {

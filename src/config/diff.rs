@@ -216,7 +216,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
 
 /// The keys of a team that differ, in the order of the config reference.
 fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
-    let checks: [(&'static str, bool); 16] = [
+    let checks: [(&'static str, bool); 17] = [
         ("path", old.path == new.path),
         ("description", old.description == new.description),
         ("claudePath", old.claude_path == new.claude_path),
@@ -242,6 +242,10 @@ fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
         ("color", old.color == new.color),
         ("token", old.token == new.token),
         ("permissions", old.permissions == new.permissions),
+        (
+            "approvalTimeout",
+            old.approval_timeout == new.approval_timeout,
+        ),
     ];
     checks
         .into_iter()
@@ -340,6 +344,18 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         "settings.removedTeamGracePeriod",
         old.removed_team_grace_period,
         new.removed_team_grace_period,
+    );
+    push_duration(
+        list,
+        "settings.approvalTimeout",
+        old.approval_timeout,
+        new.approval_timeout,
+    );
+    push(
+        list,
+        "settings.forwardFallback",
+        &old.forward_fallback.as_str(),
+        &new.forward_fallback.as_str(),
     );
     if old.permissions != new.permissions {
         push(

@@ -25,7 +25,10 @@ use std::time::Duration;
 
 use self::interpolate::interpolate;
 use self::tree::{Entry, Kind, Node};
-use super::{Config, DatabaseConfig, GrantPermission, Secret, Settings, TeamConfig, TeamName};
+use super::{
+    Config, DatabaseConfig, ForwardFallback, GrantPermission, Secret, Settings, TeamConfig,
+    TeamName,
+};
 use crate::permissions::{Rule, Rules};
 
 /// Where something is in the config file (1-based, in characters).
@@ -337,6 +340,8 @@ const SETTINGS_KEYS: &[&str] = &[
     "httpSessionIdleTimeout",
     "removedTeamGracePeriod",
     "permissions",
+    "approvalTimeout",
+    "forwardFallback",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -356,7 +361,7 @@ const SETTINGS_IGNORED: &[(&str, &str)] = &[
     ("sessionMcpPath", NO_SESSION_MCP_FILE),
     (
         "permissionTimeout",
-        "tool permissions are answered by each team's grantPermission",
+        "Iris MCP never read it (its timeout was always 30 s); Iris's is settings.approvalTimeout",
     ),
 ];
 
@@ -401,6 +406,7 @@ const TEAM_KEYS: &[&str] = &[
     "color",
     "token",
     "permissions",
+    "approvalTimeout",
 ];
 
 const NO_REMOTE_YET: &str = "remote teams are not run by this build yet";
@@ -566,6 +572,12 @@ impl Loader<'_> {
                     self.duration(value, &key),
                 ),
                 "permissions" => settings.permissions = Arc::new(self.permissions(value, &key)),
+                "approvalTimeout" => {
+                    set(&mut settings.approval_timeout, self.duration(value, &key));
+                }
+                "forwardFallback" => {
+                    set(&mut settings.forward_fallback, self.fallback(value, &key));
+                }
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }
@@ -699,6 +711,7 @@ impl Loader<'_> {
                 "color" => team.color = self.color(value, &field_key),
                 "token" => team.token = self.token(value, &field_key),
                 "permissions" => team.permissions = self.permissions(value, &field_key),
+                "approvalTimeout" => team.approval_timeout = self.duration(value, &field_key),
                 _ => self.other_key(&field_key, field, TEAM_KEYS, TEAM_IGNORED),
             }
         }
@@ -737,6 +750,7 @@ impl Loader<'_> {
             color: team.color,
             token: team.token,
             permissions: Arc::new(team.permissions),
+            approval_timeout: team.approval_timeout,
         })
     }
 
@@ -1036,6 +1050,22 @@ impl Loader<'_> {
 
     // --------------------------------------------------------------------------------------
     // Team values.
+
+    fn fallback(&mut self, node: &Node, key: &str) -> Option<ForwardFallback> {
+        let scalar = self.scalar(node, key, "ask or deny")?;
+        match scalar.text.as_str() {
+            "ask" => Some(ForwardFallback::Ask),
+            "deny" => Some(ForwardFallback::Deny),
+            _ => {
+                self.problem(
+                    key,
+                    node.position,
+                    format!("expected ask or deny, got {}", scalar.shown),
+                );
+                None
+            }
+        }
+    }
 
     fn grant(&mut self, node: &Node, key: &str) -> Option<GrantPermission> {
         let scalar = self.scalar(node, key, "yes, no, ask or forward")?;
@@ -1372,6 +1402,7 @@ struct TeamDraft {
     description: Option<String>,
     idle_timeout: Option<Duration>,
     spawn_timeout: Option<Duration>,
+    approval_timeout: Option<Duration>,
     model: Option<String>,
     allowed_tools: Vec<String>,
     disallowed_tools: Vec<String>,

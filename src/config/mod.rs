@@ -191,6 +191,33 @@ pub struct Settings {
     /// (`{allow, ask, deny}` lists in Claude Code's syntax; see [`crate::permissions`]).
     /// Applies to running agents from their next request.
     pub permissions: Arc<Rules>,
+    /// `approvalTimeout`: how long a tool-permission request waits for a person before it
+    /// is denied (teams may set their own). Default 10 minutes.
+    pub approval_timeout: Duration,
+    /// `forwardFallback`: what a `grantPermission: forward` request does when nobody in the
+    /// call chain can be asked (no connection that declared elicitation). Default `ask`.
+    pub forward_fallback: ForwardFallback,
+}
+
+/// `settings.forwardFallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardFallback {
+    /// A person at Iris decides (`iris approve`, the dashboard).
+    #[default]
+    Ask,
+    /// Denied at once.
+    Deny,
+}
+
+impl ForwardFallback {
+    /// The config spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::Deny => "deny",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -214,6 +241,8 @@ impl Default for Settings {
             http_session_idle_timeout: Duration::from_secs(300),
             removed_team_grace_period: Duration::from_secs(30),
             permissions: Arc::default(),
+            approval_timeout: Duration::from_secs(600),
+            forward_fallback: ForwardFallback::Ask,
         }
     }
 }
@@ -277,9 +306,10 @@ pub enum GrantPermission {
     Yes,
     /// Deny every tool use that needs permission.
     No,
-    /// Ask a person (dashboard). Not available yet: denies, saying so.
+    /// A person at Iris decides (`iris approve`/`iris deny`, the dashboard).
     Ask,
-    /// Forward to the caller. Not available yet: denies, saying so.
+    /// The caller's person decides, through MCP elicitation on the caller's connection (up
+    /// the call chain); `settings.forwardFallback` when nobody there can be asked.
     Forward,
 }
 
@@ -334,6 +364,8 @@ pub struct TeamConfig {
     /// `permissions`: the team's own rules, checked after `settings.permissions` (a deny in
     /// either wins). Applies to running agents from their next request.
     pub permissions: Arc<Rules>,
+    /// `approvalTimeout` override.
+    pub approval_timeout: Option<Duration>,
 }
 
 impl TeamConfig {
@@ -359,6 +391,7 @@ impl TeamConfig {
             color: None,
             token: None,
             permissions: Arc::default(),
+            approval_timeout: None,
         }
     }
 }

@@ -664,7 +664,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod, permissions)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod, permissions, approvalTimeout, forwardFallback)"
         ]
     );
 }

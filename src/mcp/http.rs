@@ -70,6 +70,7 @@ pub fn router(
     let status_pool = pool.clone();
     Router::new()
         .nest_service("/mcp", service)
+        .merge(crate::approver::routes(pool.clone()))
         .route(
             "/status",
             get(move || {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::pool::{CALLBACK_PREFIX, Pool};
+use crate::pool::{CALLBACK_PREFIX, Pair, Pool};
 
 /// The team a connection proved, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct ProvenCaller {
     pub team: String,
     /// How it was proven, for messages: "its agent URL", "its bearer token", ...
     pub proof: &'static str,
+    /// When the caller is an agent Iris started (it came through its agent URL): that
+    /// agent's pair, whose running message is where its calls come from.
+    pub agent: Option<Pair>,
 }
 
 /// The caller of a stdio server started in `dir`: the team whose path is the deepest that
@@ -38,6 +41,7 @@ pub fn stdio_caller(config: &Config, dir: &std::path::Path) -> Option<ProvenCall
         .map(|team| ProvenCaller {
             team: team.name.to_string(),
             proof: "the stdio server's working directory",
+            agent: None,
         })
 }
 
@@ -113,7 +117,9 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
     }
     let by_url = match path.strip_prefix(CALLBACK_PREFIX) {
         Some(token) => Some(agent_url(gate, token)?),
-        None if gate.access.callbacks_only => {
+        // A person's approvals reach the stdio server's listener too (they carry the
+        // approver token, checked by the routes).
+        None if gate.access.callbacks_only && !path.starts_with("/approvals") => {
             return Err(Refusal::NotFound(format!(
                 "{path}: this listener serves only the agents Iris started (their {CALLBACK_PREFIX}<token> URLs)"
             )));
@@ -137,6 +143,7 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
         (None, Some(Bearer::Team(team))) => Ok(Some(ProvenCaller {
             team,
             proof: "its bearer token",
+            agent: None,
         })),
         (None, Some(Bearer::Server)) => Ok(None),
         (None, None) if gate.access.require_token => Err(Refusal::Unauthorized(
@@ -176,11 +183,12 @@ fn agent_url(gate: &Gate, token: &str) -> Result<ProvenCaller, Refusal> {
             "{CALLBACK_PREFIX}{token}: an agent URL is {CALLBACK_PREFIX}<token> with nothing after the token"
         )));
     }
-    let team = gate.pool.callback_team(token).ok_or_else(|| {
+    let pair = gate.pool.callback_pair(token).ok_or_else(|| {
         Refusal::NotFound(
             "unknown agent URL: it was not given out by this Iris (after a restart, agents get new URLs)".to_owned(),
         )
     })?;
+    let team = pair.target.clone();
     // A team removed from the configuration has no agents any more: its URLs are dead.
     if gate.pool.config().team(team.as_str()).is_none() {
         return Err(Refusal::NotFound(format!(
@@ -190,6 +198,7 @@ fn agent_url(gate: &Gate, token: &str) -> Result<ProvenCaller, Refusal> {
     Ok(ProvenCaller {
         team: team.to_string(),
         proof: "its agent URL",
+        agent: Some(pair),
     })
 }
 

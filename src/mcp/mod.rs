@@ -6,6 +6,7 @@
 //! Invariant: the handler holds no state of its own beyond the pool handle and the log
 //! buffer; tool names and argument names are Iris MCP's, so its users can switch.
 
+mod elicit;
 mod http;
 mod identity;
 mod tools;

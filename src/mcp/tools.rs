@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
+use crate::agent::TurnProgress;
 use crate::api::{
     CallerStatus, Cancel, CancelStatus, Date, Deleted, Done, Failure, Fork, Logs, MessageOutcome,
-    MessageView, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList, TeamStatus,
-    TeamStatusPage, Wake, WakeAll, iso8601,
+    MessageView, PendingApproval, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList,
+    TeamStatus, TeamStatusPage, Wake, WakeAll, iso8601,
 };
 use crate::logs::LogBuffer;
 use crate::pool::{Pair, Pool, PoolError, Viewer};
@@ -218,10 +219,13 @@ impl IrisMcp {
         Ok(reply(
             async {
                 let pair = self.pair(&context, args.from_team.as_deref(), &args.to_team)?;
+                let route =
+                    super::elicit::route(&context, self.proven(&context), pair.caller.as_str());
                 let id = self
                     .pool
-                    .tell(&pair, args.message, MessageMode::Quick)
-                    .await?;
+                    .submit_routed(&pair, args.message, MessageMode::Quick, route)
+                    .await?
+                    .id();
                 Ok(MessageOutcome::queued(id, &pair))
             }
             .await,
@@ -242,7 +246,16 @@ impl IrisMcp {
             self.pool
                 .wait_message(id, wait, &self.viewer(&context))
                 .await
-                .map(|record| MessageView::from(&record)),
+                .map(|record| {
+                    let mut view = MessageView::from(&record);
+                    view.pending_approvals = self
+                        .pool
+                        .pending_approvals_of(record.id)
+                        .iter()
+                        .map(PendingApproval::from)
+                        .collect();
+                    view
+                }),
         ))
     }
 
@@ -261,6 +274,7 @@ impl IrisMcp {
                 self.pool.pair(&from, team)?;
             }
             let status = self.pool.status();
+            let pending = self.pool.pending_approvals();
             let teams = config
                 .teams
                 .values()
@@ -273,7 +287,16 @@ impl IrisMcp {
                     let pair = status.pairs.iter().find(|pair| {
                         pair.pair.caller.as_str() == from && pair.pair.target == team.name
                     });
-                    TeamStatus::new(team.name.clone(), team.description.clone(), pair)
+                    let mut status =
+                        TeamStatus::new(team.name.clone(), team.description.clone(), pair);
+                    status.pending_approvals = pending
+                        .iter()
+                        .filter(|record| {
+                            record.caller.as_str() == from && record.target == team.name
+                        })
+                        .map(PendingApproval::from)
+                        .collect();
+                    status
                 })
                 .collect();
             Ok(TeamStatusPage {
@@ -741,9 +764,10 @@ impl IrisMcp {
         };
         let wait = wait_for(args.timeout, DEFAULT_WAIT);
         // The caller waits for the answer: an ask, whichever of the two tools it used.
+        let route = super::elicit::route(context, self.proven(context), pair.caller.as_str());
         let mut ticket = match self
             .pool
-            .submit(&pair, args.message, MessageMode::Ask)
+            .submit_routed(&pair, args.message, MessageMode::Ask, route)
             .await
         {
             Ok(ticket) => ticket,
@@ -769,12 +793,25 @@ impl IrisMcp {
                 () = &mut deadline => break,
                 () = context.ct.cancelled() => break,
                 text = next_text(texts.as_mut()) => match text {
-                    Some(text) => {
-                        partial.push_str(&text);
+                    Some(progressed) => {
+                        let message = match progressed {
+                            TurnProgress::Text(text) => {
+                                partial.push_str(&text);
+                                tail(&partial, 200)
+                            }
+                            TurnProgress::Waiting { approval, summary, asked, .. } => {
+                                format!("waiting for approval: {summary} (approval {}; asked: {asked})", short(&approval))
+                            }
+                            TurnProgress::Decided { approval, allowed } => format!(
+                                "approval {} {}",
+                                short(&approval),
+                                if allowed { "allowed" } else { "denied" }
+                            ),
+                        };
                         if let Some(token) = progress.clone() {
                             step += 1;
                             let note = ProgressNotificationParam::new(token, f64::from(step))
-                                .with_message(tail(&partial, 200));
+                                .with_message(message);
                             let _ = context.peer.notify_progress(note).await;
                         }
                     }
@@ -936,12 +973,17 @@ fn wait_for(timeout_ms: Option<u32>, default: Duration) -> Duration {
 
 /// The next piece of the answer, or `None` once the stream ended; never ready without one.
 async fn next_text(
-    texts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<String>>,
-) -> Option<String> {
+    texts: Option<&mut tokio::sync::mpsc::UnboundedReceiver<TurnProgress>>,
+) -> Option<TurnProgress> {
     match texts {
         Some(texts) => texts.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The first 8 characters of an approval id: what people type (any unique prefix works).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// The last `max` characters of `text`.

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::Pair;
-use crate::config::TeamName;
 
 /// The path prefix of per-agent MCP URLs.
 pub const CALLBACK_PREFIX: &str = "/mcp/s/";
@@ -30,7 +29,7 @@ pub(crate) struct Callbacks {
 struct State {
     /// `http://127.0.0.1:PORT`, once Iris listens; no call-back URL before.
     base: Option<String>,
-    by_token: HashMap<String, TeamName>,
+    by_token: HashMap<String, Pair>,
     by_pair: HashMap<Pair, String>,
 }
 
@@ -58,15 +57,15 @@ impl Callbacks {
             None => {
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 state.by_pair.insert(pair.clone(), token.clone());
-                state.by_token.insert(token.clone(), pair.target.clone());
+                state.by_token.insert(token.clone(), pair.clone());
                 token
             }
         };
         Some(format!("{base}{CALLBACK_PREFIX}{token}"))
     }
 
-    /// The team whose agent holds `token`.
-    pub(crate) fn team(&self, token: &str) -> Option<TeamName> {
+    /// The pair whose agent holds `token` (the agent's team is its target).
+    pub(crate) fn pair(&self, token: &str) -> Option<Pair> {
         self.state.lock().ok()?.by_token.get(token).cloned()
     }
 }
@@ -132,6 +131,7 @@ pub(crate) fn clear_agent_configs(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TeamName;
 
     fn pair(caller: &str, target: &str) -> Pair {
         Pair::new(
@@ -159,10 +159,10 @@ mod tests {
             .expect("prefix");
         assert_eq!(token.len(), 32);
         assert_eq!(
-            callbacks.team(token).map(|t| t.to_string()),
-            Some("b".to_owned())
+            callbacks.pair(token).map(|pair| pair.to_string()),
+            Some("a->b".to_owned())
         );
-        assert_eq!(callbacks.team("not-a-token"), None);
+        assert_eq!(callbacks.pair("not-a-token"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Pair;
-use crate::agent::{AgentSpec, PermissionPolicy, RulesSource};
+use crate::agent::{AgentSpec, AlwaysSource, PermissionPolicy, RulesSource};
 use crate::config::{Config, TeamConfig, TeamName};
 
 /// Whether a spawn starts the pair's session or continues it.
@@ -50,6 +50,8 @@ pub struct Launch<'a> {
     /// Where its permission rules come from (`live_rules` in the pool, [`fixed_rules`]
     /// elsewhere).
     pub rules: RulesSource,
+    /// What people allowed for good for the pair (`iris approve --always`), if anyone can.
+    pub always: Option<AlwaysSource>,
 }
 
 /// Builds the spec that starts `team`'s agent for `pair`.
@@ -122,6 +124,7 @@ pub fn agent_spec(
             team: team.name.to_string(),
             rules: launch.rules.clone(),
             home,
+            always: launch.always.clone(),
         },
         cost_baseline: launch.cost_baseline,
     }

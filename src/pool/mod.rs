@@ -19,6 +19,7 @@
 //! `reconfigure.rs`): workers wake on every change, refuse messages to a team that is gone
 //! and replace idle processes that were started with settings that changed.
 
+mod approvals;
 mod callback;
 mod launch;
 mod reconfigure;
@@ -26,6 +27,10 @@ mod recovery;
 mod state;
 mod worker;
 
+pub use approvals::{
+    ApprovalError, ApprovalEvent, ElicitAnswer, ElicitFuture, Elicitor, PersonDecision, Question,
+    Route,
+};
 pub use callback::{CALLBACK_PREFIX, agent_config_dir};
 pub use launch::{
     ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command, transcript_path,
@@ -488,6 +493,8 @@ pub(crate) struct Inner {
     sessions: tokio::sync::Mutex<()>,
     /// Per-agent MCP URLs and the teams they identify.
     callbacks: callback::Callbacks,
+    /// Tool-permission requests waiting for people, and what people allowed for good.
+    approvals: Arc<approvals::Approvals>,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
 }
@@ -498,8 +505,10 @@ pub(crate) enum Job {
         text: String,
         /// `None` for messages nobody waits on (recovered after a restart).
         reply: Option<oneshot::Sender<Result<TurnOutcome, PoolError>>>,
-        /// Where the assistant's text goes as it is written (the ticket's progress).
+        /// Where the turn's progress goes as it happens (the ticket's).
         progress: Option<crate::agent::TextStream>,
+        /// Who decides the turn's forwarded permission requests.
+        route: Route,
     },
     Wake {
         reply: oneshot::Sender<Result<u32, PoolError>>,
@@ -511,7 +520,7 @@ pub(crate) enum Job {
 pub struct Ticket {
     id: MessageId,
     answer: oneshot::Receiver<Result<TurnOutcome, PoolError>>,
-    progress: Option<mpsc::UnboundedReceiver<String>>,
+    progress: Option<mpsc::UnboundedReceiver<crate::agent::TurnProgress>>,
 }
 
 impl Ticket {
@@ -521,9 +530,10 @@ impl Ticket {
         self.id
     }
 
-    /// The assistant's text of this message's turn, piece by piece as the agent writes it
-    /// (the answer so far). Taken once; the stream ends with the turn.
-    pub fn take_progress(&mut self) -> Option<mpsc::UnboundedReceiver<String>> {
+    /// This message's turn as it happens: the assistant's text piece by piece (the answer so
+    /// far), and the permission requests that wait for a person. Taken once; the stream ends
+    /// with the turn.
+    pub fn take_progress(&mut self) -> Option<mpsc::UnboundedReceiver<crate::agent::TurnProgress>> {
         self.progress.take()
     }
 
@@ -547,6 +557,7 @@ impl Pool {
         let instance = recovery::lock_instance(&config.database)?;
         let store = Store::open(&config.database).await?;
         let recovery = store.recover().await?;
+        let approvals = Arc::new(approvals::Approvals::open(store.clone()).await?);
         if !recovery.interrupted.is_empty() {
             tracing::warn!(
                 count = recovery.interrupted.len(),
@@ -573,6 +584,7 @@ impl Pool {
                 store,
                 sessions: tokio::sync::Mutex::new(()),
                 callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
+                approvals,
                 _instance: instance,
             }),
         };
@@ -606,11 +618,12 @@ impl Pool {
         self.inner.callbacks.set_base(base);
     }
 
-    /// The team of the agent that holds the call-back `token` (the last segment of its
-    /// `/mcp/s/<token>` URL); `None` for a token this Iris never gave out.
+    /// The pair of the agent that holds the call-back `token` (the last segment of its
+    /// `/mcp/s/<token>` URL; the agent's team is the pair's target); `None` for a token this
+    /// Iris never gave out.
     #[must_use]
-    pub fn callback_team(&self, token: &str) -> Option<TeamName> {
-        self.inner.callbacks.team(token)
+    pub fn callback_pair(&self, token: &str) -> Option<Pair> {
+        self.inner.callbacks.pair(token)
     }
 
     /// Events as they happen. A slow subscriber misses events (it sees `Lagged`), never
@@ -665,6 +678,21 @@ impl Pool {
         text: String,
         mode: MessageMode,
     ) -> Result<Ticket, PoolError> {
+        self.submit_routed(pair, text, mode, Route::Nobody).await
+    }
+
+    /// [`Pool::submit`] that names who decides the turn's `grantPermission: forward`
+    /// requests: the caller's connection, or (for an agent calling) up its call chain.
+    ///
+    /// # Errors
+    /// As [`Pool::submit`].
+    pub async fn submit_routed(
+        &self,
+        pair: &Pair,
+        text: String,
+        mode: MessageMode,
+        route: Route,
+    ) -> Result<Ticket, PoolError> {
         let jobs = self.ensure_pair(pair, 0).await?;
         // Take the queue place first, so a full queue refuses before anything is written.
         let permit = self.reserve_queue_place(pair, jobs)?;
@@ -688,6 +716,7 @@ impl Pool {
             text,
             reply: Some(reply),
             progress: Some(progress_sender),
+            route,
         });
         self.inner.emit(PoolEvent::MessageQueued {
             id,
@@ -1236,6 +1265,7 @@ impl Pool {
                 text: record.text,
                 reply: None,
                 progress: None,
+                route: Route::Nobody,
             })
             .map_err(|_| PoolError::QueueFull {
                 pair: pair.to_string(),

@@ -219,8 +219,9 @@ impl Worker {
                 text,
                 reply,
                 progress,
+                route,
             } => {
-                let outcome = self.run_message(id, text, progress).await;
+                let outcome = self.run_message(id, text, progress, route).await;
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
@@ -246,6 +247,7 @@ impl Worker {
         id: MessageId,
         text: String,
         progress: Option<crate::agent::TextStream>,
+        route: super::Route,
     ) -> Result<TurnOutcome, PoolError> {
         // Accepted before its team was removed from the configuration.
         if let Some(error) = undeliverable(&self.pool.config(), &self.pair) {
@@ -254,7 +256,7 @@ impl Worker {
         let Delivery {
             outcome,
             marked_running,
-        } = self.deliver(id, text, progress).await;
+        } = self.deliver(id, text, progress, route).await;
         let (cancel_requested, closed) = {
             let mut state = self.pool.lock();
             let closed = state.is_closed();
@@ -336,6 +338,7 @@ impl Worker {
         id: MessageId,
         text: String,
         progress: Option<crate::agent::TextStream>,
+        route: super::Route,
     ) -> Delivery {
         // One retry, only when the message never reached a process (it was gone before the
         // turn was written), so nothing can run twice.
@@ -396,7 +399,23 @@ impl Worker {
             });
             // Read per turn, so a changed responseTimeout applies to running processes too.
             let response_timeout = self.pool.config().settings.response_timeout;
-            let turn = agent.turn_streaming(text.clone(), response_timeout, progress.clone());
+            let approver: Arc<dyn crate::agent::TurnApprover> =
+                Arc::new(super::approvals::MessageApprover {
+                    pool: Arc::downgrade(&self.pool),
+                    message: id,
+                    pair: self.pair.clone(),
+                    route: route.clone(),
+                    progress: progress.clone(),
+                });
+            self.pool
+                .approvals
+                .turn_started(&self.pair, id, route.clone());
+            let turn = agent.turn_streaming(
+                text.clone(),
+                response_timeout,
+                progress.clone(),
+                Some(approver),
+            );
             tokio::pin!(turn);
             let turn_result = loop {
                 tokio::select! {
@@ -408,6 +427,7 @@ impl Worker {
                     }
                 }
             };
+            self.pool.approvals.turn_ended(&self.pair, id);
             match turn_result {
                 Ok(result) => {
                     let outcome = self.after_turn(id, &agent, cold, result, turn_session);
@@ -826,6 +846,7 @@ impl Worker {
                     agent_key: &agent_key,
                     mcp_config: mcp_config.as_deref(),
                     rules,
+                    always: Some(self.pool.approvals.always_source(&self.pair)),
                 },
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {

@@ -1,5 +1,7 @@
 //! [`Db`]: the connection, behind the store's mutex, and every SQL statement Iris runs.
 
+mod approvals;
+
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -701,7 +703,14 @@ impl Db {
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(&sql)?
         };
+        let expired = Self::expire_pending_approvals(&transaction).map_err(&sql)?;
         transaction.commit().map_err(&sql)?;
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                "tool-permission requests that were waiting for a decision when Iris stopped are marked expired"
+            );
+        }
         if !interrupted.is_empty() || !queued.is_empty() || abandoned > 0 {
             tracing::info!(
                 interrupted = interrupted.len(),
@@ -713,6 +722,7 @@ impl Db {
         Ok(Recovery {
             interrupted,
             queued,
+            expired_approvals: expired,
         })
     }
 
@@ -728,6 +738,7 @@ impl Db {
                 [cutoff],
             )
             .map_err(fail(&self.path, "prune"))?;
+        Self::prune_approvals(&self.connection, cutoff).map_err(fail(&self.path, "prune"))?;
         if deleted > 0 {
             tracing::info!(deleted, "pruned old messages");
         }

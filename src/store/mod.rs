@@ -35,6 +35,7 @@
 //! After a restart, [`Store::recover`] marks every message that was running as `interrupted`
 //! (it is not re-run) and hands back the queued ones.
 
+mod approvals;
 mod bounds;
 mod commit;
 mod db;
@@ -54,6 +55,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use approvals::{
+    ApprovalDecision, ApprovalQuery, ApprovalRecord, DecidedBy, Decision, PairRuleRecord,
+};
 pub use commit::CommitStats;
 pub use db::now_ms;
 pub use error::StoreError;
@@ -383,6 +387,8 @@ pub struct Recovery {
     pub interrupted: Vec<MessageId>,
     /// Messages still queued, oldest first.
     pub queued: Vec<MessageRecord>,
+    /// Tool-permission requests that were waiting for a decision; now `expired`.
+    pub expired_approvals: usize,
 }
 
 /// What [`Store::inspect`] found in a database file.

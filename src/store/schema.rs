@@ -82,6 +82,50 @@ CREATE TABLE agents (
     r"
 DROP INDEX messages_state;
 ",
+    // Version 3.
+    //
+    // Tool-permission decisions (`approvals`): every `can_use_tool` request of a message's
+    // turn and how it was decided: by a rule or `grantPermission` at once, or by a person
+    // (pending until then: `decision` is NULL). `input` and `suggestions` are JSON text.
+    // `approval_rules`: what a person allowed for good (`iris approve --always`) for one pair:
+    // a rule in Claude Code's syntax, or the exact tool and input.
+    r"
+CREATE TABLE approvals (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    message_id     TEXT,
+    caller         TEXT    NOT NULL,
+    target         TEXT    NOT NULL,
+    tool           TEXT    NOT NULL,
+    input          TEXT    NOT NULL,
+    suggestions    TEXT    NOT NULL DEFAULT '[]',
+    created_at_ms  INTEGER NOT NULL,
+    decided_at_ms  INTEGER,
+    decision       TEXT    CHECK (decision IN ('allow', 'deny', 'expired')),
+    decided_by     TEXT    CHECK (decided_by IN ('rule', 'grant', 'person', 'caller', 'timeout',
+                                                 'fallback', 'ended', 'restart')),
+    who            TEXT,
+    reason         TEXT,
+    CHECK ((decision IS NULL) = (decided_by IS NULL))
+) STRICT;
+
+CREATE INDEX approvals_message ON approvals (message_id);
+CREATE INDEX approvals_pending ON approvals (created_at_ms) WHERE decision IS NULL;
+CREATE INDEX approvals_decided ON approvals (decided_at_ms) WHERE decided_at_ms IS NOT NULL;
+
+CREATE TABLE approval_rules (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    caller        TEXT    NOT NULL,
+    target        TEXT    NOT NULL,
+    tool          TEXT    NOT NULL,
+    rule          TEXT,
+    input         TEXT,
+    approval_id   TEXT,
+    created_at_ms INTEGER NOT NULL,
+    CHECK ((rule IS NULL) <> (input IS NULL))
+) STRICT;
+
+CREATE INDEX approval_rules_pair ON approval_rules (caller, target);
+",
 ];
 
 /// The schema version this build writes and the newest it can open.

@@ -521,6 +521,9 @@ async fn a_message_round_trips_every_field() {
             tool: "Bash".to_owned(),
             allowed: false,
             reason: Some("denied".to_owned()),
+            by: Some(DecidedBy::Rule),
+            who: Some("rule `Bash` in permissions.deny".to_owned()),
+            approval: None,
         },
     ];
     let usage = json!({"input_tokens": 12, "output_tokens": 34});
@@ -1042,7 +1045,7 @@ async fn agents_are_recorded_until_they_stop() {
 // Released schemas.
 
 /// Every released schema, with its fixture under `tests/fixtures/`.
-const RELEASED: &[(&str, i64)] = &[("store-v1.db", 1), ("store-v2.db", 2)];
+const RELEASED: &[(&str, i64)] = &[("store-v1.db", 1), ("store-v2.db", 2), ("store-v3.db", 3)];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1133,6 +1136,185 @@ async fn v2_fixture_generator() {
         .await
         .expect("generated v2 database opens");
     check_v1_rows(&store).await;
+}
+
+/// The v2 rows plus a decided and a pending approval and an allow-always rule, in a
+/// schema-3 database: migration 3 applied by hand-written SQL.
+fn write_v3_database(path: &Path) -> rusqlite::Result<()> {
+    write_v2_database(path)?;
+    let mut connection = Connection::open(path)?;
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(MIGRATIONS[2])?;
+    transaction.pragma_update(None, "user_version", 3)?;
+    transaction.execute_batch(&format!(
+        r#"
+INSERT INTO approvals VALUES ('{V3_DECIDED}', '{V1_COMPLETED}', 'frontend', 'backend', 'Bash',
+    '{{"command":"cargo test"}}', '[]', 1700000100100, 1700000100200, 'allow', 'rule',
+    'rule `Bash(cargo test:*)` in permissions.allow', NULL);
+INSERT INTO approvals (id, message_id, caller, target, tool, input, suggestions, created_at_ms)
+    VALUES ('{V3_PENDING}', '{V1_RUNNING}', 'frontend', 'backend', 'Edit',
+    '{{"file_path":"/srv/api/src/main.rs"}}', '[]', 1700000200100);
+INSERT INTO approval_rules VALUES ('{V3_RULE}', 'frontend', 'backend', 'Bash', 'Bash(ls:*)',
+    NULL, '{V3_DECIDED}', 1700000100300);
+"#
+    ))?;
+    transaction.commit()?;
+    connection.close().map_err(|(_, error)| error)
+}
+
+const V3_DECIDED: &str = "0f0e0d0c0b0a09080706050403020100";
+const V3_PENDING: &str = "00112233445566778899aabbccddeeff";
+const V3_RULE: &str = "ffeeddccbbaa99887766554433221100";
+
+/// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v3.db`. Otherwise this
+/// checks that the generator still produces a database that opens, and that recovery expires
+/// the pending approval.
+#[tokio::test]
+async fn v3_fixture_generator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join("store-v3.db");
+    write_v3_database(&generated).expect("write v3 database");
+    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
+        fs::create_dir_all(fixture("")).expect("fixture dir");
+        fs::copy(&generated, fixture("store-v3.db")).expect("write fixture");
+    }
+    let store = Store::open(&DatabaseConfig::file(generated))
+        .await
+        .expect("generated v3 database opens");
+    check_v1_rows(&store).await;
+    let rules = store.pair_rules().await.expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].rule.as_deref(), Some("Bash(ls:*)"));
+    // Recovery (run by `check_v1_rows`) expired the approval that was pending.
+    let pending = store
+        .approval(V3_PENDING.to_owned())
+        .await
+        .expect("read")
+        .expect("pending approval");
+    assert_eq!(pending.decision, Some(Decision::Expired));
+    assert_eq!(pending.decided_by, Some(DecidedBy::Restart));
+}
+
+#[tokio::test]
+async fn approvals_are_decided_once_listed_and_pruned_with_their_age() {
+    let store = memory().await;
+    let message = MessageId::new();
+    let record = |id: &str, tool: &str| ApprovalRecord {
+        id: id.to_owned(),
+        message_id: Some(message),
+        caller: team("web"),
+        target: team("api"),
+        tool: tool.to_owned(),
+        input: json!({"command": "rm -rf build"}),
+        suggestions: json!([{"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "rm:*"}], "behavior": "allow"}]),
+        created_at_ms: now_ms(),
+        decided_at_ms: None,
+        decision: None,
+        decided_by: None,
+        who: None,
+        reason: None,
+    };
+    store
+        .insert_approval(record("a1", "Bash"))
+        .await
+        .expect("insert");
+    store
+        .insert_approval(record("a2", "Edit"))
+        .await
+        .expect("insert");
+    let pending = store
+        .approvals(ApprovalQuery {
+            pending_only: true,
+            ..ApprovalQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].suggestions, record("a1", "Bash").suggestions);
+    let decision = ApprovalDecision {
+        decision: Decision::Deny,
+        decided_by: DecidedBy::Person,
+        who: Some("a person through the iris command".to_owned()),
+        reason: Some("not on main".to_owned()),
+    };
+    let decided = store
+        .decide_approval("a1".to_owned(), decision.clone())
+        .await
+        .expect("decide")
+        .expect("was pending");
+    assert_eq!(decided.decision, Some(Decision::Deny));
+    assert_eq!(decided.reason.as_deref(), Some("not on main"));
+    assert!(decided.decided_at_ms.is_some());
+    // The first decision wins.
+    assert_eq!(
+        store
+            .decide_approval("a1".to_owned(), decision)
+            .await
+            .expect("decide again"),
+        None
+    );
+    let of_message = store
+        .approvals(ApprovalQuery {
+            message: Some(message),
+            ..ApprovalQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(of_message.len(), 2);
+    // A restart expires what still waits.
+    let recovered = store.recover().await.expect("recover");
+    assert_eq!(recovered.expired_approvals, 1);
+    let a2 = store
+        .approval("a2".to_owned())
+        .await
+        .expect("read")
+        .expect("a2");
+    assert_eq!(a2.decision, Some(Decision::Expired));
+    // Pruned once older than the retention.
+    store
+        .with_connection(|connection| {
+            connection.execute("UPDATE approvals SET decided_at_ms = 1", [])
+        })
+        .await
+        .expect("backdate");
+    store.prune().await.expect("prune");
+    assert!(
+        store
+            .approval("a1".to_owned())
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn allow_always_rules_are_stored_and_forgotten() {
+    let store = memory().await;
+    let rule = PairRuleRecord {
+        id: "r1".to_owned(),
+        caller: team("web"),
+        target: team("api"),
+        tool: "Write".to_owned(),
+        rule: None,
+        input: Some(json!({"file_path": "/tmp/x", "content": "y"})),
+        approval_id: Some("a1".to_owned()),
+        created_at_ms: now_ms(),
+    };
+    store.insert_pair_rule(rule.clone()).await.expect("insert");
+    assert_eq!(store.pair_rules().await.expect("list"), vec![rule]);
+    assert!(
+        store
+            .forget_pair_rule("r1".to_owned())
+            .await
+            .expect("forget")
+    );
+    assert!(
+        !store
+            .forget_pair_rule("r1".to_owned())
+            .await
+            .expect("forget again")
+    );
+    assert!(store.pair_rules().await.expect("list").is_empty());
 }
 
 #[tokio::test]
@@ -1326,7 +1508,10 @@ async fn a_newer_schema_is_reported_and_the_file_left_unchanged() {
     }
     let text = error.to_string();
     assert!(
-        text.contains("schema 999, this Iris knows up to 2") && text.contains("upgrade Iris"),
+        text.contains(&format!(
+            "schema 999, this Iris knows up to {}",
+            MIGRATIONS.len()
+        )) && text.contains("upgrade Iris"),
         "{text}"
     );
     assert_eq!(fs::read(db.path()).expect("read back"), before);
