@@ -289,7 +289,15 @@ impl CommandPattern {
             Self::Prefix(prefix) => command
                 .strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(is_blank)),
-            Self::Wildcard(pattern) => wildcard(shell_trim(pattern), command),
+            Self::Wildcard(pattern) => {
+                let pattern = shell_trim(pattern);
+                // A trailing ` *` is "with any arguments, or none", as `:*` is: the CLI
+                // itself suggests `touch a *` for the command `touch a`.
+                wildcard(pattern, command)
+                    || pattern
+                        .strip_suffix(" *")
+                        .is_some_and(|bare| wildcard(bare.trim_end(), command))
+            }
         }
     }
 }
@@ -1517,5 +1525,57 @@ mod tests {
         assert!(verdict(&rules, "Task", json!({"subagent_type": "Explore"})).is_some());
         assert!(verdict(&rules, "Agent", json!({"subagent_type": "Explore"})).is_some());
         assert!(verdict(&rules, "Task", json!({"subagent_type": "Plan"})).is_none());
+    }
+}
+
+#[cfg(test)]
+mod pair_rule_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn suggested_rules_and_exact_inputs_allow_for_the_pair() {
+        let suggestions = json!([
+            {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch made-3"}], "behavior": "allow", "destination": "localSettings"},
+            {"type": "setMode", "mode": "acceptEdits", "destination": "session"}
+        ]);
+        let rules = suggested_rules(&suggestions);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].to_string(), "Bash(touch made-3)");
+        let mut pair = PairRules::default();
+        pair.add_rule(rules[0].clone(), "r1".to_owned());
+        pair.add_exact(
+            "Write".to_owned(),
+            json!({"file_path": "/a"}),
+            "r2".to_owned(),
+        );
+        let place = Place {
+            cwd: Path::new("/work/app"),
+            home: None,
+        };
+        let input = json!({"command": "touch made-3"});
+        // The CLI's newer suggestion form: a trailing ` *` also matches no arguments.
+        let spaced = Rule::parse("Bash(touch made-3 *)").unwrap();
+        let mut with_star = Rules::default();
+        with_star.allow.push(spaced);
+        for (command, allowed) in [
+            ("touch made-3", true),
+            ("touch made-3 more", true),
+            ("touch made-30", false),
+        ] {
+            let verdict = Rules::check(&[&with_star], "Bash", &json!({"command": command}), &place);
+            assert_eq!(
+                matches!(verdict, Some(Verdict::Allow(_))),
+                allowed,
+                "{command}"
+            );
+        }
+        match Rules::check(&[&pair.rules], "Bash", &input, &place) {
+            Some(Verdict::Allow(rule)) => assert_eq!(pair.source(&rule), Some("r1")),
+            other => panic!("expected allow, got {other:?}"),
+        }
+        assert_eq!(pair.exact("Write", &json!({"file_path": "/a"})), Some("r2"));
+        assert_eq!(pair.exact("Write", &json!({"file_path": "/b"})), None);
+        assert!(suggested_rules(&json!(null)).is_empty());
     }
 }

@@ -62,6 +62,7 @@ pub fn router(
         sessions,
         pool: pool.clone(),
         opening: Arc::new(tokio::sync::Mutex::new(())),
+        reserved: Arc::default(),
     };
     let gate = Gate {
         pool: pool.clone(),
@@ -105,6 +106,8 @@ struct SessionCap {
     sessions: Arc<LocalSessionManager>,
     pool: Pool,
     opening: Arc<tokio::sync::Mutex<()>>,
+    /// Requests that may open a session and are being served.
+    reserved: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How long a client refused by [`session_cap`] is told to wait before trying again.
@@ -131,10 +134,25 @@ async fn session_cap(
     if !opens_session {
         return next.run(request).await;
     }
-    let _one_at_a_time = cap.opening.lock().await;
-    let max = cap.pool.config().settings.max_http_sessions;
-    let open = cap.sessions.sessions.read().await.len();
-    if open >= max {
+    // The count and the reservation are one step (the lock), so concurrent opens cannot
+    // exceed the cap; the request itself runs without the lock. Held across the request, it
+    // would stall every new session behind a request that takes long: a Claude Code agent's
+    // tool call can arrive without a session id and last a whole call chain, and an agent
+    // started meanwhile (the chain's next hop) could not connect to Iris at all.
+    let reservation = {
+        let _one_at_a_time = cap.opening.lock().await;
+        let max = cap.pool.config().settings.max_http_sessions;
+        let open = cap.sessions.sessions.read().await.len()
+            + cap.reserved.load(std::sync::atomic::Ordering::SeqCst);
+        if open < max {
+            Some(Reservation::new(&cap.reserved))
+        } else {
+            None
+        }
+    };
+    let Some(_reservation) = reservation else {
+        let max = cap.pool.config().settings.max_http_sessions;
+        let open = cap.sessions.sessions.read().await.len();
         let message = format!(
             "Iris has {open} MCP sessions open, its limit (settings.maxHttpSessions = {max}); \
              close a session (DELETE /mcp with its Mcp-Session-Id) or retry after an idle one \
@@ -151,8 +169,25 @@ async fn session_cap(
             axum::Json(error),
         )
             .into_response();
-    }
+    };
     next.run(request).await
+}
+
+/// A place taken among the sessions being opened, given back when dropped (the request's
+/// response is ready, and its session, if it made one, is in the session map).
+struct Reservation(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Reservation {
+    fn new(reserved: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        reserved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(Arc::clone(reserved))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// JSON-RPC's own errors for a POST to an MCP endpoint whose body is not a JSON-RPC message,

@@ -171,19 +171,38 @@ impl RealWorld {
         let quote = |text: &str| serde_json::to_string(text).expect("a JSON string");
         let settings = &self.config.settings;
         let mut yaml = format!(
-            "settings:\n  claudePath: {}\n  spawnTimeout: {}ms\n  responseTimeout: {}ms\n  stopGracePeriod: 2s\ndatabase:\n  path: {}\nteams:\n",
+            "settings:\n  claudePath: {}\n  spawnTimeout: {}ms\n  responseTimeout: {}ms\n  stopGracePeriod: 2s\n  healthCheckInterval: {}ms\n  approvalTimeout: {}ms\n  forwardFallback: {}\ndatabase:\n  path: {}\nteams:\n",
             quote(settings.claude_path.as_deref().expect("claudePath")),
             settings.spawn_timeout.as_millis(),
             settings.response_timeout.as_millis(),
+            settings.health_check_interval.as_millis(),
+            settings.approval_timeout.as_millis(),
+            settings.forward_fallback.as_str(),
             quote(&self.config.database.path.display().to_string()),
         );
         for team in self.config.teams.values() {
             yaml.push_str(&format!(
-                "  {}:\n    path: {}\n    grantPermission: {}\n    env:\n",
+                "  {}:\n    path: {}\n    grantPermission: {}\n",
                 team.name,
                 quote(&team.path.display().to_string()),
                 team.grant_permission.as_str(),
             ));
+            if let Some(timeout) = team.approval_timeout {
+                yaml.push_str(&format!("    approvalTimeout: {}ms\n", timeout.as_millis()));
+            }
+            if !team.permissions.is_empty() {
+                yaml.push_str("    permissions:\n");
+                for (list, rules) in [
+                    ("allow", &team.permissions.allow),
+                    ("ask", &team.permissions.ask),
+                    ("deny", &team.permissions.deny),
+                ] {
+                    let rules: Vec<String> =
+                        rules.iter().map(|rule| quote(&rule.to_string())).collect();
+                    yaml.push_str(&format!("      {list}: [{}]\n", rules.join(", ")));
+                }
+            }
+            yaml.push_str("    env:\n");
             for (key, value) in &team.env {
                 yaml.push_str(&format!("      {key}: {}\n", quote(value)));
             }
