@@ -101,7 +101,8 @@ async fn a_message_gets_the_fake_models_answer_with_one_api_call() {
     assert!(world.live_processes().is_empty());
 }
 
-/// The transcript's permission decision for `tool` in `result`: (allowed, reason).
+/// The transcript's permission decision for `tool` in `result`: (allowed, who decided and
+/// the denial's reason).
 fn permission_of(result: &iris::agent::TurnResult, tool: &str) -> (bool, String) {
     result
         .transcript
@@ -111,8 +112,16 @@ fn permission_of(result: &iris::agent::TurnResult, tool: &str) -> (bool, String)
                 tool: name,
                 allowed,
                 reason,
+                who,
                 ..
-            } if name == tool => Some((*allowed, reason.clone().unwrap_or_default())),
+            } if name == tool => Some((
+                *allowed,
+                format!(
+                    "{} {}",
+                    who.as_deref().unwrap_or_default(),
+                    reason.as_deref().unwrap_or_default()
+                ),
+            )),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no permission decision for {tool}: {result:?}"))
