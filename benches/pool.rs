@@ -68,6 +68,10 @@ async fn run(sizes: &Sizes) {
         rule_decisions();
         return;
     }
+    if std::env::args().any(|arg| arg == "--approvals-only") {
+        approve_to_tool(dir.path(), 200).await;
+        return;
+    }
     if std::env::args().any(|arg| arg == "--saturation-only") {
         for _ in 0..3 {
             saturation(dir.path(), 64, 3, 20).await;
@@ -528,6 +532,133 @@ async fn saturation(root: &Path, callers: usize, max: usize, each: usize) {
     );
 }
 
+/// Time from a person's decision to the agent's tool having run (its result back in Iris),
+/// three ways: `Pool::decide_approval` in process, `POST /approvals/{id}/approve` over
+/// loopback HTTP, and the `iris approve` command (a process: what a person types). The fake
+/// agent asks `can_use_tool` for a `touch` and runs it once allowed.
+async fn approve_to_tool(root: &Path, rounds: usize) {
+    use iris::pool::{ApprovalEvent, PersonDecision, PoolEvent};
+    let mut config = config(root, 1, 2);
+    config.iris_home = root.join("approvals-home");
+    let team = config.teams.values_mut().next().expect("team");
+    team.grant_permission = GrantPermission::Ask;
+    let team_name = team.name.clone();
+    let pool = Pool::start(Arc::new(config.clone()), PoolOptions::default())
+        .await
+        .expect("pool");
+    let pair = pool.pair("bench", team_name.as_str()).expect("pair");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(iris::mcp::serve_http(
+        listener,
+        pool.clone(),
+        None,
+        shutdown.clone(),
+        iris::mcp::HttpAccess::default(),
+    ));
+    iris::approver::write_approver_file(
+        &config.iris_home,
+        &iris::approver::ApproverFile {
+            url: base.clone(),
+            token: pool.approver_token(),
+            pid: std::process::id(),
+        },
+    )
+    .expect("approver file");
+    let http = reqwest::Client::new();
+    let mut results: Vec<(&str, Vec<Duration>)> = Vec::new();
+    for way in ["in process", "HTTP", "iris approve"] {
+        let mut samples = Vec::with_capacity(rounds);
+        let count = if way == "iris approve" { rounds / 4 } else { rounds };
+        for round in 0..count + 5 {
+            let mut approvals = pool.subscribe_approvals();
+            let mut events = pool.subscribe();
+            let ticket = pool
+                .submit(
+                    &pair,
+                    r#"[[tool:Bash:{"command":"touch bench-approved"}]]"#.to_owned(),
+                    MessageMode::Ask,
+                )
+                .await
+                .expect("submit");
+            let id = loop {
+                if let Ok(ApprovalEvent::Pending { approval }) = approvals.recv().await {
+                    break approval.id;
+                }
+            };
+            let started = Instant::now();
+            match way {
+                "in process" => {
+                    pool.decide_approval(
+                        &id,
+                        PersonDecision {
+                            allow: true,
+                            ..PersonDecision::default()
+                        },
+                    )
+                    .await
+                    .expect("decide");
+                }
+                "HTTP" => {
+                    let response = http
+                        .post(format!("{base}/approvals/{id}/approve"))
+                        .header(iris::approver::APPROVER_HEADER, pool.approver_token())
+                        .send()
+                        .await
+                        .expect("approve over HTTP");
+                    assert!(response.status().is_success());
+                }
+                _ => {
+                    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_iris"))
+                        .args(["approve", &id])
+                        .env("IRIS_HOME", &config.iris_home)
+                        .env_remove("IRIS_CONFIG_PATH")
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                        .await
+                        .expect("iris approve");
+                    assert!(status.success());
+                }
+            }
+            loop {
+                if let Ok(PoolEvent::Agent {
+                    event:
+                        AgentEvent::Step {
+                            entry: iris::agent::TranscriptEntry::ToolResult { .. },
+                        },
+                    ..
+                }) = events.recv().await
+                {
+                    break;
+                }
+            }
+            let elapsed = started.elapsed();
+            ticket.outcome().await.expect("turn");
+            if round >= 5 {
+                samples.push(elapsed);
+            }
+        }
+        results.push((way, samples));
+    }
+    println!("| person's decision → tool ran (fake agent) | n | p50 | p99 |");
+    println!("|---|---|---|---|");
+    for (way, samples) in &results {
+        println!(
+            "| {way} | {} | {} | {} |",
+            samples.len(),
+            us(percentile(samples, 50.0)),
+            us(percentile(samples, 99.0))
+        );
+    }
+    println!();
+    shutdown.cancel();
+    let _ = server.await;
+    pool.shutdown().await;
+}
+
 /// What checking a permission request against rules adds to it: `PermissionPolicy::decide`
 /// with a realistic set (2 rules for every team, 10 of the team's own), on requests that an
 /// allow rule, a deny rule or no rule decides, and on a compound shell command.
@@ -563,7 +694,33 @@ fn rule_decisions() {
         team: "bench".to_owned(),
         rules: Arc::new(move || [defaults.clone(), team.clone()]),
         home: Some(std::path::PathBuf::from("/home/me")),
-        always: None,
+        // What people allowed for good for the pair: 4 rules and 2 exact inputs.
+        always: Some({
+            let mut pair = iris::permissions::PairRules::default();
+            for (index, rule) in parse(&[
+                "Bash(npm test *)",
+                "Bash(make lint)",
+                "Edit(guides/**)",
+                "WebFetch(domain:docs.rs)",
+            ])
+            .into_iter()
+            .enumerate()
+            {
+                pair.add_rule(rule, format!("r{index}"));
+            }
+            pair.add_exact(
+                "NotebookEdit".to_owned(),
+                serde_json::json!({"notebook_path": "/work/app/a.ipynb"}),
+                "e1".to_owned(),
+            );
+            pair.add_exact(
+                "Task".to_owned(),
+                serde_json::json!({"subagent_type": "Explore"}),
+                "e2".to_owned(),
+            );
+            let pair = Arc::new(pair);
+            Arc::new(move || pair.clone())
+        }),
     };
     let cwd = std::path::Path::new("/work/app");
     let requests = [
@@ -592,7 +749,9 @@ fn rule_decisions() {
             serde_json::json!({"command": "cargo test -q && git status --short"}),
         ),
     ];
-    println!("| permission decision with 12 rules (100,000 each) | p50 | p99 |");
+    println!(
+        "| permission decision with 12 rules + 6 allowed always for the pair (100,000 each) | p50 | p99 |"
+    );
     println!("|---|---|---|");
     for (label, allowed, tool, input) in &requests {
         assert_eq!(
