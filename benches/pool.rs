@@ -572,7 +572,11 @@ async fn approve_to_tool(root: &Path, rounds: usize) {
     let mut results: Vec<(&str, Vec<Duration>)> = Vec::new();
     for way in ["in process", "HTTP", "iris approve"] {
         let mut samples = Vec::with_capacity(rounds);
-        let count = if way == "iris approve" { rounds / 4 } else { rounds };
+        let count = if way == "iris approve" {
+            rounds / 4
+        } else {
+            rounds
+        };
         for round in 0..count + 5 {
             let mut approvals = pool.subscribe_approvals();
             let mut events = pool.subscribe();

@@ -393,25 +393,6 @@ async fn long_asks_become_tasks_for_clients_that_support_them() {
     pool.shutdown().await;
 }
 
-/// Collects the progress notifications a client gets.
-#[derive(Clone, Default)]
-struct ProgressClient {
-    notes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl rmcp::ClientHandler for ProgressClient {
-    async fn on_progress(
-        &self,
-        params: rmcp::model::ProgressNotificationParam,
-        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
-    ) {
-        self.notes
-            .lock()
-            .unwrap()
-            .push(params.message.unwrap_or_default());
-    }
-}
-
 /// While an answer is awaited, a caller that gave a progress token gets the answer so far,
 /// from its own turn only (another pair's text never reaches it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +412,7 @@ async fn a_waiting_caller_gets_the_answer_so_far_as_progress() {
         shutdown.clone(),
         iris::mcp::HttpAccess::default(),
     ));
-    let handler = ProgressClient::default();
+    let handler = common::ProgressNotes::default();
     let client = handler
         .clone()
         .serve(StreamableHttpClientTransport::from_uri(url.clone()))

@@ -23,6 +23,8 @@ settings:
   # httpToken: ${IRIS_HTTP_TOKEN}  # bearer token for HTTP clients (needed to serve off loopback)
   # maxHttpSessions: 100       # MCP sessions open at once over HTTP
   # hotReloadConfig: true      # apply valid edits of this file while Iris runs
+  # approvalTimeout: 10m       # a tool-permission request nobody answers is denied after this
+  # forwardFallback: ask       # forward when no caller can be asked: ask (iris approve) | deny
 
 # database:
 #   retentionDays: 30          # finished messages are kept this long
@@ -32,7 +34,9 @@ teams:
   # backend:
   #   path: ~/code/backend
   #   description: The API server
-  #   grantPermission: yes     # yes | no | ask | forward
+  #   grantPermission: ask     # yes | no | ask (iris approve) | forward (the caller decides)
+  #   permissions:             # Claude Code rules, checked first: deny, then allow, then ask
+  #     allow: [Read, Grep, 'Edit(src/**)', 'Bash(cargo test:*)']
   #   token: ${BACKEND_TOKEN}  # bearer token that identifies this team over HTTP
 ";
 

@@ -174,6 +174,8 @@ fn default_settings_match_the_documented_values() {
     assert_eq!(settings.max_http_sessions, 100);
     assert_eq!(settings.http_session_idle_timeout, Duration::from_secs(300));
     assert_eq!(settings.removed_team_grace_period, Duration::from_secs(30));
+    assert_eq!(settings.approval_timeout, Duration::from_secs(600));
+    assert_eq!(settings.forward_fallback, ForwardFallback::Ask);
     let config = Config::defaults(PathBuf::from("/srv/iris"));
     assert_eq!(config.database.path, Path::new("/srv/iris/data/iris.db"));
     assert!(!config.database.in_memory);
@@ -1396,4 +1398,33 @@ teams:
         .expect_err("invalid")
         .to_string();
     assert!(text.contains("config.yaml:6:"), "{text}");
+}
+
+#[test]
+fn approval_settings_are_read_per_team_and_checked() {
+    let fixture = Fixture::new();
+    let backend = fixture.dir("projects/backend");
+    let config = fixture.load(&format!(
+        "settings:\n  approvalTimeout: 2m\n  forwardFallback: deny\nteams:\n  backend:\n    path: {}\n    grantPermission: forward\n    approvalTimeout: 30s\n",
+        backend.display()
+    ));
+    assert_eq!(config.settings.approval_timeout, Duration::from_secs(120));
+    assert_eq!(config.settings.forward_fallback, ForwardFallback::Deny);
+    let team = team(&config, "backend");
+    assert_eq!(team.approval_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(team.grant_permission, GrantPermission::Forward);
+    let problem = fixture.problem("settings:\n  forwardFallback: maybe\n");
+    assert_eq!(
+        problem,
+        "settings.forwardFallback: expected ask or deny, got \"maybe\""
+    );
+    let problem = fixture.problem("settings:\n  approvalTimeout: soon\n");
+    assert_contains_text(&problem, "settings.approvalTimeout");
+}
+
+fn assert_contains_text(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in {haystack:?}"
+    );
 }

@@ -838,3 +838,29 @@ pub async fn stdio_client(
         .unwrap();
     ().serve(transport).await.unwrap()
 }
+
+/// An MCP client handler that keeps the progress notifications it gets (their messages).
+#[derive(Clone, Default)]
+pub struct ProgressNotes {
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProgressNotes {
+    /// Every note so far, in order.
+    pub fn all(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
+    }
+}
+
+impl rmcp::ClientHandler for ProgressNotes {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.notes
+            .lock()
+            .unwrap()
+            .push(params.message.unwrap_or_default());
+    }
+}

@@ -1,0 +1,283 @@
+//! Approvals through the front door, on the fake agent (fast; the real CLI's side is in
+//! `tests/e2e_approvals.rs`): the approver API needs the approver token and no MCP tool can
+//! approve; `iris approvals --watch` follows requests and decisions; a waiting caller is told
+//! what waits; `iris serve --stdio` takes decisions on its own listener too.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{
+    ChildGuard, ProgressNotes, assert_contains, call, iris_command, typed, wait_for,
+    wait_for_blocking,
+};
+use iris::api::{CallerStatus, MessageOutcome, MessageView};
+use iris::approver::{APPROVER_HEADER, read_approver_file};
+use iris::store::{ApprovalRecord, DecidedBy, Decision};
+use rmcp::ServiceExt;
+use rmcp::model::{NumberOrString, ProgressToken, RequestParamsMeta as _};
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+
+/// Team `backend` on the fake agent, every `Bash` use left to a person by an `ask` rule.
+fn write_config(dir: &Path, marker: &str) -> PathBuf {
+    let yaml = common::fake_config_yaml(dir, marker, &["backend"], "", &|_| {
+        "    permissions:\n      ask: [Bash]\n".to_owned()
+    });
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+fn touch(file: &str) -> String {
+    format!(r#"[[tool:Bash:{{"command":"touch {file}"}}]]"#)
+}
+
+async fn pending(base: &str, token: &str) -> Vec<ApprovalRecord> {
+    let page: Value = reqwest::Client::new()
+        .get(format!("{base}/approvals"))
+        .header(APPROVER_HEADER, token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(page["approvals"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_person_with_the_approver_token_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let server = common::Server::start(Some(&config), &home);
+    let base = server.base();
+    let file = read_approver_file(&home).unwrap().expect("approver file");
+    assert_eq!(file.url, base);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(iris::approver::approver_file(&home))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let client = ().serve(StreamableHttpClientTransport::from_uri(server.url())).await.unwrap();
+    // No MCP tool approves, denies or lists approvals.
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(
+        tools.iter().all(|tool| !tool.name.contains("approv")),
+        "{:?}",
+        tools
+            .iter()
+            .map(|tool| tool.name.clone())
+            .collect::<Vec<_>>()
+    );
+    // A request waits.
+    let queued: MessageOutcome = typed(
+        &client
+            .call_tool(call(
+                "quick_message",
+                json!({"fromTeam": "lead", "toTeam": "backend", "message": touch("never-made")}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let mut waiting = Vec::new();
+    wait_for_async_pending(&base, &file.token, &mut waiting).await;
+    let request = waiting.pop().unwrap();
+    assert_eq!(request.message_id, Some(queued.message_id));
+    // Without the token, or with another, nothing is listed or decided.
+    let http = reqwest::Client::new();
+    for token in [None, Some("not-the-token")] {
+        for (method, path) in [
+            (reqwest::Method::GET, "/approvals".to_owned()),
+            (reqwest::Method::GET, "/approvals/rules".to_owned()),
+            (
+                reqwest::Method::POST,
+                format!("/approvals/{}/approve", request.id),
+            ),
+        ] {
+            let mut call = http.request(method.clone(), format!("{base}{path}"));
+            if let Some(token) = token {
+                call = call.header(APPROVER_HEADER, token);
+            }
+            let response = call.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_contains(body["error"].as_str().unwrap(), "approver.json");
+        }
+    }
+    // An MCP bearer token is not an approver token either.
+    let response = http
+        .post(format!("{base}/approvals/{}/approve", request.id))
+        .bearer_auth(&file.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(pending(&base, &file.token).await.len(), 1, "still pending");
+
+    // `iris approvals --watch` shows it, then the decision.
+    let mut watch = ChildGuard(
+        iris_command(Some(&config), &home)
+            .args(["approvals", "--watch", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "pending");
+    assert_eq!(first["approval"]["id"], json!(request.id));
+    let denied = iris_command(Some(&config), &home)
+        .args(["deny", &request.id[..6], "--reason", "not today"])
+        .output()
+        .unwrap();
+    assert!(denied.status.success(), "{denied:?}");
+    let next: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(next["event"], "decided");
+    let decided: ApprovalRecord = serde_json::from_value(next["approval"].clone()).unwrap();
+    assert_eq!(decided.decision, Some(Decision::Deny));
+    assert_eq!(decided.decided_by, Some(DecidedBy::Person));
+    assert_contains(decided.reason.as_deref().unwrap(), "not today");
+    watch.terminate();
+
+    let view: MessageView = typed(
+        &client
+            .call_tool(call(
+                "message_status",
+                json!({"fromTeam": "lead", "messageId": queued.message_id.to_string(), "timeout": 30_000}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(view.status, CallerStatus::Completed, "{view:?}");
+    assert!(!dir.path().join("backend/never-made").exists());
+    client.cancel().await.unwrap();
+}
+
+async fn wait_for_async_pending(base: &str, token: &str, into: &mut Vec<ApprovalRecord>) {
+    common::wait_for_async("a pending approval", async || {
+        *into = pending(base, token).await;
+        into.len() == 1
+    })
+    .await;
+}
+
+/// The caller waiting in `send_message` is told, by progress notification, what waits for a
+/// person and when it is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_caller_is_told_what_waits_for_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let server = common::Server::start(Some(&config), &home);
+    let token = read_approver_file(&home).unwrap().unwrap().token;
+    let notes = ProgressNotes::default();
+    let client = notes
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(server.url()))
+        .await
+        .unwrap();
+    let mut params = call(
+        "send_message",
+        json!({"fromTeam": "lead", "toTeam": "backend", "timeout": 60_000, "message": touch("made-when-allowed")}),
+    );
+    params.set_progress_token(ProgressToken(NumberOrString::Number(1)));
+    let peer = client.peer().clone();
+    let asked = tokio::spawn(async move { peer.call_tool(params).await });
+    wait_for("a note that the call waits for approval", || {
+        notes
+            .all()
+            .iter()
+            .any(|note| note.starts_with("waiting for approval: Bash touch made-when-allowed"))
+    })
+    .await;
+    let request = pending(&server.base(), &token).await.pop().unwrap();
+    let note = notes
+        .all()
+        .into_iter()
+        .find(|note| note.starts_with("waiting for approval"))
+        .unwrap();
+    assert_contains(&note, &request.id[..8]);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/approvals/{}/approve",
+            server.base(),
+            request.id
+        ))
+        .header(APPROVER_HEADER, &token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let outcome: MessageOutcome = typed(&asked.await.unwrap().unwrap());
+    assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
+    assert!(dir.path().join("backend/made-when-allowed").exists());
+    assert!(
+        notes
+            .all()
+            .iter()
+            .any(|note| note == &format!("approval {} allowed", &request.id[..8])),
+        "{:?}",
+        notes.all()
+    );
+    client.cancel().await.unwrap();
+}
+
+/// `iris serve --stdio` (as a Claude Code session starts it) takes a person's decisions on
+/// the loopback listener its agents call back on.
+#[test]
+fn the_stdio_server_takes_decisions_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let mut stdio = ChildGuard(
+        iris_command(Some(&config), &home)
+            .args(["serve", "--stdio"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_blocking("the stdio server's approver file", || {
+        read_approver_file(&home).ok().flatten().is_some()
+    });
+    let listed = iris_command(Some(&config), &home)
+        .args(["approvals"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert_contains(
+        &String::from_utf8_lossy(&listed.stdout),
+        "no tool-permission request waits for a person",
+    );
+    // Its listener refuses everything else but agents' own URLs.
+    let url = read_approver_file(&home).unwrap().unwrap().url;
+    let status = common::block_on(async {
+        reqwest::get(format!("{url}/status"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 404);
+    drop(stdio.0.stdin.take());
+    stdio.terminate();
+    wait_for_blocking("the approver file removed at exit", || {
+        read_approver_file(&home).ok().flatten().is_none()
+    });
+}
