@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use crate::api::{Deleted, Done, MessageOutcome, MessageView, Rebooted, ReportPage, WakeAll};
-use crate::pool::{ForkCommand, Pool, PoolError, PoolEvent, PoolStatus, TurnOutcome, Viewer};
+use crate::pool::{
+    ForkCommand, PersonDecision, Pool, PoolError, PoolEvent, PoolStatus, TurnOutcome, Viewer,
+};
 use crate::store::{MessageId, MessageMode, MessageState, Page};
 
 /// Longest request line accepted on stdin.
@@ -119,6 +121,24 @@ enum Request {
         from: String,
         to: String,
     },
+    Approvals {
+        #[serde(default)]
+        id: Value,
+    },
+    Approve {
+        #[serde(default)]
+        id: Value,
+        approval: String,
+        #[serde(default)]
+        always: bool,
+    },
+    Deny {
+        #[serde(default)]
+        id: Value,
+        approval: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// One answer line: the request's `id`, `ok`, and the op's fields (`body`).
@@ -188,6 +208,20 @@ pub struct Message {
 pub struct CancelState {
     /// `cancelled`, or the final state it had already reached.
     pub state: MessageState,
+}
+
+/// `approvals`: the tool-permission requests that wait for a person, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approvals {
+    /// The requests.
+    pub approvals: Vec<crate::store::ApprovalRecord>,
+}
+
+/// `approve` / `deny`: the request, decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decided {
+    /// The request.
+    pub approval: crate::store::ApprovalRecord,
 }
 
 /// `fork`: the command line, and its parts.
@@ -358,6 +392,17 @@ fn refused(id: Value, error: &dyn std::fmt::Display) -> String {
     })
 }
 
+/// The answer line of a person's decision.
+fn decided(
+    id: Value,
+    result: Result<crate::store::ApprovalRecord, crate::pool::ApprovalError>,
+) -> String {
+    match result {
+        Ok(approval) => answer(id, Decided { approval }),
+        Err(error) => refused(id, &error),
+    }
+}
+
 /// The answer line of `result`: its body, or the error.
 fn reply<T: Serialize>(id: Value, result: Result<T, PoolError>) -> String {
     match result {
@@ -368,6 +413,46 @@ fn reply<T: Serialize>(id: Value, result: Result<T, PoolError>) -> String {
 
 async fn handle(pool: &Pool, request: Request) -> String {
     match request {
+        Request::Approvals { id } => answer(
+            id,
+            Approvals {
+                approvals: pool.pending_approvals(),
+            },
+        ),
+        Request::Approve {
+            id,
+            approval,
+            always,
+        } => decided(
+            id,
+            pool.decide_approval(
+                &approval,
+                PersonDecision {
+                    allow: true,
+                    always,
+                    reason: None,
+                    via: Some("iris console".to_owned()),
+                },
+            )
+            .await,
+        ),
+        Request::Deny {
+            id,
+            approval,
+            reason,
+        } => decided(
+            id,
+            pool.decide_approval(
+                &approval,
+                PersonDecision {
+                    allow: false,
+                    always: false,
+                    reason,
+                    via: Some("iris console".to_owned()),
+                },
+            )
+            .await,
+        ),
         Request::Send {
             id,
             from,

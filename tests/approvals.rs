@@ -281,3 +281,86 @@ fn the_stdio_server_takes_decisions_too() {
         read_approver_file(&home).ok().flatten().is_none()
     });
 }
+
+/// `iris console` takes a person's decisions too (`approvals`, `approve`, `deny` ops): it
+/// has no HTTP listener, and its requests run side by side, so a `send` waiting for a
+/// person does not hold up the `approve` that frees it.
+#[test]
+fn the_console_lists_and_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let mut console = common::Console::start(Some(&config), &dir.path().join("home"), false);
+    console.write_line(
+        &json!({"id": "asked", "op": "send", "from": "lead", "to": "backend", "message": touch("made-by-console")})
+            .to_string(),
+    );
+    let mut waiting: Vec<ApprovalRecord> = Vec::new();
+    wait_for_blocking("a request listed by the console", || {
+        let listed: iris::console::Approvals = console.ok(json!({"op": "approvals"}));
+        waiting = listed.approvals;
+        waiting.len() == 1
+    });
+    let refused = console.refused(json!({"op": "approve", "approval": "nope"}));
+    assert_contains(&refused, "no pending approval 'nope'");
+    console
+        .write_line(&json!({"id": "yes", "op": "approve", "approval": waiting[0].id}).to_string());
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 2 {
+        let answer = console.next_answer();
+        answers.insert(answer["id"].as_str().unwrap().to_owned(), answer);
+    }
+    let approved: iris::console::Answer<iris::console::Decided> =
+        serde_json::from_value(answers["yes"].clone()).unwrap();
+    assert_eq!(approved.body.approval.decision, Some(Decision::Allow));
+    assert_contains(
+        approved.body.approval.who.as_deref().unwrap(),
+        "a person through iris console",
+    );
+    let sent: iris::console::Answer<iris::console::Sent> =
+        serde_json::from_value(answers["asked"].clone()).unwrap();
+    assert!(sent.ok);
+    assert!(dir.path().join("backend/made-by-console").exists());
+    console.stop();
+}
+
+/// `grantPermission: forward` with nobody to ask and `forwardFallback: deny`: denied at once,
+/// saying why, and recorded as the fallback's decision.
+#[test]
+fn forward_with_nobody_to_ask_falls_back_to_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let yaml = common::fake_config_yaml(
+        dir.path(),
+        &marker,
+        &["backend"],
+        "  forwardFallback: deny\n",
+        &|_| "    permissions:\n      ask: [Bash]\n".to_owned(),
+    )
+    .replace("grantPermission: yes", "grantPermission: forward");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut console = common::Console::start(Some(&config), &dir.path().join("home"), false);
+    let outcome = console.send("backend", &touch("never-made"));
+    assert!(!dir.path().join("backend/never-made").exists());
+    let decision = outcome
+        .result
+        .transcript
+        .iter()
+        .find_map(|entry| match entry {
+            iris::agent::TranscriptEntry::Permission {
+                allowed,
+                reason,
+                by,
+                ..
+            } => Some((*allowed, reason.clone().unwrap_or_default(), *by)),
+            _ => None,
+        })
+        .expect("a permission decision");
+    assert!(!decision.0);
+    assert_contains(&decision.1, "settings.forwardFallback is deny");
+    assert_eq!(decision.2, Some(DecidedBy::Fallback));
+    let listed: iris::console::Approvals = console.ok(json!({"op": "approvals"}));
+    assert!(listed.approvals.is_empty());
+    console.stop();
+}
