@@ -529,9 +529,14 @@ impl Approver {
 
     fn request(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}{path}", self.base);
-        let request = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .request(method, &url)
             .header(crate::approver::APPROVER_HEADER, &self.token);
+        // A server that requires bearer tokens (serving off loopback) lets no request in
+        // without one; the approver token is checked on top.
+        if let Some(token) = env_token() {
+            request = request.bearer_auth(token);
+        }
         (url, request)
     }
 

@@ -501,31 +501,39 @@ fn ended(tool: &str, why: &str) -> Decided {
     }
 }
 
-/// Expires a pending request whose turn ended (its future was dropped) before a decision.
+/// Expires a pending request whose turn ended (its future was dropped) before a decision:
+/// in memory and in the store, or only in the store if it was dropped while being written.
 struct ExpireOnDrop {
     inner: Weak<Inner>,
     id: String,
+    /// Set once a decision arrived: nothing to expire.
+    decided: bool,
 }
 
 impl Drop for ExpireOnDrop {
     fn drop(&mut self) {
+        if self.decided {
+            return;
+        }
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        if !inner.approvals.lock().pending.contains_key(&self.id) {
-            return;
-        }
         let id = std::mem::take(&mut self.id);
-        let tool_inner = inner.clone();
+        let decision = ApprovalDecision {
+            decision: Decision::Expired,
+            decided_by: DecidedBy::Ended,
+            who: None,
+            reason: Some("the turn ended before anyone decided".to_owned()),
+        };
+        let in_memory = inner.approvals.lock().pending.contains_key(&id);
+        let owner = inner.clone();
         inner.tasks.spawn(async move {
-            let decision = ApprovalDecision {
-                decision: Decision::Expired,
-                decided_by: DecidedBy::Ended,
-                who: None,
-                reason: Some("the turn ended before anyone decided".to_owned()),
-            };
-            let decided = ended("the tool", "the turn ended before anyone decided");
-            tool_inner.approvals.close(&id, decision, decided).await;
+            if in_memory {
+                let decided = ended("the tool", "the turn ended before anyone decided");
+                owner.approvals.close(&id, decision, decided).await;
+            } else if let Err(error) = owner.approvals.store.decide_approval(id, decision).await {
+                tracing::error!(%error, "cannot record that a tool-permission request expired");
+            }
         });
     }
 }
@@ -579,6 +587,13 @@ async fn ask(
         .and_then(|team| team.approval_timeout)
         .unwrap_or(config.settings.approval_timeout);
     let id = record.id.clone();
+    // Armed before the record is written: a turn that ends meanwhile leaves no request
+    // pending in the store.
+    let mut guard = ExpireOnDrop {
+        inner: Arc::downgrade(inner),
+        id: id.clone(),
+        decided: false,
+    };
     if let Err(error) = approvals.store.insert_approval(record.clone()).await {
         // Still asked: the decision is what matters; its record is behind.
         tracing::error!(approval = %id, %error, "cannot record a pending tool-permission request");
@@ -596,10 +611,6 @@ async fn ask(
             progress: progress.clone(),
         },
     );
-    let _guard = ExpireOnDrop {
-        inner: Arc::downgrade(inner),
-        id: id.clone(),
-    };
     tracing::info!(approval = %id, pair = %format!("{}->{}", record.caller, record.target), tool, why = %escalation.why, asked, "tool permission waits for a person");
     let _ = approvals.events.send(ApprovalEvent::Pending {
         approval: record.clone(),
@@ -635,6 +646,7 @@ async fn ask(
     }
     let mut decision = decision;
     if let Ok(answer) = tokio::time::timeout(timeout, &mut decision).await {
+        guard.decided = true;
         return answer.unwrap_or_else(|_| ended(&tool, "the request was dropped"));
     }
     let reason = format!(
@@ -655,6 +667,7 @@ async fn ask(
         approval: Some(record.id.clone()),
     };
     approvals.close(&record.id, timed_out, decided).await;
+    guard.decided = true;
     // Ours, or a decision that came at the same moment: whichever closed it sent its answer.
     decision
         .await
