@@ -392,6 +392,7 @@ async fn store_costs(root: &Path, messages: usize) {
                 session_id: Some(session),
                 mode: MessageMode::Ask,
                 text: format!("Which endpoint returns the user's plan? ({index})"),
+                parent: None,
             })
             .await
             .expect("insert");
@@ -442,6 +443,7 @@ async fn store_costs(root: &Path, messages: usize) {
                 session_id: Some(session),
                 mode: MessageMode::Quick,
                 text: format!("note {index}"),
+                parent: None,
             })
             .await
             .expect("insert");

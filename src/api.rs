@@ -118,6 +118,38 @@ pub struct MessageView {
     /// Tool-permission requests of its turn that wait for a person now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_approvals: Vec<PendingApproval>,
+    /// The message whose turn sent it (an agent calling through its agent URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<MessageId>,
+    /// The call chain it ends, root first (`message_status` fills it for a message with a
+    /// parent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainLink>,
+}
+
+/// One message of a call chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainLink {
+    /// The message.
+    pub message_id: MessageId,
+    /// Who sent it.
+    pub from_team: TeamName,
+    /// Who answers it.
+    pub to_team: TeamName,
+    /// Its state.
+    pub state: MessageState,
+}
+
+impl From<&MessageRecord> for ChainLink {
+    fn from(record: &MessageRecord) -> Self {
+        Self {
+            message_id: record.id,
+            from_team: record.caller.clone(),
+            to_team: record.target.clone(),
+            state: record.state,
+        }
+    }
 }
 
 /// A tool-permission request that waits for a person, as callers see it.
@@ -171,6 +203,8 @@ impl From<&MessageRecord> for MessageView {
             finished_at_ms: record.finished_at_ms,
             transcript: record.transcript.clone(),
             pending_approvals: Vec::new(),
+            parent_id: record.parent_id,
+            chain: Vec::new(),
         }
     }
 }
@@ -376,6 +410,9 @@ pub struct TeamStatus {
     /// Tool-permission requests of the caller's agent on it that wait for a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_approvals: Vec<PendingApproval>,
+    /// The team's use against its `budget`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::pool::BudgetUse>,
 }
 
 impl TeamStatus {
@@ -396,6 +433,7 @@ impl TeamStatus {
             total_cost_usd: pair.map_or(0.0, |pair| pair.total_cost_usd),
             description,
             pending_approvals: Vec::new(),
+            budget: None,
         }
     }
 }

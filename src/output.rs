@@ -140,6 +140,24 @@ fn rule_counts(rules: &crate::permissions::Rules) -> Option<String> {
 #[must_use]
 pub fn status_table(status: &PoolStatus) -> String {
     let mut out = format!("processes: {}/{}\n", status.live, status.max_processes);
+    for budget in &status.budgets {
+        let mut parts = Vec::new();
+        if let Some(limit) = budget.usd_per_day {
+            parts.push(format!("${:.4} of ${limit} in 24 h", budget.usd_last_24h));
+        }
+        if let Some(limit) = budget.turns_per_hour {
+            parts.push(format!(
+                "{} of {limit} turns in 1 h",
+                budget.turns_last_hour
+            ));
+        }
+        let over = if budget.over().is_some() {
+            " — OVER: new messages refused"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "budget {}: {}{over}", budget.team, parts.join(", "));
+    }
     if status.pairs.is_empty() {
         out.push_str("no conversations yet\n");
         return out;
@@ -197,6 +215,9 @@ pub fn report(page: &ReportPage) -> String {
             message.message_id,
             message.message,
         );
+        if let Some(parent) = message.parent_id {
+            let _ = writeln!(out, "  sent during the turn of message {parent}");
+        }
         for entry in &message.transcript {
             if let crate::agent::TranscriptEntry::Permission {
                 tool,
@@ -401,6 +422,8 @@ mod tests {
             finished_at_ms: None,
             transcript: Vec::new(),
             pending_approvals: Vec::new(),
+            parent_id: None,
+            chain: Vec::new(),
         };
         let page = ReportPage {
             from_team: name("web"),

@@ -216,7 +216,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigChanges {
 
 /// The keys of a team that differ, in the order of the config reference.
 fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
-    let checks: [(&'static str, bool); 17] = [
+    let checks: [(&'static str, bool); 18] = [
         ("path", old.path == new.path),
         ("description", old.description == new.description),
         ("claudePath", old.claude_path == new.claude_path),
@@ -246,6 +246,7 @@ fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
             "approvalTimeout",
             old.approval_timeout == new.approval_timeout,
         ),
+        ("budget", old.budget == new.budget),
     ];
     checks
         .into_iter()
@@ -350,6 +351,12 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         "settings.approvalTimeout",
         old.approval_timeout,
         new.approval_timeout,
+    );
+    push(
+        list,
+        "settings.maxCallDepth",
+        &old.max_call_depth,
+        &new.max_call_depth,
     );
     push(
         list,

@@ -26,7 +26,7 @@ use std::time::Duration;
 use self::interpolate::interpolate;
 use self::tree::{Entry, Kind, Node};
 use super::{
-    Config, DatabaseConfig, ForwardFallback, GrantPermission, Secret, Settings, TeamConfig,
+    Budget, Config, DatabaseConfig, ForwardFallback, GrantPermission, Secret, Settings, TeamConfig,
     TeamName,
 };
 use crate::permissions::{Rule, Rules};
@@ -342,6 +342,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "permissions",
     "approvalTimeout",
     "forwardFallback",
+    "maxCallDepth",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -389,6 +390,8 @@ const DASHBOARD_IGNORED: &[(&str, &str)] = &[
     ("keyPath", NO_DASHBOARD_SETTINGS),
 ];
 
+const BUDGET_KEYS: &[&str] = &["usdPerDay", "turnsPerHour"];
+
 const TEAM_KEYS: &[&str] = &[
     "path",
     "description",
@@ -407,6 +410,7 @@ const TEAM_KEYS: &[&str] = &[
     "token",
     "permissions",
     "approvalTimeout",
+    "budget",
 ];
 
 const NO_REMOTE_YET: &str = "remote teams are not run by this build yet";
@@ -578,6 +582,7 @@ impl Loader<'_> {
                 "forwardFallback" => {
                     set(&mut settings.forward_fallback, self.fallback(value, &key));
                 }
+                "maxCallDepth" => set(&mut settings.max_call_depth, self.count(value, &key, 1)),
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }
@@ -712,6 +717,7 @@ impl Loader<'_> {
                 "token" => team.token = self.token(value, &field_key),
                 "permissions" => team.permissions = self.permissions(value, &field_key),
                 "approvalTimeout" => team.approval_timeout = self.duration(value, &field_key),
+                "budget" => team.budget = self.budget(value, &field_key),
                 _ => self.other_key(&field_key, field, TEAM_KEYS, TEAM_IGNORED),
             }
         }
@@ -751,6 +757,7 @@ impl Loader<'_> {
             token: team.token,
             permissions: Arc::new(team.permissions),
             approval_timeout: team.approval_timeout,
+            budget: team.budget,
         })
     }
 
@@ -1050,6 +1057,49 @@ impl Loader<'_> {
 
     // --------------------------------------------------------------------------------------
     // Team values.
+
+    fn budget(&mut self, node: &Node, key: &str) -> Budget {
+        let mut budget = Budget::default();
+        let expected = "a mapping with usdPerDay and/or turnsPerHour";
+        for entry in self.mapping(node, key, expected) {
+            let field = child(key, &entry.key);
+            match entry.key.as_str() {
+                "usdPerDay" => budget.usd_per_day = self.dollars(&entry.value, &field),
+                "turnsPerHour" => {
+                    budget.turns_per_hour = self
+                        .count(&entry.value, &field, 1)
+                        .and_then(|turns| u64::try_from(turns).ok());
+                }
+                _ => self.other_key(&field, entry, BUDGET_KEYS, &[]),
+            }
+        }
+        budget
+    }
+
+    fn dollars(&mut self, node: &Node, key: &str) -> Option<f64> {
+        let expected = "a positive number of US dollars, such as 5 or 0.5";
+        let scalar = self.scalar(node, key, expected)?;
+        let text = scalar.text.trim();
+        #[allow(clippy::cast_precision_loss, reason = "dollar amounts are small")]
+        let value = match scalar.kind {
+            ScalarKind::Int(value) => Some(value as f64),
+            ScalarKind::Float | ScalarKind::Text => {
+                text.parse::<f64>().ok().filter(|value| value.is_finite())
+            }
+            ScalarKind::Bool(_) => None,
+        };
+        match value {
+            Some(value) if value > 0.0 => Some(value),
+            _ => {
+                self.problem(
+                    key,
+                    node.position,
+                    format!("expected {expected}, got {}", scalar.shown),
+                );
+                None
+            }
+        }
+    }
 
     fn fallback(&mut self, node: &Node, key: &str) -> Option<ForwardFallback> {
         let scalar = self.scalar(node, key, "ask or deny")?;
@@ -1403,6 +1453,7 @@ struct TeamDraft {
     idle_timeout: Option<Duration>,
     spawn_timeout: Option<Duration>,
     approval_timeout: Option<Duration>,
+    budget: Budget,
     model: Option<String>,
     allowed_tools: Vec<String>,
     disallowed_tools: Vec<String>,

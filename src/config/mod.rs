@@ -197,6 +197,18 @@ pub struct Settings {
     /// `forwardFallback`: what a `grantPermission: forward` request does when nobody in the
     /// call chain can be asked (no connection that declared elicitation). Default `ask`.
     pub forward_fallback: ForwardFallback,
+    /// `maxCallDepth`: how many messages a call chain may hold (a person's message is 1, the
+    /// one its agent sends is 2, ...); a deeper one is refused. Default 4.
+    pub max_call_depth: usize,
+}
+
+/// `teams.<name>.budget`: spending limits; over one, new messages to the team are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Budget {
+    /// `usdPerDay`: cost of the team's turns in the last 24 hours.
+    pub usd_per_day: Option<f64>,
+    /// `turnsPerHour`: the team's turns in the last hour.
+    pub turns_per_hour: Option<u64>,
 }
 
 /// `settings.forwardFallback`.
@@ -243,6 +255,7 @@ impl Default for Settings {
             permissions: Arc::default(),
             approval_timeout: Duration::from_secs(600),
             forward_fallback: ForwardFallback::Ask,
+            max_call_depth: 4,
         }
     }
 }
@@ -366,6 +379,8 @@ pub struct TeamConfig {
     pub permissions: Arc<Rules>,
     /// `approvalTimeout` override.
     pub approval_timeout: Option<Duration>,
+    /// `budget`: spending limits (none by default).
+    pub budget: Budget,
 }
 
 impl TeamConfig {
@@ -392,6 +407,7 @@ impl TeamConfig {
             token: None,
             permissions: Arc::default(),
             approval_timeout: None,
+            budget: Budget::default(),
         }
     }
 }

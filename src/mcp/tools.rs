@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
 use crate::agent::TurnProgress;
 use crate::api::{
-    CallerStatus, Cancel, CancelStatus, Date, Deleted, Done, Failure, Fork, Logs, MessageOutcome,
-    MessageView, PendingApproval, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList,
-    TeamStatus, TeamStatusPage, Wake, WakeAll, iso8601,
+    CallerStatus, Cancel, CancelStatus, ChainLink, Date, Deleted, Done, Failure, Fork, Logs,
+    MessageOutcome, MessageView, PendingApproval, Rebooted, ReportPage, Sleep, SleepStatus,
+    TeamInfo, TeamList, TeamStatus, TeamStatusPage, Wake, WakeAll, iso8601,
 };
 use crate::logs::LogBuffer;
 use crate::pool::{Pair, Pool, PoolError, Viewer};
@@ -242,21 +242,30 @@ impl IrisMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let id = message_id(&args.message_id)?;
         let wait = wait_for(args.timeout, Duration::ZERO);
-        Ok(reply(
-            self.pool
-                .wait_message(id, wait, &self.viewer(&context))
-                .await
-                .map(|record| {
-                    let mut view = MessageView::from(&record);
-                    view.pending_approvals = self
-                        .pool
-                        .pending_approvals_of(record.id)
-                        .iter()
-                        .map(PendingApproval::from)
-                        .collect();
-                    view
-                }),
-        ))
+        let found = self
+            .pool
+            .wait_message(id, wait, &self.viewer(&context))
+            .await;
+        let view = match found {
+            Ok(record) => {
+                let mut view = MessageView::from(&record);
+                view.pending_approvals = self
+                    .pool
+                    .pending_approvals_of(record.id)
+                    .iter()
+                    .map(PendingApproval::from)
+                    .collect();
+                if record.parent_id.is_some() {
+                    match self.pool.chain_of(&record).await {
+                        Ok(chain) => view.chain = chain.iter().map(ChainLink::from).collect(),
+                        Err(error) => return Ok(reply::<MessageView>(Err(error.into()))),
+                    }
+                }
+                Ok(view)
+            }
+            Err(error) => Err(error),
+        };
+        Ok(reply(view))
     }
 
     #[tool(
@@ -275,6 +284,7 @@ impl IrisMcp {
             }
             let status = self.pool.status();
             let pending = self.pool.pending_approvals();
+            let budgets = status.budgets.clone();
             let teams = config
                 .teams
                 .values()
@@ -296,6 +306,10 @@ impl IrisMcp {
                         })
                         .map(PendingApproval::from)
                         .collect();
+                    status.budget = budgets
+                        .iter()
+                        .find(|budget| budget.team == team.name)
+                        .cloned();
                     status
                 })
                 .collect();

@@ -246,6 +246,11 @@ impl Approvals {
         self.lock().running.insert(pair.clone(), (id, route));
     }
 
+    /// The message `pair`'s agent is running a turn for, if any.
+    pub(crate) fn running_message(&self, pair: &Pair) -> Option<MessageId> {
+        self.lock().running.get(pair).map(|(id, _)| *id)
+    }
+
     pub(crate) fn turn_ended(&self, pair: &Pair, id: MessageId) {
         let mut state = self.lock();
         if state

@@ -22,6 +22,7 @@
 mod approvals;
 mod callback;
 mod launch;
+mod lineage;
 mod reconfigure;
 mod recovery;
 mod state;
@@ -35,6 +36,7 @@ pub use callback::{CALLBACK_PREFIX, agent_config_dir};
 pub use launch::{
     ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command, transcript_path,
 };
+pub use lineage::BudgetUse;
 pub use state::ExitReason;
 
 use state::{PairEntry, Session, State};
@@ -58,7 +60,7 @@ use crate::config::{Config, ConfigChanges, NameError, TeamName};
 use crate::guard::Guard;
 use crate::store::{
     MessageId, MessageMode, MessageRecord, MessageState, NewMessage, Page, SessionRecord,
-    SessionStatus, Store, StoreError,
+    SessionStatus, Store, StoreError, now_ms,
 };
 
 /// A caller team and a target team: the unit that owns one conversation and one process.
@@ -188,6 +190,38 @@ pub enum PoolError {
     Cancelled {
         /// The message.
         id: MessageId,
+    },
+    /// The message would wait on a turn that waits for it: refused at once.
+    #[error(
+        "would deadlock: {chain}; the first turn ({first}) is waiting for this one, and this one would queue behind it"
+    )]
+    WouldDeadlock {
+        /// The teams of the cycle: `a → b → a → b`.
+        chain: String,
+        /// The message whose turn waits.
+        first: MessageId,
+    },
+    /// The chain of calls is longer than `settings.maxCallDepth`.
+    #[error(
+        "call chain too deep: {chain} would be {depth} messages long, and settings.maxCallDepth is {max}"
+    )]
+    TooDeep {
+        /// The teams of the chain.
+        chain: String,
+        /// Its length with this message.
+        depth: usize,
+        /// `settings.maxCallDepth`.
+        max: usize,
+    },
+    /// The target team is over its budget.
+    #[error(
+        "team '{team}' is over its budget: {detail}; new messages to it are refused until it is under again"
+    )]
+    OverBudget {
+        /// The team.
+        team: String,
+        /// What is over, with the figures.
+        detail: String,
     },
     /// The target team was removed from the configuration (or made remote) while the
     /// message waited in its queue: it was not delivered.
@@ -458,6 +492,9 @@ pub struct PoolStatus {
     pub live: usize,
     /// Every pair that was used, in pair order.
     pub pairs: Vec<PairStatus>,
+    /// The teams with a `budget`: their use against it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetUse>,
 }
 
 /// Options that are not configuration.
@@ -495,6 +532,8 @@ pub(crate) struct Inner {
     callbacks: callback::Callbacks,
     /// Tool-permission requests waiting for people, and what people allowed for good.
     approvals: Arc<approvals::Approvals>,
+    /// Which message's turn sent which; what each team's turns cost lately.
+    lineage: lineage::Lineage,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
 }
@@ -558,6 +597,10 @@ impl Pool {
         let store = Store::open(&config.database).await?;
         let recovery = store.recover().await?;
         let approvals = Arc::new(approvals::Approvals::open(store.clone()).await?);
+        let lineage = lineage::Lineage::default();
+        for (team, at_ms, cost_usd) in store.recent_turns(now_ms() - 24 * 3_600_000).await? {
+            lineage.turn_done(&team, cost_usd, at_ms);
+        }
         if !recovery.interrupted.is_empty() {
             tracing::warn!(
                 count = recovery.interrupted.len(),
@@ -585,6 +628,7 @@ impl Pool {
                 sessions: tokio::sync::Mutex::new(()),
                 callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
                 approvals,
+                lineage,
                 _instance: instance,
             }),
         };
@@ -693,6 +737,8 @@ impl Pool {
         mode: MessageMode,
         route: Route,
     ) -> Result<Ticket, PoolError> {
+        let parent = self.check_chain(pair, mode, &route)?;
+        self.check_budget(&pair.target)?;
         let jobs = self.ensure_pair(pair, 0).await?;
         // Take the queue place first, so a full queue refuses before anything is written.
         let permit = self.reserve_queue_place(pair, jobs)?;
@@ -707,8 +753,10 @@ impl Pool {
                 session_id,
                 mode,
                 text: text.clone(),
+                parent,
             })
             .await?;
+        self.inner.lineage.add(id, pair, parent);
         let (reply, answer) = oneshot::channel();
         let (progress_sender, progress) = mpsc::unbounded_channel();
         permit.send(Job::Turn {
@@ -728,6 +776,98 @@ impl Pool {
             answer,
             progress: Some(progress),
         })
+    }
+
+    /// The message whose turn sends this one (when an agent calls through its agent URL),
+    /// after checking that the chain stays within `settings.maxCallDepth` and that an ask
+    /// would not wait on its own chain: the pair it goes to running a turn that waits,
+    /// through the chain, for it.
+    fn check_chain(
+        &self,
+        pair: &Pair,
+        mode: MessageMode,
+        route: &Route,
+    ) -> Result<Option<MessageId>, PoolError> {
+        let Route::Agent(agent) = route else {
+            return Ok(None);
+        };
+        let Some(parent) = self.inner.approvals.running_message(agent) else {
+            return Ok(None);
+        };
+        let chain = self.inner.lineage.chain(parent, agent);
+        let max = self.config().settings.max_call_depth;
+        if chain.len() + 1 > max {
+            return Err(PoolError::TooDeep {
+                chain: lineage::describe(&chain, pair),
+                depth: chain.len() + 1,
+                max,
+            });
+        }
+        if mode == MessageMode::Ask
+            && let Some(running) = self.inner.approvals.running_message(pair)
+            && let Some(at) = chain.iter().position(|(id, _)| *id == running)
+        {
+            return Err(PoolError::WouldDeadlock {
+                chain: lineage::describe(&chain[at..], pair),
+                first: running,
+            });
+        }
+        Ok(Some(parent))
+    }
+
+    /// Refuses a message to a team over its `budget`.
+    fn check_budget(&self, team: &TeamName) -> Result<(), PoolError> {
+        let config = self.config();
+        let Some(budget) = config
+            .team(team.as_str())
+            .map(|team| team.budget)
+            .filter(|budget| budget.usd_per_day.is_some() || budget.turns_per_hour.is_some())
+        else {
+            return Ok(());
+        };
+        match self.inner.lineage.budget_use(team, budget).over() {
+            Some(detail) => Err(PoolError::OverBudget {
+                team: team.to_string(),
+                detail,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every team with a `budget`: its use against it.
+    #[must_use]
+    pub fn budgets(&self) -> Vec<BudgetUse> {
+        let config = self.config();
+        config
+            .teams
+            .values()
+            .filter(|team| {
+                team.budget.usd_per_day.is_some() || team.budget.turns_per_hour.is_some()
+            })
+            .map(|team| self.inner.lineage.budget_use(&team.name, team.budget))
+            .collect()
+    }
+
+    /// The chain of calls that ends with message `id`, root first, from the store (each
+    /// message's `parent_id`): at most 64 messages.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn chain_of(&self, record: &MessageRecord) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut chain = vec![record.clone()];
+        let mut next = record.parent_id;
+        while let Some(parent) = next {
+            if chain.len() >= 64 || chain.iter().any(|seen| seen.id == parent) {
+                break;
+            }
+            let Some(found) = self.inner.store.message(parent).await? else {
+                break;
+            };
+            next = found.parent_id;
+            chain.push(found);
+        }
+        chain.reverse();
+        Ok(chain)
     }
 
     /// Fire and forget: writes and queues `text`, returning its id at once. The message is
@@ -1129,10 +1269,13 @@ impl Pool {
             })
             .collect();
         pairs.sort_by(|left, right| left.pair.cmp(&right.pair));
+        let live = state.live();
+        drop(state);
         PoolStatus {
             max_processes,
-            live: state.live(),
+            live,
             pairs,
+            budgets: self.budgets(),
         }
     }
 

@@ -170,6 +170,7 @@ impl Worker {
             match job {
                 Job::Turn { id, reply, .. } => {
                     let outcome = self.refuse(id, error.clone()).await;
+                    self.pool.lineage.remove(id);
                     if let Some(reply) = reply {
                         let _ = reply.send(outcome);
                     }
@@ -222,6 +223,7 @@ impl Worker {
                 route,
             } => {
                 let outcome = self.run_message(id, text, progress, route).await;
+                self.pool.lineage.remove(id);
                 if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
@@ -530,6 +532,9 @@ impl Worker {
             }
             state.turn_done(&self.pair, agent.id(), Instant::now());
         }
+        self.pool
+            .lineage
+            .turn_done(&self.pair.target, result.cost_usd, crate::store::now_ms());
         self.pool.slot_changed.notify_waiters();
         self.pool.emit(PoolEvent::TurnFinished {
             pair: self.pair.clone(),

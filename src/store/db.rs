@@ -421,13 +421,14 @@ impl Db {
             session_id,
             mode,
             mut text,
+            parent,
         } = message;
         let truncated = cut_in_place(&mut text, self.limits.max_text_bytes);
         self.connection
             .prepare_cached(
                 "INSERT INTO messages (id, caller, target, session_id, mode, text, state,
-                                       created_at_ms, truncated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+                                       created_at_ms, truncated, parent_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -439,6 +440,7 @@ impl Db {
                     text,
                     now_ms(),
                     truncated,
+                    parent.map(|parent| parent.to_string()),
                 ])
             })
             .map_err(|error| {
@@ -724,6 +726,25 @@ impl Db {
             queued,
             expired_approvals: expired,
         })
+    }
+
+    pub(super) fn recent_turns(
+        &mut self,
+        since_ms: i64,
+    ) -> Result<Vec<(TeamName, i64, f64)>, StoreError> {
+        self.connection
+            .prepare(
+                "SELECT target, finished_at_ms, cost_usd FROM messages
+                 WHERE finished_at_ms >= ?1 AND cost_usd IS NOT NULL ORDER BY finished_at_ms",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([since_ms], |row| {
+                        Ok((parse_text(row, 0, team_name)?, row.get(1)?, row.get(2)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(fail(&self.path, "recent_turns"))
     }
 
     pub(super) fn prune(&mut self) -> Result<usize, StoreError> {
@@ -1019,7 +1040,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 
 const MESSAGE_COLUMNS: &str = "id, caller, target, session_id, mode, text, state, answer, \
      is_error, error, cost_usd, usage, duration_ms, created_at_ms, started_at_ms, \
-     finished_at_ms, transcript, truncated";
+     finished_at_ms, transcript, truncated, parent_id";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     let session_id: Option<String> = row.get(3)?;
@@ -1061,6 +1082,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
             serde_json::from_str(text).map_err(|error| format!("unreadable transcript: {error}"))
         })?,
         truncated: row.get(17)?,
+        parent_id: row
+            .get::<_, Option<String>>(18)?
+            .map(|text| message_id(&text).map_err(|error| conversion(18, error)))
+            .transpose()?,
     })
 }
 

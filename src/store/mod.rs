@@ -253,6 +253,8 @@ pub struct NewMessage {
     pub mode: MessageMode,
     /// The message text; stored cut to `database.maxStoredTextBytes`.
     pub text: String,
+    /// The message whose turn sent it, when an agent sent it.
+    pub parent: Option<MessageId>,
 }
 
 /// How a message ended ([`Store::finish_message`]).
@@ -318,6 +320,9 @@ pub struct MessageRecord {
     /// Whether the text, answer, error, usage or transcript was cut before it was stored. A
     /// queued message with this set has lost part of its text and cannot be re-run faithfully.
     pub truncated: bool,
+    /// The message whose turn sent it, when an agent sent it.
+    #[serde(default)]
+    pub parent_id: Option<MessageId>,
 }
 
 /// A stored session.
@@ -879,6 +884,18 @@ impl Store {
         let (caller, target) = (caller.clone(), target.clone());
         self.call(move |db| db.pair_messages(&caller, &target, page))
             .await
+    }
+
+    /// The turns that finished since `since_ms` (unix ms): each one's team, end and cost (for
+    /// budgets).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn recent_turns(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(TeamName, i64, f64)>, StoreError> {
+        self.call(move |db| db.recent_turns(since_ms)).await
     }
 
     /// At start-up, in one transaction: every running message becomes `interrupted` (it is

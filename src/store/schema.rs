@@ -126,6 +126,14 @@ CREATE TABLE approval_rules (
 
 CREATE INDEX approval_rules_pair ON approval_rules (caller, target);
 ",
+    // Version 4.
+    //
+    // The message whose turn sent a message (an agent calling another team through its
+    // agent URL): call chains, shown by `message_status`, and what cycle and depth checks
+    // follow while they run.
+    r"
+ALTER TABLE messages ADD COLUMN parent_id TEXT;
+",
 ];
 
 /// The schema version this build writes and the newest it can open.

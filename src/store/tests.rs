@@ -71,6 +71,7 @@ fn new_message(caller: &str, target: &str, text: &str) -> NewMessage {
         session_id: None,
         mode: MessageMode::Ask,
         text: text.to_owned(),
+        parent: None,
     }
 }
 
@@ -480,6 +481,7 @@ async fn a_message_round_trips_every_field() {
         session_id: Some(session),
         mode: MessageMode::Tell,
         text: "which endpoint? ✓".to_owned(),
+        parent: None,
     };
     let id = message.id;
     let before = now_ms();
@@ -1045,7 +1047,12 @@ async fn agents_are_recorded_until_they_stop() {
 // Released schemas.
 
 /// Every released schema, with its fixture under `tests/fixtures/`.
-const RELEASED: &[(&str, i64)] = &[("store-v1.db", 1), ("store-v2.db", 2), ("store-v3.db", 3)];
+const RELEASED: &[(&str, i64)] = &[
+    ("store-v1.db", 1),
+    ("store-v2.db", 2),
+    ("store-v3.db", 3),
+    ("store-v4.db", 4),
+];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1193,6 +1200,50 @@ async fn v3_fixture_generator() {
         .expect("pending approval");
     assert_eq!(pending.decision, Some(Decision::Expired));
     assert_eq!(pending.decided_by, Some(DecidedBy::Restart));
+}
+
+/// The v3 rows plus a message sent during another's turn, in a schema-4 database.
+fn write_v4_database(path: &Path) -> rusqlite::Result<()> {
+    write_v3_database(path)?;
+    let mut connection = Connection::open(path)?;
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(MIGRATIONS[3])?;
+    transaction.pragma_update(None, "user_version", 4)?;
+    transaction.execute_batch(&format!(
+        r#"
+INSERT INTO messages (id, caller, target, mode, text, state, created_at_ms, truncated,
+    parent_id)
+    VALUES ('{V4_CHILD}', 'backend', 'infra', 'ask', 'Is the queue up?', 'completed',
+    1700000100050, 0, '{V1_COMPLETED}');
+"#
+    ))?;
+    transaction.commit()?;
+    connection.close().map_err(|(_, error)| error)
+}
+
+const V4_CHILD: &str = "01890a5d-ac99-774b-bcce-b302099a805a";
+
+/// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v4.db`. Otherwise this
+/// checks that the generator still produces a database that opens, with the parent kept.
+#[tokio::test]
+async fn v4_fixture_generator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join("store-v4.db");
+    write_v4_database(&generated).expect("write v4 database");
+    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
+        fs::create_dir_all(fixture("")).expect("fixture dir");
+        fs::copy(&generated, fixture("store-v4.db")).expect("write fixture");
+    }
+    let store = Store::open(&DatabaseConfig::file(generated))
+        .await
+        .expect("generated v4 database opens");
+    check_v1_rows(&store).await;
+    let child = store
+        .message(V4_CHILD.parse().expect("id"))
+        .await
+        .expect("read")
+        .expect("child");
+    assert_eq!(child.parent_id, Some(V1_COMPLETED.parse().expect("id")));
 }
 
 #[tokio::test]
@@ -1766,6 +1817,7 @@ async fn a_failed_write_in_a_batch_rolls_back_only_itself() {
     let first = told("a", "b", "first");
     let duplicate = NewMessage {
         text: "same id again".to_owned(),
+        parent: None,
         ..first.clone()
     };
     let second = told("a", "b", "second");
