@@ -428,3 +428,52 @@ async fn kill_9_of_iris_mid_turn_leaves_no_claude_process() {
     })
     .await;
 }
+
+/// A cycle with the real CLI: a asks b, b's agent asks a, a's agent asks b again (the fake
+/// Messages API scripts each `mcp__iris__send_message` call). The last call would queue
+/// behind the first turn, which waits for it: Iris refuses it at once, naming the cycle, and
+/// every turn completes instead of waiting for a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_between_real_agents_is_refused_at_once() {
+    let mut world = RealWorld::new().await;
+    world.team("a");
+    world.team("b");
+    // Each prompt holds the next one's text: each request takes its own entry, in order.
+    for (matches, directives) in [
+        ("ask A", "[[usage:12:5]]".to_owned()),
+        (
+            "loop back",
+            format!(
+                "[[tool:mcp__iris__send_message:{}]]",
+                json!({"toTeam": "b", "message": "third hop"})
+            ),
+        ),
+    ] {
+        world.api.script(iris::testing::fake_api::ScriptEntry {
+            matches: Some(matches.to_owned()),
+            directives,
+        });
+    }
+    let (mut server, url) = world.serve();
+    let client = connect(&url).await;
+    let relay = json!({"toTeam": "a", "message": "loop back"});
+    let started = std::time::Instant::now();
+    let outcome = ask(
+        &client,
+        "a",
+        "b",
+        &format!("ask A [[tool:mcp__iris__send_message:{relay}]]"),
+    )
+    .await;
+    assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
+    let answer = outcome.answer.as_deref().unwrap();
+    assert_contains(answer, "would deadlock: a → b → a → b");
+    assert_eq!(world.calls_for("third hop"), 0, "the third hop never ran");
+    eprintln!(
+        "the cycle was refused and every turn ended after {:?}",
+        started.elapsed()
+    );
+    client.cancel().await.unwrap();
+    assert!(server.terminate().success());
+    wait_for("agents stopped", || world.live_processes().is_empty()).await;
+}
