@@ -25,6 +25,7 @@ settings:
   # hotReloadConfig: true      # apply valid edits of this file while Iris runs
   # approvalTimeout: 10m       # a tool-permission request nobody answers is denied after this
   # forwardFallback: ask       # forward when no caller can be asked: ask (iris approve) | deny
+  # maxCallDepth: 4            # messages a chain of agents calling agents may hold
 
 # database:
 #   retentionDays: 30          # finished messages are kept this long
@@ -38,6 +39,7 @@ teams:
   #   permissions:             # Claude Code rules, checked first: deny, then allow, then ask
   #     allow: [Read, Grep, 'Edit(src/**)', 'Bash(cargo test:*)']
   #   token: ${BACKEND_TOKEN}  # bearer token that identifies this team over HTTP
+  #   budget: {usdPerDay: 5, turnsPerHour: 60}  # over it, new messages are refused
 ";
 
 /// Why an edit was refused. Nothing was written.
