@@ -364,3 +364,49 @@ fn forward_with_nobody_to_ask_falls_back_to_deny() {
     assert!(listed.approvals.is_empty());
     console.stop();
 }
+
+/// A turn interrupted while a request of it waits for a person: the agent withdraws the
+/// request, nothing is left pending, and the record says it expired.
+#[test]
+fn an_interrupted_turn_leaves_no_request_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let mut console = common::Console::start(Some(&config), &home, false);
+    console.write_line(
+        &json!({"id": "asked", "op": "send", "from": "lead", "to": "backend", "message": touch("never-made")})
+            .to_string(),
+    );
+    let mut waiting: Vec<ApprovalRecord> = Vec::new();
+    wait_for_blocking("a request waiting for a person", || {
+        let listed: iris::console::Approvals = console.ok(json!({"op": "approvals"}));
+        waiting = listed.approvals;
+        waiting.len() == 1
+    });
+    let message = waiting[0].message_id.unwrap().to_string();
+    console.write_line(&json!({"id": "stop", "op": "cancel", "messageId": message}).to_string());
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 2 {
+        let answer = console.next_answer();
+        answers.insert(answer["id"].as_str().unwrap().to_owned(), answer);
+    }
+    assert_eq!(answers["stop"]["ok"], json!(true), "{answers:?}");
+    wait_for_blocking("nothing pending", || {
+        let listed: iris::console::Approvals = console.ok(json!({"op": "approvals"}));
+        listed.approvals.is_empty()
+    });
+    console.stop();
+    assert!(!dir.path().join("backend/never-made").exists());
+    let store = common::block_on(iris::store::Store::open(
+        &iris::config::DatabaseConfig::file(home.join("data/iris.db")),
+    ))
+    .unwrap();
+    let records = common::block_on(store.approvals(iris::store::ApprovalQuery::default())).unwrap();
+    let record = records
+        .iter()
+        .find(|record| record.id == waiting[0].id)
+        .unwrap();
+    assert_eq!(record.decision, Some(Decision::Expired), "{record:?}");
+    assert_eq!(record.decided_by, Some(DecidedBy::Ended));
+}

@@ -593,7 +593,8 @@ impl Actor {
             } => {
                 self.on_control_request(&request_id, &subtype, &request);
             }
-            Incoming::ControlCancel | Incoming::System | Incoming::Lifecycle => {}
+            Incoming::ControlCancel { request_id } => self.on_control_cancel(&request_id),
+            Incoming::System | Incoming::Lifecycle => {}
             Incoming::Assistant => {
                 // Outside a turn (never expected) there is nobody to tell.
                 if self.turn.is_none() {
@@ -715,10 +716,11 @@ impl Actor {
         };
         let escalation = match decision {
             PermissionDecision::Decided(decided) => {
+                // The answer first: the record is not on the agent's path.
+                self.answer_permission(request_id, request, &tool, decided.clone());
                 if let Some(approver) = &approver {
                     approver.record(&permission, &decided);
                 }
-                self.answer_permission(request_id, request, &tool, decided);
                 return;
             }
             PermissionDecision::Person(escalation) => escalation,
@@ -757,6 +759,21 @@ impl Actor {
                     task: task.abort_handle(),
                 },
             );
+        }
+    }
+
+    /// The CLI withdrew a request it sent (an interrupt, a sibling tool aborted): a
+    /// permission request waiting for a person is dropped, which closes it as expired, and the
+    /// turn's silence clock starts again.
+    fn on_control_cancel(&mut self, request_id: &str) {
+        if let Some(turn) = &mut self.turn
+            && turn.waiting.0.remove(request_id).is_some_and(|waiting| {
+                waiting.task.abort();
+                true
+            })
+        {
+            turn.silent_deadline = tokio::time::Instant::now() + turn.response_timeout;
+            tracing::info!(agent = %self.label, request_id, "the agent withdrew a permission request that waited for a person");
         }
     }
 

@@ -24,7 +24,10 @@ pub enum Incoming {
         request: Value,
     },
     /// The CLI withdrew a control request (nothing to answer).
-    ControlCancel,
+    ControlCancel {
+        /// The request it withdraws.
+        request_id: String,
+    },
     /// `system` lines (`init`, `status`, `api_retry`, ...).
     System,
     /// `command_lifecycle`: a user message Iris sent (with a `uuid`) was queued, started or
@@ -70,7 +73,9 @@ pub fn classify(line: &Value) -> Incoming {
                 request,
             }
         }
-        "control_cancel_request" => Incoming::ControlCancel,
+        "control_cancel_request" => Incoming::ControlCancel {
+            request_id: string_field(line, "request_id"),
+        },
         "system" => Incoming::System,
         "command_lifecycle" => Incoming::Lifecycle,
         "assistant" => Incoming::Assistant,

@@ -3,7 +3,11 @@
 //! person's session).
 
 use rmcp::RoleServer;
-use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::model::{
+    CancelledNotificationParam, ClientResult, ElicitRequest, ElicitRequestParams,
+    ElicitationAction, ElicitationSchema, RequestId, ServerRequest,
+};
+use rmcp::service::PeerRequestOptions;
 use rmcp::service::{ElicitationMode, Peer, RequestContext};
 use serde_json::{Value, json};
 
@@ -19,7 +23,10 @@ pub(super) fn route(
     caller: &str,
 ) -> Route {
     if let Some(pair) = proven.and_then(|proven| proven.agent.clone()) {
-        return Route::Agent(pair);
+        return Route::Agent {
+            pair,
+            message: None,
+        };
     }
     if context
         .peer
@@ -119,12 +126,52 @@ impl Elicitor for PeerElicitor {
                 message: question.text(),
                 requested_schema: schema()?,
             };
-            let result = peer
-                .create_elicitation(params)
+            let handle = peer
+                .send_cancellable_request(
+                    ServerRequest::ElicitRequest(ElicitRequest::new(params)),
+                    PeerRequestOptions::no_options(),
+                )
                 .await
                 .map_err(|error| format!("elicitation failed: {error}"))?;
-            answer(&result.action, result.content.as_ref())
+            // Decided another way meanwhile (this future is dropped): the form is withdrawn
+            // from the caller's session.
+            let mut withdraw = Withdraw {
+                peer: peer.clone(),
+                id: Some(handle.id.clone()),
+            };
+            let response = handle.await_response().await;
+            withdraw.id = None;
+            match response.map_err(|error| format!("elicitation failed: {error}"))? {
+                ClientResult::ElicitResult(result) => {
+                    answer(&result.action, result.content.as_ref())
+                }
+                _ => Err("the caller answered the question with something else".to_owned()),
+            }
         })
+    }
+}
+
+/// Cancels a question still open at the caller's when dropped.
+struct Withdraw {
+    peer: Peer<RoleServer>,
+    id: Option<RequestId>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        let peer = self.peer.clone();
+        let param = serde_json::from_value::<CancelledNotificationParam>(json!({
+            "requestId": id,
+            "reason": "decided another way (by a person at Iris, a timeout, or the end of the turn)"
+        }));
+        if let (Ok(param), Ok(runtime)) = (param, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = peer.notify_cancelled(param).await;
+            });
+        }
     }
 }
 

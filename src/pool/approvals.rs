@@ -32,6 +32,8 @@ use crate::store::{
 
 /// How long a forwarded question may walk up a call chain (agents calling agents).
 const MAX_CHAIN: usize = 32;
+/// The shortest id prefix that names a request (or a rule).
+const MIN_PREFIX: usize = 4;
 /// Longest input summary shown to people.
 const SUMMARY_CHARS: usize = 160;
 
@@ -96,9 +98,15 @@ pub enum Route {
     Nobody,
     /// The caller's own connection.
     Person(Arc<dyn Elicitor>),
-    /// The caller is the agent of this pair: whoever may decide for the message that agent is
-    /// running decides.
-    Agent(Pair),
+    /// The caller is the agent of `pair`: whoever may decide for `message`, the message that
+    /// agent was running when it called, decides — while it still runs it.
+    Agent {
+        /// The calling agent's pair.
+        pair: Pair,
+        /// The message its turn was serving (filled in by the pool when the message is
+        /// accepted).
+        message: Option<MessageId>,
+    },
 }
 
 impl std::fmt::Debug for Route {
@@ -106,7 +114,7 @@ impl std::fmt::Debug for Route {
         match self {
             Self::Nobody => f.write_str("Nobody"),
             Self::Person(person) => write!(f, "Person({})", person.describe()),
-            Self::Agent(pair) => write!(f, "Agent({pair})"),
+            Self::Agent { pair, message } => write!(f, "Agent({pair}, {message:?})"),
         }
     }
 }
@@ -178,6 +186,9 @@ struct Waiting {
     record: ApprovalRecord,
     answer: oneshot::Sender<Decided>,
     progress: Option<TextStream>,
+    /// The question put to the caller's person, if one was: withdrawn when the request is
+    /// decided another way.
+    asking: Option<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
@@ -270,8 +281,13 @@ impl Approvals {
             match route {
                 Route::Nobody => return None,
                 Route::Person(person) => return (!person.is_closed()).then_some(person),
-                Route::Agent(pair) => {
-                    route = state.running.get(&pair)?.1.clone();
+                Route::Agent { pair, message } => {
+                    let (running, next) = state.running.get(&pair)?;
+                    // That agent has moved on to another message: its caller is not ours.
+                    if message.is_some_and(|message| message != *running) {
+                        return None;
+                    }
+                    route = next.clone();
                 }
             }
         }
@@ -303,7 +319,8 @@ impl Approvals {
         if state.pending.contains_key(id) {
             return Ok(id.to_owned());
         }
-        let matches: Vec<&String> = if id.is_empty() {
+        // A prefix names one request only if it is long enough not to hit another by chance.
+        let matches: Vec<&String> = if id.len() < MIN_PREFIX {
             Vec::new()
         } else {
             state
@@ -322,17 +339,40 @@ impl Approvals {
         }
     }
 
+    /// Takes a pending request out of the pending ones: whoever gets it is the one decision
+    /// that closes it (`None`: it was closed already). A question still open at the caller's
+    /// is withdrawn.
+    fn claim(&self, id: &str) -> Option<Waiting> {
+        let waiting = self.lock().pending.remove(id)?;
+        if let Some(asking) = &waiting.asking {
+            asking.abort();
+        }
+        Some(waiting)
+    }
+
     /// Closes a pending request with `decided` (the first decision wins; `None` if it was
-    /// closed already): tells the turn, the caller's progress and subscribers, then records
-    /// it.
+    /// closed already).
     async fn close(
         &self,
         id: &str,
         decision: ApprovalDecision,
         decided: Decided,
     ) -> Option<ApprovalRecord> {
-        let waiting = self.lock().pending.remove(id)?;
+        let waiting = self.claim(id)?;
+        Some(self.finish(waiting, decision, decided).await)
+    }
+
+    /// Closes a claimed request: tells the turn, the caller's progress and subscribers, then
+    /// records it.
+    async fn finish(
+        &self,
+        waiting: Waiting,
+        decision: ApprovalDecision,
+        decided: Decided,
+    ) -> ApprovalRecord {
         let mut record = waiting.record;
+        let id = record.id.clone();
+        let id = id.as_str();
         record.decision = Some(decision.decision);
         record.decided_by = Some(decision.decided_by);
         record.who.clone_from(&decision.who);
@@ -357,7 +397,7 @@ impl Approvals {
         if let Err(error) = self.store.decide_approval(id.to_owned(), decision).await {
             tracing::error!(approval = id, %error, "cannot record an approval's decision");
         }
-        Some(record)
+        record
     }
 
     /// Stores what "allow always" allows for the request's pair: the rules the CLI
@@ -528,14 +568,18 @@ impl Drop for ExpireOnDrop {
             decision: Decision::Expired,
             decided_by: DecidedBy::Ended,
             who: None,
-            reason: Some("the turn ended before anyone decided".to_owned()),
+            reason: Some(
+                "the agent withdrew the request, or its turn ended, before anyone decided"
+                    .to_owned(),
+            ),
         };
-        let in_memory = inner.approvals.lock().pending.contains_key(&id);
+        // Claimed now, so that no decision taken from here on is reported as made.
+        let claimed = inner.approvals.claim(&id);
         let owner = inner.clone();
         inner.tasks.spawn(async move {
-            if in_memory {
+            if let Some(waiting) = claimed {
                 let decided = ended("the tool", "the turn ended before anyone decided");
-                owner.approvals.close(&id, decision, decided).await;
+                owner.approvals.finish(waiting, decision, decided).await;
             } else if let Err(error) = owner.approvals.store.decide_approval(id, decision).await {
                 tracing::error!(%error, "cannot record that a tool-permission request expired");
             }
@@ -614,6 +658,7 @@ async fn ask(
             record: record.clone(),
             answer,
             progress: progress.clone(),
+            asking: None,
         },
     );
     tracing::info!(approval = %id, pair = %format!("{}->{}", record.caller, record.target), tool, why = %escalation.why, asked, "tool permission waits for a person");
@@ -641,13 +686,17 @@ async fn ask(
         let fallback = config.settings.forward_fallback;
         let asking = person.ask(question);
         let describe = person.describe();
-        tokio::spawn(async move {
+        let question_id = id.clone();
+        let task = tokio::spawn(async move {
             let answer = asking.await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            elicited(&inner, &id, &describe, answer, fallback).await;
+            elicited(&inner, &question_id, &describe, answer, fallback).await;
         });
+        if let Some(waiting) = approvals.lock().pending.get_mut(&id) {
+            waiting.asking = Some(task.abort_handle());
+        }
     }
     let mut decision = decision;
     if let Ok(answer) = tokio::time::timeout(timeout, &mut decision).await {
@@ -724,6 +773,23 @@ async fn elicited(
                 approvals.close(id, decision, decided).await;
             } else {
                 tracing::warn!(approval = id, %error, "the caller could not be asked; the request waits for a person at Iris (forwardFallback: ask)");
+                // The caller was told its person is asked: it is not any more.
+                let note = approvals.lock().pending.get(id).and_then(|waiting| {
+                    waiting
+                        .progress
+                        .clone()
+                        .map(|progress| (progress, waiting.record.clone()))
+                });
+                if let Some((progress, record)) = note {
+                    let _ = progress.send(TurnProgress::Waiting {
+                        approval: id.to_owned(),
+                        tool: record.tool.clone(),
+                        summary: summarize(&record.tool, &record.input, SUMMARY_CHARS),
+                        asked: format!(
+                            "a person at Iris (the caller could not be asked: {error}; iris approve|deny ID)"
+                        ),
+                    });
+                }
             }
             return;
         }
@@ -742,11 +808,10 @@ async fn decide(
     who: Option<String>,
 ) -> Option<ApprovalRecord> {
     let approvals = &inner.approvals;
-    let record = approvals
-        .lock()
-        .pending
-        .get(id)
-        .map(|waiting| waiting.record.clone())?;
+    // Claimed first: only the decision that closes the request has effects (an
+    // allow-always rule included).
+    let waiting = approvals.claim(id)?;
+    let record = waiting.record.clone();
     let tool = &record.tool;
     let by_whom = who.clone().unwrap_or_else(|| "a person".to_owned());
     let message = if allow {
@@ -763,6 +828,20 @@ async fn decide(
             },
         )
     };
+    // Stored before the turn goes on, so the next request already sees it.
+    let remembered = if allow && always {
+        match approvals.remember(&record).await {
+            Ok(_) => Some("allowed always for this pair".to_owned()),
+            Err(error) => {
+                tracing::error!(approval = id, %error, "cannot store an allow-always rule; the request is allowed this once");
+                Some(format!(
+                    "allowed this once: the allow-always rule could not be stored ({error})"
+                ))
+            }
+        }
+    } else {
+        None
+    };
     let decision = ApprovalDecision {
         decision: if allow {
             Decision::Allow
@@ -771,11 +850,7 @@ async fn decide(
         },
         decided_by: by,
         who: who.clone(),
-        reason: if allow {
-            always.then(|| "allowed always for this pair".to_owned())
-        } else {
-            message.clone()
-        },
+        reason: if allow { remembered } else { message.clone() },
     };
     let decided = Decided {
         allowed: allow,
@@ -784,13 +859,7 @@ async fn decide(
         reason: message,
         approval: Some(id.to_owned()),
     };
-    if allow && always {
-        // Stored before the turn goes on, so the next request already sees it.
-        if let Err(error) = approvals.remember(&record).await {
-            tracing::error!(approval = id, %error, "cannot store an allow-always rule; the request is allowed this once");
-        }
-    }
-    approvals.close(id, decision, decided).await
+    Some(approvals.finish(waiting, decision, decided).await)
 }
 
 fn humantime(duration: Duration) -> String {
@@ -885,7 +954,7 @@ impl Pool {
         let found: Vec<PairRuleRecord> = self
             .approval_rules()
             .into_iter()
-            .filter(|rule| !id.is_empty() && rule.id.starts_with(id))
+            .filter(|rule| rule.id == id || (id.len() >= MIN_PREFIX && rule.id.starts_with(id)))
             .collect();
         let rule = match found.as_slice() {
             [one] => one.clone(),

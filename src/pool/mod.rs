@@ -738,6 +738,15 @@ impl Pool {
         route: Route,
     ) -> Result<Ticket, PoolError> {
         let parent = self.check_chain(pair, mode, &route)?;
+        // The route names the turn it came from, so a question is never put to the caller of
+        // a later message of the same agent.
+        let route = match route {
+            Route::Agent { pair: agent, .. } => Route::Agent {
+                pair: agent,
+                message: parent,
+            },
+            route => route,
+        };
         self.check_budget(&pair.target)?;
         let jobs = self.ensure_pair(pair, 0).await?;
         // Take the queue place first, so a full queue refuses before anything is written.
@@ -788,7 +797,7 @@ impl Pool {
         mode: MessageMode,
         route: &Route,
     ) -> Result<Option<MessageId>, PoolError> {
-        let Route::Agent(agent) = route else {
+        let Route::Agent { pair: agent, .. } = route else {
             return Ok(None);
         };
         let Some(parent) = self.inner.approvals.running_message(agent) else {
