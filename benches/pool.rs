@@ -700,6 +700,7 @@ fn rule_decisions() {
         team: "bench".to_owned(),
         rules: Arc::new(move || [defaults.clone(), team.clone()]),
         home: Some(std::path::PathBuf::from("/home/me")),
+        protected: Some(std::path::PathBuf::from("/home/me/.iris")),
         // What people allowed for good for the pair: 4 rules and 2 exact inputs.
         always: Some({
             let mut pair = iris::permissions::PairRules::default();

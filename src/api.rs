@@ -125,6 +125,10 @@ pub struct MessageView {
     /// parent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<ChainLink>,
+    /// Every tool-permission decision of its turn, oldest first: by whom, when, the input
+    /// (`session_report` fills it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalRecord>,
 }
 
 /// One message of a call chain.
@@ -205,6 +209,7 @@ impl From<&MessageRecord> for MessageView {
             pending_approvals: Vec::new(),
             parent_id: record.parent_id,
             chain: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 }
@@ -620,7 +625,19 @@ impl ReportPage {
     pub async fn load(pool: &Pool, pair: &Pair, page: Page) -> Result<Self, PoolError> {
         let session = pool.session(pair).await?;
         let messages = pool.report(pair, page).await?;
-        Ok(Self::new(pair, session.as_ref(), &messages))
+        let mut report = Self::new(pair, session.as_ref(), &messages);
+        // The audit: every permission decision of each message, with who made it, when, and
+        // the input (also for turns that failed and kept no transcript).
+        for message in &mut report.messages {
+            message.approvals = pool
+                .approvals(crate::store::ApprovalQuery {
+                    message: Some(message.message_id),
+                    ..crate::store::ApprovalQuery::default()
+                })
+                .await?;
+            message.approvals.reverse();
+        }
+        Ok(report)
     }
 
     /// The page of `pair`'s `messages`, with its current `session`.

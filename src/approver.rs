@@ -36,8 +36,8 @@ pub fn approver_file(iris_home: &Path) -> PathBuf {
     iris_home.join("run").join("approver.json")
 }
 
-/// What [`approver_file`] holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What [`approver_file`] holds. Its `Debug` leaves the token out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ApproverFile {
     /// `http://127.0.0.1:PORT` of the running Iris.
     pub url: String,
@@ -45,6 +45,16 @@ pub struct ApproverFile {
     pub token: String,
     /// The running Iris's pid.
     pub pid: u32,
+}
+
+impl std::fmt::Debug for ApproverFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApproverFile")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("pid", &self.pid)
+            .finish()
+    }
 }
 
 /// Writes the approver file: readable by this user only (directory 0700, file 0600),

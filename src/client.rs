@@ -495,12 +495,22 @@ mod tests {
 }
 
 /// Where the `iris` command reaches the approvals of a running Iris: its address and the
-/// approver token it left in `$IRIS_HOME/run/approver.json`.
-#[derive(Debug, Clone)]
+/// approver token it left in `$IRIS_HOME/run/approver.json`. Its `Debug` leaves the token
+/// out.
+#[derive(Clone)]
 pub struct Approver {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     token: String,
+}
+
+impl std::fmt::Debug for Approver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approver")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Approver {

@@ -424,6 +424,7 @@ mod tests {
             pending_approvals: Vec::new(),
             parent_id: None,
             chain: Vec::new(),
+            approvals: Vec::new(),
         };
         let page = ReportPage {
             from_team: name("web"),

@@ -962,6 +962,35 @@ impl PairRules {
     }
 }
 
+/// Whether a use of `tool` with `input` reaches into `dir` (Iris's own directory: its
+/// configuration, database and approver token), which no rule may open to an agent: a file
+/// tool on a path in it, a search of it or of a directory holding it, or a shell command
+/// naming it (by its absolute path, by `~/…` when it is in the home directory, or the
+/// approver file's name). A shell command can reach a file without naming it, so this is a
+/// guard against the obvious, not a sandbox.
+#[must_use]
+pub fn touches(tool: &str, input: &Value, place: &Place<'_>, dir: &Path) -> bool {
+    if tool == "Bash" {
+        let Some(command) = command_text(input) else {
+            return false;
+        };
+        let absolute = dir.to_string_lossy();
+        let in_home = place
+            .home
+            .and_then(|home| dir.strip_prefix(home).ok())
+            .map(|rest| format!("~/{}", rest.to_string_lossy()));
+        return command.contains(absolute.as_ref())
+            || in_home.is_some_and(|short| command.contains(&short))
+            || command.contains("approver.json");
+    }
+    if !READ_TOOLS.contains(&tool) && !EDIT_TOOLS.contains(&tool) {
+        return false;
+    }
+    file_target(tool, input, place).is_some_and(|target| {
+        target.path.starts_with(dir) || (target.is_search && dir.starts_with(&target.path))
+    })
+}
+
 /// What "allow always" stores for a request: the allow rules the CLI suggested
 /// (`permission_suggestions` of type `addRules`), each checked by [`Rule::parse`]; none when
 /// it suggested none that parse (then the exact tool and input are kept).
@@ -1577,5 +1606,47 @@ mod pair_rule_tests {
         assert_eq!(pair.exact("Write", &json!({"file_path": "/a"})), Some("r2"));
         assert_eq!(pair.exact("Write", &json!({"file_path": "/b"})), None);
         assert!(suggested_rules(&json!(null)).is_empty());
+    }
+
+    #[test]
+    fn iris_own_directory_is_out_of_reach() {
+        let place = Place {
+            cwd: Path::new("/home/me/code/app"),
+            home: Some(Path::new("/home/me")),
+        };
+        let iris = Path::new("/home/me/.iris");
+        let reaches = |tool: &str, input: Value| touches(tool, &input, &place, iris);
+        assert!(reaches(
+            "Read",
+            json!({"file_path": "/home/me/.iris/run/approver.json"})
+        ));
+        assert!(reaches("Read", json!({"file_path": "~/.iris/config.yaml"})));
+        assert!(reaches(
+            "Edit",
+            json!({"file_path": "../../.iris/config.yaml"})
+        ));
+        assert!(reaches(
+            "Grep",
+            json!({"pattern": "token", "path": "/home/me"})
+        ));
+        assert!(reaches(
+            "Bash",
+            json!({"command": "cat ~/.iris/run/approver.json"})
+        ));
+        assert!(reaches(
+            "Bash",
+            json!({"command": "cat /home/me/.iris/data/iris.db"})
+        ));
+        assert!(reaches(
+            "Bash",
+            json!({"command": "find / -name approver.json"})
+        ));
+        assert!(!reaches(
+            "Read",
+            json!({"file_path": "/home/me/code/app/src/main.rs"})
+        ));
+        assert!(!reaches("Grep", json!({"pattern": "x", "path": "src"})));
+        assert!(!reaches("Bash", json!({"command": "cargo test"})));
+        assert!(!reaches("WebFetch", json!({"url": "https://docs.rs"})));
     }
 }

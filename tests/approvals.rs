@@ -410,3 +410,26 @@ fn an_interrupted_turn_leaves_no_request_pending() {
     assert_eq!(record.decision, Some(Decision::Expired), "{record:?}");
     assert_eq!(record.decided_by, Some(DecidedBy::Ended));
 }
+
+/// The approval commands refuse to run inside an agent Iris started (its environment
+/// carries `IRIS_AGENT_KEY`), before reading the approver file.
+#[test]
+fn approval_commands_refuse_inside_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["approvals"],
+        vec!["approve", "abcd1234"],
+        vec!["deny", "abcd1234"],
+    ] {
+        let output = iris_command(None, dir.path())
+            .args(&args)
+            .env("IRIS_AGENT_KEY", "some-agent")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        assert_contains(
+            &String::from_utf8_lossy(&output.stderr),
+            "approvals come only from a person",
+        );
+    }
+}

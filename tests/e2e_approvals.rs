@@ -346,6 +346,29 @@ async fn a_person_decides_through_the_iris_command() {
     assert_eq!(timed_out.decision, Some(Decision::Deny));
     assert_eq!(timed_out.input["command"], json!("touch never-made"));
     assert!(all.iter().all(|record| !record.is_pending()));
+    // session_report carries each message's decisions: who, when, the input.
+    let report: iris::api::ReportPage = typed(
+        &client
+            .call_tool(call(
+                "session_report",
+                json!({"fromTeam": "lead", "team": "backend", "limit": 20}),
+            ))
+            .await
+            .unwrap(),
+    );
+    let denied_y = report
+        .messages
+        .iter()
+        .flat_map(|message| &message.approvals)
+        .find(|record| {
+            record.decided_by == Some(DecidedBy::Person) && record.decision == Some(Decision::Deny)
+        })
+        .expect("the person's denial in the report");
+    assert_eq!(
+        denied_y.input["file_path"],
+        json!(dir.join("src/y.rs").display().to_string())
+    );
+    assert!(denied_y.decided_at_ms.is_some());
 
     client.cancel().await.unwrap();
 }

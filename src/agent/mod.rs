@@ -84,6 +84,9 @@ pub struct PermissionPolicy {
     /// What people allowed for good for this pair, checked after the deny rules, with the
     /// allow rules.
     pub always: Option<AlwaysSource>,
+    /// Iris's own directory (`IRIS_HOME`): no rule, person or setting lets the agent touch it
+    /// ([`crate::permissions::touches`]).
+    pub protected: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PermissionPolicy {
@@ -201,6 +204,18 @@ impl PermissionPolicy {
             cwd,
             home: self.home.as_deref(),
         };
+        if let Some(dir) = &self.protected
+            && crate::permissions::touches(tool, input, &place, dir)
+        {
+            return PermissionDecision::Decided(Decided::denied(
+                DecidedBy::Rule,
+                format!("Iris's own directory {}", dir.display()),
+                format!(
+                    "Iris denied {tool}: it reaches into Iris's own directory ({}: its configuration, database and approver token), which no agent may read or change",
+                    dir.display()
+                ),
+            ));
+        }
         let empty = Rules::default();
         let pair_rules = always.as_deref().map_or(&empty, |always| &always.rules);
         match Rules::check(&[&defaults, &team, pair_rules], tool, input, &place) {

@@ -525,6 +525,14 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Approvals { .. } | Command::Approve { .. } | Command::Deny { .. })
+            if std::env::var_os(iris::pool::AGENT_KEY_VARIABLE).is_some() =>
+        {
+            anyhow::bail!(
+                "this command runs inside an agent Iris started ({} is set): approvals come only from a person",
+                iris::pool::AGENT_KEY_VARIABLE
+            )
+        }
         Some(Command::Approvals {
             action,
             watch,

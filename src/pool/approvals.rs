@@ -219,7 +219,7 @@ impl Approvals {
         for record in records {
             add_rule(&mut state, record);
         }
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(64);
         let token_text = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),

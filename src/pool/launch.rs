@@ -125,6 +125,10 @@ pub fn agent_spec(
             rules: launch.rules.clone(),
             home,
             always: launch.always.clone(),
+            protected: Some(
+                std::fs::canonicalize(&config.iris_home)
+                    .unwrap_or_else(|_| config.iris_home.clone()),
+            ),
         },
         cost_baseline: launch.cost_baseline,
     }

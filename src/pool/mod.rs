@@ -34,7 +34,8 @@ pub use approvals::{
 };
 pub use callback::{CALLBACK_PREFIX, agent_config_dir};
 pub use launch::{
-    ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command, transcript_path,
+    AGENT_KEY_VARIABLE, ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command,
+    transcript_path,
 };
 pub use lineage::BudgetUse;
 pub use state::ExitReason;
