@@ -671,7 +671,16 @@ impl ServerHandler for IrisMcp {
             .await
             .map_err(|error| task_error(&request.task_id, &error))?;
         let retention = self.pool.config().database.retention;
-        Ok(GetTaskResult::new(detailed_task(&record, retention)))
+        let mut task = detailed_task(&record, retention);
+        // A turn that waits for a person says so, as message_status does.
+        if let Some(waiting) = self.pool.pending_approvals_of(record.id).first() {
+            task.task.status_message = Some(format!(
+                "waiting for approval: {} (approval {})",
+                PendingApproval::from(waiting).summary,
+                short(&waiting.id)
+            ));
+        }
+        Ok(GetTaskResult::new(task))
     }
 
     /// `tasks/cancel`: cancels the message (queued: removed; running: interrupted). Answers
