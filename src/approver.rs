@@ -303,18 +303,13 @@ async fn approve(
 ) -> Result<Response, Failed> {
     check(&pool, &headers)?;
     let request: ApproveBody = body(&bytes)?;
-    let record = pool
-        .decide_approval(
-            &id,
-            PersonDecision {
-                allow: true,
-                always: request.always,
-                reason: None,
-                via: request.via,
-            },
-        )
-        .await?;
-    Ok(axum::Json(record).into_response())
+    let decision = PersonDecision {
+        allow: true,
+        always: request.always,
+        reason: None,
+        via: request.via,
+    };
+    decide(&pool, &id, decision).await
 }
 
 async fn deny(
@@ -325,17 +320,18 @@ async fn deny(
 ) -> Result<Response, Failed> {
     check(&pool, &headers)?;
     let request: DenyBody = body(&bytes)?;
-    let record = pool
-        .decide_approval(
-            &id,
-            PersonDecision {
-                allow: false,
-                always: false,
-                reason: request.reason,
-                via: request.via,
-            },
-        )
-        .await?;
+    let decision = PersonDecision {
+        allow: false,
+        always: false,
+        reason: request.reason,
+        via: request.via,
+    };
+    decide(&pool, &id, decision).await
+}
+
+/// A person's decision, answered with the request as decided.
+async fn decide(pool: &Pool, id: &str, decision: PersonDecision) -> Result<Response, Failed> {
+    let record = pool.decide_approval(id, decision).await?;
     Ok(axum::Json(record).into_response())
 }
 

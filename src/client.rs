@@ -78,13 +78,7 @@ pub async fn status(base: &str) -> Result<PoolStatus, ClientError> {
     if let Some(token) = env_token() {
         request = request.bearer_auth(token);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|error| ClientError::Unreachable {
-            url: url.clone(),
-            message: error.to_string(),
-        })?;
+    let response = send(request, &url).await?;
     if !response.status().is_success() {
         let code = response.status();
         let body: Value = response.json().await.unwrap_or_default();
@@ -560,13 +554,7 @@ impl Approver {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| ClientError::Unreachable {
-                url: url.clone(),
-                message: error.to_string(),
-            })?;
+        let response = send(request, &url).await?;
         let code = response.status();
         let value: Value = response
             .json()
@@ -667,13 +655,7 @@ impl Approver {
     /// [`ClientError`] when the server cannot be reached, refuses, or the stream breaks.
     pub async fn watch(&self, mut on_event: impl FnMut(ApprovalEvent)) -> Result<(), ClientError> {
         let (url, request) = self.request(reqwest::Method::GET, "/approvals/watch");
-        let mut response = request
-            .send()
-            .await
-            .map_err(|error| ClientError::Unreachable {
-                url: url.clone(),
-                message: error.to_string(),
-            })?;
+        let mut response = send(request, &url).await?;
         if !response.status().is_success() {
             let value: Value = response.json().await.unwrap_or_default();
             let reason = value["error"].as_str().unwrap_or("no reason given");
@@ -700,6 +682,20 @@ impl Approver {
             }
         }
     }
+}
+
+/// Sends `request` (to `url`, named in the error when nothing answers there).
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<reqwest::Response, ClientError> {
+    request
+        .send()
+        .await
+        .map_err(|error| ClientError::Unreachable {
+            url: url.to_owned(),
+            message: error.to_string(),
+        })
 }
 
 /// An id as one URL path segment: ids are hex, anything else is refused by the server as
