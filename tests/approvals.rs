@@ -433,3 +433,73 @@ fn approval_commands_refuse_inside_an_agent() {
         );
     }
 }
+
+/// A caller that follows its message as an MCP task is told, by the task's status message,
+/// that the turn waits for approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_says_it_waits_for_approval() {
+    use rmcp::model::{
+        CallToolResponse, ClientCapabilities, ClientConfig, GetTaskParams, Implementation,
+        TaskStatus,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let config = write_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let server = common::Server::start(Some(&config), &home);
+    let token = read_approver_file(&home).unwrap().unwrap().token;
+    let info = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("task-client", "1"),
+    );
+    let client = info
+        .serve(StreamableHttpClientTransport::from_uri(server.url()))
+        .await
+        .unwrap();
+    let CallToolResponse::Task(created) = client
+        .call_tool_once(call(
+            "ask_message",
+            json!({"fromTeam": "lead", "toTeam": "backend", "message": touch("made-by-task"), "timeout": 0}),
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a task")
+    };
+    let task_id = created.task.task_id.clone();
+    let mut said = String::new();
+    common::wait_for_async("the task to say it waits for approval", async || {
+        let task = client
+            .get_task(GetTaskParams::new(task_id.clone()))
+            .await
+            .unwrap()
+            .task;
+        said = task.task.status_message.clone().unwrap_or_default();
+        said.starts_with("waiting for approval: Bash touch made-by-task")
+    })
+    .await;
+    let request = pending(&server.base(), &token).await.pop().unwrap();
+    assert_contains(&said, &request.id[..8]);
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/approvals/{}/approve",
+            server.base(),
+            request.id
+        ))
+        .header(APPROVER_HEADER, &token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    common::wait_for_async("the task to complete", async || {
+        let task = client
+            .get_task(GetTaskParams::new(task_id.clone()))
+            .await
+            .unwrap()
+            .task;
+        task.status() == TaskStatus::Completed
+    })
+    .await;
+    assert!(dir.path().join("backend/made-by-task").exists());
+    client.cancel().await.unwrap();
+}
