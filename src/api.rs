@@ -618,14 +618,33 @@ pub struct ReportPage {
 }
 
 impl ReportPage {
-    /// Reads a page of `pair`'s messages, with its current session.
+    /// Reads a page of `pair`'s messages, with its current session, each message's
+    /// permission decisions and, for one sent from another's turn, its call chain.
     ///
     /// # Errors
     /// [`PoolError::Store`].
-    pub async fn load(pool: &Pool, pair: &Pair, page: Page) -> Result<Self, PoolError> {
+    pub async fn load(
+        pool: &Pool,
+        pair: &Pair,
+        page: Page,
+        viewer: &crate::pool::Viewer,
+    ) -> Result<Self, PoolError> {
         let session = pool.session(pair).await?;
         let messages = pool.report(pair, page).await?;
         let mut report = Self::new(pair, session.as_ref(), &messages);
+        // Each message sent from another's turn carries its chain (the links `viewer` may
+        // see).
+        for (view, record) in report.messages.iter_mut().zip(&messages) {
+            if record.parent_id.is_some() {
+                view.chain = pool
+                    .chain_of(record)
+                    .await?
+                    .iter()
+                    .filter(|link| viewer.may_see(link))
+                    .map(ChainLink::from)
+                    .collect();
+            }
+        }
         // The audit: every permission decision of each message, with who made it, when, and
         // the input (also for turns that failed and kept no transcript).
         for message in &mut report.messages {

@@ -557,7 +557,7 @@ async fn handle(pool: &Pool, request: Request) -> String {
             let page = async {
                 let before = before.as_deref().map(message_id).transpose()?;
                 let pair = pool.pair(&from, &to)?;
-                ReportPage::load(pool, &pair, Page { limit, before }).await
+                ReportPage::load(pool, &pair, Page { limit, before }, &Viewer::Anyone).await
             };
             reply(id, page.await)
         }

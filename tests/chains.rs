@@ -237,3 +237,45 @@ async fn a_team_over_its_budget_refuses_new_messages() {
     assert_contains(&text, "budget costly: $0.6000 of $0.5 in 24 h — OVER");
     client.cancel().await.unwrap();
 }
+
+/// A tell inside a chain breaks the wait: b's turn tells a something and goes on (asking c,
+/// slowly); a's agent, answering the tell, asks b. That ask queues behind b's turn, which
+/// does not wait for it: not a deadlock, and it is not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_below_a_tell_is_not_a_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["a", "b", "c"], "", &|_| String::new());
+    let client = connect(&server).await;
+    let back = calls(
+        "send_message",
+        &json!({"toTeam": "b", "message": "and you?"}),
+    );
+    let tell = calls("quick_message", &json!({"toTeam": "a", "message": back}));
+    let slow = calls(
+        "send_message",
+        &json!({"toTeam": "c", "message": "[[slow:2000]] take your time"}),
+    );
+    let first = ask(&client, "a", "b", &format!("{tell} {slow}")).await;
+    assert_eq!(first.status, CallerStatus::Completed, "{first:?}");
+    common::wait_for_async("the tell's turn to finish", async || {
+        let report: ReportPage = typed(
+            &client
+                .call_tool(call(
+                    "session_report",
+                    json!({"fromTeam": "b", "team": "a"}),
+                ))
+                .await
+                .unwrap(),
+        );
+        report.messages.first().is_some_and(|message| {
+            message.state.is_final() && {
+                let answer = message.answer.clone().unwrap_or_default();
+                assert!(!answer.contains("deadlock"), "{answer}");
+                assert_eq!(message.parent_id, Some(first.message_id));
+                true
+            }
+        })
+    })
+    .await;
+    client.cancel().await.unwrap();
+}

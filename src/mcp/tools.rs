@@ -256,8 +256,16 @@ impl IrisMcp {
                     .map(PendingApproval::from)
                     .collect();
                 if record.parent_id.is_some() {
+                    // Only the links this caller may see (a proven team: the messages it sent).
+                    let viewer = self.viewer(&context);
                     match self.pool.chain_of(&record).await {
-                        Ok(chain) => view.chain = chain.iter().map(ChainLink::from).collect(),
+                        Ok(chain) => {
+                            view.chain = chain
+                                .iter()
+                                .filter(|link| viewer.may_see(link))
+                                .map(ChainLink::from)
+                                .collect();
+                        }
                         Err(error) => return Ok(reply::<MessageView>(Err(error.into()))),
                     }
                 }
@@ -431,7 +439,7 @@ impl IrisMcp {
                     limit: args.limit.map_or(10, |limit| limit.clamp(1, 200) as usize),
                     before,
                 };
-                ReportPage::load(&self.pool, &pair, page).await
+                ReportPage::load(&self.pool, &pair, page, &self.viewer(&context)).await
             }
             .await,
         ))

@@ -766,7 +766,9 @@ impl Pool {
                 parent,
             })
             .await?;
-        self.inner.lineage.add(id, pair, parent);
+        self.inner
+            .lineage
+            .add(id, pair, parent, mode == MessageMode::Ask);
         let (reply, answer) = oneshot::channel();
         let (progress_sender, progress) = mpsc::unbounded_channel();
         permit.send(Job::Turn {
@@ -806,16 +808,20 @@ impl Pool {
         };
         let chain = self.inner.lineage.chain(parent, agent);
         let max = self.config().settings.max_call_depth;
-        if chain.len() + 1 > max {
+        let depth = self.inner.lineage.depth(parent) + 1;
+        if depth > max {
             return Err(PoolError::TooDeep {
                 chain: lineage::describe(&chain, pair),
-                depth: chain.len() + 1,
+                depth,
                 max,
             });
         }
+        // A deadlock only if the turn running on the target pair waits, link by link, for
+        // this message: every message after it in the chain, and this one, waited for.
         if mode == MessageMode::Ask
             && let Some(running) = self.inner.approvals.running_message(pair)
-            && let Some(at) = chain.iter().position(|(id, _)| *id == running)
+            && let Some(at) = chain.iter().position(|step| step.id == running)
+            && chain[at + 1..].iter().all(|step| step.waited_for)
         {
             return Err(PoolError::WouldDeadlock {
                 chain: lineage::describe(&chain[at..], pair),
@@ -921,6 +927,7 @@ impl Pool {
     /// # Errors
     /// As [`Pool::message`], or [`PoolError::Store`] if the write fails.
     pub async fn acknowledge(&self, id: MessageId) -> Result<MessageRecord, PoolError> {
+        self.inner.lineage.not_waited_for(id);
         self.inner.store.acknowledge(id).await?;
         self.message(id, &Viewer::Anyone).await
     }

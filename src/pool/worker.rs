@@ -268,6 +268,16 @@ impl Worker {
             });
             (requested, closed)
         };
+        // Every turn that ran counts against its team's budget, a failed or timed-out one
+        // too (with the cost its result reported, if any).
+        if marked_running {
+            let cost = outcome
+                .as_ref()
+                .map_or(0.0, |outcome| outcome.result.cost_usd);
+            self.pool
+                .lineage
+                .turn_done(&self.pair.target, cost, crate::store::now_ms());
+        }
         let ending = Ending {
             marked_running,
             cancel_requested,
@@ -532,9 +542,6 @@ impl Worker {
             }
             state.turn_done(&self.pair, agent.id(), Instant::now());
         }
-        self.pool
-            .lineage
-            .turn_done(&self.pair.target, result.cost_usd, crate::store::now_ms());
         self.pool.slot_changed.notify_waiters();
         self.pool.emit(PoolEvent::TurnFinished {
             pair: self.pair.clone(),

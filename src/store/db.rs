@@ -734,8 +734,8 @@ impl Db {
     ) -> Result<Vec<(TeamName, i64, f64)>, StoreError> {
         self.connection
             .prepare(
-                "SELECT target, finished_at_ms, cost_usd FROM messages
-                 WHERE finished_at_ms >= ?1 AND cost_usd IS NOT NULL ORDER BY finished_at_ms",
+                "SELECT target, finished_at_ms, COALESCE(cost_usd, 0) FROM messages
+                 WHERE finished_at_ms >= ?1 AND started_at_ms IS NOT NULL ORDER BY finished_at_ms",
             )
             .and_then(|mut statement| {
                 statement

@@ -886,8 +886,8 @@ impl Store {
             .await
     }
 
-    /// The turns that finished since `since_ms` (unix ms): each one's team, end and cost (for
-    /// budgets).
+    /// The turns that ran and finished since `since_ms` (unix ms), failed ones included: each
+    /// one's team, end and cost (0 when none was reported), for budgets.
     ///
     /// # Errors
     /// A [`StoreError`] if the database cannot be read.
