@@ -264,7 +264,7 @@ pub fn approvals(list: &[ApprovalRecord], all: bool) -> String {
         let _ = writeln!(out, "{}", approval_line(record));
     }
     if list.iter().any(ApprovalRecord::is_pending) {
-        out.push_str("\ndecide with `iris approve ID [--always]` or `iris deny ID [--reason TEXT]` (any unique prefix of the id)\n");
+        out.push_str("\ndecide with `iris approve ID [--always]` or `iris deny ID [--reason TEXT]` (the id, or a unique prefix of 4+ characters)\n");
     }
     out
 }

@@ -160,7 +160,7 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Allow a pending tool-permission request (ID: its id, or any unique prefix).
+    /// Allow a pending tool-permission request (ID: its id, or a unique prefix of 4+ characters).
     Approve {
         /// The request's id.
         id: String,
@@ -220,7 +220,7 @@ enum ApprovalsAction {
         #[arg(long)]
         json: bool,
     },
-    /// Remove an allow-always rule (ID: its id, or any unique prefix).
+    /// Remove an allow-always rule (ID: its id, or a unique prefix of 4+ characters).
     Forget {
         /// The rule's id.
         id: String,
