@@ -503,3 +503,70 @@ async fn a_task_says_it_waits_for_approval() {
     assert!(dir.path().join("backend/made-by-task").exists());
     client.cancel().await.unwrap();
 }
+
+/// A request that waits for a person further down a call chain (a asks b, b's agent asks c,
+/// c's agent wants a tool) is told to the caller at the top too, not only to b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_up_the_chain_is_told_what_waits_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-approvals-{}", uuid::Uuid::new_v4());
+    let yaml = common::fake_config_yaml(dir.path(), &marker, &["b", "c"], "", &|team| {
+        if team == "c" {
+            "    permissions:\n      ask: [Bash]\n".to_owned()
+        } else {
+            String::new()
+        }
+    });
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let home = dir.path().join("home");
+    let server = common::Server::start(Some(&config), &home);
+    let token = read_approver_file(&home).unwrap().unwrap().token;
+    let notes = ProgressNotes::default();
+    let client = notes
+        .clone()
+        .serve(StreamableHttpClientTransport::from_uri(server.url()))
+        .await
+        .unwrap();
+    let relay = json!({"toTeam": "c", "message": touch("made-down-the-chain")});
+    let mut params = call(
+        "send_message",
+        json!({"fromTeam": "a", "toTeam": "b", "timeout": 60_000,
+               "message": format!("[[tool:mcp__iris__send_message:{relay}]]")}),
+    );
+    params.set_progress_token(ProgressToken(NumberOrString::Number(3)));
+    let peer = client.peer().clone();
+    let asked = tokio::spawn(async move { peer.call_tool(params).await });
+    wait_for("a note about the request two hops down", || {
+        notes.all().iter().any(|note| {
+            note.starts_with(
+                "waiting for approval: team 'c' (down your call chain): Bash touch made-down-the-chain",
+            )
+        })
+    })
+    .await;
+    let request = pending(&server.base(), &token).await.pop().unwrap();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/approvals/{}/approve",
+            server.base(),
+            request.id
+        ))
+        .header(APPROVER_HEADER, &token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let outcome: MessageOutcome = typed(&asked.await.unwrap().unwrap());
+    assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
+    assert!(dir.path().join("c/made-down-the-chain").exists());
+    assert!(
+        notes
+            .all()
+            .iter()
+            .any(|note| note == &format!("approval {} allowed", &request.id[..8])),
+        "{:?}",
+        notes.all()
+    );
+    client.cancel().await.unwrap();
+}

@@ -189,6 +189,8 @@ struct Waiting {
     /// The question put to the caller's person, if one was: withdrawn when the request is
     /// decided another way.
     asking: Option<tokio::task::AbortHandle>,
+    /// The callers up the chain, told too.
+    upstream: Vec<TextStream>,
 }
 
 #[derive(Default)]
@@ -196,6 +198,9 @@ struct State {
     pending: HashMap<String, Waiting>,
     /// The message each pair's agent is running, and its route (for forwarding up a chain).
     running: HashMap<Pair, (MessageId, Route)>,
+    /// The progress stream of each running message's waiting caller (told about requests
+    /// that wait for a person further down its chain).
+    progress: HashMap<MessageId, TextStream>,
     /// What people allowed for good, per pair.
     rules: HashMap<Pair, Arc<PairRules>>,
     records: Vec<PairRuleRecord>,
@@ -253,8 +258,42 @@ impl Approvals {
     }
 
     /// The message `pair`'s agent now runs, and who decides for it.
-    pub(crate) fn turn_started(&self, pair: &Pair, id: MessageId, route: Route) {
-        self.lock().running.insert(pair.clone(), (id, route));
+    pub(crate) fn turn_started(
+        &self,
+        pair: &Pair,
+        id: MessageId,
+        route: Route,
+        progress: Option<TextStream>,
+    ) {
+        let mut state = self.lock();
+        state.running.insert(pair.clone(), (id, route));
+        if let Some(progress) = progress {
+            state.progress.insert(id, progress);
+        }
+    }
+
+    /// The progress streams of the callers up the chain from `route` (the messages whose
+    /// turns wait, through agents, for this one), nearest first.
+    fn up_the_chain(&self, route: &Route) -> Vec<TextStream> {
+        let state = self.lock();
+        let mut found = Vec::new();
+        let mut route = route.clone();
+        for _ in 0..MAX_CHAIN {
+            let Route::Agent { pair, message } = route else {
+                break;
+            };
+            let Some((running, next)) = state.running.get(&pair) else {
+                break;
+            };
+            if message.is_some_and(|message| message != *running) {
+                break;
+            }
+            if let Some(progress) = state.progress.get(running) {
+                found.push(progress.clone());
+            }
+            route = next.clone();
+        }
+        found
     }
 
     /// The message `pair`'s agent is running a turn for, if any.
@@ -271,6 +310,7 @@ impl Approvals {
         {
             state.running.remove(pair);
         }
+        state.progress.remove(&id);
     }
 
     /// The first connection up the chain from `route` that can be asked.
@@ -378,7 +418,7 @@ impl Approvals {
         record.who.clone_from(&decision.who);
         record.reason.clone_from(&decision.reason);
         record.decided_at_ms = Some(now_ms());
-        if let Some(progress) = &waiting.progress {
+        for progress in waiting.progress.iter().chain(&waiting.upstream) {
             let _ = progress.send(TurnProgress::Decided {
                 approval: id.to_owned(),
                 allowed: decided.allowed,
@@ -648,6 +688,7 @@ async fn ask(
         tracing::error!(approval = %id, %error, "cannot record a pending tool-permission request");
     }
     let (answer, decision) = oneshot::channel();
+    let upstream = approvals.up_the_chain(&route);
     let asked = match &elicitor {
         Some(person) => format!("the caller's person ({})", person.describe()),
         None => "a person at Iris (iris approvals; iris approve|deny ID)".to_owned(),
@@ -659,6 +700,7 @@ async fn ask(
             answer,
             progress: progress.clone(),
             asking: None,
+            upstream: upstream.clone(),
         },
     );
     tracing::info!(approval = %id, pair = %format!("{}->{}", record.caller, record.target), tool, why = %escalation.why, asked, "tool permission waits for a person");
@@ -670,7 +712,16 @@ async fn ask(
             approval: id.clone(),
             tool: tool.clone(),
             summary: summary.clone(),
-            asked,
+            asked: asked.clone(),
+        });
+    }
+    // The callers further up the chain wait for this too.
+    for progress in &upstream {
+        let _ = progress.send(TurnProgress::Waiting {
+            approval: id.clone(),
+            tool: tool.clone(),
+            summary: format!("team '{}' (down your call chain): {summary}", record.target),
+            asked: asked.clone(),
         });
     }
     if let Some(person) = elicitor {

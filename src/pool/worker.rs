@@ -421,7 +421,7 @@ impl Worker {
                 });
             self.pool
                 .approvals
-                .turn_started(&self.pair, id, route.clone());
+                .turn_started(&self.pair, id, route.clone(), progress.clone());
             let turn = agent.turn_streaming(
                 text.clone(),
                 response_timeout,
