@@ -90,17 +90,7 @@ pub async fn status(base: &str) -> Result<PoolStatus, ClientError> {
             ),
         });
     }
-    let value: Value = response
-        .json()
-        .await
-        .map_err(|error| ClientError::Protocol {
-            url: url.clone(),
-            message: error.to_string(),
-        })?;
-    serde_json::from_value(value).map_err(|error| ClientError::Protocol {
-        url,
-        message: error.to_string(),
-    })
+    decode(json_body(response, &url).await?, &url)
 }
 
 /// Calls `tool` with `arguments` on the MCP server at `base` (with the bearer token from
@@ -556,21 +546,12 @@ impl Approver {
         }
         let response = send(request, &url).await?;
         let code = response.status();
-        let value: Value = response
-            .json()
-            .await
-            .map_err(|error| ClientError::Protocol {
-                url: url.clone(),
-                message: error.to_string(),
-            })?;
+        let value = json_body(response, &url).await?;
         if !code.is_success() {
             let reason = value["error"].as_str().unwrap_or("no reason given");
             return Err(ClientError::Refused(reason.to_owned()));
         }
-        serde_json::from_value(value).map_err(|error| ClientError::Protocol {
-            url,
-            message: error.to_string(),
-        })
+        decode(value, &url)
     }
 
     /// The pending requests (with `all`, the last `limit` recorded ones too, newest first).
@@ -583,11 +564,8 @@ impl Approver {
         } else {
             "/approvals".to_owned()
         };
-        let page: Value = self.send(reqwest::Method::GET, &path, None).await?;
-        serde_json::from_value(page["approvals"].clone()).map_err(|error| ClientError::Protocol {
-            url: format!("{}{path}", self.base),
-            message: error.to_string(),
-        })
+        let mut page: Value = self.send(reqwest::Method::GET, &path, None).await?;
+        decode(page["approvals"].take(), &format!("{}{path}", self.base))
     }
 
     /// Allows a pending request (`id` whole or a unique prefix); with `always`, the same
@@ -626,13 +604,13 @@ impl Approver {
     /// # Errors
     /// [`ClientError`] when the server cannot be reached or refuses.
     pub async fn rules(&self) -> Result<Vec<PairRuleRecord>, ClientError> {
-        let page: Value = self
+        let mut page: Value = self
             .send(reqwest::Method::GET, "/approvals/rules", None)
             .await?;
-        serde_json::from_value(page["rules"].clone()).map_err(|error| ClientError::Protocol {
-            url: format!("{}/approvals/rules", self.base),
-            message: error.to_string(),
-        })
+        decode(
+            page["rules"].take(),
+            &format!("{}/approvals/rules", self.base),
+        )
     }
 
     /// Removes an allow-always rule.
@@ -682,6 +660,25 @@ impl Approver {
             }
         }
     }
+}
+
+/// A response's body as JSON.
+async fn json_body(response: reqwest::Response, url: &str) -> Result<Value, ClientError> {
+    response
+        .json()
+        .await
+        .map_err(|error| ClientError::Protocol {
+            url: url.to_owned(),
+            message: error.to_string(),
+        })
+}
+
+/// JSON from `url` read as `T`.
+fn decode<T: DeserializeOwned>(value: Value, url: &str) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|error| ClientError::Protocol {
+        url: url.to_owned(),
+        message: error.to_string(),
+    })
 }
 
 /// Sends `request` (to `url`, named in the error when nothing answers there).

@@ -39,6 +39,17 @@ fn touch(file: &str) -> String {
     format!(r#"[[tool:Bash:{{"command":"touch {file}"}}]]"#)
 }
 
+/// A person's approval over HTTP, which must succeed.
+async fn approve(base: &str, token: &str, id: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/approvals/{id}/approve"))
+        .header(APPROVER_HEADER, token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+}
+
 async fn pending(base: &str, token: &str) -> Vec<ApprovalRecord> {
     let page: Value = reqwest::Client::new()
         .get(format!("{base}/approvals"))
@@ -211,17 +222,7 @@ async fn a_waiting_caller_is_told_what_waits_for_approval() {
         .find(|note| note.starts_with("waiting for approval"))
         .unwrap();
     assert_contains(&note, &request.id[..8]);
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/approvals/{}/approve",
-            server.base(),
-            request.id
-        ))
-        .header(APPROVER_HEADER, &token)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    approve(&server.base(), &token, &request.id).await;
     let outcome: MessageOutcome = typed(&asked.await.unwrap().unwrap());
     assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
     assert!(dir.path().join("backend/made-when-allowed").exists());
@@ -480,17 +481,7 @@ async fn a_task_says_it_waits_for_approval() {
     .await;
     let request = pending(&server.base(), &token).await.pop().unwrap();
     assert_contains(&said, &request.id[..8]);
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/approvals/{}/approve",
-            server.base(),
-            request.id
-        ))
-        .header(APPROVER_HEADER, &token)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    approve(&server.base(), &token, &request.id).await;
     common::wait_for_async("the task to complete", async || {
         let task = client
             .get_task(GetTaskParams::new(task_id.clone()))
@@ -546,17 +537,7 @@ async fn the_caller_up_the_chain_is_told_what_waits_below() {
     })
     .await;
     let request = pending(&server.base(), &token).await.pop().unwrap();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/approvals/{}/approve",
-            server.base(),
-            request.id
-        ))
-        .header(APPROVER_HEADER, &token)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    approve(&server.base(), &token, &request.id).await;
     let outcome: MessageOutcome = typed(&asked.await.unwrap().unwrap());
     assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
     assert!(dir.path().join("c/made-down-the-chain").exists());

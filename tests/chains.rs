@@ -46,6 +46,19 @@ fn calls(tool: &str, arguments: &Value) -> String {
     format!("[[tool:mcp__iris__{tool}:{arguments}]]")
 }
 
+/// `from`'s report on its pair with `team`.
+async fn report(client: &Client, from: &str, team: &str) -> ReportPage {
+    typed(
+        &client
+            .call_tool(call(
+                "session_report",
+                json!({"fromTeam": from, "team": team}),
+            ))
+            .await
+            .unwrap(),
+    )
+}
+
 async fn ask(client: &Client, from: &str, to: &str, message: &str) -> MessageOutcome {
     typed(
         &client
@@ -77,16 +90,8 @@ async fn a_cycle_is_refused_at_once_and_a_tell_is_not() {
     assert_contains(&answer, "would deadlock: a → b → a → b");
     assert_contains(&answer, &first.message_id.to_string());
     // b's message to a was sent during a's message to b, and says so.
-    let report: ReportPage = typed(
-        &client
-            .call_tool(call(
-                "session_report",
-                json!({"fromTeam": "b", "team": "a"}),
-            ))
-            .await
-            .unwrap(),
-    );
-    let middle = &report.messages[0];
+    let sent_back = report(&client, "b", "a").await;
+    let middle = &sent_back.messages[0];
     assert_eq!(middle.parent_id, Some(first.message_id));
     let view: MessageView = typed(
         &client
@@ -125,16 +130,8 @@ async fn a_cycle_is_refused_at_once_and_a_tell_is_not() {
     common::wait_for_async(
         "the tell delivered after the turn it was sent in",
         async || {
-            let report: ReportPage = typed(
-                &client
-                    .call_tool(call(
-                        "session_report",
-                        json!({"fromTeam": "a", "team": "b"}),
-                    ))
-                    .await
-                    .unwrap(),
-            );
-            report.messages.iter().any(|message| {
+            let page = report(&client, "a", "b").await;
+            page.messages.iter().any(|message| {
                 message.message == "later, please" && message.state == MessageState::Completed
             })
         },
@@ -258,16 +255,8 @@ async fn an_ask_below_a_tell_is_not_a_deadlock() {
     let first = ask(&client, "a", "b", &format!("{tell} {slow}")).await;
     assert_eq!(first.status, CallerStatus::Completed, "{first:?}");
     common::wait_for_async("the tell's turn to finish", async || {
-        let report: ReportPage = typed(
-            &client
-                .call_tool(call(
-                    "session_report",
-                    json!({"fromTeam": "b", "team": "a"}),
-                ))
-                .await
-                .unwrap(),
-        );
-        report.messages.first().is_some_and(|message| {
+        let page = report(&client, "b", "a").await;
+        page.messages.first().is_some_and(|message| {
             message.state.is_final() && {
                 let answer = message.answer.clone().unwrap_or_default();
                 assert!(!answer.contains("deadlock"), "{answer}");

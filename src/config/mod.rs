@@ -120,6 +120,12 @@ impl Secret {
         Self(value.into())
     }
 
+    /// The secret itself, for the one place that must hand it on (a 0600 file). Never log it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `offered` is this secret, compared in time independent of where they differ.
     #[must_use]
     pub fn matches(&self, offered: &str) -> bool {

@@ -211,7 +211,6 @@ pub(crate) struct Approvals {
     store: Store,
     /// What people's commands prove themselves with (made anew at each start).
     token: crate::config::Secret,
-    token_text: String,
     state: Mutex<State>,
     events: broadcast::Sender<ApprovalEvent>,
 }
@@ -225,15 +224,14 @@ impl Approvals {
             add_rule(&mut state, record);
         }
         let (events, _) = broadcast::channel(64);
-        let token_text = format!(
+        let token = crate::config::Secret::new(format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
-        );
+        ));
         Ok(Self {
             store,
-            token: crate::config::Secret::new(token_text.clone()),
-            token_text,
+            token,
             state: Mutex::new(state),
             events,
         })
@@ -929,7 +927,7 @@ impl Pool {
     /// (see [`crate::approver`]). Made anew at each start; never given to an agent.
     #[must_use]
     pub fn approver_token(&self) -> String {
-        self.inner.approvals.token_text.clone()
+        self.inner.approvals.token.expose().to_owned()
     }
 
     /// Whether `offered` is this Iris's approver token (compared in constant time).
