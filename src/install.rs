@@ -94,6 +94,49 @@ pub fn install(url: &str, use_claude: bool) -> Result<Registration, InstallError
     })
 }
 
+/// Writes the `iris` server into `project`'s `.mcp.json` (project scope, checked in with the
+/// project): `program serve --stdio`, with `env` (`IRIS_HOME` and `IRIS_CONFIG_PATH` when this
+/// shell sets them). Other servers and keys are kept.
+///
+/// # Errors
+/// [`InstallError::File`] when `.mcp.json` is not JSON Iris can edit.
+pub fn install_project(
+    project: &Path,
+    program: &Path,
+    env: &[(String, String)],
+) -> Result<Registration, InstallError> {
+    let path = project.join(".mcp.json");
+    let mut entry = json!({
+        "type": "stdio",
+        "command": program,
+        "args": ["serve", "--stdio"],
+    });
+    if !env.is_empty() {
+        entry["env"] = env
+            .iter()
+            .map(|(key, value)| (key.clone(), Value::String(value.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    let written = edit(&path, |root| {
+        let servers = root
+            .entry("mcpServers")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let Value::Object(servers) = servers else {
+            return Err("\"mcpServers\" is not an object".to_owned());
+        };
+        if servers.get(SERVER_NAME) == Some(&entry) {
+            return Ok(false);
+        }
+        servers.insert(SERVER_NAME.to_owned(), entry);
+        Ok(true)
+    })?;
+    Ok(match written {
+        Registration::Unchanged(path) => Registration::File(path),
+        other => other,
+    })
+}
+
 /// Removes the `iris` server registration.
 ///
 /// # Errors
@@ -230,5 +273,25 @@ mod tests {
         let error = edit(&path, |_| Ok(true)).unwrap_err();
         assert!(error.to_string().contains("not valid JSON"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
+    }
+
+    #[test]
+    fn a_project_gets_the_stdio_command_and_keeps_its_other_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".mcp.json");
+        std::fs::write(&path, r#"{"mcpServers":{"db":{"command":"db-mcp"}}}"#).unwrap();
+        let env = [("IRIS_HOME".to_owned(), "/srv/iris".to_owned())];
+        install_project(dir.path(), Path::new("/usr/local/bin/iris"), &env).unwrap();
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(value["mcpServers"]["db"]["command"], "db-mcp");
+        let iris = &value["mcpServers"]["iris"];
+        assert_eq!(iris["type"], "stdio");
+        assert_eq!(iris["command"], "/usr/local/bin/iris");
+        assert_eq!(iris["args"], json!(["serve", "--stdio"]));
+        assert_eq!(iris["env"]["IRIS_HOME"], "/srv/iris");
+        // Again: the same entry, nothing to change.
+        install_project(dir.path(), Path::new("/usr/local/bin/iris"), &env).unwrap();
+        let again: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(again, value);
     }
 }

@@ -54,9 +54,11 @@
 pub mod agent;
 pub mod api;
 pub mod approver;
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod console;
+pub mod daemon;
 pub mod guard;
 pub mod install;
 pub mod logs;

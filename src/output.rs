@@ -158,6 +158,23 @@ pub fn status_table(status: &PoolStatus) -> String {
         };
         let _ = writeln!(out, "budget {}: {}{over}", budget.team, parts.join(", "));
     }
+    let _ = writeln!(
+        out,
+        "sessions (iris serve --stdio): {} connected",
+        status.bridges.len()
+    );
+    for bridge in &status.bridges {
+        let _ = writeln!(
+            out,
+            "  pid {:<8} {:<16} {}  (connected {})",
+            bridge
+                .pid
+                .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+            bridge.team.as_deref().unwrap_or("(no team)"),
+            bridge.cwd.display(),
+            human_duration(bridge.connected_ms)
+        );
+    }
     if status.pairs.is_empty() {
         out.push_str("no conversations yet\n");
         return out;
@@ -190,6 +207,24 @@ pub fn status_table(status: &PoolStatus) -> String {
     }
     out
 }
+
+/// `5s`, `3m 20s`, `2h 5m`.
+fn human_duration(millis: u64) -> String {
+    let seconds = millis / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// What `iris install` adds about the other way to register Iris.
+pub const INSTALL_WAYS: &str = "Two ways to connect Claude Code to Iris:\n  \
+     - user scope, over HTTP (this one): every project's sessions reach the `iris serve` you run\n    \
+       (start it yourself; serving off loopback needs tokens, sent as IRIS_TOKEN);\n  \
+     - project scope, over stdio: `iris install --project` in a project writes its .mcp.json with\n    \
+       `iris serve --stdio`; its directory names its team, no token needed, and every session\n    \
+       shares one Iris daemon that starts when needed and stops unused (`iris stop` stops it).";
 
 /// `iris report`: the pair's session, then each message with its answer, newest first.
 #[must_use]

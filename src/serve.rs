@@ -13,7 +13,10 @@ use std::sync::Arc;
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use crate::config::Config;
+use crate::daemon::{DaemonError, OwnerLock, SocketContext};
 use crate::guard::Guard;
 use crate::logs::LogBuffer;
 use crate::mcp::{HttpAccess, IrisMcp, serve_http, stdio_caller};
@@ -22,9 +25,15 @@ use crate::pool::{Pool, PoolError, PoolOptions};
 /// How `iris serve` serves.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// MCP on stdin/stdout (agents' call-backs on a loopback listener of their own) instead
-    /// of Streamable HTTP.
+    /// MCP on stdin/stdout in this process (agents' call-backs on a loopback listener of
+    /// their own) instead of Streamable HTTP: `iris serve --stdio --in-process`, one session
+    /// per `IRIS_HOME`. (`iris serve --stdio` is a bridge to the daemon: [`crate::bridge`].)
     pub stdio: bool,
+    /// The daemon bridges start (`iris serve --daemon`): it waits for a stopping Iris to let
+    /// go of `IRIS_HOME`, serves HTTP on another port when `settings.httpPort` is taken, says
+    /// `ready` on stdout once it accepts bridges, and stops after `settings.daemonIdleTimeout`
+    /// unused.
+    pub daemon: bool,
     /// The HTTP port; 0 picks a free one. Default: `settings.httpPort`.
     pub port: Option<u16>,
     /// The address to bind; a non-loopback one needs bearer tokens in the config.
@@ -81,7 +90,13 @@ pub enum ServeError {
     /// Console input or output failed.
     #[error("console i/o: {0}")]
     Console(#[source] std::io::Error),
+    /// The socket bridges connect to, or its lock.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
 }
+
+/// How long a starting daemon waits for an Iris that is stopping to let go of `IRIS_HOME`.
+const OWNER_WAIT: Duration = Duration::from_secs(60);
 
 /// Serves the Iris MCP tools until `shutdown` is cancelled (or, on stdio, the client
 /// closes its end), then stops the pool: every agent stopped and reaped.
@@ -110,9 +125,50 @@ pub async fn serve(
             options.port.unwrap_or(config.settings.http_port),
         )
     };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ServeError::Listen { address, source })?;
+    // The one Iris of this IRIS_HOME owns the socket bridges connect to (not the in-process
+    // stdio server: it serves its one session).
+    let owner = if options.stdio {
+        None
+    } else if options.daemon {
+        Some(crate::daemon::own(&config.iris_home, OWNER_WAIT).await?)
+    } else {
+        Some(crate::daemon::try_own(&config.iris_home)?)
+    };
+    let socket = match &owner {
+        Some(owner) => match crate::daemon::bind(&config.iris_home, owner) {
+            Ok(socket) => Some(socket),
+            Err(error) if !options.daemon => {
+                tracing::warn!(%error, "`iris serve --stdio` sessions cannot reach this Iris");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        },
+        None => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        // The daemon serves sessions first: with its port taken (another IRIS_HOME's Iris),
+        // it serves HTTP elsewhere and says where in run/approver.json.
+        Err(error)
+            if options.daemon
+                && options.port.is_none()
+                && error.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let any = SocketAddr::new(address.ip(), 0);
+            let listener = tokio::net::TcpListener::bind(any)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    address: any,
+                    source,
+                })?;
+            tracing::warn!(
+                "{address} is in use (settings.httpPort): serving HTTP on {} instead; `iris status` finds it",
+                listener.local_addr().map_or_else(|_| "another port".to_owned(), |a| a.to_string())
+            );
+            listener
+        }
+        Err(source) => return Err(ServeError::Listen { address, source }),
+    };
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Listen { address, source })?;
@@ -134,12 +190,43 @@ pub async fn serve(
     if let Err(error) = crate::approver::write_approver_file(&iris_home, &approver) {
         tracing::warn!(%error, "cannot write the approver file; `iris approvals` cannot reach this Iris");
     }
-    let served = serve_pool(&pool, listener, local, &options, logs, &shutdown).await;
+    // `iris stop` (over the socket) and an idle daemon stop through this token.
+    let stop = shutdown.child_token();
+    let sessions = socket.map(|socket| {
+        let context = SocketContext {
+            pool: pool.clone(),
+            logs: logs.clone(),
+            url: callback_base(local),
+            config_file: crate::config::locate()
+                .map(|(file, _)| file)
+                .unwrap_or_else(|_| iris_home.join("config.yaml")),
+            shutdown: stop.clone(),
+        };
+        tokio::spawn(crate::daemon::serve_socket(socket, context))
+    });
+    if options.daemon {
+        tokio::spawn(crate::daemon::stop_when_idle(pool.clone(), stop.clone()));
+    }
+    let served = serve_pool(&pool, listener, local, &options, logs, &stop).await;
     tracing::debug!("transport stopped; stopping the pool");
-    crate::approver::remove_approver_file(&iris_home);
+    stop.cancel();
+    if let Some(sessions) = sessions {
+        let _ = sessions.await;
+    }
+    finish(&iris_home, &pool, owner).await;
+    served
+}
+
+/// Stops what [`serve`] started, in order: no new session can connect (the socket goes),
+/// no `iris approvals` finds it, the pool stops, and only then is `IRIS_HOME` let go.
+async fn finish(iris_home: &Path, pool: &Pool, owner: Option<OwnerLock>) {
+    if owner.is_some() {
+        crate::daemon::unbind(iris_home);
+    }
+    crate::approver::remove_approver_file(iris_home);
     pool.shutdown().await;
     tracing::debug!("pool stopped");
-    served
+    drop(owner);
 }
 
 async fn serve_pool(
@@ -152,6 +239,12 @@ async fn serve_pool(
 ) -> Result<(), ServeError> {
     if let Some(path) = &options.port_file {
         write_port_file(path, local)?;
+    }
+    if options.daemon {
+        // The bridge that started this daemon waits for this line (then drops the pipe).
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "ready {local}").and_then(|()| stdout.flush());
     }
     if !options.stdio {
         eprintln!("iris: serving MCP on http://{local}/mcp (health: http://{local}/health)");

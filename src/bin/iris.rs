@@ -37,9 +37,17 @@ enum Command {
     /// Serve the Iris MCP tools: Streamable HTTP on 127.0.0.1 (default port: settings.httpPort),
     /// or stdio with --stdio.
     Serve {
-        /// Serve MCP on stdin/stdout instead of HTTP.
+        /// Serve MCP on stdin/stdout (as a project's `.mcp.json` runs it): a bridge to the one
+        /// Iris of this IRIS_HOME, started when none runs.
         #[arg(long)]
         stdio: bool,
+        /// With --stdio: serve in this process instead of through the shared daemon (one
+        /// session per IRIS_HOME).
+        #[arg(long, requires = "stdio")]
+        in_process: bool,
+        /// Internal: the shared daemon `iris serve --stdio` starts.
+        #[arg(long, hide = true, conflicts_with = "stdio")]
+        daemon: bool,
         /// The HTTP port (0: any free port; the address is printed on stderr).
         #[arg(long)]
         port: Option<u16>,
@@ -72,9 +80,14 @@ enum Command {
         /// The team's name.
         name: String,
     },
-    /// Register Iris's MCP server with Claude Code (`claude mcp add` when claude is on PATH,
-    /// else by editing ~/.claude.json).
+    /// Register Iris's MCP server with Claude Code: for every project over HTTP (`claude mcp
+    /// add` when claude is on PATH, else by editing ~/.claude.json), or with --project in this
+    /// project's .mcp.json as `iris serve --stdio`.
     Install {
+        /// Write the current directory's .mcp.json (project scope, stdio; no server to start,
+        /// no token) instead of the user-scope HTTP registration.
+        #[arg(long, conflicts_with = "url")]
+        project: bool,
         /// The MCP URL (default: http://127.0.0.1:<settings.httpPort>/mcp).
         #[arg(long)]
         url: Option<String>,
@@ -88,12 +101,20 @@ enum Command {
         #[arg(long)]
         no_claude: bool,
     },
-    /// Show the running server's agents (one line per caller->team pair).
+    /// Stop the Iris of this IRIS_HOME (the daemon sessions share, or a foreground `iris
+    /// serve`): its agents stop; the next session's call starts a new daemon.
+    Stop {
+        /// How long to wait for it to be gone, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Show the running server's agents (one line per caller->team pair) and the sessions
+    /// connected to it.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The server's port (default: settings.httpPort).
+        /// The server's port (default: the running server's, else settings.httpPort).
         #[arg(long)]
         port: Option<u16>,
     },
@@ -308,7 +329,12 @@ fn init_tracing(verbose: u8) {
     let logs = LOGS.get_or_init(|| iris::logs::LogBuffer::new(2000));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // The daemon's stderr is its log file: no colour codes there.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(logs.layer())
         .init();
 }
@@ -316,6 +342,41 @@ fn init_tracing(verbose: u8) {
 fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
     // Commands that edit the file work whether or not it exists or is valid today.
     match &command {
+        // The bridge only needs to find the daemon (which reads the file itself).
+        Some(Command::Serve {
+            stdio: true,
+            in_process: false,
+            port,
+            port_file,
+            ..
+        }) => {
+            if port.is_some() || port_file.is_some() {
+                anyhow::bail!(
+                    "--port and --port-file do not apply to `iris serve --stdio` (the shared daemon serves HTTP on settings.httpPort; `iris status` shows where); use them with `iris serve`, or with `--stdio --in-process`"
+                );
+            }
+            let (config_file, home) = iris::config::locate()?;
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            small_runtime()?.block_on(iris::bridge::run(iris::bridge::BridgeOptions {
+                home,
+                config_file,
+                cwd,
+            }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Stop { wait }) => {
+            let (_, home) = iris::config::locate()?;
+            let wait = Duration::from_secs(*wait);
+            match small_runtime()?.block_on(iris::daemon::stop(&home, wait))? {
+                iris::daemon::Stopped::NotRunning => {
+                    outln!("no Iris runs for {}", home.display());
+                }
+                iris::daemon::Stopped::Stopped(pid) => {
+                    outln!("stopped Iris (pid {pid}) of {}", home.display());
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::Init { force }) => {
             let (file, _) = iris::config::locate()?;
             iris::config::edit::init(&file, *force)?;
@@ -391,8 +452,17 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             config.settings.http_port
         );
     }
-    let base =
-        |port: Option<u16>| iris::client::base_url(port.unwrap_or(config.settings.http_port));
+    // The running Iris says where it serves (a daemon may have had to take another port).
+    let base = |port: Option<u16>| match port {
+        Some(port) => iris::client::base_url(port),
+        None => iris::approver::read_approver_file(&config.iris_home)
+            .ok()
+            .flatten()
+            .map_or_else(
+                || iris::client::base_url(config.settings.http_port),
+                |file| file.url,
+            ),
+    };
     match command {
         None => {
             out!("{}", output::start_hints(&config));
@@ -409,12 +479,15 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Serve {
             stdio,
+            in_process: _,
+            daemon,
             port,
             bind,
             port_file,
         }) => {
             let options = iris::serve::ServeOptions {
                 stdio,
+                daemon,
                 port,
                 bind,
                 port_file,
@@ -588,8 +661,47 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             outln!("{}", output::approval_decided(&record, false));
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Install { url, no_claude }) => {
-            let url = url.unwrap_or_else(|| format!("{}/mcp", base(None)));
+        Some(Command::Install {
+            project: true,
+            no_claude: _,
+            url: _,
+        }) => {
+            let project = std::env::current_dir().context("reading the current directory")?;
+            let program = std::env::current_exe().context("finding the iris executable")?;
+            let env: Vec<(String, String)> = ["IRIS_HOME", "IRIS_CONFIG_PATH"]
+                .into_iter()
+                .filter_map(|key| {
+                    let value = std::env::var(key).ok().filter(|value| !value.is_empty())?;
+                    let absolute = std::path::absolute(&value).ok()?;
+                    Some((key.to_owned(), absolute.display().to_string()))
+                })
+                .collect();
+            let registration = iris::install::install_project(&project, &program, &env)?;
+            if let iris::install::Registration::File(path) = registration {
+                outln!(
+                    "wrote {} (project scope): Claude Code sessions in {} run `{} serve --stdio`, which starts the shared Iris when none runs.",
+                    path.display(),
+                    project.display(),
+                    program.display()
+                );
+            }
+            if iris::mcp::stdio_caller(&config, &project).is_none() {
+                outln!(
+                    "note: {} is in no team's directory, so its calls name fromTeam; `iris add-team NAME {}` makes it a team.",
+                    project.display(),
+                    project.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Install {
+            project: false,
+            url,
+            no_claude,
+        }) => {
+            let url = url.unwrap_or_else(|| {
+                format!("{}/mcp", iris::client::base_url(config.settings.http_port))
+            });
             match iris::install::install(&url, !no_claude)? {
                 iris::install::Registration::Command(command) => {
                     outln!("registered Iris ({url}) with `{command}`");
@@ -599,6 +711,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                     outln!("registered Iris ({url}) in {}", path.display());
                 }
             }
+            outln!("{}", output::INSTALL_WAYS);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Uninstall { no_claude }) => {
@@ -635,6 +748,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
         }
         Some(
             Command::Guard { .. }
+            | Command::Stop { .. }
             | Command::Init { .. }
             | Command::AddTeam { .. }
             | Command::RemoveTeam { .. },

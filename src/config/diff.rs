@@ -352,6 +352,12 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         old.approval_timeout,
         new.approval_timeout,
     );
+    push_duration(
+        list,
+        "settings.daemonIdleTimeout",
+        old.daemon_idle_timeout,
+        new.daemon_idle_timeout,
+    );
     push(
         list,
         "settings.maxCallDepth",

@@ -26,6 +26,7 @@ settings:
   # approvalTimeout: 10m       # a tool-permission request nobody answers is denied after this
   # forwardFallback: ask       # forward when no caller can be asked: ask (iris approve) | deny
   # maxCallDepth: 4            # messages a chain of agents calling agents may hold
+  # daemonIdleTimeout: 30m     # the daemon `iris serve --stdio` starts stops after this long unused
 
 # database:
 #   retentionDays: 30          # finished messages are kept this long

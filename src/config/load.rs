@@ -343,6 +343,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "approvalTimeout",
     "forwardFallback",
     "maxCallDepth",
+    "daemonIdleTimeout",
 ];
 
 const NO_SESSION_INIT: &str = "Iris creates sessions without a one-shot `claude --print` run, so there is nothing to time out";
@@ -583,6 +584,12 @@ impl Loader<'_> {
                     set(&mut settings.forward_fallback, self.fallback(value, &key));
                 }
                 "maxCallDepth" => set(&mut settings.max_call_depth, self.count(value, &key, 1)),
+                "daemonIdleTimeout" => {
+                    set(
+                        &mut settings.daemon_idle_timeout,
+                        self.duration_or_zero(value, &key),
+                    );
+                }
                 _ => self.other_key(&key, entry, SETTINGS_KEYS, SETTINGS_IGNORED),
             }
         }
@@ -988,6 +995,15 @@ impl Loader<'_> {
     }
 
     fn duration(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        self.duration_from(node, key, false)
+    }
+
+    /// A duration that may be 0 (`daemonIdleTimeout: 0`: at once).
+    fn duration_or_zero(&mut self, node: &Node, key: &str) -> Option<Duration> {
+        self.duration_from(node, key, true)
+    }
+
+    fn duration_from(&mut self, node: &Node, key: &str, zero: bool) -> Option<Duration> {
         let scalar = self.scalar(node, key, DURATION_FORMS)?;
         let parsed = match scalar.kind {
             ScalarKind::Int(millis) => u64::try_from(millis)
@@ -1001,7 +1017,7 @@ impl Loader<'_> {
             }
         };
         match parsed {
-            Ok(duration) if duration.is_zero() => {
+            Ok(duration) if duration.is_zero() && !zero => {
                 self.problem(
                     key,
                     node.position,

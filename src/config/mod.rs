@@ -206,6 +206,10 @@ pub struct Settings {
     /// `maxCallDepth`: how many messages a call chain may hold (a person's message is 1, the
     /// one its agent sends is 2, ...); a deeper one is refused. Default 4.
     pub max_call_depth: usize,
+    /// `daemonIdleTimeout`: the Iris daemon that `iris serve --stdio` bridges start stops
+    /// after this long with no bridge, no HTTP request and no work (0: as soon as the last
+    /// bridge leaves). Default 30 minutes. A foreground `iris serve` does not stop.
+    pub daemon_idle_timeout: Duration,
 }
 
 /// `teams.<name>.budget`: spending limits; over one, new messages to the team are refused.
@@ -262,6 +266,7 @@ impl Default for Settings {
             approval_timeout: Duration::from_secs(600),
             forward_fallback: ForwardFallback::Ask,
             max_call_depth: 4,
+            daemon_idle_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -666,7 +666,7 @@ fn keys_are_not_interpolated() {
     assert_eq!(
         fixture.problems_with("settings:\n  ${KEY}: 3\n", &[("KEY", "maxProcesses")]),
         [
-            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod, permissions, approvalTimeout, forwardFallback, maxCallDepth)"
+            "settings.\"${KEY}\": unknown key (known keys: spawnTimeout, responseTimeout, idleTimeout, maxProcesses, healthCheckInterval, httpPort, claudePath, maxQueuePerPair, poolWaitTimeout, stopGracePeriod, wakeConcurrency, maxLineBytes, hotReloadConfig, httpToken, maxHttpSessions, httpSessionIdleTimeout, removedTeamGracePeriod, permissions, approvalTimeout, forwardFallback, maxCallDepth, daemonIdleTimeout)"
         ]
     );
 }

@@ -52,8 +52,8 @@ pub struct HttpAccess {
     /// on a non-loopback address). Otherwise a request without credentials is let in and
     /// states its `fromTeam`.
     pub require_token: bool,
-    /// Only agents' own URLs (and `/health`) are served: the call-back listener of
-    /// `iris serve --stdio`.
+    /// Only agents' own URLs (and `/health`, `/status`, `/approvals`) are served: the
+    /// call-back listener of `iris serve --stdio --in-process`.
     pub callbacks_only: bool,
 }
 
@@ -66,6 +66,7 @@ pub(super) struct Gate {
 /// Admits or refuses a request and records the caller it proved in its extensions (where
 /// the tools find it through rmcp's `http::request::Parts`).
 pub(super) async fn admit(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    gate.pool.client_seen();
     match identify(&gate, &request) {
         Ok(Some(caller)) => {
             request.extensions_mut().insert(caller);
@@ -118,8 +119,11 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
     let by_url = match path.strip_prefix(CALLBACK_PREFIX) {
         Some(token) => Some(agent_url(gate, token)?),
         // A person's approvals reach the stdio server's listener too (they carry the
-        // approver token, checked by the routes).
-        None if gate.access.callbacks_only && !path.starts_with("/approvals") => {
+        // approver token, checked by the routes), and so does `iris status`.
+        None if gate.access.callbacks_only
+            && !path.starts_with("/approvals")
+            && path != "/status" =>
+        {
             return Err(Refusal::NotFound(format!(
                 "{path}: this listener serves only the agents Iris started (their {CALLBACK_PREFIX}<token> URLs)"
             )));

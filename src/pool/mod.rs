@@ -21,6 +21,7 @@
 
 mod approvals;
 mod callback;
+mod clients;
 mod launch;
 mod lineage;
 mod reconfigure;
@@ -33,6 +34,7 @@ pub use approvals::{
     Route,
 };
 pub use callback::{CALLBACK_PREFIX, agent_config_dir};
+pub use clients::{BridgeHandle, BridgeStatus};
 pub use launch::{
     AGENT_KEY_VARIABLE, ForkCommand, Launch, SessionMode, agent_spec, fixed_rules, fork_command,
     transcript_path,
@@ -496,6 +498,9 @@ pub struct PoolStatus {
     /// The teams with a `budget`: their use against it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<BudgetUse>,
+    /// The `iris serve --stdio` bridges connected to this Iris (Claude Code sessions).
+    #[serde(default)]
+    pub bridges: Vec<BridgeStatus>,
 }
 
 /// Options that are not configuration.
@@ -535,6 +540,8 @@ pub(crate) struct Inner {
     approvals: Arc<approvals::Approvals>,
     /// Which message's turn sent which; what each team's turns cost lately.
     lineage: lineage::Lineage,
+    /// The bridges connected, and when a client was last seen.
+    clients: Arc<clients::Clients>,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
 }
@@ -630,6 +637,7 @@ impl Pool {
                 callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
                 approvals,
                 lineage,
+                clients: Arc::default(),
                 _instance: instance,
             }),
         };
@@ -1293,7 +1301,59 @@ impl Pool {
             live,
             pairs,
             budgets: self.budgets(),
+            bridges: self.inner.clients.bridges(),
         }
+    }
+
+    /// Lists a bridge (a Claude Code session's `iris serve --stdio`) until the handle drops.
+    #[must_use]
+    pub fn connect_bridge(
+        &self,
+        pid: Option<u32>,
+        cwd: std::path::PathBuf,
+        team: Option<String>,
+    ) -> BridgeHandle {
+        self.inner.clients.connect(pid, cwd, team)
+    }
+
+    /// An HTTP client asked something just now (it keeps an idle daemon up).
+    pub fn client_seen(&self) {
+        self.inner.clients.touch();
+    }
+
+    /// Whether a turn runs or is being started, a message waits, or a tool-permission
+    /// request waits for a person.
+    #[must_use]
+    pub fn has_work(&self) -> bool {
+        let busy = self.inner.lock().pairs().any(|(_, entry, slot)| {
+            matches!(slot.state, PairState::Spawning | PairState::Busy)
+                || entry.jobs.capacity() < entry.jobs.max_capacity()
+        });
+        busy || !self.pending_approvals().is_empty()
+    }
+
+    /// Since when this pool has had no bridge, no HTTP request and no work: `None` while it
+    /// has any. The moment is the later of the last client and now-if-working, so a daemon
+    /// counts its idle time from when it last had something to do.
+    #[must_use]
+    pub fn quiet_since(&self) -> Option<Instant> {
+        let since = self.inner.clients.quiet_since()?;
+        if self.has_work() {
+            self.inner.clients.touch();
+            return None;
+        }
+        Some(since)
+    }
+
+    /// Whether a bridge ever connected to this pool.
+    #[must_use]
+    pub fn ever_bridged(&self) -> bool {
+        self.inner.clients.ever_bridged()
+    }
+
+    /// Resolves when a bridge leaves or an HTTP request comes (`enable` it before looking).
+    pub fn clients_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.clients.changed()
     }
 
     /// Stops every process and worker, failing queued messages with

@@ -306,7 +306,7 @@ pub fn fake_config_yaml(
     team_extra: &dyn Fn(&str) -> String,
 ) -> String {
     let mut yaml = format!(
-        "settings:\n  stopGracePeriod: 300ms\n  claudePath: {FAKE_AGENT}\n{settings}teams:\n"
+        "settings:\n  stopGracePeriod: 300ms\n  daemonIdleTimeout: 0s\n  claudePath: {FAKE_AGENT}\n{settings}teams:\n"
     );
     for team in teams {
         let path = dir.join(team);
