@@ -1,6 +1,9 @@
 //! MCP benchmark: `cargo bench --bench mcp` (`-- --quick` for a short run, `-- --targets-only`
 //! for the issue-10 targets beside the floor only, `-- --sessions-only` for the memory of
-//! MCP sessions held open).
+//! MCP sessions held open, `-- --bridge-only` for what the `iris serve --stdio` bridge adds
+//! to a call against the in-process stdio server).
+//!
+//! "stdio" below is `iris serve --stdio --in-process` unless the bridge is named.
 //!
 //! Runs the real `iris serve` binary (this profile's build) as a separate process, with teams
 //! on the fake agent (which answers at once), and talks to it through real rmcp clients over
@@ -106,6 +109,10 @@ async fn run(sizes: &Sizes) {
         held_sessions(dir.path(), &config, HELD_SESSIONS).await;
         return;
     }
+    if std::env::args().any(|arg| arg == "--bridge-only") {
+        bridge_cost(dir.path(), &config, sizes).await;
+        return;
+    }
     targets(dir.path(), &config, sizes).await;
     if std::env::args().any(|arg| arg == "--targets-only") {
         return;
@@ -121,6 +128,7 @@ async fn run(sizes: &Sizes) {
         tools.count, tools.message_bytes, tools.body_bytes
     );
     start_to_ready(dir.path(), &config, sizes.starts).await;
+    bridge_cost(dir.path(), &config, sizes).await;
     held_sessions(dir.path(), &config, HELD_SESSIONS).await;
     println!(
         "\nbench (client) process RSS at the end: {} KiB; load average at the end: {}",
@@ -646,7 +654,7 @@ async fn profile_warm(root: &Path, config: &Path, length: Duration) {
     let home = fresh_home(root);
     let command = tokio::process::Command::new(iris()).configure(|command| {
         command
-            .args(["serve", "--stdio"])
+            .args(["serve", "--stdio", "--in-process"])
             .env("IRIS_CONFIG_PATH", config)
             .env("IRIS_HOME", &home)
             .env_remove("RUST_LOG")
@@ -718,7 +726,7 @@ async fn targets(root: &Path, config: &Path, sizes: &Sizes) {
     let home = fresh_home(root);
     let command = tokio::process::Command::new(iris()).configure(|command| {
         command
-            .args(["serve", "--stdio"])
+            .args(["serve", "--stdio", "--in-process"])
             .env("IRIS_CONFIG_PATH", config)
             .env("IRIS_HOME", &home)
             .env_remove("RUST_LOG")
@@ -926,7 +934,7 @@ async fn stdio_surface(root: &Path, config: &Path, sizes: &Sizes) {
     let home = fresh_home(root);
     let command = tokio::process::Command::new(iris()).configure(|command| {
         command
-            .args(["serve", "--stdio"])
+            .args(["serve", "--stdio", "--in-process"])
             .env("IRIS_CONFIG_PATH", config)
             .env("IRIS_HOME", &home)
             .env_remove("RUST_LOG")
@@ -1216,7 +1224,7 @@ async fn start_to_ready(root: &Path, config: &Path, starts: usize) {
         let home = fresh_home(root);
         let command = tokio::process::Command::new(iris()).configure(|command| {
             command
-                .args(["serve", "--stdio"])
+                .args(["serve", "--stdio", "--in-process"])
                 .env("IRIS_CONFIG_PATH", config)
                 .env("IRIS_HOME", &home)
                 .env_remove("RUST_LOG")
@@ -1251,6 +1259,128 @@ async fn start_to_ready(root: &Path, config: &Path, starts: usize) {
     );
     row("stdio: spawn → `initialize` answered", &initialized);
     row("stdio: spawn → `tools/list` answered", &stdio_listed);
+}
+
+/// An rmcp client of `iris ARGS` started as its child in `cwd` (stdio), and the child's pid.
+async fn stdio_child(
+    config: &Path,
+    home: &Path,
+    cwd: &Path,
+    args: &[&str],
+) -> (RunningService<RoleClient, ()>, String) {
+    let command = tokio::process::Command::new(iris()).configure(|command| {
+        command
+            .args(args)
+            .env("IRIS_CONFIG_PATH", config)
+            .env("IRIS_HOME", home)
+            .env_remove("RUST_LOG")
+            .current_dir(cwd);
+    });
+    let (transport, _stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn iris");
+    let pid = transport.id().expect("pid").to_string();
+    (().serve(transport).await.expect("client"), pid)
+}
+
+/// `iris stop` for `home` (the daemon a bridge started).
+fn stop_daemon(config: &Path, home: &Path) {
+    let status = std::process::Command::new(iris())
+        .args(["stop"])
+        .env("IRIS_CONFIG_PATH", config)
+        .env("IRIS_HOME", home)
+        .stdout(Stdio::null())
+        .status()
+        .expect("iris stop");
+    assert!(status.success(), "iris stop: {status}");
+}
+
+/// Issue 15: the warm `send_message` latency through the bridge (`iris serve --stdio` →
+/// Unix socket → daemon) against the in-process stdio server, in interleaved rounds on one
+/// machine; the bridge's memory; and how long a session waits for its first answer when it
+/// starts the daemon, when it finds one running, and in process.
+async fn bridge_cost(root: &Path, config: &Path, sizes: &Sizes) {
+    let rounds = 6;
+    let calls = (sizes.latency_calls / 2).max(100);
+    let in_home = fresh_home(root);
+    let bridge_home = fresh_home(root);
+    let (in_process, _) = stdio_child(config, &in_home, root, &["serve", "--stdio", "--in-process"]).await;
+    let (bridged, bridge_pid) = stdio_child(config, &bridge_home, root, &["serve", "--stdio"]).await;
+    let mut direct = Vec::with_capacity(rounds * calls);
+    let mut through = Vec::with_capacity(rounds * calls);
+    for _ in 0..rounds {
+        direct.extend(latency(in_process.peer(), calls).await);
+        through.extend(latency(bridged.peer(), calls).await);
+    }
+    let bridge_rss = status_kib(&bridge_pid, "VmRSS");
+    let _ = in_process.cancel().await;
+    let _ = bridged.cancel().await;
+
+    // A session's first answer (`initialize` + `tools/list`): starting the daemon, joining
+    // a running one, in process.
+    let starts = sizes.starts;
+    let mut cold = Vec::with_capacity(starts);
+    let mut joined = Vec::with_capacity(starts);
+    let mut alone = Vec::with_capacity(starts);
+    for _ in 0..starts {
+        let home = fresh_home(root);
+        let started = Instant::now();
+        let (first, _) = stdio_child(config, &home, root, &["serve", "--stdio"]).await;
+        first.list_all_tools().await.expect("tools/list");
+        cold.push(started.elapsed());
+        let started = Instant::now();
+        let (second, _) = stdio_child(config, &home, root, &["serve", "--stdio"]).await;
+        second.list_all_tools().await.expect("tools/list");
+        joined.push(started.elapsed());
+        let _ = first.cancel().await;
+        let _ = second.cancel().await;
+        stop_daemon(config, &home);
+        let home = fresh_home(root);
+        let started = Instant::now();
+        let (own, _) = stdio_child(config, &home, root, &["serve", "--stdio", "--in-process"]).await;
+        own.list_all_tools().await.expect("tools/list");
+        alone.push(started.elapsed());
+        let _ = own.cancel().await;
+    }
+    stop_daemon(config, &bridge_home);
+
+    println!("
+### The `iris serve --stdio` bridge (issue 15)
+");
+    println!(
+        "| warm `send_message`, one client, one pair ({rounds} interleaved rounds of {calls} calls) | p50 | p99 | mean |"
+    );
+    println!("|---|---|---|---|");
+    let row = |what: &str, samples: &[Duration]| {
+        println!(
+            "| {what} | {} | {} | {} |",
+            us(percentile(samples, 50.0)),
+            us(percentile(samples, 99.0)),
+            us(mean(samples))
+        );
+    };
+    row("in process: `iris serve --stdio --in-process`", &direct);
+    row("bridged: `iris serve --stdio` → Unix socket → daemon", &through);
+    let added = percentile(&through, 50.0).as_secs_f64() - percentile(&direct, 50.0).as_secs_f64();
+    println!(
+        "
+the bridge adds {:.1} µs to the p50 (target ≤ 100 µs); the bridge process's VmRSS: {bridge_rss} KiB
+",
+        added * 1e6
+    );
+    println!("| a session's first `tools/list` answered ({starts} sessions) | p50 | p99 |");
+    println!("|---|---|---|");
+    let row = |what: &str, samples: &[Duration]| {
+        println!(
+            "| {what} | {} | {} |",
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 99.0))
+        );
+    };
+    row("bridge that starts the daemon", &cold);
+    row("bridge that joins a running daemon", &joined);
+    row("in process", &alone);
 }
 
 fn ms(duration: Duration) -> String {

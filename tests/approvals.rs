@@ -237,8 +237,8 @@ async fn a_waiting_caller_is_told_what_waits_for_approval() {
     client.cancel().await.unwrap();
 }
 
-/// `iris serve --stdio` (as a Claude Code session starts it) takes a person's decisions on
-/// the loopback listener its agents call back on.
+/// `iris serve --stdio --in-process` takes a person's decisions on the loopback listener its
+/// agents call back on (the shared daemon of `iris serve --stdio` serves HTTP in full).
 #[test]
 fn the_stdio_server_takes_decisions_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +247,7 @@ fn the_stdio_server_takes_decisions_too() {
     let home = dir.path().join("home");
     let mut stdio = ChildGuard(
         iris_command(Some(&config), &home)
-            .args(["serve", "--stdio"])
+            .args(["serve", "--stdio", "--in-process"])
             .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -267,10 +267,10 @@ fn the_stdio_server_takes_decisions_too() {
         &String::from_utf8_lossy(&listed.stdout),
         "no tool-permission request waits for a person",
     );
-    // Its listener refuses everything else but agents' own URLs.
+    // Its listener refuses MCP but at agents' own URLs.
     let url = read_approver_file(&home).unwrap().unwrap().url;
     let status = common::block_on(async {
-        reqwest::get(format!("{url}/status"))
+        reqwest::get(format!("{url}/mcp"))
             .await
             .unwrap()
             .status()

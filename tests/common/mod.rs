@@ -763,7 +763,7 @@ pub fn structured(result: &rmcp::model::CallToolResult) -> serde_json::Value {
 /// Checks that `client`'s connection proves team `team`: a `quick_message` to `to` without
 /// `fromTeam` is sent as `team`, and one posing as `posing_as` is refused, naming `proof`.
 pub async fn assert_caller_is(
-    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    client: &rmcp::Peer<rmcp::RoleClient>,
     team: &str,
     to: &str,
     posing_as: &str,
@@ -816,12 +816,23 @@ pub const TOOL_NAMES: [&str; 17] = [
 ];
 
 /// An rmcp client of `iris serve --stdio` started in `cwd` (its directory names the caller's
-/// team) on `config` and `home`; the server ends with the client.
+/// team) on `config` and `home`: a bridge to the daemon of `home` (which the test configs
+/// stop as soon as the last bridge leaves).
 pub async fn stdio_client(
     config: &Path,
     home: &Path,
     cwd: &Path,
 ) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    stdio_client_with((), config, home, cwd).await
+}
+
+/// [`stdio_client`] with a client handler of the test's.
+pub async fn stdio_client_with<H: rmcp::ClientHandler>(
+    handler: H,
+    config: &Path,
+    home: &Path,
+    cwd: &Path,
+) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
     use rmcp::ServiceExt as _;
     use rmcp::transport::{ConfigureCommandExt as _, TokioChildProcess};
     let command = tokio::process::Command::new(IRIS).configure(|command| {
@@ -836,7 +847,7 @@ pub async fn stdio_client(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    ().serve(transport).await.unwrap()
+    handler.serve(transport).await.unwrap()
 }
 
 /// An MCP client handler that keeps the progress notifications it gets (their messages).
