@@ -115,6 +115,17 @@ pub fn read_approver_file(iris_home: &Path) -> std::io::Result<Option<ApproverFi
     }
 }
 
+/// The address of the Iris running for `iris_home`, from its approver file, if the process
+/// that wrote it still runs (a file left by a killed Iris names nobody).
+#[must_use]
+pub fn running_url(iris_home: &Path) -> Option<String> {
+    let file = read_approver_file(iris_home).ok().flatten()?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(file.pid).ok()?);
+    // Signal 0: only whether the process exists.
+    nix::sys::signal::kill(pid, None).ok()?;
+    Some(file.url)
+}
+
 /// The approval routes, for the HTTP router.
 pub fn routes(pool: Pool) -> Router {
     Router::new()

@@ -351,17 +351,24 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         },
     });
     let port = config.settings.http_port;
-    checks.push(match status(&base_url(port)).await {
+    // The running Iris says where it serves (a daemon whose port was taken serves elsewhere).
+    let base = crate::approver::running_url(&config.iris_home).unwrap_or_else(|| base_url(port));
+    checks.push(match status(&base).await {
         Ok(status) => Check {
             name: "server".to_owned(),
             ok: true,
-            detail: format!("an Iris serves on port {port} ({}/{} processes)", status.live, status.max_processes),
+            detail: format!(
+                "an Iris serves at {base} ({}/{} processes, {} stdio sessions)",
+                status.live,
+                status.max_processes,
+                status.bridges.len()
+            ),
         },
         // It answered, and refused: an Iris with tokens, and no (or a wrong) IRIS_TOKEN here.
         Err(ClientError::Protocol { message, .. }) => Check {
             name: "server".to_owned(),
             ok: true,
-            detail: format!("an Iris serves on port {port}; its status: {message}"),
+            detail: format!("an Iris serves at {base}; its status: {message}"),
         },
         Err(_) => match std::net::TcpListener::bind(("127.0.0.1", port)) {
             Ok(_) => Check {

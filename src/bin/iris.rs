@@ -455,13 +455,8 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
     // The running Iris says where it serves (a daemon may have had to take another port).
     let base = |port: Option<u16>| match port {
         Some(port) => iris::client::base_url(port),
-        None => iris::approver::read_approver_file(&config.iris_home)
-            .ok()
-            .flatten()
-            .map_or_else(
-                || iris::client::base_url(config.settings.http_port),
-                |file| file.url,
-            ),
+        None => iris::approver::running_url(&config.iris_home)
+            .unwrap_or_else(|| iris::client::base_url(config.settings.http_port)),
     };
     match command {
         None => {
