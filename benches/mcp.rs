@@ -1305,8 +1305,15 @@ async fn bridge_cost(root: &Path, config: &Path, sizes: &Sizes) {
     let calls = (sizes.latency_calls / 2).max(100);
     let in_home = fresh_home(root);
     let bridge_home = fresh_home(root);
-    let (in_process, _) = stdio_child(config, &in_home, root, &["serve", "--stdio", "--in-process"]).await;
-    let (bridged, bridge_pid) = stdio_child(config, &bridge_home, root, &["serve", "--stdio"]).await;
+    let (in_process, _) = stdio_child(
+        config,
+        &in_home,
+        root,
+        &["serve", "--stdio", "--in-process"],
+    )
+    .await;
+    let (bridged, bridge_pid) =
+        stdio_child(config, &bridge_home, root, &["serve", "--stdio"]).await;
     let mut direct = Vec::with_capacity(rounds * calls);
     let mut through = Vec::with_capacity(rounds * calls);
     for _ in 0..rounds {
@@ -1338,16 +1345,19 @@ async fn bridge_cost(root: &Path, config: &Path, sizes: &Sizes) {
         stop_daemon(config, &home);
         let home = fresh_home(root);
         let started = Instant::now();
-        let (own, _) = stdio_child(config, &home, root, &["serve", "--stdio", "--in-process"]).await;
+        let (own, _) =
+            stdio_child(config, &home, root, &["serve", "--stdio", "--in-process"]).await;
         own.list_all_tools().await.expect("tools/list");
         alone.push(started.elapsed());
         let _ = own.cancel().await;
     }
     stop_daemon(config, &bridge_home);
 
-    println!("
+    println!(
+        "
 ### The `iris serve --stdio` bridge (issue 15)
-");
+"
+    );
     println!(
         "| warm `send_message`, one client, one pair ({rounds} interleaved rounds of {calls} calls) | p50 | p99 | mean |"
     );
@@ -1361,7 +1371,10 @@ async fn bridge_cost(root: &Path, config: &Path, sizes: &Sizes) {
         );
     };
     row("in process: `iris serve --stdio --in-process`", &direct);
-    row("bridged: `iris serve --stdio` → Unix socket → daemon", &through);
+    row(
+        "bridged: `iris serve --stdio` → Unix socket → daemon",
+        &through,
+    );
     let added = percentile(&through, 50.0).as_secs_f64() - percentile(&direct, 50.0).as_secs_f64();
     println!(
         "

@@ -217,7 +217,10 @@ fn announce(connection: &Connection) {
     tracing::info!(
         daemon = welcome.pid,
         url = welcome.url,
-        team = welcome.team.as_deref().unwrap_or("(none: calls name fromTeam)"),
+        team = welcome
+            .team
+            .as_deref()
+            .unwrap_or("(none: calls name fromTeam)"),
         "connected to the Iris daemon"
     );
 }
@@ -390,8 +393,9 @@ mod tests {
 
     #[test]
     fn the_envelope_is_read_from_any_json_rpc_line() {
-        let request = envelope(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"x":[1,2]}}"#)
-            .unwrap();
+        let request =
+            envelope(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"x":[1,2]}}"#)
+                .unwrap();
         assert_eq!(request.id, Some(json!(3)));
         assert_eq!(request.method.as_deref(), Some("tools/call"));
         let answer = envelope(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();

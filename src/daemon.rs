@@ -153,8 +153,7 @@ impl std::fmt::Debug for OwnerLock {
 /// [`DaemonError::Owned`] when another Iris holds it; [`DaemonError::Io`].
 pub fn try_own(home: &Path) -> Result<OwnerLock, DaemonError> {
     let path = run_dir(home)?.join(OWNER_LOCK_FILE);
-    let file = open_lock(&path)?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    match lock_owner_file(home, &path)? {
         Ok(mut lock) => {
             let written = lock
                 .set_len(0)
@@ -165,6 +164,18 @@ pub fn try_own(home: &Path) -> Result<OwnerLock, DaemonError> {
             }
             Ok(OwnerLock { _lock: lock })
         }
+        Err(owned) => Err(owned),
+    }
+}
+
+/// The owner lock taken, or [`DaemonError::Owned`] naming its holder.
+fn lock_owner_file(
+    home: &Path,
+    path: &Path,
+) -> Result<Result<Flock<File>, DaemonError>, DaemonError> {
+    let file = open_lock(path)?;
+    Ok(match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
         Err((mut file, _)) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
@@ -173,7 +184,7 @@ pub fn try_own(home: &Path) -> Result<OwnerLock, DaemonError> {
                 home: home.to_owned(),
             })
         }
-    }
+    })
 }
 
 /// Takes the owner lock, waiting up to `wait` for an Iris that is stopping to let it go.
@@ -196,7 +207,9 @@ pub async fn own(home: &Path, wait: Duration) -> Result<OwnerLock, DaemonError> 
 /// Whether some process owns `home` now.
 #[must_use]
 pub fn is_owned(home: &Path) -> bool {
-    matches!(try_own(home), Err(DaemonError::Owned { .. }))
+    let path = home.join("run").join(OWNER_LOCK_FILE);
+    // Taken for a moment and let go (the pid in the file is left as it was).
+    path.exists() && matches!(lock_owner_file(home, &path), Ok(Err(_)))
 }
 
 /// What a client says first, as one JSON line.
@@ -317,10 +330,7 @@ async fn connection(stream: UnixStream, context: Arc<SocketContext>) {
     match &peer {
         Ok(peer) if peer.uid() == me => {}
         Ok(peer) => {
-            tracing::warn!(
-                uid = peer.uid(),
-                "refused a socket client of another user"
-            );
+            tracing::warn!(uid = peer.uid(), "refused a socket client of another user");
             return;
         }
         Err(error) => {
@@ -337,7 +347,9 @@ async fn connection(stream: UnixStream, context: Arc<SocketContext>) {
     let mut line = Vec::new();
     let read = tokio::time::timeout(
         HELLO_TIMEOUT,
-        (&mut reader).take(MAX_HELLO_BYTES).read_until(b'\n', &mut line),
+        (&mut reader)
+            .take(MAX_HELLO_BYTES)
+            .read_until(b'\n', &mut line),
     )
     .await;
     let hello = match read {
@@ -401,8 +413,8 @@ async fn connection(stream: UnixStream, context: Arc<SocketContext>) {
                 .pool
                 .connect_bridge(Some(pid), cwd.clone(), welcome.team.clone());
             tracing::info!(pid, cwd = %cwd.display(), team = ?welcome.team, "bridge connected");
-            let server = IrisMcp::new(context.pool.clone(), context.logs.clone())
-                .with_identity(identity);
+            let server =
+                IrisMcp::new(context.pool.clone(), context.logs.clone()).with_identity(identity);
             match server.serve((reader, write)).await {
                 Ok(running) => {
                     let cancel = running.cancellation_token();

@@ -155,15 +155,18 @@ pub async fn serve(
                 && error.kind() == std::io::ErrorKind::AddrInUse =>
         {
             let any = SocketAddr::new(address.ip(), 0);
-            let listener = tokio::net::TcpListener::bind(any)
-                .await
-                .map_err(|source| ServeError::Listen {
-                    address: any,
-                    source,
-                })?;
+            let listener =
+                tokio::net::TcpListener::bind(any)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        address: any,
+                        source,
+                    })?;
             tracing::warn!(
                 "{address} is in use (settings.httpPort): serving HTTP on {} instead; `iris status` finds it",
-                listener.local_addr().map_or_else(|_| "another port".to_owned(), |a| a.to_string())
+                listener
+                    .local_addr()
+                    .map_or_else(|_| "another port".to_owned(), |a| a.to_string())
             );
             listener
         }

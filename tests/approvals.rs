@@ -269,12 +269,8 @@ fn the_stdio_server_takes_decisions_too() {
     );
     // Its listener refuses MCP but at agents' own URLs.
     let url = read_approver_file(&home).unwrap().unwrap().url;
-    let status = common::block_on(async {
-        reqwest::get(format!("{url}/mcp"))
-            .await
-            .unwrap()
-            .status()
-    });
+    let status =
+        common::block_on(async { reqwest::get(format!("{url}/mcp")).await.unwrap().status() });
     assert_eq!(status, 404);
     drop(stdio.0.stdin.take());
     stdio.terminate();

@@ -442,7 +442,10 @@ fn status_ask_tell_and_doctor_against_a_running_server() {
     assert!(output.status.success(), "{report}");
     assert_contains(&report, "2.1.332 (Claude Code)");
     assert_contains(&report, "ok   team backend");
-    assert_contains(&report, &format!("an Iris serves at http://127.0.0.1:{port}"));
+    assert_contains(
+        &report,
+        &format!("an Iris serves at http://127.0.0.1:{port}"),
+    );
 
     assert!(server.terminate().success());
     wait_for_no_processes(&marker);

@@ -15,14 +15,17 @@ use std::sync::{Arc, Mutex};
 use common::{assert_contains, call, iris_command, typed, wait_for};
 use iris::api::{CallerStatus, MessageOutcome};
 use iris::pool::PoolStatus;
-#[allow(deprecated, reason = "log notifications are how the bridge tells a session")]
+use rmcp::RoleClient;
+#[allow(
+    deprecated,
+    reason = "log notifications are how the bridge tells a session"
+)]
 use rmcp::model::LoggingMessageNotificationParam;
 use rmcp::model::{
     ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
     ErrorData,
 };
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::RoleClient;
 use serde_json::json;
 
 /// The pids of the daemons (`iris serve --daemon`) of `home`.
@@ -37,7 +40,10 @@ fn daemons_of(home: &Path) -> Vec<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if !args.windows(2).any(|w| w == [b"serve".as_slice(), b"--daemon"]) {
+        if !args
+            .windows(2)
+            .any(|w| w == [b"serve".as_slice(), b"--daemon"])
+        {
             continue;
         }
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -76,7 +82,10 @@ fn status(config: &Path, home: &Path) -> PoolStatus {
 }
 
 fn iris(config: &Path, home: &Path, args: &[&str]) -> String {
-    let output = iris_command(Some(config), home).args(args).output().unwrap();
+    let output = iris_command(Some(config), home)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(output.status.success(), "iris {args:?}: {output:?}");
     String::from_utf8(output.stdout).unwrap()
 }
@@ -96,7 +105,10 @@ impl rmcp::ClientHandler for Session {
         info
     }
 
-    #[allow(deprecated, reason = "log notifications are how the bridge tells a session")]
+    #[allow(
+        deprecated,
+        reason = "log notifications are how the bridge tells a session"
+    )]
     async fn on_logging_message(
         &self,
         params: LoggingMessageNotificationParam,
@@ -195,7 +207,10 @@ async fn ten_sessions_share_one_daemon() {
         common::processes_with_marker(&marker, false).is_empty()
     })
     .await;
-    assert!(!home.join("run/iris.sock").exists(), "the socket is removed");
+    assert!(
+        !home.join("run/iris.sock").exists(),
+        "the socket is removed"
+    );
 }
 
 /// The daemon killed under a connected session: the session is told, a call in flight is
@@ -208,9 +223,13 @@ async fn a_dead_daemon_is_reported_and_the_next_call_starts_another() {
     let config = common::fake_teams_config(dir.path(), &marker);
     let home = dir.path().join("home");
     let session = Session::default();
-    let client =
-        common::stdio_client_with(session.clone(), &config, &home, &dir.path().join("frontend"))
-            .await;
+    let client = common::stdio_client_with(
+        session.clone(),
+        &config,
+        &home,
+        &dir.path().join("frontend"),
+    )
+    .await;
     let first = owner_pid(&home).unwrap();
     assert_eq!(daemons_of(&home), [first]);
     // A call that will not be answered before the daemon dies.
@@ -271,6 +290,45 @@ async fn a_dead_daemon_is_reported_and_the_next_call_starts_another() {
     .await;
 }
 
+/// A daemon whose last session left while a tell it accepted still runs keeps running until
+/// the turn is done (`daemonIdleTimeout: 0s` counts from the end of the work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_finishes_its_work_before_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-daemon-{}", uuid::Uuid::new_v4());
+    let config = common::fake_teams_config(dir.path(), &marker);
+    let home = dir.path().join("home");
+    let client = common::stdio_client(&config, &home, &dir.path().join("frontend")).await;
+    let told: MessageOutcome = typed(
+        &client
+            .call_tool(call(
+                "quick_message",
+                json!({"toTeam": "backend", "message": "[[slow:500]] finish me"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    client.cancel().await.unwrap();
+    wait_for("the daemon gone once its work is done", || {
+        daemons_of(&home).is_empty()
+    })
+    .await;
+    // A new session (a new daemon) reads how the tell ended.
+    let client = common::stdio_client(&config, &home, &dir.path().join("frontend")).await;
+    let view: iris::api::MessageView = typed(
+        &client
+            .call_tool(call(
+                "message_status",
+                json!({"messageId": told.message_id.to_string()}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(view.status, iris::api::CallerStatus::Completed, "{view:?}");
+    client.cancel().await.unwrap();
+    wait_for("the idle daemon gone", || daemons_of(&home).is_empty()).await;
+}
+
 /// `iris stop` stops the daemon a session started (its session is told); `iris stop` with
 /// none running says so. A daemon outlives its session while its idle timeout runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,8 +385,7 @@ async fn elicitation_crosses_the_bridge() {
     let home = dir.path().join("home");
     let session = Session::default();
     let client =
-        common::stdio_client_with(session.clone(), &config, &home, &dir.path().join("lead"))
-            .await;
+        common::stdio_client_with(session.clone(), &config, &home, &dir.path().join("lead")).await;
     let outcome: MessageOutcome = typed(
         &client
             .call_tool(call(
@@ -368,7 +425,10 @@ async fn a_daemon_whose_port_is_taken_serves_http_elsewhere() {
     let listed = status(&config, &home);
     assert_eq!(listed.bridges.len(), 1);
     let log = std::fs::read_to_string(home.join("run/daemon.log")).unwrap();
-    assert_contains(&log, &format!("127.0.0.1:{port} is in use (settings.httpPort)"));
+    assert_contains(
+        &log,
+        &format!("127.0.0.1:{port} is in use (settings.httpPort)"),
+    );
     client.cancel().await.unwrap();
     wait_for("the idle daemon gone", || daemons_of(&home).is_empty()).await;
     drop(taken);
@@ -401,7 +461,9 @@ fn a_session_that_cannot_be_served_is_told_why() {
     assert_contains(&said, &format!("this session asks for {}", other.display()));
     assert_contains(&said, "iris stop");
     runtime.block_on(async { client.cancel().await.unwrap() });
-    runtime.block_on(wait_for("the idle daemon gone", || daemons_of(&home).is_empty()));
+    runtime.block_on(wait_for("the idle daemon gone", || {
+        daemons_of(&home).is_empty()
+    }));
 
     // A configuration the daemon cannot start with: the bridge says what it said.
     std::fs::write(&other, "settings:\n  maxProcesses: lots\n").unwrap();
@@ -439,8 +501,7 @@ fn install_project_writes_the_stdio_command() {
     assert!(output.status.success(), "{output:?}");
     assert_contains(&String::from_utf8_lossy(&output.stdout), "(project scope)");
     let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(project.join(".mcp.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(project.join(".mcp.json")).unwrap()).unwrap();
     assert_eq!(written["mcpServers"]["db"]["command"], "db-mcp");
     let iris_entry = &written["mcpServers"]["iris"];
     assert_eq!(iris_entry["command"], common::IRIS);
