@@ -63,6 +63,7 @@ pub mod guard;
 pub mod install;
 pub mod logs;
 pub mod mcp;
+pub mod metrics;
 pub mod output;
 pub mod permissions;
 pub mod pool;

@@ -58,6 +58,7 @@ pub fn router(
         Arc::clone(&sessions),
         config,
     );
+    let metrics_sessions = Arc::clone(&sessions);
     let cap = SessionCap {
         sessions,
         pool: pool.clone(),
@@ -69,9 +70,30 @@ pub fn router(
         access,
     };
     let status_pool = pool.clone();
+    let metrics_pool = pool.clone();
     Router::new()
         .nest_service("/mcp", service)
         .merge(crate::approver::routes(pool.clone()))
+        .route(
+            "/metrics",
+            get(move || {
+                let pool = metrics_pool.clone();
+                let sessions = Arc::clone(&metrics_sessions);
+                async move {
+                    let open = sessions.sessions.read().await.len();
+                    let text =
+                        pool.metrics()
+                            .render(&pool.status(), pool.pending_approvals().len(), open);
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
         .route(
             "/status",
             get(move || {

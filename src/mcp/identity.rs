@@ -122,7 +122,8 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
         // approver token, checked by the routes), and so does `iris status`.
         None if gate.access.callbacks_only
             && !path.starts_with("/approvals")
-            && path != "/status" =>
+            && path != "/status"
+            && path != "/metrics" =>
         {
             return Err(Refusal::NotFound(format!(
                 "{path}: this listener serves only the agents Iris started (their {CALLBACK_PREFIX}<token> URLs)"

@@ -628,6 +628,32 @@ impl ServerHandler for IrisMcp {
         .with_instructions(INSTRUCTIONS.to_owned())
     }
 
+    /// Every tool call, through the router, counted in `/metrics` by tool and outcome.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let tool = request.name.clone();
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let answered = self.tool_router.call(call).await;
+        let outcome = match &answered {
+            Ok(rmcp::model::CallToolResponse::Complete(result))
+                if result.is_error == Some(true) =>
+            {
+                crate::metrics::CallOutcome::ToolError
+            }
+            Ok(_) => crate::metrics::CallOutcome::Ok,
+            Err(_) => crate::metrics::CallOutcome::ProtocolError,
+        };
+        // Only the tools this server has are labels (an unknown name is one "unknown").
+        let known = self.tool_router.has_route(&tool);
+        self.pool
+            .metrics()
+            .mcp_call(if known { &tool } else { "unknown" }, outcome);
+        answered
+    }
+
     /// A request rmcp could not read as any method it knows. For an MCP method, that means
     /// its parameters do not fit (`tools/call` with `arguments` that are not an object, say):
     /// `-32602` (invalid params), not "method not found".

@@ -213,11 +213,15 @@ pub(crate) struct Approvals {
     token: crate::config::Secret,
     state: Mutex<State>,
     events: broadcast::Sender<ApprovalEvent>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Approvals {
     /// Loads the stored allow-always rules.
-    pub(crate) async fn open(store: Store) -> Result<Self, StoreError> {
+    pub(crate) async fn open(
+        store: Store,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, StoreError> {
         let records = store.pair_rules().await?;
         let mut state = State::default();
         for record in records {
@@ -231,6 +235,7 @@ impl Approvals {
         ));
         Ok(Self {
             store,
+            metrics,
             token,
             state: Mutex::new(state),
             events,
@@ -423,6 +428,7 @@ impl Approvals {
             });
         }
         let _ = waiting.answer.send(decided);
+        self.metrics.approval_decided(&record);
         let _ = self.events.send(ApprovalEvent::Decided {
             approval: record.clone(),
         });

@@ -542,6 +542,8 @@ pub(crate) struct Inner {
     lineage: lineage::Lineage,
     /// The bridges connected, and when a client was last seen.
     clients: Arc<clients::Clients>,
+    /// What `/metrics` reports.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Held while the pool exists: one Iris per database.
     _instance: recovery::InstanceLock,
 }
@@ -604,7 +606,9 @@ impl Pool {
         let instance = recovery::lock_instance(&config.database)?;
         let store = Store::open(&config.database).await?;
         let recovery = store.recover().await?;
-        let approvals = Arc::new(approvals::Approvals::open(store.clone()).await?);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let approvals =
+            Arc::new(approvals::Approvals::open(store.clone(), Arc::clone(&metrics)).await?);
         let lineage = lineage::Lineage::default();
         for (team, at_ms, cost_usd) in store.recent_turns(now_ms() - 24 * 3_600_000).await? {
             lineage.turn_done(&team, cost_usd, at_ms);
@@ -638,6 +642,7 @@ impl Pool {
                 approvals,
                 lineage,
                 clients: Arc::default(),
+                metrics,
                 _instance: instance,
             }),
         };
@@ -1345,6 +1350,12 @@ impl Pool {
         Some(since)
     }
 
+    /// The pool's metrics (`/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
     /// Whether a bridge ever connected to this pool.
     #[must_use]
     pub fn ever_bridged(&self) -> bool {
@@ -1538,6 +1549,7 @@ impl Inner {
     }
 
     fn emit(&self, event: PoolEvent) {
+        self.metrics.observe(&event);
         let _ = self.events.send(event);
     }
 
