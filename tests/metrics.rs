@@ -15,8 +15,11 @@ use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::json;
 
+/// One sample's labels and value.
+type Sample = (HashMap<String, String>, f64);
+
 /// The samples of one scrape: name → [(labels, value)].
-struct Scrape(HashMap<String, Vec<(HashMap<String, String>, f64)>>);
+struct Scrape(HashMap<String, Vec<Sample>>);
 
 impl Scrape {
     async fn of(base: &str) -> Self {
@@ -34,7 +37,7 @@ impl Scrape {
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
         let lines = text.lines().map(|line| Ok(line.to_owned()));
         let parsed = prometheus_parse::Scrape::parse(lines).unwrap();
-        let mut samples: HashMap<String, Vec<(HashMap<String, String>, f64)>> = HashMap::new();
+        let mut samples: HashMap<String, Vec<Sample>> = HashMap::new();
         for sample in parsed.samples {
             let value = match sample.value {
                 prometheus_parse::Value::Counter(v)
