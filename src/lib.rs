@@ -59,6 +59,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod dashboard;
 pub mod guard;
 pub mod install;
 pub mod logs;

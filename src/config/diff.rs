@@ -352,6 +352,12 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<SettingChange> {
         old.approval_timeout,
         new.approval_timeout,
     );
+    push(
+        list,
+        "dashboard.enabled",
+        &old.dashboard_enabled,
+        &new.dashboard_enabled,
+    );
     push_duration(
         list,
         "settings.daemonIdleTimeout",

@@ -381,8 +381,9 @@ const MAX_RETENTION_DAYS: f64 = 36_500.0;
 
 const NO_DASHBOARD_SETTINGS: &str = "the dashboard is served on the MCP HTTP port (settings.httpPort) and has no settings of its own";
 
+const DASHBOARD_KEYS: &[&str] = &["enabled"];
+
 const DASHBOARD_IGNORED: &[(&str, &str)] = &[
-    ("enabled", NO_DASHBOARD_SETTINGS),
     ("host", NO_DASHBOARD_SETTINGS),
     ("http", NO_DASHBOARD_SETTINGS),
     ("https", NO_DASHBOARD_SETTINGS),
@@ -506,17 +507,21 @@ impl Loader<'_> {
         let mut settings = Settings::default();
         let mut teams = BTreeMap::new();
         let mut database = DatabaseConfig::file(self.iris_home.join("data").join("iris.db"));
+        let mut dashboard_enabled = None;
         let expected = "a mapping with 'settings', 'teams', 'database' or 'dashboard'";
         for entry in self.mapping(root, "", expected) {
             match entry.key.as_str() {
                 "settings" => settings = self.settings(&entry.value),
                 "teams" => teams = self.teams(&entry.value),
                 "database" => database = self.database(&entry.value, database),
-                "dashboard" => self.dashboard(&entry.value),
+                "dashboard" => dashboard_enabled = self.dashboard(&entry.value),
                 // Docker Compose's convention: a place for YAML anchors shared by teams.
                 key if key.starts_with("x-") => {}
                 _ => self.other_key(&child("", &entry.key), entry, TOP_KEYS, &[]),
             }
+        }
+        if let Some(enabled) = dashboard_enabled {
+            settings.dashboard_enabled = enabled;
         }
         self.distinct_tokens();
         (settings, teams, database)
@@ -628,11 +633,17 @@ impl Loader<'_> {
         database
     }
 
-    fn dashboard(&mut self, node: &Node) {
+    /// `dashboard.enabled`, if given; Iris MCP's other dashboard keys are warned about.
+    fn dashboard(&mut self, node: &Node) -> Option<bool> {
+        let mut enabled = None;
         for entry in self.mapping(node, "dashboard", "a mapping of dashboard settings") {
             let key = child("dashboard", &entry.key);
-            self.other_key(&key, entry, &[], DASHBOARD_IGNORED);
+            match entry.key.as_str() {
+                "enabled" => enabled = self.boolean(&entry.value, &key).or(enabled),
+                _ => self.other_key(&key, entry, DASHBOARD_KEYS, DASHBOARD_IGNORED),
+            }
         }
+        enabled
     }
 
     fn teams(&mut self, node: &Node) -> BTreeMap<TeamName, TeamConfig> {

@@ -210,6 +210,9 @@ pub struct Settings {
     /// after this long with no bridge, no HTTP request and no work (0: as soon as the last
     /// bridge leaves). Default 30 minutes. A foreground `iris serve` does not stop.
     pub daemon_idle_timeout: Duration,
+    /// `dashboard.enabled` (Iris MCP's key, in its own section): the dashboard at `/` on the
+    /// HTTP port. Default true; read per request, so a reload applies at once.
+    pub dashboard_enabled: bool,
 }
 
 /// `teams.<name>.budget`: spending limits; over one, new messages to the team are refused.
@@ -267,6 +270,7 @@ impl Default for Settings {
             forward_fallback: ForwardFallback::Ask,
             max_call_depth: 4,
             daemon_idle_timeout: Duration::from_secs(30 * 60),
+            dashboard_enabled: true,
         }
     }
 }

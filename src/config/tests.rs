@@ -1105,7 +1105,6 @@ teams:
             "settings.sessionMcpEnabled",
             "settings.sessionMcpPath",
             "settings.permissionTimeout",
-            "dashboard.enabled",
             "dashboard.host",
             "dashboard.http",
             "dashboard.https",

@@ -40,6 +40,9 @@ pub fn router(
     access: HttpAccess,
 ) -> Router {
     let mcp_pool = pool.clone();
+    // The call-back listener of the in-process stdio server serves agents, not people.
+    let dashboard = (!access.callbacks_only)
+        .then(|| crate::dashboard::routes(pool.clone(), logs.clone(), access.require_token));
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .with_allowed_origins(ALLOWED_ORIGINS)
@@ -71,7 +74,7 @@ pub fn router(
     };
     let status_pool = pool.clone();
     let metrics_pool = pool.clone();
-    Router::new()
+    let routes = Router::new()
         .nest_service("/mcp", service)
         .merge(crate::approver::routes(pool.clone()))
         .route(
@@ -115,7 +118,13 @@ pub fn router(
                     }))
                 }
             }),
-        )
+        );
+    // Behind the same gate (Host check, tokens) as every other route.
+    let routes = match dashboard {
+        Some(dashboard) => routes.merge(dashboard),
+        None => routes,
+    };
+    routes
         .layer(axum::middleware::from_fn_with_state(cap, session_cap))
         .layer(axum::middleware::from_fn(json_rpc_errors))
         .layer(axum::middleware::from_fn_with_state(gate, admit))

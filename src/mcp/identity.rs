@@ -151,7 +151,9 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
             agent: None,
         })),
         (None, Some(Bearer::Server)) => Ok(None),
-        (None, None) if gate.access.require_token => Err(Refusal::Unauthorized(
+        // The dashboard checks its own login (a cookie from its login form, or a bearer
+        // token), so a browser can reach its login page.
+        (None, None) if gate.access.require_token && !crate::dashboard::is_dashboard_path(path) => Err(Refusal::Unauthorized(
             "this Iris serves a non-loopback address: send `Authorization: Bearer <token>` with a token from settings.httpToken or a team's token".to_owned(),
         )),
         // The pool's state names every team's pairs and sessions: once tokens are configured,
@@ -210,6 +212,20 @@ fn agent_url(gate: &Gate, token: &str) -> Result<ProvenCaller, Refusal> {
 enum Bearer {
     Team(String),
     Server,
+}
+
+/// Whether `offered` is one of the configured tokens (`settings.httpToken` or a team's).
+pub(crate) fn known_token(config: &crate::config::Config, offered: &str) -> bool {
+    config
+        .settings
+        .http_token
+        .as_ref()
+        .is_some_and(|token| token.matches(offered))
+        || config.teams.values().any(|team| {
+            team.token
+                .as_ref()
+                .is_some_and(|token| token.matches(offered))
+        })
 }
 
 fn bearer(gate: &Gate, request: &Request) -> Result<Option<Bearer>, Refusal> {

@@ -12,6 +12,7 @@ mod identity;
 mod tools;
 
 pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http, without_nagle};
+pub(crate) use identity::known_token;
 pub use identity::{HttpAccess, ProvenCaller, stdio_caller};
 pub use tools::IrisMcp;
 

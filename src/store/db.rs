@@ -16,8 +16,9 @@ use super::bounds::{Limits, bound_transcript, cut_in_place};
 use super::error::{IN_MEMORY, classify};
 use super::schema::{APPLICATION_ID, MIGRATIONS, current_version};
 use super::{
-    AgentRecord, MessageFinish, MessageId, MessageMode, MessageRecord, MessageState, NewMessage,
-    OpenOptions, Page, Recovery, SessionRecord, SessionStatus, SessionTurn, StoreError, StoreStats,
+    AgentRecord, MessageFilter, MessageFinish, MessageId, MessageMode, MessageRecord, MessageState,
+    NewMessage, OpenOptions, Page, Recovery, SessionRecord, SessionStatus, SessionTurn, StoreError,
+    StoreStats, TurnTime,
 };
 use crate::config::{DatabaseConfig, TeamName};
 
@@ -745,6 +746,82 @@ impl Db {
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(fail(&self.path, "recent_turns"))
+    }
+
+    pub(super) fn turn_times(&mut self, since_ms: i64) -> Result<Vec<TurnTime>, StoreError> {
+        self.connection
+            .prepare(
+                "SELECT target, finished_at_ms, COALESCE(duration_ms, 0), COALESCE(cost_usd, 0)
+                 FROM messages
+                 WHERE finished_at_ms >= ?1 AND started_at_ms IS NOT NULL ORDER BY finished_at_ms",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([since_ms], |row| {
+                        let duration: i64 = row.get(2)?;
+                        Ok(TurnTime {
+                            team: parse_text(row, 0, team_name)?,
+                            finished_at_ms: row.get(1)?,
+                            duration_ms: u64::try_from(duration).unwrap_or(0),
+                            cost_usd: row.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(fail(&self.path, "turn_times"))
+    }
+
+    pub(super) fn find_messages(
+        &mut self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        if let Some(team) = &filter.team {
+            values.push(team.to_string());
+            let n = values.len();
+            conditions.push(format!("(caller = ?{n} OR target = ?{n})"));
+        }
+        if let Some(caller) = &filter.caller {
+            values.push(caller.to_string());
+            conditions.push(format!("caller = ?{}", values.len()));
+        }
+        if let Some(target) = &filter.target {
+            values.push(target.to_string());
+            conditions.push(format!("target = ?{}", values.len()));
+        }
+        if let Some(state) = filter.state {
+            values.push(state.as_str().to_owned());
+            conditions.push(format!("state = ?{}", values.len()));
+        }
+        if let Some(text) = filter.text.as_deref().filter(|text| !text.is_empty()) {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            values.push(format!("%{escaped}%"));
+            let n = values.len();
+            conditions.push(format!(
+                "(text LIKE ?{n} ESCAPE '\\' OR answer LIKE ?{n} ESCAPE '\\' OR error LIKE ?{n} ESCAPE '\\')"
+            ));
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages {filter_sql} ORDER BY id DESC LIMIT {limit}"
+        );
+        self.connection
+            .prepare(&sql)
+            .and_then(|mut statement| {
+                statement
+                    .query_map(rusqlite::params_from_iter(values.iter()), message_from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(fail(&self.path, "find_messages"))
     }
 
     pub(super) fn prune(&mut self) -> Result<usize, StoreError> {

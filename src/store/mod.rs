@@ -203,7 +203,9 @@ impl MessageState {
         !matches!(self, Self::Queued | Self::Running)
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    /// The state named `text` (`queued`, `running`, `completed`, ...).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|state| state.as_str() == text)
     }
 }
@@ -278,6 +280,36 @@ pub struct MessageFinish {
     /// What happened during the turn; the first `database.maxTranscriptEntries` are stored.
     /// Shared with the turn's result.
     pub transcript: Arc<[TranscriptEntry]>,
+}
+
+/// Which messages [`Store::find_messages`] returns (every condition given must hold).
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Sent by or to this team.
+    pub team: Option<TeamName>,
+    /// Sent by this team.
+    pub caller: Option<TeamName>,
+    /// Sent to this team.
+    pub target: Option<TeamName>,
+    /// In this state.
+    pub state: Option<MessageState>,
+    /// This text in the message, its answer or its error (case-insensitive for ASCII).
+    pub text: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One finished turn, for charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnTime {
+    /// The team that answered.
+    pub team: TeamName,
+    /// When it finished (unix ms).
+    pub finished_at_ms: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What it cost (0 when not reported).
+    pub cost_usd: f64,
 }
 
 /// A stored message.
@@ -896,6 +928,26 @@ impl Store {
         since_ms: i64,
     ) -> Result<Vec<(TeamName, i64, f64)>, StoreError> {
         self.call(move |db| db.recent_turns(since_ms)).await
+    }
+
+    /// The turns that ran and finished since `since_ms`: team, end, duration and cost (for
+    /// the dashboard's charts).
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn turn_times(&self, since_ms: i64) -> Result<Vec<TurnTime>, StoreError> {
+        self.call(move |db| db.turn_times(since_ms)).await
+    }
+
+    /// Messages of every pair, newest first, that match `filter`.
+    ///
+    /// # Errors
+    /// A [`StoreError`] if the database cannot be read.
+    pub async fn find_messages(
+        &self,
+        filter: MessageFilter,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.call(move |db| db.find_messages(&filter)).await
     }
 
     /// At start-up, in one transaction: every running message becomes `interrupted` (it is
