@@ -175,6 +175,12 @@ async fn approvals_are_decided_from_the_page() {
         .await;
     browser.click("[data-approval] button.deny").await;
     let outcome: MessageOutcome = typed(&denied.await.unwrap().unwrap());
+    browser
+        .wait_until(
+            "the denied approval gone",
+            "!document.querySelector('[data-approval]')",
+        )
+        .await;
     assert!(!dir.path().join("backend/denied-from-the-page").exists());
     let view: MessageView = typed(
         &client
@@ -537,4 +543,118 @@ async fn csrf_of(server: &common::Server) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// With tokens configured the dashboard needs a login: its page is a login form, its data
+/// is refused; a wrong token is refused; a right one gives an `HttpOnly; SameSite=Strict`
+/// session cookie, with which the browser gets the live dashboard. `dashboard.enabled:
+/// false` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_need_a_login_and_the_dashboard_can_be_off() {
+    const TOKEN: &str = "dashboard-login-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-dashboard-{}", uuid::Uuid::new_v4());
+    let config = common::write_fake_config(
+        dir.path(),
+        &marker,
+        &["backend"],
+        &format!("  httpToken: {TOKEN}\n"),
+    );
+    let server = common::Server::start(Some(&config), &dir.path().join("home"));
+    let base = server.base();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("action=\"/dashboard/login\""), "{page}");
+    assert!(
+        !page.contains("iris-csrf"),
+        "no CSRF token before the login"
+    );
+    let refused = http
+        .get(format!("{base}/dashboard/api/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let wrong = http
+        .post(format!("{base}/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=not-a-token-of-this-iris")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .post(format!("{base}/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 303);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let overview = http
+        .get(format!("{base}/dashboard/api/overview"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), 200);
+    let bearer = http
+        .get(format!("{base}/dashboard/api/overview"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+
+    // In the browser: the form, then the dashboard.
+    let browser = Browser::start().await;
+    browser.goto(&format!("{base}/")).await;
+    browser.type_into("input[name=token]", TOKEN).await;
+    browser
+        .eval("document.querySelector('form').submit()")
+        .await;
+    browser
+        .wait_until(
+            "the dashboard live after the login",
+            "document.querySelector('#live')?.textContent === 'live'",
+        )
+        .await;
+    browser.assert_clean();
+
+    // Turned off by an edit of the file (hot reload): every dashboard path is gone.
+    let text = std::fs::read_to_string(&config).unwrap() + "dashboard:\n  enabled: false\n";
+    common::replace_file(&config, &text);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = http.get(format!("{base}/")).send().await.unwrap().status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard still answers {status} after dashboard.enabled: false"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let gone = http
+        .get(format!("{base}/dashboard/api/overview"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
 }

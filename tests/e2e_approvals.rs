@@ -7,6 +7,8 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "e2e/support.rs"]
 mod support;
@@ -597,5 +599,76 @@ async fn kill_9_with_a_pending_approval_expires_it() {
     assert_eq!(expired.decided_by, Some(DecidedBy::Restart));
     assert!(approvals(&world, false).is_empty());
     assert!(!dir.join("made-after-kill").exists());
+    client.cancel().await.unwrap();
+}
+
+/// The dashboard with the real CLI: a pending approval is allowed with a click in a real
+/// browser and the agent's file is written; a denial with a reason typed on the page reaches
+/// the agent and the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_decides_for_the_real_cli() {
+    let mut world = RealWorld::new().await;
+    world.team("backend").grant_permission = GrantPermission::Ask;
+    let dir = team_dir(&world, "backend");
+    let (_server, url) = world.serve();
+    let base = url.trim_end_matches("/mcp").to_owned();
+    let page = browser::Browser::start().await;
+    page.goto(&format!("{base}/")).await;
+    page.wait_until(
+        "the page live",
+        "document.querySelector('#live').textContent === 'live'",
+    )
+    .await;
+    page.click("#tabs button[data-view=approvals]").await;
+    let client = connect(&url).await;
+
+    let peer = client.peer().clone();
+    let allowed =
+        tokio::spawn(
+            async move { ask_on(&peer, "lead", "backend", &touch("made-by-click")).await },
+        );
+    page.wait_until(
+        "a pending approval",
+        "document.querySelector('[data-approval]')",
+    )
+    .await;
+    let shown = page
+        .eval("document.querySelector('[data-approval]').textContent")
+        .await;
+    assert_contains(shown.as_str().unwrap(), "touch made-by-click");
+    page.click("[data-approval] button.allow").await;
+    let outcome = allowed.await.unwrap();
+    assert_eq!(outcome.status, CallerStatus::Completed, "{outcome:?}");
+    assert!(dir.join("made-by-click").exists());
+    let view = message(&client, "lead", &outcome.message_id.to_string()).await;
+    let decided = decisions(&view.transcript);
+    assert_eq!(decided[0].2, Some(DecidedBy::Person), "{decided:?}");
+    assert_contains(&decided[0].3, "the dashboard");
+
+    let peer = client.peer().clone();
+    let denied =
+        tokio::spawn(
+            async move { ask_on(&peer, "lead", "backend", &touch("refused-by-click")).await },
+        );
+    page.wait_until(
+        "a second approval",
+        "document.querySelectorAll('[data-approval]').length === 1",
+    )
+    .await;
+    page.type_into("[data-approval] input.reason", "use the Makefile instead")
+        .await;
+    page.click("[data-approval] button.deny").await;
+    let outcome = denied.await.unwrap();
+    assert!(!dir.join("refused-by-click").exists());
+    let view = message(&client, "lead", &outcome.message_id.to_string()).await;
+    let decided = decisions(&view.transcript);
+    assert!(
+        decided
+            .iter()
+            .any(|(_, allowed, _, _, reason)| !allowed
+                && reason.contains("use the Makefile instead")),
+        "{decided:?}"
+    );
+    page.assert_clean();
     client.cancel().await.unwrap();
 }

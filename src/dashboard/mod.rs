@@ -174,7 +174,10 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
         {
             return Failed(
                 StatusCode::FORBIDDEN,
-                "a page of another origin cannot act on the dashboard".to_owned(),
+                format!(
+                    "a page of another origin ({}) cannot act on the dashboard",
+                    origin.to_str().unwrap_or("?")
+                ),
             )
             .into_response();
         }
@@ -220,7 +223,8 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
     );
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it a browser sends `Origin: null` on the login form's POST.
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !headers.contains_key(header::CACHE_CONTROL) {

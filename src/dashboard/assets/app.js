@@ -119,9 +119,13 @@ function soon(key, action, delay = 60) {
 
 // --- Overview --------------------------------------------------------------------------
 
+// Answers that arrive after a newer request's are dropped.
+const latest = { overview: 0, messages: 0 };
+
 async function loadOverview() {
+  const asked = ++latest.overview;
   const data = await attempt(() => get('/dashboard/api/overview'));
-  if (!data) return;
+  if (!data || asked !== latest.overview) return;
   overview = data;
   renderOverview();
   renderApprovals();
@@ -276,8 +280,9 @@ async function loadMessages() {
   }
   if (state) params.set('state', state);
   if (q) params.set('q', q);
+  const asked = ++latest.messages;
   const data = await attempt(() => get(`/dashboard/api/messages?${params}`));
-  if (!data) return;
+  if (!data || asked !== latest.messages) return;
   $('#messages tbody').replaceChildren(...data.messages.map((m) => el('tr', {
     'data-message': m.messageId,
     class: m.messageId === selected ? 'selected' : '',
