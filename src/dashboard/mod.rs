@@ -64,6 +64,8 @@ struct Dashboard {
     require_token: bool,
     /// The last configuration reload or refusal, as the pool reported it.
     last_reload: Arc<Mutex<Option<Value>>>,
+    /// Every event for the pages, serialized once for all of them: (SSE event name, JSON).
+    hub: tokio::sync::broadcast::Sender<Arc<(&'static str, String)>>,
 }
 
 fn random_token() -> String {
@@ -76,6 +78,7 @@ fn random_token() -> String {
 
 /// The dashboard's routes, for the HTTP router.
 pub fn routes(pool: Pool, logs: Option<Arc<LogBuffer>>, require_token: bool) -> Router {
+    let (hub, _) = tokio::sync::broadcast::channel(1024);
     let dashboard = Dashboard {
         pool: pool.clone(),
         logs,
@@ -83,7 +86,9 @@ pub fn routes(pool: Pool, logs: Option<Arc<LogBuffer>>, require_token: bool) -> 
         sessions: Arc::default(),
         require_token,
         last_reload: Arc::default(),
+        hub: hub.clone(),
     };
+    tokio::spawn(feed_pages(pool.clone(), hub));
     // Keep the last reload's outcome for the config view.
     let last = Arc::clone(&dashboard.last_reload);
     let mut events = pool.subscribe();
@@ -373,43 +378,51 @@ async fn logout(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
-/// Pool events (but the assistant's text, which comes in many small pieces) and approval
-/// events, as `pool` and `approval` events; the page reloads what they touch.
-async fn events_stream(State(dashboard): State<Dashboard>) -> Response {
-    let mut pool_events = dashboard.pool.subscribe();
-    let mut approvals = dashboard.pool.subscribe_approvals();
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                () = sender.closed() => return,
-                event = pool_events.recv() => match event {
-                    Ok(PoolEvent::Agent { event: crate::agent::AgentEvent::AssistantText { .. }, .. }) => continue,
-                    Ok(event) => Event::default().event("pool").json_data(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        Event::default().event("lagged").json_data(json!({"missed": missed}))
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                event = approvals.recv() => match event {
-                    Ok(event) => Event::default().event("approval").json_data(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        Event::default().event("lagged").json_data(json!({"missed": missed}))
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-            };
-            let Ok(event) = event else { continue };
-            if sender.send(event).await.is_err() {
-                return;
-            }
+/// Serializes each pool event (but the assistant's text, which comes in many small pieces)
+/// and approval event once, for every open page; nothing while no page is open.
+async fn feed_pages(pool: Pool, hub: tokio::sync::broadcast::Sender<Arc<(&'static str, String)>>) {
+    let mut pool_events = pool.subscribe();
+    let mut approvals = pool.subscribe_approvals();
+    drop(pool);
+    loop {
+        let (name, data) = tokio::select! {
+            event = pool_events.recv() => match event {
+                Ok(PoolEvent::Agent { event: crate::agent::AgentEvent::AssistantText { .. }, .. }) => continue,
+                Ok(_) if hub.receiver_count() == 0 => continue,
+                Ok(event) => ("pool", serde_json::to_string(&event)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    ("lagged", Ok(json!({"missed": missed}).to_string()))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            event = approvals.recv() => match event {
+                Ok(_) if hub.receiver_count() == 0 => continue,
+                Ok(event) => ("approval", serde_json::to_string(&event)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    ("lagged", Ok(json!({"missed": missed}).to_string()))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if let Ok(data) = data {
+            let _ = hub.send(Arc::new((name, data)));
         }
-    });
+    }
+}
+
+/// Pool and approval events as `pool` and `approval` SSE events (`lagged` when this page
+/// fell behind and should reload everything); the page reloads what they touch.
+async fn events_stream(State(dashboard): State<Dashboard>) -> Response {
+    let receiver = dashboard.hub.subscribe();
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver
-            .recv()
-            .await
-            .map(|event| (Ok::<Event, Infallible>(event), receiver))
+        let event = match receiver.recv().await {
+            Ok(event) => Event::default().event(event.0).data(event.1.as_str()),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Event::default()
+                .event("lagged")
+                .data(json!({"missed": missed}).to_string()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<Event, Infallible>(event), receiver))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -107,14 +107,18 @@ function refresh(view) {
   }
 }
 
-// A burst of events reloads once.
+// At most one reload per `delay` ms per kind: the first event of a quiet spell reloads at
+// once, a burst after it reloads once more at the end.
 const pending = new Map();
+const lastRun = new Map();
 function soon(key, action, delay = 60) {
   if (pending.has(key)) return;
+  const wait = Math.max(0, (lastRun.get(key) || 0) + delay - performance.now());
   pending.set(key, setTimeout(() => {
     pending.delete(key);
+    lastRun.set(key, performance.now());
     action();
-  }, delay));
+  }, wait));
 }
 
 // --- Overview --------------------------------------------------------------------------
@@ -424,7 +428,14 @@ function onPool(event) {
 function connect() {
   const source = new EventSource('/dashboard/events');
   const live = $('#live');
-  source.addEventListener('open', () => { live.textContent = 'live'; live.className = 'live on'; loadOverview(); });
+  let opened = false;
+  source.addEventListener('open', () => {
+    live.textContent = 'live';
+    live.className = 'live on';
+    // After a reconnect, events may have been missed: reload what is shown.
+    if (opened) refresh(current);
+    opened = true;
+  });
   source.addEventListener('error', () => { live.textContent = 'reconnecting…'; live.className = 'live'; });
   source.addEventListener('pool', (message) => onPool(JSON.parse(message.data)));
   source.addEventListener('approval', () => soon('overview', loadOverview, 10));
