@@ -575,6 +575,24 @@ impl Approver {
         decode(page["approvals"].take(), &format!("{}{path}", self.base))
     }
 
+    /// A one-time link (valid 2 minutes) that logs a person into the dashboard, so that it
+    /// can decide approvals.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the server cannot be reached or refuses (the dashboard is off).
+    pub async fn dashboard_link(&self) -> Result<String, ClientError> {
+        let answer: Value = self
+            .send(reqwest::Method::POST, "/dashboard/login-link", None)
+            .await?;
+        let path = answer["path"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol {
+                url: format!("{}/dashboard/login-link", self.base),
+                message: "the answer has no path".to_owned(),
+            })?;
+        Ok(format!("{}{path}", self.base))
+    }
+
     /// Allows a pending request (`id` whole or a unique prefix); with `always`, the same
     /// request of its pair from now on.
     ///

@@ -34,6 +34,37 @@ async fn open(server: &common::Server) -> Browser {
     browser
 }
 
+/// The dashboard, logged in as a person (the link `iris dashboard` prints).
+async fn open_as_person(
+    server: &common::Server,
+    config: &std::path::Path,
+    home: &std::path::Path,
+) -> Browser {
+    let output = common::iris_command(Some(config), home)
+        .args(["dashboard"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/dashboard/login?key=", server.base())),
+        "{link}"
+    );
+    let browser = Browser::start().await;
+    browser.goto(&link).await;
+    browser
+        .wait_until(
+            "the page live",
+            "document.querySelector('#live')?.textContent === 'live'",
+        )
+        .await;
+    browser.eval("window.__sameDocument = true").await;
+    // The link works once.
+    let again = reqwest::get(&link).await.unwrap();
+    assert_eq!(again.status(), 401);
+    browser
+}
+
 fn state_of(pair: &str) -> String {
     format!("document.querySelector('[data-pair=\"{pair}\"] .state')?.textContent")
 }
@@ -120,9 +151,57 @@ async fn approvals_are_decided_from_the_page() {
     std::fs::write(&config, yaml).unwrap();
     let home = dir.path().join("home");
     let server = common::Server::start(Some(&config), &home);
-    let browser = open(&server).await;
-    browser.click("#tabs button[data-view=approvals]").await;
     let client = mcp(&server).await;
+
+    // Without a person's login the page shows the request but cannot decide it.
+    let anonymous = open(&server).await;
+    anonymous.click("#tabs button[data-view=approvals]").await;
+    let peer = client.peer().clone();
+    let first = tokio::spawn(async move {
+        peer.call_tool(call(
+            "send_message",
+            json!({"fromTeam": "lead", "toTeam": "backend", "message": r#"[[tool:Bash:{"command":"touch allowed-from-the-page"}]]"#, "timeout": 600_000}),
+        ))
+        .await
+    });
+    anonymous
+        .wait_until(
+            "a pending approval",
+            "document.querySelector('[data-approval]')",
+        )
+        .await;
+    assert_eq!(
+        anonymous
+            .eval("[document.querySelector('[data-approval] button.allow').disabled, document.querySelector('#person-hint').classList.contains('hidden')]")
+            .await,
+        json!([true, false])
+    );
+    let id = anonymous
+        .eval("document.querySelector('[data-approval]').dataset.approval")
+        .await;
+    let csrf = csrf_of(&server).await;
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/dashboard/api/approvals/{}/approve",
+            server.base(),
+            id.as_str().unwrap()
+        ))
+        .header("x-iris-csrf", &csrf)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let said: Value = refused.json().await.unwrap();
+    assert!(
+        said["error"].as_str().unwrap().contains("iris dashboard"),
+        "{said}"
+    );
+    anonymous.assert_clean();
+    drop(anonymous);
+
+    let browser = open_as_person(&server, &config, &home).await;
+    browser.click("#tabs button[data-view=approvals]").await;
     let ask = |file: &str| {
         let peer = client.peer().clone();
         let message = format!(r#"[[tool:Bash:{{"command":"touch {file}"}}]]"#);
@@ -135,11 +214,11 @@ async fn approvals_are_decided_from_the_page() {
         })
     };
 
-    let allowed = ask("allowed-from-the-page");
+    let allowed = first;
     browser
         .wait_until(
             "a pending approval",
-            "document.querySelector('[data-approval]')",
+            "document.querySelector('[data-approval] button.allow:not([disabled])')",
         )
         .await;
     let shown = browser
@@ -419,7 +498,8 @@ async fn screenshots_of_every_view() {
     );
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let server = common::Server::start(Some(&config), &dir.path().join("home"));
+    let home = dir.path().join("home");
+    let server = common::Server::start(Some(&config), &home);
     let client = mcp(&server).await;
     for (from, to, text) in [
         (
@@ -455,7 +535,7 @@ async fn screenshots_of_every_view() {
     let keep = tempfile::tempdir().unwrap();
     let out = out.unwrap_or_else(|| keep.path().to_owned());
     std::fs::create_dir_all(&out).unwrap();
-    let browser = open(&server).await;
+    let browser = open_as_person(&server, &config, &home).await;
     browser
         .wait_until(
             "the pair waiting for approval",
@@ -509,22 +589,12 @@ async fn screenshots_of_every_view() {
         assert!(bytes.len() > 10_000, "{} is nearly empty", path.display());
     }
     browser.assert_clean();
-    // Let the waiting message go.
-    let id = browser
-        .eval("document.querySelector('[data-approval]')?.dataset.approval")
+    // Let the waiting message go (as a person, from the page).
+    browser.click("#tabs button[data-view=approvals]").await;
+    browser
+        .type_into("[data-approval] input.reason", "screenshots only")
         .await;
-    if let Some(id) = id.as_str() {
-        reqwest::Client::new()
-            .post(format!(
-                "{}/dashboard/api/approvals/{id}/deny",
-                server.base()
-            ))
-            .header("x-iris-csrf", csrf_of(&server).await)
-            .json(&json!({"reason": "screenshots only"}))
-            .send()
-            .await
-            .unwrap();
-    }
+    browser.click("[data-approval] button.deny").await;
     let _ = waiting.await;
     client.cancel().await.unwrap();
 }

@@ -611,9 +611,10 @@ async fn the_dashboard_decides_for_the_real_cli() {
     world.team("backend").grant_permission = GrantPermission::Ask;
     let dir = team_dir(&world, "backend");
     let (_server, url) = world.serve();
-    let base = url.trim_end_matches("/mcp").to_owned();
+    // Logged in as a person: the link `iris dashboard` prints.
+    let link = iris(&world, &["dashboard"]);
     let page = browser::Browser::start().await;
-    page.goto(&format!("{base}/")).await;
+    page.goto(link.trim()).await;
     page.wait_until(
         "the page live",
         "document.querySelector('#live').textContent === 'live'",
@@ -628,8 +629,8 @@ async fn the_dashboard_decides_for_the_real_cli() {
             async move { ask_on(&peer, "lead", "backend", &touch("made-by-click")).await },
         );
     page.wait_until(
-        "a pending approval",
-        "document.querySelector('[data-approval]')",
+        "a pending approval a person can decide",
+        "document.querySelector('[data-approval] button.allow:not([disabled])')",
     )
     .await;
     let shown = page

@@ -204,6 +204,13 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Print a one-time link (valid 2 minutes) that logs you into the dashboard as a person,
+    /// so that you can decide approvals there.
+    Dashboard {
+        /// The server's port (default: the running server's, from $IRIS_HOME/run/approver.json).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Check the claude binary and its version, the teams, the database and the port.
     Doctor,
     /// Drive the agent pool with JSON lines on stdin; answers (and, with --events, pool
@@ -430,6 +437,7 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                 | Command::Approvals { .. }
                 | Command::Approve { .. }
                 | Command::Deny { .. }
+                | Command::Dashboard { .. }
                 | Command::Doctor
         )
     );
@@ -593,9 +601,12 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Approvals { .. } | Command::Approve { .. } | Command::Deny { .. })
-            if std::env::var_os(iris::pool::AGENT_KEY_VARIABLE).is_some() =>
-        {
+        Some(
+            Command::Approvals { .. }
+            | Command::Approve { .. }
+            | Command::Deny { .. }
+            | Command::Dashboard { .. },
+        ) if std::env::var_os(iris::pool::AGENT_KEY_VARIABLE).is_some() => {
             anyhow::bail!(
                 "this command runs inside an agent Iris started ({} is set): approvals come only from a person",
                 iris::pool::AGENT_KEY_VARIABLE
@@ -642,6 +653,15 @@ fn run(command: Option<Command>) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Dashboard { port }) => {
+            let approver = iris::client::Approver::find(&config.iris_home, port)?;
+            let link = small_runtime()?.block_on(approver.dashboard_link())?;
+            outln!("{link}");
+            eprintln!(
+                "open it within 2 minutes (once): it logs this browser in as a person, who may decide approvals"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Approve { id, always, port }) => {

@@ -13,6 +13,12 @@
 //! loopback) the dashboard needs a login: a configured token, sent once through its login
 //! form, after which a random session id rides in an `HttpOnly; SameSite=Strict` cookie
 //! (or a bearer token on each request). `dashboard.enabled: false` turns it off.
+//!
+//! Deciding an approval takes more: a person's login. Any local process can read the page
+//! (and so its CSRF token), an agent's shell included, so the page alone must not be able
+//! to approve what a person is there to refuse. A person logs in with a one-time link that
+//! `iris dashboard` gets with the approver token (as `iris approve` uses it), or with a
+//! configured token on the login form.
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
@@ -58,8 +64,10 @@ struct Dashboard {
     pool: Pool,
     logs: Option<Arc<LogBuffer>>,
     csrf: Arc<str>,
-    /// Login sessions (random ids in the cookie).
+    /// Login sessions (random ids in the cookie): a person logged in.
     sessions: Arc<Mutex<HashSet<String>>>,
+    /// One-time login keys `iris dashboard` asked for, with when they stop working.
+    login_keys: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     /// Every request must prove a token (serving off loopback).
     require_token: bool,
     /// The last configuration reload or refusal, as the pool reported it.
@@ -84,6 +92,7 @@ pub fn routes(pool: Pool, logs: Option<Arc<LogBuffer>>, require_token: bool) -> 
         logs,
         csrf: random_token().into(),
         sessions: Arc::default(),
+        login_keys: Arc::default(),
         require_token,
         last_reload: Arc::default(),
         hub: hub.clone(),
@@ -113,7 +122,8 @@ pub fn routes(pool: Pool, logs: Option<Arc<LogBuffer>>, require_token: bool) -> 
         .route("/", get(index))
         .route("/dashboard/app.js", get(script))
         .route("/dashboard/app.css", get(style))
-        .route("/dashboard/login", post(login))
+        .route("/dashboard/login", post(login).get(login_link))
+        .route("/dashboard/login-link", post(new_login_link))
         .route("/dashboard/logout", post(logout))
         .route("/dashboard/events", get(events_stream))
         .route("/dashboard/api/overview", get(overview))
@@ -163,7 +173,7 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
     let needs_login = dashboard.require_token || config.has_tokens();
     let public = matches!(
         path.as_str(),
-        "/dashboard/app.css" | "/dashboard/login" | "/dashboard/app.js"
+        "/dashboard/app.css" | "/dashboard/login" | "/dashboard/app.js" | "/dashboard/login-link"
     ) || path == "/";
     if needs_login && !public && !logged_in(&dashboard, request.headers()) {
         return Failed(
@@ -197,9 +207,10 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
             )
             .into_response();
         }
-        // The login form is the one POST without the token (it has no page to read it from
-        // yet); it changes nothing but the caller's own cookie.
-        if path != "/dashboard/login" {
+        // The login form is a POST without the token (it has no page to read it from yet; it
+        // changes nothing but the caller's own cookie), and so is `iris dashboard`'s request
+        // for a login link (it carries the approver token instead).
+        if path != "/dashboard/login" && path != "/dashboard/login-link" {
             let offered = request
                 .headers()
                 .get(CSRF_HEADER)
@@ -255,6 +266,17 @@ fn loopback_origin(origin: &HeaderValue) -> bool {
         rest.split(':').next().unwrap_or_default()
     };
     host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1"
+}
+
+/// Whether the request comes from a person's login session (the cookie).
+fn person(dashboard: &Dashboard, headers: &HeaderMap) -> bool {
+    session_cookie(headers).is_some_and(|id| {
+        dashboard
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
+    })
 }
 
 fn logged_in(dashboard: &Dashboard, headers: &HeaderMap) -> bool {
@@ -343,6 +365,11 @@ async fn login(
         )
             .into_response();
     }
+    logged_in_response(&dashboard)
+}
+
+/// A new login session: its cookie, and back to the page.
+fn logged_in_response(dashboard: &Dashboard) -> Response {
     let id = random_token();
     dashboard
         .sessions
@@ -358,6 +385,74 @@ async fn login(
         ],
     )
         .into_response()
+}
+
+/// How long a login link works.
+const LOGIN_LINK_LIFETIME: Duration = Duration::from_secs(120);
+
+/// `iris dashboard`: with the approver token, a one-time login link (valid 2 minutes).
+async fn new_login_link(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Response {
+    let offered = headers
+        .get(crate::approver::APPROVER_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !dashboard.pool.approver_token_matches(offered) {
+        return Failed(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "a login link needs the approver token in {} (`iris dashboard` reads it from $IRIS_HOME/run/approver.json)",
+                crate::approver::APPROVER_HEADER
+            ),
+        )
+        .into_response();
+    }
+    let key = random_token();
+    let mut keys = dashboard
+        .login_keys
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = std::time::Instant::now();
+    keys.retain(|(_, until)| *until > now);
+    keys.push((key.clone(), now + LOGIN_LINK_LIFETIME));
+    drop(keys);
+    axum::Json(json!({"path": format!("/dashboard/login?key={key}"), "validForSeconds": LOGIN_LINK_LIFETIME.as_secs()}))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LinkQuery {
+    key: String,
+}
+
+/// Opening a login link: a person's session, once per link.
+async fn login_link(
+    State(dashboard): State<Dashboard>,
+    Query(query): Query<LinkQuery>,
+) -> Response {
+    let now = std::time::Instant::now();
+    let used = {
+        let mut keys = dashboard
+            .login_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = keys.len();
+        keys.retain(|(key, until)| {
+            *until > now && !constant_time_eq(key.as_bytes(), query.key.as_bytes())
+        });
+        keys.len() < before
+    };
+    if !used {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            LOGIN.replace(
+                "<!--error-->",
+                "<p class=\"error\">That login link is used or expired: run <code>iris dashboard</code> again.</p>",
+            ),
+        )
+            .into_response();
+    }
+    logged_in_response(&dashboard)
 }
 
 async fn logout(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Response {
@@ -429,7 +524,7 @@ async fn events_stream(State(dashboard): State<Dashboard>) -> Response {
         .into_response()
 }
 
-async fn overview(State(dashboard): State<Dashboard>) -> Response {
+async fn overview(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Response {
     let pool = &dashboard.pool;
     let config = pool.config();
     let teams: Vec<Value> = config
@@ -453,6 +548,7 @@ async fn overview(State(dashboard): State<Dashboard>) -> Response {
         "teams": teams,
         "status": pool.status(),
         "pendingApprovals": pending,
+        "person": person(&dashboard, &headers),
         "nowMs": crate::store::now_ms(),
     }))
     .into_response()
@@ -565,9 +661,16 @@ struct Verdict {
 
 async fn decide(
     State(dashboard): State<Dashboard>,
+    headers: HeaderMap,
     UrlPath((id, verdict)): UrlPath<(String, String)>,
     body: Option<axum::Json<Verdict>>,
 ) -> Result<Response, Failed> {
+    if !person(&dashboard, &headers) {
+        return Err(Failed(
+            StatusCode::FORBIDDEN,
+            "deciding an approval needs a person's login: run `iris dashboard` and open the link it prints (any local program can read this page, an agent's shell too)".to_owned(),
+        ));
+    }
     let body = body.map(|axum::Json(body)| body).unwrap_or_default();
     let allow = match verdict.as_str() {
         "approve" => true,

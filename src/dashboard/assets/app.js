@@ -248,6 +248,8 @@ function inputView(tool, input) {
 
 function renderApprovals() {
   const list = overview ? overview.pendingApprovals : [];
+  const person = Boolean(overview && overview.person);
+  $('#person-hint').classList.toggle('hidden', person);
   $('#no-approvals').classList.toggle('hidden', list.length > 0);
   const now = overview ? overview.nowMs : Date.now();
   $('#approvals').replaceChildren(...list.map((approval) => {
@@ -259,10 +261,10 @@ function renderApprovals() {
       el('p', { class: 'muted' }, `for ${approval.caller} · waiting ${age(now - approval.createdAtMs)} · ${approval.id.slice(0, 8)}`),
       inputView(approval.tool, approval.input),
       el('div', { class: 'buttons' },
-        button('allow', () => decide('approve', {})),
-        button('allow always', () => decide('approve', { always: true }), { class: 'always' }),
+        button('allow', () => decide('approve', {}), { disabled: !person }),
+        button('allow always', () => decide('approve', { always: true }), { class: 'always', disabled: !person }),
         reason,
-        button('deny', () => decide('deny', { reason: reason.value }))));
+        button('deny', () => decide('deny', { reason: reason.value }), { disabled: !person })));
   }));
 }
 
