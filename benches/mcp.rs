@@ -1244,13 +1244,7 @@ async fn start_to_ready(root: &Path, config: &Path, starts: usize) {
     }
     println!("| `iris serve` start to ready ({starts} starts, fresh IRIS_HOME each) | p50 | p99 |");
     println!("|---|---|---|");
-    let row = |what: &str, samples: &[Duration]| {
-        println!(
-            "| {what} | {} | {} |",
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 99.0))
-        );
-    };
+    let row = ms_row;
     row("HTTP: spawn → address printed (listening)", &bound);
     row("HTTP: spawn → `/health` answered", &health);
     row(
@@ -1384,16 +1378,19 @@ the bridge adds {:.1} µs to the p50 (target ≤ 100 µs); the bridge process's 
     );
     println!("| a session's first `tools/list` answered ({starts} sessions) | p50 | p99 |");
     println!("|---|---|---|");
-    let row = |what: &str, samples: &[Duration]| {
-        println!(
-            "| {what} | {} | {} |",
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 99.0))
-        );
-    };
+    let row = ms_row;
     row("bridge that starts the daemon", &cold);
     row("bridge that joins a running daemon", &joined);
     row("in process", &alone);
+}
+
+/// A table row: what, then the p50 and p99 of `samples` in milliseconds.
+fn ms_row(what: &str, samples: &[Duration]) {
+    println!(
+        "| {what} | {} | {} |",
+        ms(percentile(samples, 50.0)),
+        ms(percentile(samples, 99.0))
+    );
 }
 
 fn ms(duration: Duration) -> String {
