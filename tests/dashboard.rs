@@ -694,8 +694,9 @@ async fn tokens_need_a_login_and_the_dashboard_can_be_off() {
     let browser = Browser::start().await;
     browser.goto(&format!("{base}/")).await;
     browser.type_into("input[name=token]", TOKEN).await;
+    // Submitted after this evaluation returns: the page navigates away under it.
     browser
-        .eval("document.querySelector('form').submit()")
+        .eval("setTimeout(() => document.querySelector('form').submit(), 0); true")
         .await;
     browser
         .wait_until(
@@ -727,4 +728,120 @@ async fn tokens_need_a_login_and_the_dashboard_can_be_off() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
+}
+
+/// The actions on a pair, from the page: sleep, wake, reboot and delete (each of those two
+/// pressed twice), the fork command, wake all; the logs view filters by level; the config
+/// view redacts `env` values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_actions_logs_and_config_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("iris-dashboard-{}", uuid::Uuid::new_v4());
+    let config = common::fake_teams_config(dir.path(), &marker);
+    let server = common::Server::start(Some(&config), &dir.path().join("home"));
+    let client = mcp(&server).await;
+    client
+        .call_tool(call(
+            "send_message",
+            json!({"fromTeam": "frontend", "toTeam": "backend", "message": "hello"}),
+        ))
+        .await
+        .unwrap();
+    let browser = open(&server).await;
+    let row = "[data-pair=\"frontend->backend\"]";
+    let state = state_of("frontend->backend");
+    browser
+        .wait_until("the pair idle", &format!("{state} === 'idle'"))
+        .await;
+    let session_of = format!("document.querySelector('{row} td[title]').title");
+    let first_session = browser.eval(&session_of).await;
+
+    browser.click(&format!("{row} button.sleep")).await;
+    browser
+        .wait_until("asleep", &format!("{state} === 'asleep'"))
+        .await;
+    browser.click(&format!("{row} button.wake")).await;
+    browser
+        .wait_until("awake", &format!("{state} === 'idle'"))
+        .await;
+
+    // Reboot: once arms the button, twice does it (a new session).
+    browser.click(&format!("{row} button.reboot")).await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "document.querySelector('{row} button.reboot').dataset.armed"
+            ))
+            .await,
+        json!("yes")
+    );
+    browser.click(&format!("{row} button.reboot")).await;
+    browser
+        .wait_until(
+            "a new session",
+            &format!("document.querySelector('{row} td[title]').title !== {first_session}"),
+        )
+        .await;
+
+    browser.click(&format!("{row} button.fork")).await;
+    browser
+        .wait_until(
+            "the fork command",
+            "document.querySelector('#fork-command').value.includes('--fork-session')",
+        )
+        .await;
+
+    // Delete: the pair's session goes; its row shows it asleep with a new session.
+    let before_delete = browser.eval(&session_of).await;
+    browser.click(&format!("{row} button.delete")).await;
+    browser.click(&format!("{row} button.delete")).await;
+    browser
+        .wait_until(
+            "the session deleted",
+            &format!("document.querySelector('{row} td[title]').title !== {before_delete}"),
+        )
+        .await;
+
+    // Wake all for a caller: a pair to every other team.
+    browser.type_into("#wake-all-from", "mobile").await;
+    browser.click("#wake-all").await;
+    browser
+        .wait_until(
+            "mobile's pairs awake",
+            &format!(
+                "{} === 'idle' && {} === 'idle'",
+                state_of("mobile->backend"),
+                state_of("mobile->frontend")
+            ),
+        )
+        .await;
+
+    browser.click("#tabs button[data-view=logs]").await;
+    browser
+        .wait_until(
+            "info logs",
+            "document.querySelector('#logs').textContent.includes(' INFO ')",
+        )
+        .await;
+    browser.type_into("#log-level", "error").await;
+    browser
+        .wait_until(
+            "no info line at level error",
+            "!document.querySelector('#logs').textContent.includes(' INFO ')",
+        )
+        .await;
+
+    browser.click("#tabs button[data-view=config]").await;
+    browser
+        .wait_until("the config", "document.querySelector('#config table')")
+        .await;
+    let shown = browser
+        .eval("document.querySelector('#config').textContent")
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains("SECRET_TOKEN"), "the env key is listed");
+    assert!(!shown.contains("hunter2"), "an env value leaked: {shown}");
+    assert!(shown.contains("(redacted)"));
+    browser.assert_clean();
+    client.cancel().await.unwrap();
 }

@@ -434,8 +434,8 @@ async fn a_waiting_caller_gets_the_answer_so_far_as_progress() {
             .notes
             .lock()
             .unwrap()
-            .last()
-            .is_some_and(|note| note == "first thoughts and more")
+            .iter()
+            .any(|note| note == "first thoughts and more")
     })
     .await;
     assert_eq!(

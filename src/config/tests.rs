@@ -1180,8 +1180,10 @@ teams:
         fixture.iris_home().join("data/team-sessions.db")
     );
     assert!(config.teams.is_empty());
-    // 10 inert old-Iris keys (hotReloadConfig is served, so it gets no warning).
-    assert_eq!(config.warnings.len(), 10);
+    // 9 inert old-Iris keys (hotReloadConfig and dashboard.enabled are served, so they get
+    // no warning).
+    assert_eq!(config.warnings.len(), 9);
+    assert!(config.settings.dashboard_enabled);
 }
 
 #[test]

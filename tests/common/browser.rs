@@ -207,6 +207,35 @@ impl Browser {
         }
     }
 
+    /// The value of a JavaScript expression, or `None` when it threw or the page was
+    /// navigating away meanwhile.
+    pub async fn try_eval(&self, expression: &str) -> Option<Value> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, reply);
+        let message = json!({
+            "id": id,
+            "sessionId": self.session,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
+        });
+        self.sink
+            .lock()
+            .await
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .ok()?;
+        let answer = tokio::time::timeout(Duration::from_secs(60), answer)
+            .await
+            .ok()?
+            .ok()?;
+        let result = answer.get("result")?;
+        if result.get("exceptionDetails").is_some() {
+            return None;
+        }
+        Some(result["result"]["value"].clone())
+    }
+
     /// The value of a JavaScript expression (promises awaited).
     pub async fn eval(&self, expression: &str) -> Value {
         let result = self
@@ -228,8 +257,9 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut pause = Duration::from_millis(5);
         loop {
-            let value = self.eval(&format!("!!({expression})")).await;
-            if value == json!(true) {
+            // A page that is navigating answers nothing: ask again.
+            let value = self.try_eval(&format!("!!({expression})")).await;
+            if value == Some(json!(true)) {
                 return;
             }
             assert!(
