@@ -167,8 +167,8 @@ function renderOverview() {
     const actions = el('td', { class: 'actions' },
       button('wake', () => pairAction('wake', pair.pair)),
       button('sleep', () => pairAction('sleep', pair.pair)),
-      confirmButton('reboot', () => pairAction('reboot', pair.pair)),
-      confirmButton('delete', () => pairAction('delete', pair.pair)),
+      confirmButton('reboot', `reboot ${name}`, () => pairAction('reboot', pair.pair)),
+      confirmButton('delete', `delete ${name}`, () => pairAction('delete', pair.pair)),
       button('fork', () => forkCommand(pair.pair)));
     return el('tr', { 'data-pair': name, class: `state-${state.replace(/ /g, '-')}` },
       el('td', {}, name),
@@ -195,19 +195,26 @@ function button(label, action, extra = {}) {
   return el('button', { type: 'button', class: label, onclick: action, ...extra }, label);
 }
 
+// Buttons pressed once, waiting for the second press (by key, so a re-render keeps them).
+const armed = new Map();
+
 /** A button that asks to be pressed again within 5 s before it acts. */
-function confirmButton(label, action) {
-  const node = button(label, () => {
-    if (node.dataset.armed === 'yes') {
+function confirmButton(label, key, action) {
+  const isArmed = () => (armed.get(key) || 0) > performance.now();
+  const node = button(isArmed() ? `${label}? press again` : label, () => {
+    if (isArmed()) {
+      armed.delete(key);
       node.dataset.armed = '';
       node.textContent = label;
       action();
       return;
     }
+    armed.set(key, performance.now() + 5000);
     node.dataset.armed = 'yes';
     node.textContent = `${label}? press again`;
-    setTimeout(() => { node.dataset.armed = ''; node.textContent = label; }, 5000);
+    setTimeout(() => { if (!isArmed()) { node.dataset.armed = ''; node.textContent = label; } }, 5000);
   });
+  if (isArmed()) node.dataset.armed = 'yes';
   return node;
 }
 
@@ -246,19 +253,36 @@ function inputView(tool, input) {
   return el('pre', { class: 'input' }, JSON.stringify(input, null, 2));
 }
 
+// What the person typed as reasons, by approval id (kept across re-renders).
+const reasons = new Map();
+let renderedApprovals = '';
+
 function renderApprovals() {
   const list = overview ? overview.pendingApprovals : [];
   const person = Boolean(overview && overview.person);
   $('#person-hint').classList.toggle('hidden', person);
   $('#no-approvals').classList.toggle('hidden', list.length > 0);
   const now = overview ? overview.nowMs : Date.now();
+  // The same requests: only their ages change (a re-render would take the focus and the
+  // caret from a reason being typed).
+  const key = `${person}|${list.map((a) => a.id).join(',')}`;
+  if (key === renderedApprovals) {
+    for (const approval of list) {
+      const age_ = $(`[data-approval="${approval.id}"] .age`);
+      if (age_) age_.textContent = age(now - approval.createdAtMs);
+    }
+    return;
+  }
+  renderedApprovals = key;
+  for (const id of [...reasons.keys()]) if (!list.some((a) => a.id === id)) reasons.delete(id);
   $('#approvals').replaceChildren(...list.map((approval) => {
-    const reason = el('input', { class: 'reason', placeholder: 'reason (with deny)', size: 30 });
+    const reason = el('input', { class: 'reason', placeholder: 'reason (with deny)', size: 30, value: reasons.get(approval.id) || '' });
+    reason.addEventListener('input', () => reasons.set(approval.id, reason.value));
     const decide = (verdict, body) => attempt(() => post(`/dashboard/api/approvals/${approval.id}/${verdict}`, body),
       `${verdict === 'approve' ? 'allowed' : 'denied'}: ${approval.tool}`).then(loadOverview);
     return el('div', { class: 'approval card', 'data-approval': approval.id },
       el('h3', {}, `${approval.target} wants ${approval.tool}`),
-      el('p', { class: 'muted' }, `for ${approval.caller} · waiting ${age(now - approval.createdAtMs)} · ${approval.id.slice(0, 8)}`),
+      el('p', { class: 'muted' }, `for ${approval.caller} · waiting `, el('span', { class: 'age' }, age(now - approval.createdAtMs)), ` · ${approval.id.slice(0, 8)}`),
       inputView(approval.tool, approval.input),
       el('div', { class: 'buttons' },
         button('allow', () => decide('approve', {}), { disabled: !person }),
