@@ -201,7 +201,7 @@ const armed = new Map();
 /** A button that asks to be pressed again within 5 s before it acts. */
 function confirmButton(label, key, action) {
   const isArmed = () => (armed.get(key) || 0) > performance.now();
-  const node = button(isArmed() ? `${label}? press again` : label, () => {
+  const node = button(label, () => {
     if (isArmed()) {
       armed.delete(key);
       node.dataset.armed = '';
@@ -214,7 +214,10 @@ function confirmButton(label, key, action) {
     node.textContent = `${label}? press again`;
     setTimeout(() => { if (!isArmed()) { node.dataset.armed = ''; node.textContent = label; } }, 5000);
   });
-  if (isArmed()) node.dataset.armed = 'yes';
+  if (isArmed()) {
+    node.dataset.armed = 'yes';
+    node.textContent = `${label}? press again`;
+  }
   return node;
 }
 
