@@ -34,8 +34,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the Iris MCP tools: Streamable HTTP on 127.0.0.1 (default port: settings.httpPort),
-    /// or stdio with --stdio.
+    /// Serve the Iris MCP tools: Streamable HTTP on 127.0.0.1 (default port: settings.httpPort)
+    /// with the dashboard at / and /metrics, or stdio with --stdio.
     Serve {
         /// Serve MCP on stdin/stdout (as a project's `.mcp.json` runs it): a bridge to the one
         /// Iris of this IRIS_HOME, started when none runs.
@@ -55,7 +55,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
         /// Write the bound address (`127.0.0.1:PORT`) to this file once Iris is ready (with
-        /// --stdio: the address agents call back on).
+        /// --stdio --in-process: the address agents call back on).
         #[arg(long, value_name = "PATH")]
         port_file: Option<std::path::PathBuf>,
     },
