@@ -496,7 +496,7 @@ pub enum Stopped {
 }
 
 /// Stops the Iris that owns `home` (a daemon or a foreground `iris serve`) and waits up to
-/// `wait` for it to be gone (its agents stopped, its lock let go).
+/// `wait` for it to be gone (its agents stopped, its lock let go, its process ended).
 ///
 /// # Errors
 /// [`DaemonError`] when it cannot be asked, or is still there after `wait`.
@@ -518,7 +518,8 @@ pub async fn stop(home: &Path, wait: Duration) -> Result<Stopped, DaemonError> {
     };
     let (welcome, _, _) = handshake(stream, &hello, &path).await?;
     let deadline = tokio::time::Instant::now() + wait;
-    while is_owned(home) {
+    // Gone: the lock let go (its agents are stopped by then) and the process ended.
+    while is_owned(home) || running(welcome.pid) {
         if tokio::time::Instant::now() >= deadline {
             return Err(DaemonError::Start(format!(
                 "asked Iris (pid {}) to stop, and it still runs after {wait:?}",
@@ -529,6 +530,15 @@ pub async fn stop(home: &Path, wait: Duration) -> Result<Stopped, DaemonError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(Stopped::Stopped(welcome.pid))
+}
+
+/// Whether process `pid` exists and has not ended (a zombie waiting for its parent to reap
+/// it has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Sends `hello` and reads the owner's [`Welcome`]; returns the connection's halves (the
