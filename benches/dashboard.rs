@@ -166,12 +166,14 @@ async fn burst(server: &Server, turns: usize) -> Duration {
 }
 
 /// One simulated open dashboard: the SSE stream, and an overview reload at most every
-/// 60 ms while events come (as the page does). Counts events and reloads.
+/// 60 ms while events come (as the page does). Counts events and reloads; says on `opened`
+/// once its stream is open (the server subscribes it before it answers).
 fn dashboard(
     base: String,
     stop: Arc<AtomicBool>,
     events: Arc<AtomicU64>,
     reloads: Arc<AtomicU64>,
+    opened: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = reqwest::Client::new();
@@ -187,6 +189,7 @@ fn dashboard(
             .send()
             .await
             .unwrap();
+        let _ = opened.send(());
         let mut stream = response.bytes_stream();
         let mut dirty = false;
         let mut last = Instant::now() - Duration::from_secs(1);
@@ -248,6 +251,7 @@ async fn measured_burst(root: &Path, config: &Path, turns: usize, dashboards: us
     let rss_idle = status_kib(&server.pid(), "VmRSS");
     let stop = Arc::new(AtomicBool::new(false));
     let (events, reloads) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (opened, mut open_streams) = tokio::sync::mpsc::unbounded_channel();
     let open: Vec<_> = (0..dashboards)
         .map(|_| {
             dashboard(
@@ -255,11 +259,14 @@ async fn measured_burst(root: &Path, config: &Path, turns: usize, dashboards: us
                 Arc::clone(&stop),
                 Arc::clone(&events),
                 Arc::clone(&reloads),
+                opened.clone(),
             )
         })
         .collect();
     // Every stream open before the burst.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..dashboards {
+        open_streams.recv().await.unwrap();
+    }
     let peak = rss_peak(server.pid(), Arc::clone(&stop));
     let cpu_before = server.cpu();
     let wall = burst(&server, turns).await;
