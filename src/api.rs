@@ -145,6 +145,28 @@ pub struct ChainLink {
     pub state: MessageState,
 }
 
+/// The chain of calls that led to `record`, root first, as far as `viewer` may see it
+/// (empty for a message no agent's turn sent).
+///
+/// # Errors
+/// [`crate::store::StoreError`] if the database cannot be read.
+pub async fn visible_chain(
+    pool: &Pool,
+    record: &MessageRecord,
+    viewer: &crate::pool::Viewer,
+) -> Result<Vec<ChainLink>, crate::store::StoreError> {
+    if record.parent_id.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(pool
+        .chain_of(record)
+        .await?
+        .iter()
+        .filter(|link| viewer.may_see(link))
+        .map(ChainLink::from)
+        .collect())
+}
+
 impl From<&MessageRecord> for ChainLink {
     fn from(record: &MessageRecord) -> Self {
         Self {
@@ -635,15 +657,7 @@ impl ReportPage {
         // Each message sent from another's turn carries its chain (the links `viewer` may
         // see).
         for (view, record) in report.messages.iter_mut().zip(&messages) {
-            if record.parent_id.is_some() {
-                view.chain = pool
-                    .chain_of(record)
-                    .await?
-                    .iter()
-                    .filter(|link| viewer.may_see(link))
-                    .map(ChainLink::from)
-                    .collect();
-            }
+            view.chain = visible_chain(pool, record, viewer).await?;
         }
         // The audit: every permission decision of each message, with who made it, when, and
         // the input (also for turns that failed and kept no transcript).

@@ -12,7 +12,7 @@
 //! `run/` is made 0700 and the socket 0600; the daemon also checks each peer's uid.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,37 +153,23 @@ impl std::fmt::Debug for OwnerLock {
 /// [`DaemonError::Owned`] when another Iris holds it; [`DaemonError::Io`].
 pub fn try_own(home: &Path) -> Result<OwnerLock, DaemonError> {
     let path = run_dir(home)?.join(OWNER_LOCK_FILE);
-    match lock_owner_file(home, &path)? {
+    match lock_owner_file(&path)? {
         Ok(mut lock) => {
-            let written = lock
-                .set_len(0)
-                .and_then(|()| lock.rewind())
-                .and_then(|()| writeln!(lock, "{}", std::process::id()));
-            if let Err(error) = written {
-                tracing::warn!(path = %path.display(), %error, "cannot write the pid into the owner lock");
-            }
+            crate::process::write_pid(&mut lock, &path);
             Ok(OwnerLock { _lock: lock })
         }
-        Err(owned) => Err(owned),
+        Err(pid) => Err(DaemonError::Owned {
+            pid,
+            home: home.to_owned(),
+        }),
     }
 }
 
-/// The owner lock taken, or [`DaemonError::Owned`] naming its holder.
-fn lock_owner_file(
-    home: &Path,
-    path: &Path,
-) -> Result<Result<Flock<File>, DaemonError>, DaemonError> {
-    let file = open_lock(path)?;
-    Ok(match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((mut file, _)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            Err(DaemonError::Owned {
-                pid: holder.trim().parse().ok(),
-                home: home.to_owned(),
-            })
-        }
+/// The owner lock taken, or the pid of its holder.
+fn lock_owner_file(path: &Path) -> Result<Result<Flock<File>, Option<u32>>, DaemonError> {
+    crate::process::try_lock(path).map_err(|source| DaemonError::Io {
+        path: path.to_owned(),
+        source,
     })
 }
 
@@ -209,7 +195,7 @@ pub async fn own(home: &Path, wait: Duration) -> Result<OwnerLock, DaemonError> 
 pub fn is_owned(home: &Path) -> bool {
     let path = home.join("run").join(OWNER_LOCK_FILE);
     // Taken for a moment and let go (the pid in the file is left as it was).
-    path.exists() && matches!(lock_owner_file(home, &path), Ok(Err(_)))
+    path.exists() && matches!(lock_owner_file(&path), Ok(Err(_)))
 }
 
 /// What a client says first, as one JSON line.
@@ -519,7 +505,7 @@ pub async fn stop(home: &Path, wait: Duration) -> Result<Stopped, DaemonError> {
     let (welcome, _, _) = handshake(stream, &hello, &path).await?;
     let deadline = tokio::time::Instant::now() + wait;
     // Gone: the lock let go (its agents are stopped by then) and the process ended.
-    while is_owned(home) || running(welcome.pid) {
+    while is_owned(home) || crate::process::running(welcome.pid) {
         if tokio::time::Instant::now() >= deadline {
             return Err(DaemonError::Start(format!(
                 "asked Iris (pid {}) to stop, and it still runs after {wait:?}",
@@ -530,15 +516,6 @@ pub async fn stop(home: &Path, wait: Duration) -> Result<Stopped, DaemonError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(Stopped::Stopped(welcome.pid))
-}
-
-/// Whether process `pid` exists and has not ended (a zombie waiting for its parent to reap
-/// it has ended).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }
 
 /// Sends `hello` and reads the owner's [`Welcome`]; returns the connection's halves (the

@@ -73,6 +73,55 @@ pub fn group_alive(pgid: u32) -> bool {
     raw > 1 && killpg(Pid::from_raw(raw), None).is_ok()
 }
 
+/// Takes the exclusive lock of the file at `path` (made if missing) without waiting:
+/// `Ok(Err(holder))` when another process holds it, with the pid it wrote there, if any.
+/// The kernel drops the lock when the holder dies, however it dies.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn try_lock(
+    path: &std::path::Path,
+) -> io::Result<Result<nix::fcntl::Flock<std::fs::File>, Option<u32>>> {
+    use std::io::Read as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    Ok(
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((mut file, _)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Err(holder.trim().parse().ok())
+            }
+        },
+    )
+}
+
+/// Writes this process's pid into a lock [`try_lock`] took (for whoever finds it held).
+pub fn write_pid(lock: &mut nix::fcntl::Flock<std::fs::File>, path: &std::path::Path) {
+    use std::io::{Seek as _, Write as _};
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| writeln!(lock, "{}", std::process::id()));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "cannot write the pid into a lock file");
+    }
+}
+
+/// Whether process `pid` exists and has not ended (a zombie waiting to be reaped has).
+#[must_use]
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Whether a live (not zombie) process of group `pgid` has `entry` (`NAME=value`) in its
 /// environment. Used to recognise our own leftover agents before signalling their group.
 #[must_use]

@@ -120,6 +120,17 @@ impl Secret {
         Self(value.into())
     }
 
+    /// A new random secret (256 bits, hex): the approver token, the dashboard's CSRF token
+    /// and login sessions.
+    #[must_use]
+    pub fn random() -> Self {
+        Self(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
     /// The secret itself, for the one place that must hand it on (a 0600 file). Never log it.
     #[must_use]
     pub fn expose(&self) -> &str {

@@ -36,6 +36,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::MessageView;
+use crate::config::Secret;
 use crate::logs::LogBuffer;
 use crate::pool::{PersonDecision, Pool, PoolEvent, Viewer};
 use crate::store::{MessageFilter, MessageId, MessageState};
@@ -63,11 +64,11 @@ pub fn is_dashboard_path(path: &str) -> bool {
 struct Dashboard {
     pool: Pool,
     logs: Option<Arc<LogBuffer>>,
-    csrf: Arc<str>,
+    csrf: Arc<Secret>,
     /// Login sessions (random ids in the cookie): a person logged in.
     sessions: Arc<Mutex<HashSet<String>>>,
     /// One-time login keys `iris dashboard` asked for, with when they stop working.
-    login_keys: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
+    login_keys: Arc<Mutex<Vec<(Secret, std::time::Instant)>>>,
     /// Every request must prove a token (serving off loopback).
     require_token: bool,
     /// The last configuration reload or refusal, as the pool reported it.
@@ -76,21 +77,13 @@ struct Dashboard {
     hub: tokio::sync::broadcast::Sender<Arc<(&'static str, String)>>,
 }
 
-fn random_token() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 /// The dashboard's routes, for the HTTP router.
 pub fn routes(pool: Pool, logs: Option<Arc<LogBuffer>>, require_token: bool) -> Router {
     let (hub, _) = tokio::sync::broadcast::channel(1024);
     let dashboard = Dashboard {
         pool: pool.clone(),
         logs,
-        csrf: random_token().into(),
+        csrf: Arc::new(Secret::random()),
         sessions: Arc::default(),
         login_keys: Arc::default(),
         require_token,
@@ -216,7 +209,7 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
                 .get(CSRF_HEADER)
                 .and_then(|value| value.to_str().ok())
                 .unwrap_or_default();
-            if !constant_time_eq(offered.as_bytes(), dashboard.csrf.as_bytes()) {
+            if !dashboard.csrf.matches(offered) {
                 return Failed(
                     StatusCode::FORBIDDEN,
                     format!(
@@ -249,23 +242,13 @@ async fn guard(State(dashboard): State<Dashboard>, request: Request, next: Next)
     response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn loopback_origin(origin: &HeaderValue) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    let Some(rest) = origin.strip_prefix("http://") else {
-        return false;
-    };
-    let host = if let Some(v6) = rest.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        rest.split(':').next().unwrap_or_default()
-    };
-    host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1"
+    origin
+        .strip_prefix("http://")
+        .is_some_and(crate::mcp::loopback_authority)
 }
 
 /// Whether the request comes from a person's login session (the cookie).
@@ -317,7 +300,7 @@ async fn index(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Respon
     let html = if needs_login && !logged_in(&dashboard, &headers) {
         LOGIN.to_owned()
     } else {
-        INDEX.replace("{{CSRF}}", &dashboard.csrf)
+        INDEX.replace("{{CSRF}}", dashboard.csrf.expose())
     };
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
@@ -370,7 +353,7 @@ async fn login(
 
 /// A new login session: its cookie, and back to the page.
 fn logged_in_response(dashboard: &Dashboard) -> Response {
-    let id = random_token();
+    let id = Secret::random().expose().to_owned();
     dashboard
         .sessions
         .lock()
@@ -406,16 +389,17 @@ async fn new_login_link(State(dashboard): State<Dashboard>, headers: HeaderMap) 
         )
         .into_response();
     }
-    let key = random_token();
+    let key = Secret::random();
     let mut keys = dashboard
         .login_keys
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = std::time::Instant::now();
     keys.retain(|(_, until)| *until > now);
-    keys.push((key.clone(), now + LOGIN_LINK_LIFETIME));
+    let path = format!("/dashboard/login?key={}", key.expose());
+    keys.push((key, now + LOGIN_LINK_LIFETIME));
     drop(keys);
-    axum::Json(json!({"path": format!("/dashboard/login?key={key}"), "validForSeconds": LOGIN_LINK_LIFETIME.as_secs()}))
+    axum::Json(json!({"path": path, "validForSeconds": LOGIN_LINK_LIFETIME.as_secs()}))
         .into_response()
 }
 
@@ -436,9 +420,7 @@ async fn login_link(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = keys.len();
-        keys.retain(|(key, until)| {
-            *until > now && !constant_time_eq(key.as_bytes(), query.key.as_bytes())
-        });
+        keys.retain(|(key, until)| *until > now && !key.matches(&query.key));
         keys.len() < before
     };
     if !used {
@@ -632,8 +614,9 @@ async fn message(
         .await
         .map_err(|error| Failed(StatusCode::NOT_FOUND, error.to_string()))?;
     let mut view = MessageView::from(&record);
-    let chain = dashboard.pool.chain_of(&record).await.unwrap_or_default();
-    view.chain = chain.iter().map(crate::api::ChainLink::from).collect();
+    view.chain = crate::api::visible_chain(&dashboard.pool, &record, &Viewer::Anyone)
+        .await
+        .map_err(|error| Failed(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))?;
     let approvals = dashboard.pool.pending_approvals_of(id);
     Ok(axum::Json(json!({"message": view, "pendingApprovals": approvals})).into_response())
 }
@@ -947,9 +930,6 @@ mod tests {
             HeaderValue::from_static("a=1; iris_dashboard=abc; b=2"),
         );
         assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

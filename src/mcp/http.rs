@@ -86,7 +86,7 @@ pub fn router(
                     let open = sessions.sessions.read().await.len();
                     let text =
                         pool.metrics()
-                            .render(&pool.status(), pool.pending_approvals().len(), open);
+                            .render(&pool.status(), pool.pending_approval_count(), open);
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,

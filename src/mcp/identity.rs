@@ -176,10 +176,18 @@ fn loopback_host(request: &Request) -> bool {
     let Ok(host) = host.to_str() else {
         return false;
     };
-    let name = if let Some(rest) = host.strip_prefix('[') {
+    loopback_authority(host)
+}
+
+/// Whether `authority` (`host[:port]`, `[v6][:port]`) names this machine's loopback:
+/// `localhost`, `127.0.0.1` or `::1`.
+pub(crate) fn loopback_authority(authority: &str) -> bool {
+    let name = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _)| name)
     };
     name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "::1"
 }

@@ -12,8 +12,8 @@ mod identity;
 mod tools;
 
 pub use http::{MAX_REQUEST_BODY_BYTES, router, serve_http, without_nagle};
-pub(crate) use identity::known_token;
 pub use identity::{HttpAccess, ProvenCaller, stdio_caller};
+pub(crate) use identity::{known_token, loopback_authority};
 pub use tools::IrisMcp;
 
 use std::time::Duration;

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use super::{DEFAULT_WAIT, MAX_WAIT, ProvenCaller};
 use crate::agent::TurnProgress;
 use crate::api::{
-    CallerStatus, Cancel, CancelStatus, ChainLink, Date, Deleted, Done, Failure, Fork, Logs,
-    MessageOutcome, MessageView, PendingApproval, Rebooted, ReportPage, Sleep, SleepStatus,
-    TeamInfo, TeamList, TeamStatus, TeamStatusPage, Wake, WakeAll, iso8601,
+    CallerStatus, Cancel, CancelStatus, Date, Deleted, Done, Failure, Fork, Logs, MessageOutcome,
+    MessageView, PendingApproval, Rebooted, ReportPage, Sleep, SleepStatus, TeamInfo, TeamList,
+    TeamStatus, TeamStatusPage, Wake, WakeAll, iso8601,
 };
 use crate::logs::LogBuffer;
 use crate::pool::{Pair, Pool, PoolError, Viewer};
@@ -255,19 +255,10 @@ impl IrisMcp {
                     .iter()
                     .map(PendingApproval::from)
                     .collect();
-                if record.parent_id.is_some() {
-                    // Only the links this caller may see (a proven team: the messages it sent).
-                    let viewer = self.viewer(&context);
-                    match self.pool.chain_of(&record).await {
-                        Ok(chain) => {
-                            view.chain = chain
-                                .iter()
-                                .filter(|link| viewer.may_see(link))
-                                .map(ChainLink::from)
-                                .collect();
-                        }
-                        Err(error) => return Ok(reply::<MessageView>(Err(error.into()))),
-                    }
+                // Only the links this caller may see (a proven team: the messages it sent).
+                match crate::api::visible_chain(&self.pool, &record, &self.viewer(&context)).await {
+                    Ok(chain) => view.chain = chain,
+                    Err(error) => return Ok(reply::<MessageView>(Err(error.into()))),
                 }
                 Ok(view)
             }

@@ -228,11 +228,7 @@ impl Approvals {
             add_rule(&mut state, record);
         }
         let (events, _) = broadcast::channel(64);
-        let token = crate::config::Secret::new(format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let token = crate::config::Secret::random();
         Ok(Self {
             store,
             metrics,
@@ -335,6 +331,10 @@ impl Approvals {
             }
         }
         None
+    }
+
+    fn pending_count(&self) -> usize {
+        self.lock().pending.len()
     }
 
     fn pending(&self) -> Vec<ApprovalRecord> {
@@ -946,6 +946,12 @@ impl Pool {
     #[must_use]
     pub fn pending_approvals(&self) -> Vec<ApprovalRecord> {
         self.inner.approvals.pending()
+    }
+
+    /// How many requests wait for a person (no copy of them).
+    #[must_use]
+    pub fn pending_approval_count(&self) -> usize {
+        self.inner.approvals.pending_count()
     }
 
     /// The requests of one message that wait for a person.

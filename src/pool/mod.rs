@@ -1334,7 +1334,7 @@ impl Pool {
             matches!(slot.state, PairState::Spawning | PairState::Busy)
                 || entry.jobs.capacity() < entry.jobs.max_capacity()
         });
-        busy || !self.pending_approvals().is_empty()
+        busy || self.pending_approval_count() > 0
     }
 
     /// Since when this pool has had no bridge, no HTTP request and no work: `None` while it

@@ -4,11 +4,11 @@
 //! pgid was reused) and is left alone.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::sys::signal::Signal;
 
 use super::PoolError;
@@ -40,36 +40,18 @@ pub(super) fn lock_instance(database: &DatabaseConfig) -> Result<InstanceLock, P
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|error| failed(error.to_string()))?;
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|error| failed(error.to_string()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let mut lock = match process::try_lock(&path).map_err(|error| failed(error.to_string()))? {
         Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
+        Err(holder) => {
             return Err(failed(format!(
                 "another Iris{} is already using this database; stop it, or give this one another database.path",
-                if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {holder})")
-                }
+                holder
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default()
             )));
         }
     };
-    let written = lock
-        .set_len(0)
-        .and_then(|()| lock.rewind())
-        .and_then(|()| writeln!(lock, "{}", std::process::id()));
-    if let Err(error) = written {
-        tracing::warn!(path = %path.display(), %error, "cannot write the pid into the instance lock");
-    }
+    process::write_pid(&mut lock, &path);
     Ok(InstanceLock { _lock: Some(lock) })
 }
 
