@@ -83,7 +83,7 @@ impl CheckReport {
                     path: team.path.clone(),
                     description: team.description.clone(),
                     grant_permission: team.grant_permission.as_str().to_owned(),
-                    remote: team.remote.clone(),
+                    remote: team.remote.as_ref().map(|remote| remote.command.clone()),
                 })
                 .collect(),
             warnings: config.warnings.iter().map(ToString::to_string).collect(),
@@ -109,8 +109,8 @@ pub fn check(config: &Config) -> String {
     for team in config.teams.values() {
         let place = team
             .remote
-            .as_deref()
-            .map_or_else(String::new, |remote| format!(" on {remote}"));
+            .as_ref()
+            .map_or_else(String::new, |remote| format!(" on {}", remote.command));
         let _ = writeln!(
             out,
             "team {}: {}{} (grantPermission: {}{})",

@@ -519,7 +519,7 @@ mod tests {
         team.append_system_prompt = Some("be brief".to_owned());
         team.permission_mode = Some("plan".to_owned());
         team.grant_permission = crate::config::GrantPermission::Yes;
-        team.remote = Some("ssh host".to_owned());
+        team.remote = Some(crate::config::RemoteConfig::new("host"));
         team.color = Some("#ffffff".to_owned());
         let changes = diff(&old, &new);
         assert_eq!(

@@ -770,7 +770,15 @@ impl Loader<'_> {
             permission_mode: team.permission_mode,
             grant_permission: team.grant_permission.unwrap_or(GrantPermission::Ask),
             env: team.env,
-            remote,
+            remote: remote.map(|command| {
+                let words: Vec<String> =
+                    command.split_whitespace().skip(1).map(str::to_owned).collect();
+                let mut remote =
+                    crate::config::RemoteConfig::new(words.last().map_or("", String::as_str));
+                remote.command = command;
+                remote.ssh_args = words;
+                remote
+            }),
             color: team.color,
             token: team.token,
             permissions: Arc::new(team.permissions),
@@ -1368,14 +1376,7 @@ impl Loader<'_> {
     fn remote(&mut self, node: &Node, key: &str) -> Option<String> {
         let remote = self.string(node, key)?;
         match check_remote(&remote) {
-            Ok(()) => {
-                self.warn(
-                    key,
-                    node.position,
-                    "remote teams are validated but not run by this build yet; messages to this team will fail",
-                );
-                Some(remote)
-            }
+            Ok(()) => Some(remote),
             Err(message) => {
                 self.problem(key, node.position, message);
                 None

@@ -365,6 +365,68 @@ impl GrantPermission {
     }
 }
 
+/// How Iris reaches a remote team's host: `remote`, `remoteOptions`, `enableReverseMcp` and
+/// `reverseMcpPort` of `teams.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// `remote` as written: `ssh [options] host`.
+    pub command: String,
+    /// The words of `remote` after `ssh`, split as a POSIX shell splits them (quotes and
+    /// backslashes), the host last: `["-J", "bastion", "deploy@app"]`.
+    pub ssh_args: Vec<String>,
+    /// The host word of `remote` (its last word): an alias of the user's ssh config or
+    /// `[user@]host`.
+    pub host: String,
+    /// `remoteOptions.identity`: `-i <file>` (`~` expanded on this machine).
+    pub identity: Option<PathBuf>,
+    /// `remoteOptions.port`: `-p <port>`.
+    pub port: Option<u16>,
+    /// `remoteOptions.strictHostKeyChecking`: `-o StrictHostKeyChecking=yes|no` when set.
+    pub strict_host_key_checking: Option<bool>,
+    /// `remoteOptions.connectTimeout` (milliseconds as a number, or a duration such as `10s`):
+    /// `-o ConnectTimeout=<seconds, at least 1>`. Default 10 s.
+    pub connect_timeout: Duration,
+    /// `remoteOptions.serverAliveInterval` (as `connectTimeout`): default 15 s.
+    pub server_alive_interval: Duration,
+    /// `remoteOptions.serverAliveCountMax`: default 3.
+    pub server_alive_count_max: u32,
+    /// `remoteOptions.compression`: `-C`.
+    pub compression: bool,
+    /// `remoteOptions.forwardAgent`: `-A`.
+    pub forward_agent: bool,
+    /// `remoteOptions.extraSshArgs`: passed to `ssh` as they are, before the host.
+    pub extra_ssh_args: Vec<String>,
+    /// `enableReverseMcp` (default on): a tunnel from the host's loopback to Iris, so the
+    /// remote agent can call Iris's MCP tools as its team.
+    pub reverse_mcp: bool,
+    /// `reverseMcpPort`: the tunnel's port on the host; `None` (the default) lets the host's
+    /// sshd pick a free one, so tunnels never collide.
+    pub reverse_mcp_port: Option<u16>,
+}
+
+impl RemoteConfig {
+    /// A remote of `ssh <host>` with every option at its default.
+    #[must_use]
+    pub fn new(host: &str) -> Self {
+        Self {
+            command: format!("ssh {host}"),
+            ssh_args: vec![host.to_owned()],
+            host: host.to_owned(),
+            identity: None,
+            port: None,
+            strict_host_key_checking: None,
+            connect_timeout: Duration::from_secs(10),
+            server_alive_interval: Duration::from_secs(15),
+            server_alive_count_max: 3,
+            compression: false,
+            forward_agent: false,
+            extra_ssh_args: Vec::new(),
+            reverse_mcp: true,
+            reverse_mcp_port: None,
+        }
+    }
+}
+
 /// `teams.<name>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeamConfig {
@@ -394,8 +456,8 @@ pub struct TeamConfig {
     pub grant_permission: GrantPermission,
     /// `env`: extra environment variables for the agent process (values are strings).
     pub env: BTreeMap<String, String>,
-    /// `remote`: e.g. `ssh user@host`; remote teams are validated but not run by this build yet.
-    pub remote: Option<String>,
+    /// `remote` and its options: the team runs on another host, reached with the system `ssh`.
+    pub remote: Option<RemoteConfig>,
     /// `color`: `#rrggbb` for the dashboard.
     pub color: Option<String>,
     /// `token`: a bearer token that identifies this team over HTTP (`Authorization: Bearer`).

@@ -518,7 +518,7 @@ async fn overview(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Res
                 "path": team.path,
                 "description": team.description,
                 "color": team.color,
-                "remote": team.remote,
+                "remote": team.remote.as_ref().map(|remote| &remote.command),
                 "model": team.model,
                 "grantPermission": team.grant_permission.as_str(),
             })
@@ -805,7 +805,7 @@ async fn config(State(dashboard): State<Dashboard>) -> Response {
                 "description": team.description,
                 "model": team.model,
                 "grantPermission": team.grant_permission.as_str(),
-                "remote": team.remote,
+                "remote": team.remote.as_ref().map(|remote| &remote.command),
                 "color": team.color,
                 "allowedTools": team.allowed_tools,
                 "disallowedTools": team.disallowed_tools,

@@ -397,7 +397,7 @@ impl IrisMcp {
                 name: team.name.clone(),
                 description: team.description.clone(),
                 path: team.path.clone(),
-                remote: team.remote.clone(),
+                remote: team.remote.as_ref().map(|remote| remote.command.clone()),
             })
             .collect();
         Ok(structured(

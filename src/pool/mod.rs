@@ -111,14 +111,6 @@ pub enum PoolError {
         /// The configured teams.
         known: Vec<String>,
     },
-    /// The team is remote, which this build does not run yet.
-    #[error("team '{team}' is remote ({remote}); remote teams are not supported by this build yet")]
-    RemoteUnsupported {
-        /// The team.
-        team: String,
-        /// Its `remote` setting.
-        remote: String,
-    },
     /// The pair's queue is full.
     #[error("queue for {pair} is full ({limit} messages waiting; maxQueuePerPair)")]
     QueueFull {
@@ -226,7 +218,7 @@ pub enum PoolError {
         /// What is over, with the figures.
         detail: String,
     },
-    /// The target team was removed from the configuration (or made remote) while the
+    /// The target team was removed from the configuration while the
     /// message waited in its queue: it was not delivered.
     #[error(
         "team '{team}' was removed from the configuration while the message waited; it was not delivered"
@@ -694,7 +686,7 @@ impl Pool {
     /// Checks the names: the caller must be a valid name, the target a configured team.
     ///
     /// # Errors
-    /// [`PoolError::InvalidName`], [`PoolError::UnknownTeam`] or [`PoolError::RemoteUnsupported`].
+    /// [`PoolError::InvalidName`] or [`PoolError::UnknownTeam`].
     pub fn pair(&self, caller: &str, target: &str) -> Result<Pair, PoolError> {
         let caller = TeamName::new(caller).map_err(|error| PoolError::InvalidName {
             role: "caller",
@@ -714,12 +706,6 @@ impl Pool {
                 message: format!(
                     "unknown caller '{caller}'; did you mean '{near}'? (a caller that is not a team may use any name not this close to a team's)"
                 ),
-            });
-        }
-        if let Some(remote) = &team.remote {
-            return Err(PoolError::RemoteUnsupported {
-                team: target.to_owned(),
-                remote: remote.clone(),
             });
         }
         Ok(Pair::new(caller, team.name.clone()))

@@ -61,20 +61,11 @@ pub(super) fn staleness(config: &Config, pair: &Pair, launched: &LaunchKey) -> O
 }
 
 /// Why a message to `pair` cannot be delivered under `config`, if it cannot: its team was
-/// removed, or made remote, after the message was accepted.
+/// removed after the message was accepted.
 pub(super) fn undeliverable(config: &Config, pair: &Pair) -> Option<PoolError> {
-    match config.teams.get(pair.target.as_str()) {
-        None => Some(PoolError::TeamRemoved {
-            team: pair.target.to_string(),
-        }),
-        Some(team) => team
-            .remote
-            .as_ref()
-            .map(|remote| PoolError::RemoteUnsupported {
-                team: pair.target.to_string(),
-                remote: remote.clone(),
-            }),
-    }
+    (!config.teams.contains_key(pair.target.as_str())).then(|| PoolError::TeamRemoved {
+        team: pair.target.to_string(),
+    })
 }
 
 impl Pool {
@@ -229,7 +220,7 @@ mod tests {
             Some(ExitReason::Reconfigured)
         );
         let mut remote = team();
-        remote.remote = Some("ssh host".to_owned());
+        remote.remote = Some(crate::config::RemoteConfig::new("host"));
         assert_eq!(
             staleness(&config_with(remote), &pair(), &key),
             Some(ExitReason::TeamRemoved)
@@ -242,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_to_a_removed_or_remote_team_are_undeliverable() {
+    fn messages_to_a_removed_team_are_undeliverable() {
         let config = config_with(team());
         assert!(undeliverable(&config, &pair()).is_none());
         let empty = Config::defaults(PathBuf::from("/iris-home"));
@@ -252,10 +243,7 @@ mod tests {
             "team 'backend' was removed from the configuration while the message waited; it was not delivered"
         );
         let mut remote = team();
-        remote.remote = Some("ssh host".to_owned());
-        assert!(matches!(
-            undeliverable(&config_with(remote), &pair()),
-            Some(PoolError::RemoteUnsupported { .. })
-        ));
+        remote.remote = Some(crate::config::RemoteConfig::new("host"));
+        assert!(undeliverable(&config_with(remote), &pair()).is_none());
     }
 }

@@ -74,7 +74,7 @@ pub enum ExitReason {
     Shutdown,
     /// It ran a session that was since rebooted or deleted.
     SessionReplaced,
-    /// Its team was removed from the configuration (or made remote).
+    /// Its team was removed from the configuration.
     TeamRemoved,
     /// Settings it was started with changed.
     Reconfigured,

@@ -140,7 +140,7 @@ impl Worker {
     /// A removed team's jobs are first held (`held`: until when) for
     /// `settings.removedTeamGracePeriod`: an edit in progress (a file emptied and written
     /// again) must not fail them. If the team is back by then they are delivered; if not,
-    /// they are refused when the period ends. A team made remote refuses them at once.
+    /// they are refused when the period ends.
     async fn refuse_queued(
         &self,
         jobs: &mut mpsc::Receiver<Job>,
