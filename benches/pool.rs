@@ -192,6 +192,8 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
             mcp_config: None,
             rules: fixed_rules(&config, &team),
             always: None,
+            link: None,
+            remote_mcp_config: None,
         },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});

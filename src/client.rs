@@ -293,15 +293,14 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
         .unwrap_or_else(|| "claude".to_owned());
     checks.push(check_claude(&claude, "settings.claudePath").await);
     for team in config.teams.values() {
+        if let Some(remote) = &team.remote {
+            checks.extend(check_remote(team, remote).await);
+            continue;
+        }
         if let Some(path) = &team.claude_path {
             checks.push(check_claude(path, &format!("teams.{}.claudePath", team.name)).await);
         }
-        let (ok, detail) = if team.remote.is_some() {
-            (
-                false,
-                "remote teams are not run by this build yet".to_owned(),
-            )
-        } else if team.path.is_dir() {
+        let (ok, detail) = if team.path.is_dir() {
             (true, team.path.display().to_string())
         } else {
             (false, format!("{} is not a directory", team.path.display()))
@@ -382,6 +381,87 @@ pub async fn doctor(config: &Config) -> Vec<Check> {
                 detail: format!("port {port} is taken by something that is not Iris ({error}); set settings.httpPort"),
             },
         },
+    });
+    checks
+}
+
+/// A remote team's checks: its host reached without prompts (BatchMode), the team's
+/// directory there, and the claude executable there with its version.
+async fn check_remote(
+    team: &crate::config::TeamConfig,
+    remote: &crate::config::RemoteConfig,
+) -> Vec<Check> {
+    let name = format!("team {} (on {})", team.name, remote.host);
+    let started = std::time::Instant::now();
+    let probe = match crate::remote::probe(team, remote).await {
+        Ok(probe) => probe,
+        Err(error) => {
+            return vec![Check {
+                name,
+                ok: false,
+                detail: error.to_string(),
+            }];
+        }
+    };
+    let reached = format!(
+        "reached {} with `{}` in {} ms",
+        remote.host,
+        remote.command,
+        started.elapsed().as_millis()
+    );
+    let path = team.path.display();
+    let mut checks = vec![match &probe.directory {
+        Some(directory) => Check {
+            name,
+            ok: true,
+            detail: format!("{reached}; directory {path} is {directory}"),
+        },
+        None => Check {
+            name,
+            ok: false,
+            detail: format!(
+                "{reached}, but there is no directory {path} there: create it, or fix teams.{}.path",
+                team.name
+            ),
+        },
+    }];
+    let program = team.claude_path.as_deref().unwrap_or("claude");
+    let claude = format!("claude of team {} (on {})", team.name, remote.host);
+    checks.push(match (&probe.claude, &probe.version) {
+        (None, _) => Check {
+            name: claude,
+            ok: false,
+            detail: format!(
+                "'{program}' not found on {}: install Claude Code there, or set teams.{}.claudePath to its full path (a non-interactive ssh session may not read your login PATH)",
+                remote.host, team.name
+            ),
+        },
+        (Some(found), version) => {
+            let text = version.clone().unwrap_or_default();
+            match parse_version(&text) {
+                Some(version) if version >= MINIMUM_CLAUDE_VERSION => Check {
+                    name: claude,
+                    ok: true,
+                    detail: format!("{found} ({text})"),
+                },
+                Some(_) => Check {
+                    name: claude,
+                    ok: false,
+                    detail: format!(
+                        "{found} on {} is {text}, older than {}.{}.{} which Iris needs: update Claude Code there",
+                        remote.host,
+                        MINIMUM_CLAUDE_VERSION.0,
+                        MINIMUM_CLAUDE_VERSION.1,
+                        MINIMUM_CLAUDE_VERSION.2
+                    ),
+                },
+                None => Check {
+                    name: claude,
+                    ok: false,
+                    detail: format!("{found} on {} answered '{text}' to --version, not a version", remote.host),
+                },
+            }
+        }
     });
     checks
 }

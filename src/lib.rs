@@ -70,6 +70,7 @@ pub mod permissions;
 pub mod pool;
 pub mod process;
 pub mod reload;
+pub mod remote;
 pub mod serve;
 pub mod store;
 pub mod testing;

@@ -170,6 +170,26 @@ pub fn reap_group(pgid: u32) {
     }
 }
 
+/// Ends group `pgid`: `SIGTERM`, up to `grace` for it to go, then [`kill_remaining`].
+pub async fn terminate_group(pgid: u32, grace: Duration) {
+    signal_group(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        reap_group(pgid);
+        if !group_alive(pgid) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // As in `kill_remaining`: these processes may not be our children.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    kill_remaining(pgid, Duration::from_secs(1)).await;
+}
+
 /// Kills what is left of group `pgid` once its leader is gone: `SIGKILL` to the group, then
 /// reaps what it can, waiting at most `wait` for members (ours to reap) to disappear.
 pub async fn kill_remaining(pgid: u32, wait: Duration) {

@@ -56,17 +56,18 @@ pub(super) async fn spawn(
 ) -> Result<Agent, SpawnError> {
     let started = Instant::now();
     let program = resolve_program(&spec)?;
-    match std::fs::metadata(&spec.cwd) {
+    let directory = spec.local_dir.as_ref().unwrap_or(&spec.cwd);
+    match std::fs::metadata(directory) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
             return Err(SpawnError::BadDirectory {
-                path: spec.cwd.clone(),
+                path: directory.clone(),
                 message: "not a directory".to_owned(),
             });
         }
         Err(error) => {
             return Err(SpawnError::BadDirectory {
-                path: spec.cwd.clone(),
+                path: directory.clone(),
                 message: error.to_string(),
             });
         }
@@ -75,7 +76,7 @@ pub(super) async fn spawn(
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&spec.args)
-        .current_dir(&spec.cwd)
+        .current_dir(directory)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,6 +175,9 @@ pub(super) async fn spawn(
         sink,
         spec,
     };
+    if let Some(preamble) = actor.spec.stdin_preamble.take() {
+        actor.write(preamble.into_bytes());
+    }
     actor.write(protocol::control_request(INITIALIZE_ID, "initialize"));
     let spawn_timeout = actor.spec.spawn_timeout;
     let label = actor.spec.label.clone();

@@ -39,8 +39,14 @@ pub struct AgentSpec {
     pub program_source: String,
     /// Arguments, flags in `--flag=value` form so no value can be read as a flag.
     pub args: Vec<String>,
-    /// Working directory: the team's real path (Claude finds sessions by it).
+    /// Working directory: the team's real path (Claude finds sessions by it). For a remote
+    /// team, its path on the host (permission rules resolve paths against it).
     pub cwd: PathBuf,
+    /// Where the local process runs when `cwd` is on another host (`ssh` for a remote team).
+    pub local_dir: Option<PathBuf>,
+    /// Written to the process's stdin before anything else (a remote agent's wrapper reads
+    /// its MCP config and environment from it).
+    pub stdin_preamble: Option<String>,
     /// Environment variables to set on top of Iris's own.
     pub env: Vec<(String, String)>,
     /// Environment variables to remove from what the agent inherits.
@@ -515,6 +521,9 @@ pub enum SpawnError {
         /// The last lines it wrote to stderr.
         stderr_tail: String,
     },
+    /// A remote team's host cannot be used (unreachable, no directory, no claude...).
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// Any other failure to start the process.
     #[error("cannot start agent {label}: {message}")]
     Io {

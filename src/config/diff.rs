@@ -238,6 +238,8 @@ fn team_keys(old: &TeamConfig, new: &TeamConfig) -> Vec<String> {
             old.grant_permission == new.grant_permission,
         ),
         ("env", old.env == new.env),
+        // The whole `RemoteConfig`: `remoteOptions`, `enableReverseMcp` and `reverseMcpPort`
+        // count as `remote`.
         ("remote", old.remote == new.remote),
         ("color", old.color == new.color),
         ("token", old.token == new.token),
@@ -538,6 +540,44 @@ mod tests {
                 "color"
             ]
         );
+    }
+
+    #[test]
+    fn a_change_of_any_remote_option_is_a_change_of_remote() {
+        use crate::config::RemoteConfig;
+        let mut old = config(&["t"]);
+        old.teams.get_mut("t").expect("team t").remote = Some(RemoteConfig::new("host"));
+        let edits: [fn(&mut RemoteConfig); 14] = [
+            |remote| remote.command = "ssh  host".to_owned(),
+            |remote| remote.ssh_args = vec!["-C".to_owned(), "host".to_owned()],
+            |remote| remote.host = "other".to_owned(),
+            |remote| remote.identity = Some(PathBuf::from("/k")),
+            |remote| remote.port = Some(2222),
+            |remote| remote.strict_host_key_checking = Some(true),
+            |remote| remote.connect_timeout = Duration::from_secs(1),
+            |remote| remote.server_alive_interval = Duration::from_secs(1),
+            |remote| remote.server_alive_count_max = 9,
+            |remote| remote.compression = true,
+            |remote| remote.forward_agent = true,
+            |remote| remote.extra_ssh_args = vec!["-4".to_owned()],
+            |remote| remote.reverse_mcp = false,
+            |remote| remote.reverse_mcp_port = Some(17000),
+        ];
+        for (index, edit) in edits.into_iter().enumerate() {
+            let mut new = old.clone();
+            edit(
+                new.teams
+                    .get_mut("t")
+                    .and_then(|team| team.remote.as_mut())
+                    .expect("remote"),
+            );
+            let changes = diff(&old, &new);
+            assert_eq!(
+                changes.to_string(),
+                "team t changed: remote",
+                "edit {index}"
+            );
+        }
     }
 
     #[test]

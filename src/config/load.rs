@@ -12,8 +12,14 @@
 //! [`ConfigWarning`] each and their values are not evaluated. Top-level keys starting with `x-`
 //! are ignored, so that they can hold YAML anchors (`x-defaults: &defaults {...}`) which teams
 //! merge with `<<: *defaults`.
+//!
+//! A team whose `remote` is set (not null or empty after interpolation) runs on another host
+//! (`ssh`): `remote` is split and checked by `ssh`, its `path` and `claudePath` are kept as
+//! written (they are the host's), and `remoteOptions`, `enableReverseMcp` and
+//! `reverseMcpPort` are read; on a local team those three are a warning each and not read.
 
 mod interpolate;
+mod ssh;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +32,8 @@ use std::time::Duration;
 use self::interpolate::interpolate;
 use self::tree::{Entry, Kind, Node};
 use super::{
-    Budget, Config, DatabaseConfig, ForwardFallback, GrantPermission, Secret, Settings, TeamConfig,
-    TeamName,
+    Budget, Config, DatabaseConfig, ForwardFallback, GrantPermission, RemoteConfig, Secret,
+    Settings, TeamConfig, TeamName,
 };
 use crate::permissions::{Rule, Rules};
 
@@ -413,22 +419,40 @@ const TEAM_KEYS: &[&str] = &[
     "permissions",
     "approvalTimeout",
     "budget",
+    "remoteOptions",
+    "enableReverseMcp",
+    "reverseMcpPort",
+    "allowHttp",
+    "ssh2",
 ];
-
-const NO_REMOTE_YET: &str = "remote teams are not run by this build yet";
-const NO_REVERSE_MCP: &str = "Iris manages the reverse tunnel of remote teams itself, and remote teams are not run by this build yet";
 
 const TEAM_IGNORED: &[(&str, &str)] = &[
     ("sessionInitTimeout", NO_SESSION_INIT),
-    ("ssh2", "remote teams always use the system ssh client"),
-    ("remoteOptions", NO_REMOTE_YET),
-    ("enableReverseMcp", NO_REVERSE_MCP),
-    ("reverseMcpPort", NO_REVERSE_MCP),
-    ("allowHttp", NO_REVERSE_MCP),
     ("sessionMcpEnabled", NO_SESSION_MCP_FILE),
     ("sessionMcpPath", NO_SESSION_MCP_FILE),
     ("mcpConfigScript", NO_SESSION_MCP_FILE),
 ];
+
+const REMOTE_OPTION_KEYS: &[&str] = &[
+    "identity",
+    "port",
+    "strictHostKeyChecking",
+    "connectTimeout",
+    "serverAliveInterval",
+    "serverAliveCountMax",
+    "compression",
+    "forwardAgent",
+    "extraSshArgs",
+    "passphrase",
+];
+
+/// `remoteOptions`, `enableReverseMcp` and `reverseMcpPort` of a team without `remote`.
+const NEEDS_REMOTE: &str = "has no effect without remote";
+const NO_PASSPHRASE: &str =
+    "is ignored: ssh reads passphrases from your ssh agent (ssh-add); Iris never stores one";
+const NO_ALLOW_HTTP: &str =
+    "has no effect: the tunnel carries plain HTTP on the host's loopback; allowHttp is not needed";
+const NO_SSH2: &str = "has no effect: remote teams always use the system ssh client";
 
 /// The keys of a `permissions` mapping.
 const PERMISSION_LISTS: &[&str] = &["allow", "ask", "deny"];
@@ -688,8 +712,13 @@ impl Loader<'_> {
             "missing required key: the team's project directory",
         ));
         let mut claude_path: Option<(String, String, Option<Position>)> = None;
-        let mut remote: Option<String> = None;
-        let mut remote_written = false;
+        // Whether the team runs on another host, known before its keys are read so that the
+        // keys that depend on it are read (and their problems reported) in document order.
+        let remote_written = self.remote_written(&entry.value);
+        let mut remote: Option<RemoteConfig> = None;
+        // `remoteOptions`, `enableReverseMcp` and `reverseMcpPort`, read into the defaults.
+        let mut remote_settings = RemoteConfig::new("");
+        let mut reverse_port_position = None;
         let mut team = TeamDraft::default();
         for field in self.mapping(&entry.value, key, expected) {
             let field_key = child(key, &field.key);
@@ -727,10 +756,25 @@ impl Loader<'_> {
                 "permissionMode" => team.permission_mode = self.permission_mode(value, &field_key),
                 "grantPermission" => team.grant_permission = self.grant(value, &field_key),
                 "env" => team.env = self.env_map(value, &field_key),
-                "remote" => {
-                    remote_written = !matches!(value.kind, Kind::Null);
-                    remote = self.remote(value, &field_key);
+                "remote" => remote = self.remote(value, &field_key),
+                "remoteOptions" | "enableReverseMcp" | "reverseMcpPort" if !remote_written => {
+                    if !matches!(value.kind, Kind::Null) {
+                        self.warn(&field_key, field.position, NEEDS_REMOTE);
+                    }
                 }
+                "remoteOptions" => self.remote_options(value, &field_key, &mut remote_settings),
+                "enableReverseMcp" => {
+                    set(
+                        &mut remote_settings.reverse_mcp,
+                        self.boolean(value, &field_key),
+                    );
+                }
+                "reverseMcpPort" => {
+                    remote_settings.reverse_mcp_port = self.port(value, &field_key);
+                    reverse_port_position = Some((field_key, field.position));
+                }
+                "allowHttp" => self.warn(&field_key, field.position, NO_ALLOW_HTTP),
+                "ssh2" => self.warn(&field_key, field.position, NO_SSH2),
                 "color" => team.color = self.color(value, &field_key),
                 "token" => team.token = self.token(value, &field_key),
                 "permissions" => team.permissions = self.permissions(value, &field_key),
@@ -738,6 +782,16 @@ impl Loader<'_> {
                 "budget" => team.budget = self.budget(value, &field_key),
                 _ => self.other_key(&field_key, field, TEAM_KEYS, TEAM_IGNORED),
             }
+        }
+        if let Some((port_key, position)) = reverse_port_position
+            && remote_settings.reverse_mcp_port.is_some()
+            && !remote_settings.reverse_mcp
+        {
+            self.warn(
+                &port_key,
+                position,
+                "has no effect with enableReverseMcp: false",
+            );
         }
         let Some((raw_path, path_key, path_position)) = path else {
             if let Some((path_key, position, message)) = path_problem {
@@ -770,14 +824,11 @@ impl Loader<'_> {
             permission_mode: team.permission_mode,
             grant_permission: team.grant_permission.unwrap_or(GrantPermission::Ask),
             env: team.env,
-            remote: remote.map(|command| {
-                let words: Vec<String> =
-                    command.split_whitespace().skip(1).map(str::to_owned).collect();
-                let mut remote =
-                    crate::config::RemoteConfig::new(words.last().map_or("", String::as_str));
-                remote.command = command;
-                remote.ssh_args = words;
-                remote
+            remote: remote.map(|remote| RemoteConfig {
+                command: remote.command,
+                ssh_args: remote.ssh_args,
+                host: remote.host,
+                ..remote_settings
             }),
             color: team.color,
             token: team.token,
@@ -1373,15 +1424,172 @@ impl Loader<'_> {
         env
     }
 
-    fn remote(&mut self, node: &Node, key: &str) -> Option<String> {
-        let remote = self.string(node, key)?;
-        match check_remote(&remote) {
-            Ok(()) => Some(remote),
+    /// Whether `team` (a mapping) sets `remote`: to anything but null or text that is empty
+    /// after interpolation (`remote: ${HOST:-}` leaves a team local). A value that fails to
+    /// interpolate counts as set; it is reported where `remote` is read.
+    fn remote_written(&self, team: &Node) -> bool {
+        let Kind::Map(entries) = &team.kind else {
+            return false;
+        };
+        entries
+            .iter()
+            .find(|entry| entry.key == "remote")
+            .is_some_and(|entry| match &entry.value.kind {
+                Kind::Null => false,
+                Kind::Str(raw) => match interpolate(raw, self.env) {
+                    Ok(Some(value)) => !value.is_empty(),
+                    Ok(None) => !raw.is_empty(),
+                    Err(_) => true,
+                },
+                _ => true,
+            })
+    }
+
+    /// `remote`: `ssh [options] host`, split as a shell would (see [`ssh`]). The result has
+    /// every other field at its default.
+    fn remote(&mut self, node: &Node, key: &str) -> Option<RemoteConfig> {
+        let text = self.string(node, key)?;
+        match ssh::check_remote(&text, self.home.as_deref()) {
+            Ok(command) => Some(RemoteConfig {
+                command: text,
+                ssh_args: command.args,
+                ..RemoteConfig::new(&command.host)
+            }),
             Err(message) => {
                 self.problem(key, node.position, message);
                 None
             }
         }
+    }
+
+    /// `remoteOptions` of a remote team, read into `remote`.
+    fn remote_options(&mut self, node: &Node, key: &str, remote: &mut RemoteConfig) {
+        let expected = "a mapping of ssh options (identity, port, connectTimeout, extraSshArgs...)";
+        for entry in self.mapping(node, key, expected) {
+            let field = child(key, &entry.key);
+            let value = &entry.value;
+            match entry.key.as_str() {
+                "identity" => remote.identity = self.identity(value, &field),
+                "port" => remote.port = self.port(value, &field),
+                "strictHostKeyChecking" => {
+                    remote.strict_host_key_checking = self.boolean(value, &field);
+                }
+                "connectTimeout" => set(&mut remote.connect_timeout, self.duration(value, &field)),
+                "serverAliveInterval" => {
+                    set(
+                        &mut remote.server_alive_interval,
+                        self.duration(value, &field),
+                    );
+                }
+                "serverAliveCountMax" => {
+                    let count = self.count(value, &field, 1).and_then(|count| {
+                        let fits = u32::try_from(count).ok();
+                        if fits.is_none() {
+                            self.problem(&field, value.position, format!("{count} is too large"));
+                        }
+                        fits
+                    });
+                    set(&mut remote.server_alive_count_max, count);
+                }
+                "compression" => set(&mut remote.compression, self.boolean(value, &field)),
+                "forwardAgent" => set(&mut remote.forward_agent, self.boolean(value, &field)),
+                "extraSshArgs" => remote.extra_ssh_args = self.extra_ssh_args(value, &field),
+                // Never evaluated, so the value can appear nowhere.
+                "passphrase" => self.warn(&field, entry.position, NO_PASSPHRASE),
+                _ => self.other_key(&field, entry, REMOTE_OPTION_KEYS, &[]),
+            }
+        }
+    }
+
+    /// `remoteOptions.identity`: a private key file on this machine, `~` expanded, relative
+    /// to the config file's directory. A file that is not there is a warning (ssh goes on
+    /// without it), an empty value an error.
+    fn identity(&mut self, node: &Node, key: &str) -> Option<PathBuf> {
+        let scalar = self.scalar(node, key, "the path of an ssh private key")?;
+        if scalar.text.is_empty() {
+            self.problem(
+                key,
+                node.position,
+                "must not be empty: it is the path of an ssh private key (leave the key out to use ssh's own)",
+            );
+            return None;
+        }
+        if scalar.text.contains('\0') {
+            self.problem(key, node.position, "contains a NUL character");
+            return None;
+        }
+        let path = match self.expand_tilde(&scalar.text) {
+            Ok(path) => self.base_dir.join(path),
+            Err(message) => {
+                self.problem(key, node.position, message);
+                return None;
+            }
+        };
+        let missing = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => None,
+            Ok(_) => Some("is not a file"),
+            Err(_) => Some("does not exist"),
+        };
+        if let Some(missing) = missing {
+            self.warn(
+                key,
+                node.position,
+                format!(
+                    "{} {missing}: ssh goes on without it, with your other keys",
+                    path.display()
+                ),
+            );
+        }
+        Some(path)
+    }
+
+    /// `remoteOptions.extraSshArgs`: a list of ssh arguments, each one word passed as is;
+    /// options and their values only (see [`ssh::check_extra_args`]).
+    fn extra_ssh_args(&mut self, node: &Node, key: &str) -> Vec<String> {
+        let items = match &node.kind {
+            Kind::Seq(items) => items,
+            Kind::Null => return Vec::new(),
+            _ => {
+                let shown = self.describe(node);
+                self.problem(
+                    key,
+                    node.position,
+                    format!(
+                        "expected a list of ssh arguments, one word each, such as [\"-o\", \"IdentitiesOnly=yes\"], got {shown}"
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut args = Vec::with_capacity(items.len());
+        // Where each of `args` was written.
+        let mut places = Vec::with_capacity(items.len());
+        let mut all_read = true;
+        for (index, item) in items.iter().enumerate() {
+            let item_key = format!("{key}[{index}]");
+            let problem = match self.scalar(item, &item_key, "an ssh argument") {
+                Some(scalar) if scalar.text.is_empty() => Some("empty argument"),
+                Some(scalar) if scalar.text.contains('\0') => Some("contains a NUL character"),
+                Some(scalar) => {
+                    args.push(scalar.text);
+                    places.push((item_key, item.position));
+                    continue;
+                }
+                None if matches!(item.kind, Kind::Null) => Some("empty argument"),
+                // Reported by `scalar`.
+                None => None,
+            };
+            if let Some(problem) = problem {
+                self.problem(&item_key, item.position, problem);
+            }
+            all_read = false;
+        }
+        // With an argument missing, options and values would pair up wrongly.
+        if all_read && let Err((index, message)) = ssh::check_extra_args(&args) {
+            let (item_key, position) = &places[index];
+            self.problem(item_key, *position, message);
+        }
+        args
     }
 
     // --------------------------------------------------------------------------------------
@@ -1571,46 +1779,6 @@ fn is_env_name(name: &str) -> bool {
         && bytes.all(|byte| byte == b'_' || byte.is_ascii_alphanumeric())
 }
 
-/// `ssh [options] host`: options may take a value (`-p 22`, `-J bastion`, `-o Key=value`);
-/// the host comes last, because Iris appends the remote command itself.
-fn check_remote(remote: &str) -> Result<(), String> {
-    /// ssh options that take a value.
-    const WITH_VALUE: &str = "BbcDEeFIiJLlmOopQRSWw";
-    let expected =
-        "expected \"ssh [options] host\", such as \"ssh user@host\" or \"ssh -J bastion host\"";
-    let mut words = remote.split_whitespace();
-    if words.next() != Some("ssh") {
-        return Err(format!("{expected}, got {remote:?}"));
-    }
-    let mut host: Option<&str> = None;
-    while let Some(word) = words.next() {
-        if let Some(host) = host {
-            return Err(format!(
-                "{word:?} follows the host {host:?}; the host must come last (Iris appends the remote command itself)"
-            ));
-        }
-        let Some(flags) = word.strip_prefix('-') else {
-            host = Some(word);
-            continue;
-        };
-        if flags.is_empty() || flags.starts_with('-') {
-            return Err(format!("{expected}; {word:?} is not an ssh option"));
-        }
-        for (index, flag) in flags.char_indices() {
-            if WITH_VALUE.contains(flag) {
-                if index + flag.len_utf8() == flags.len() && words.next().is_none() {
-                    return Err(format!("ssh option -{flag} needs a value"));
-                }
-                break;
-            }
-        }
-    }
-    match host {
-        Some(_) => Ok(()),
-        None => Err(format!("{expected}; no host in {remote:?}")),
-    }
-}
-
 /// The known key closest to `unknown`, if close enough to be a likely typo. Case, `_` and `-`
 /// are ignored (`max_processes` finds `maxProcesses`).
 pub(crate) fn nearest<'k>(unknown: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
@@ -1733,32 +1901,6 @@ mod unit_tests {
             ["Bash(git log:*)", "Edit", "Write"]
         );
         assert_eq!(split_tools("  "), Vec::<String>::new());
-    }
-
-    #[test]
-    fn remote_forms() {
-        for good in [
-            "ssh host",
-            "ssh user@host",
-            "ssh -J bastion host",
-            "ssh -p 2222 -i ~/.ssh/k -o BatchMode=yes h",
-            "ssh -p2222 h",
-            "ssh -AC host",
-        ] {
-            assert_eq!(check_remote(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "user@host",
-            "ssh",
-            "ssh -p",
-            "ssh -p 22",
-            "ssh host cmd",
-            "docker exec -i x",
-            "ssh -- host",
-        ] {
-            assert!(check_remote(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! what changed and which of the changes can apply without a restart.
 //!
 //! Invariant: every `TeamConfig::path` of a local team is an absolute, canonical (realpath)
-//! directory that existed when the config was loaded; every [`TeamName`] passed validation.
+//! directory that existed when the config was loaded; every [`TeamName`] passed validation;
+//! every [`RemoteConfig`] is `ssh [options] host` with options ssh knows, none of those that
+//! would keep ssh from running the agent over its stdin and stdout, and the host last.
 
 mod diff;
 pub mod edit;
@@ -366,18 +368,30 @@ impl GrantPermission {
 }
 
 /// How Iris reaches a remote team's host: `remote`, `remoteOptions`, `enableReverseMcp` and
-/// `reverseMcpPort` of `teams.<name>`.
+/// `reverseMcpPort` of `teams.<name>` (a change of any of them is a change of `remote` for
+/// [`diff()`]).
+///
+/// The loader refuses, in `remote` and in `extraSshArgs`, the ssh options that make no sense
+/// for an agent's connection: `-N`, `-f`, `-n`, `-s`, `-W` (no remote command, or not over
+/// ssh's stdin and stdout), `-t` (a tty), `-M`, `-S`, `-O` (Iris manages the control socket
+/// itself), `-G`, `-Q`, `-V` (ssh exits without connecting), and the `-o` keys
+/// `ControlMaster`, `ControlPath`, `ControlPersist`, `RequestTTY`, `RemoteCommand`,
+/// `SessionType`, `ForkAfterAuthentication` and `StdinNull`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
-    /// `remote` as written: `ssh [options] host`.
+    /// `remote` as written (after `${VAR}` interpolation): `ssh [options] host`.
     pub command: String,
-    /// The words of `remote` after `ssh`, split as a POSIX shell splits them (quotes and
-    /// backslashes), the host last: `["-J", "bastion", "deploy@app"]`.
+    /// The words of `remote` after `ssh`, split as a POSIX shell splits them (single and
+    /// double quotes, backslashes; an unquoted `~` or `~/...` starting a word is this
+    /// machine's home directory), the host last: `["-J", "bastion", "deploy@app"]`. Nothing
+    /// else is expanded: the loader refuses unquoted `$`, `` ` ``, `;`, `|`, `&`, `<`, `>`,
+    /// `(`, `)` and line breaks.
     pub ssh_args: Vec<String>,
     /// The host word of `remote` (its last word): an alias of the user's ssh config or
-    /// `[user@]host`.
+    /// `[user@]host`. Never empty, never with whitespace.
     pub host: String,
-    /// `remoteOptions.identity`: `-i <file>` (`~` expanded on this machine).
+    /// `remoteOptions.identity`: `-i <file>`, a file on this machine (`~` expanded, relative
+    /// to the config file's directory; a missing file is a warning, not an error).
     pub identity: Option<PathBuf>,
     /// `remoteOptions.port`: `-p <port>`.
     pub port: Option<u16>,
@@ -388,13 +402,14 @@ pub struct RemoteConfig {
     pub connect_timeout: Duration,
     /// `remoteOptions.serverAliveInterval` (as `connectTimeout`): default 15 s.
     pub server_alive_interval: Duration,
-    /// `remoteOptions.serverAliveCountMax`: default 3.
+    /// `remoteOptions.serverAliveCountMax`: default 3, at least 1.
     pub server_alive_count_max: u32,
     /// `remoteOptions.compression`: `-C`.
     pub compression: bool,
     /// `remoteOptions.forwardAgent`: `-A`.
     pub forward_agent: bool,
-    /// `remoteOptions.extraSshArgs`: passed to `ssh` as they are, before the host.
+    /// `remoteOptions.extraSshArgs`: passed to `ssh` as they are, one word each, before the
+    /// words of `remote`. Only options and their values (no host); checked like `remote`'s.
     pub extra_ssh_args: Vec<String>,
     /// `enableReverseMcp` (default on): a tunnel from the host's loopback to Iris, so the
     /// remote agent can call Iris's MCP tools as its team.

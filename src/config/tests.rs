@@ -433,8 +433,16 @@ teams:
 
     let remote = team(&config, "remote-box");
     assert_eq!(
-        remote.remote.as_ref().map(|remote| remote.command.as_str()),
-        Some("ssh -J bastion deploy@app.internal")
+        remote.remote,
+        Some(RemoteConfig {
+            command: "ssh -J bastion deploy@app.internal".to_owned(),
+            ssh_args: vec![
+                "-J".to_owned(),
+                "bastion".to_owned(),
+                "deploy@app.internal".to_owned()
+            ],
+            ..RemoteConfig::new("deploy@app.internal")
+        })
     );
     assert_eq!(remote.path, Path::new("/srv/app"));
     // The remote side expands its own `~`.
@@ -492,7 +500,22 @@ fn a_bare_remote_team_needs_no_claude_path_and_no_local_directory() {
     let far = team(&config, "far");
     assert_eq!(far.path, Path::new("relative/on/host"));
     assert_eq!(far.claude_path, None);
-    assert_eq!(config.warnings.len(), 1);
+    // Every option at its default.
+    let remote = far.remote.as_ref().expect("a remote team");
+    assert_eq!(*remote, RemoteConfig::new("far-host"));
+    assert_eq!(remote.command, "ssh far-host");
+    assert_eq!(remote.ssh_args, ["far-host"]);
+    assert_eq!(remote.identity, None);
+    assert_eq!(remote.port, None);
+    assert_eq!(remote.strict_host_key_checking, None);
+    assert_eq!(remote.connect_timeout, Duration::from_secs(10));
+    assert_eq!(remote.server_alive_interval, Duration::from_secs(15));
+    assert_eq!(remote.server_alive_count_max, 3);
+    assert!(!remote.compression && !remote.forward_agent);
+    assert!(remote.extra_ssh_args.is_empty());
+    assert!(remote.reverse_mcp);
+    assert_eq!(remote.reverse_mcp_port, None);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
 #[test]
@@ -509,6 +532,343 @@ fn remote_must_look_like_ssh_options_host() {
             "teams.c.remote: ssh option -p needs a value",
         ]
     );
+}
+
+#[test]
+fn a_remote_team_with_every_option_loads() {
+    let fixture = Fixture::new();
+    let key = fixture.file("home/.ssh/id_build", "key");
+    let yaml = r#"
+teams:
+  far:
+    path: ~/work/app
+    description: On the build box
+    remote: ssh -J bastion -o 'ProxyCommand=ssh -W %h:%p gw' -i "${KEYS}/my key" -p2222 deploy@build
+    claudePath: ~/.local/bin/claude
+    enableReverseMcp: true
+    reverseMcpPort: 17000
+    env:
+      API_URL: http://localhost:8080
+    remoteOptions:
+      identity: ~/.ssh/id_build
+      port: 2222
+      strictHostKeyChecking: false
+      connectTimeout: 5s
+      serverAliveInterval: 20000
+      serverAliveCountMax: 5
+      compression: true
+      forwardAgent: true
+      extraSshArgs: ["-o", "IdentitiesOnly=yes", -4, "-oAddKeysToAgent=no"]
+"#;
+    let config = fixture
+        .load_with(yaml, &[("KEYS", "/keys")])
+        .expect("a remote team");
+    let far = team(&config, "far");
+    // Paths on the host are kept as written: its shell expands `~`.
+    assert_eq!(far.path, Path::new("~/work/app"));
+    assert_eq!(far.claude_path.as_deref(), Some("~/.local/bin/claude"));
+    assert_eq!(far.env["API_URL"], "http://localhost:8080");
+    let words = |words: &[&str]| words.iter().map(|word| (*word).to_owned()).collect();
+    assert_eq!(
+        far.remote,
+        Some(RemoteConfig {
+            command: "ssh -J bastion -o 'ProxyCommand=ssh -W %h:%p gw' -i \"/keys/my key\" -p2222 deploy@build".to_owned(),
+            ssh_args: words(&[
+                "-J",
+                "bastion",
+                "-o",
+                "ProxyCommand=ssh -W %h:%p gw",
+                "-i",
+                "/keys/my key",
+                "-p2222",
+                "deploy@build",
+            ]),
+            host: "deploy@build".to_owned(),
+            identity: Some(key),
+            port: Some(2222),
+            strict_host_key_checking: Some(false),
+            connect_timeout: Duration::from_secs(5),
+            server_alive_interval: Duration::from_secs(20),
+            server_alive_count_max: 5,
+            compression: true,
+            forward_agent: true,
+            extra_ssh_args: words(&["-o", "IdentitiesOnly=yes", "-4", "-oAddKeysToAgent=no"]),
+            reverse_mcp: true,
+            reverse_mcp_port: Some(17000),
+        })
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    // `~` in remote is this machine's home; a relative identity is relative to the config
+    // file; a missing one is a warning.
+    let config = fixture.load(
+        "teams:\n  far:\n    path: ~user/app\n    remote: ssh -F ~/.ssh/other far\n    enableReverseMcp: false\n    remoteOptions:\n      identity: keys/none\n",
+    );
+    let remote = team(&config, "far").remote.clone().expect("remote");
+    assert_eq!(team(&config, "far").path, Path::new("~user/app"));
+    let other = fixture.home().join(".ssh/other").display().to_string();
+    assert_eq!(remote.ssh_args, ["-F", other.as_str(), "far"]);
+    assert!(!remote.reverse_mcp);
+    let missing = fixture.root.join("conf/keys/none");
+    assert_eq!(remote.identity.as_deref(), Some(missing.as_path()));
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "teams.far.remoteOptions.identity: {} does not exist: ssh goes on without it, with your other keys",
+            missing.display()
+        )]
+    );
+}
+
+#[test]
+fn a_changed_remote_option_is_reported_as_a_change_of_remote() {
+    let fixture = Fixture::new();
+    let yaml = "teams:\n  far:\n    path: /srv/x\n    remote: ssh far\n    remoteOptions:\n      port: 22\n";
+    let old = fixture.load(yaml);
+    let new = fixture.load(&yaml.replace("port: 22", "port: 2222"));
+    assert_eq!(diff(&old, &new).to_string(), "team far changed: remote");
+    assert!(diff(&old, &fixture.load(yaml)).is_empty());
+}
+
+#[test]
+fn an_empty_remote_leaves_a_team_local() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir("app").display().to_string();
+    let config = fixture.load(&format!(
+        "teams:\n  a:\n    path: {dir}\n    remote: ${{REMOTE:-}}\n"
+    ));
+    assert_eq!(team(&config, "a").remote, None);
+    let config = fixture
+        .load_with(
+            "teams:\n  a:\n    path: /srv/app\n    remote: ${REMOTE:-}\n",
+            &[("REMOTE", "ssh box")],
+        )
+        .expect("a remote team");
+    assert_eq!(team(&config, "a").remote, Some(RemoteConfig::new("box")));
+}
+
+#[test]
+fn remote_is_split_as_a_shell_would_and_refuses_what_a_shell_would_expand() {
+    let fixture = Fixture::new();
+    let yaml = r#"
+teams:
+  a:
+    path: /x
+    remote: ssh $HOME
+  b:
+    path: /x
+    remote: "ssh 'far"
+  c:
+    path: /x
+    remote: ssh "my host"
+  d:
+    path: /x
+    remote: ssh -t far
+  e:
+    path: /x
+    remote: ssh $${HOST}
+  f:
+    path: /x
+    remote: ssh ${HOST}
+  g:
+    path: /x
+    remote: ssh -o ControlPath=/tmp/c far
+"#;
+    let file = fixture.config_path().display().to_string();
+    let text = fixture
+        .load_with(yaml, &[("HOST", "far; reboot")])
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{file}:5:13: teams.a.remote: unquoted $ in \"ssh $HOME\": Iris runs ssh without a shell, so nothing would expand $HOME; write ${{HOME}} to have the config loader expand it, or \\$HOME to keep it as it is"
+            ),
+            format!("{file}:8:13: teams.b.remote: unterminated single quote in \"ssh 'far\""),
+            format!(
+                "{file}:11:13: teams.c.remote: the host \"my host\" contains whitespace, which no host name can"
+            ),
+            format!(
+                "{file}:14:13: teams.d.remote: ssh option -t is not allowed: Iris talks to the agent through pipes and needs no tty (a tty would alter what the agent writes)"
+            ),
+            format!(
+                "{file}:17:13: teams.e.remote: unquoted $ in \"ssh ${{HOST}}\": Iris runs ssh without a shell, so nothing would expand it; write ${{VAR}} to have the config loader expand a variable, or \\$ to keep a $"
+            ),
+            // Interpolation comes first: the variable's value is split and checked too.
+            format!(
+                "{file}:20:13: teams.f.remote: unquoted ';' in \"ssh far; reboot\": Iris runs ssh without a shell, so there are no command lists, pipes, redirections or subshells; quote it if it is part of a value"
+            ),
+            format!(
+                "{file}:23:13: teams.g.remote: ssh option -o ControlPath is not allowed: Iris manages the control socket itself"
+            ),
+        ]
+    );
+    // Quoted, `$` and spaces are kept as written.
+    let config = fixture.load(
+        "teams:\n  a:\n    path: /x\n    remote: ssh -o 'SetEnv=A=$x' -i /keys/my\\ key far\n",
+    );
+    assert_eq!(
+        team(&config, "a").remote.as_ref().expect("remote").ssh_args,
+        ["-o", "SetEnv=A=$x", "-i", "/keys/my key", "far"]
+    );
+}
+
+#[test]
+fn remote_options_are_checked() {
+    let fixture = Fixture::new();
+    let yaml = r#"
+teams:
+  far:
+    path: /srv/x
+    remote: ssh far
+    enableReverseMcp: maybe
+    reverseMcpPort: 0
+    remoteOptions:
+      identity: ""
+      port: 70000
+      strictHostKeyChecking: sometimes
+      connectTimeout: 0
+      serverAliveInterval: soon
+      serverAliveCountMax: 0
+      compression: 1
+      forwardAgent: yes
+      extraSshArgs: -C
+      portt: 22
+      flavour: x
+  near:
+    path: ""
+    remote: ssh near
+    env:
+      BAD-NAME: x
+    remoteOptions:
+      identity: ~other/key
+      serverAliveCountMax: 99999999999
+      extraSshArgs: ["-C", "", "-N", ~]
+  tty:
+    path: /srv/x
+    remote: ssh tty
+    remoteOptions:
+      extraSshArgs: ["-C", "-tt"]
+  host:
+    path: /srv/x
+    remote: ssh host
+    remoteOptions:
+      extraSshArgs: ["-o", "BatchMode=yes", "other", "-o"]
+  novalue:
+    path: /srv/x
+    remote: ssh novalue
+    remoteOptions:
+      extraSshArgs: ["-C", "-o"]
+  wrong:
+    path: /srv/x
+    remote: ssh wrong
+    remoteOptions: [port]
+"#;
+    let duration = "expected a duration: milliseconds, or a whole number with a unit ms, s, m or h, such as \"30s\"";
+    assert_eq!(
+        fixture.problems(yaml),
+        [
+            "teams.far.enableReverseMcp: expected true or false, got \"maybe\"".to_owned(),
+            "teams.far.reverseMcpPort: expected a port number from 1 to 65535, got 0".to_owned(),
+            "teams.far.remoteOptions.identity: must not be empty: it is the path of an ssh private key (leave the key out to use ssh's own)".to_owned(),
+            "teams.far.remoteOptions.port: expected a port number from 1 to 65535, got 70000".to_owned(),
+            "teams.far.remoteOptions.strictHostKeyChecking: expected true or false, got \"sometimes\"".to_owned(),
+            "teams.far.remoteOptions.connectTimeout: must be greater than 0, got 0".to_owned(),
+            format!("teams.far.remoteOptions.serverAliveInterval: {duration}, got \"soon\""),
+            "teams.far.remoteOptions.serverAliveCountMax: must be at least 1, got 0".to_owned(),
+            "teams.far.remoteOptions.compression: expected true or false, got 1".to_owned(),
+            "teams.far.remoteOptions.forwardAgent: expected true or false, got \"yes\"".to_owned(),
+            "teams.far.remoteOptions.extraSshArgs: expected a list of ssh arguments, one word each, such as [\"-o\", \"IdentitiesOnly=yes\"], got \"-C\"".to_owned(),
+            "teams.far.remoteOptions.portt: unknown key; did you mean 'port'?".to_owned(),
+            "teams.far.remoteOptions.flavour: unknown key (known keys: identity, port, strictHostKeyChecking, connectTimeout, serverAliveInterval, serverAliveCountMax, compression, forwardAgent, extraSshArgs, passphrase)".to_owned(),
+            "teams.near.env.BAD-NAME: invalid environment variable name \"BAD-NAME\" (use letters, digits and '_', not starting with a digit)".to_owned(),
+            "teams.near.remoteOptions.identity: \"~other/key\": '~user' paths are not supported; write the full path".to_owned(),
+            "teams.near.remoteOptions.serverAliveCountMax: 99999999999 is too large".to_owned(),
+            "teams.near.remoteOptions.extraSshArgs[1]: empty argument".to_owned(),
+            "teams.near.remoteOptions.extraSshArgs[3]: empty argument".to_owned(),
+            "teams.near.path: must not be empty: it is the team's project directory".to_owned(),
+            "teams.tty.remoteOptions.extraSshArgs[1]: ssh option -t is not allowed: Iris talks to the agent through pipes and needs no tty (a tty would alter what the agent writes)".to_owned(),
+            "teams.host.remoteOptions.extraSshArgs[2]: \"other\" is not an ssh option: extraSshArgs holds options and their values, one word each (the host belongs in remote)".to_owned(),
+            "teams.novalue.remoteOptions.extraSshArgs[1]: ssh option -o needs a value".to_owned(),
+            "teams.wrong.remoteOptions: expected a mapping of ssh options (identity, port, connectTimeout, extraSshArgs...), got a list".to_owned(),
+        ]
+    );
+    // Each with its file, line and column.
+    let text = fixture.error_text(
+        "teams:\n  far:\n    path: /srv/x\n    remote: ssh far\n    remoteOptions:\n      port: 0\n      extraSshArgs: [-C, -N]\n",
+    );
+    let file = fixture.config_path().display().to_string();
+    assert_eq!(
+        text,
+        format!(
+            "{file}:6:13: teams.far.remoteOptions.port: expected a port number from 1 to 65535, got 0\n{file}:7:26: teams.far.remoteOptions.extraSshArgs[1]: ssh option -N is not allowed: it runs no remote command, and Iris runs the agent as the remote command"
+        )
+    );
+}
+
+#[test]
+fn passphrase_allow_http_and_ssh2_warn_once_each_and_no_value_is_shown() {
+    let fixture = Fixture::new();
+    let yaml = r#"
+teams:
+  far:
+    path: /srv/x
+    remote: ssh far
+    ssh2: true
+    allowHttp: true
+    remoteOptions:
+      passphrase: hunter2-the-passphrase
+  other:
+    path: /srv/x
+    remote: ssh other
+    remoteOptions:
+      passphrase: ${UNSET_PASSPHRASE}
+    enableReverseMcp: false
+    reverseMcpPort: 17000
+"#;
+    let config = fixture.load(yaml);
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "teams.far.ssh2: has no effect: remote teams always use the system ssh client",
+            "teams.far.allowHttp: has no effect: the tunnel carries plain HTTP on the host's loopback; allowHttp is not needed",
+            "teams.far.remoteOptions.passphrase: is ignored: ssh reads passphrases from your ssh agent (ssh-add); Iris never stores one",
+            "teams.other.remoteOptions.passphrase: is ignored: ssh reads passphrases from your ssh agent (ssh-add); Iris never stores one",
+            "teams.other.reverseMcpPort: has no effect with enableReverseMcp: false",
+        ]
+    );
+    assert_eq!(
+        config.warnings[2].position,
+        Some(Position { line: 9, column: 7 })
+    );
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!warnings.concat().contains("hunter2"));
+}
+
+#[test]
+fn remote_keys_on_a_local_team_warn_and_are_not_evaluated() {
+    let fixture = Fixture::new();
+    let dir = fixture.dir("app").display().to_string();
+    let config = fixture.load(&format!(
+        "teams:\n  a:\n    path: {dir}\n    remoteOptions:\n      port: 0\n      nonsense: true\n    enableReverseMcp: maybe\n    reverseMcpPort: 1615\n    allowHttp: true\n    ssh2: false\n  b:\n    path: {dir}\n    remoteOptions:\n    remote:\n"
+    ));
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "teams.a.remoteOptions: has no effect without remote",
+            "teams.a.enableReverseMcp: has no effect without remote",
+            "teams.a.reverseMcpPort: has no effect without remote",
+            "teams.a.allowHttp: has no effect: the tunnel carries plain HTTP on the host's loopback; allowHttp is not needed",
+            "teams.a.ssh2: has no effect: remote teams always use the system ssh client",
+        ]
+    );
+    assert_eq!(team(&config, "a").remote, None);
+    assert_eq!(team(&config, "b").remote, None);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -682,6 +1042,12 @@ teams:
     path: /tmp
     grantPermision: yes
     colour: "#000000"
+  far:
+    path: /srv
+    remote: ssh far
+    remoteOption: {}
+    remoteOptions:
+      identiy: /k
 "##;
     let file = fixture.config_path().display().to_string();
     assert_eq!(
@@ -695,6 +1061,12 @@ teams:
                 "{file}:12:5: teams.backend.grantPermision: unknown key; did you mean 'grantPermission'?"
             ),
             format!("{file}:13:5: teams.backend.colour: unknown key; did you mean 'color'?"),
+            format!(
+                "{file}:17:5: teams.far.remoteOption: unknown key; did you mean 'remoteOptions'?"
+            ),
+            format!(
+                "{file}:19:7: teams.far.remoteOptions.identiy: unknown key; did you mean 'identity'?"
+            ),
         ]
         .join("\n")
     );
@@ -1076,16 +1448,9 @@ teams:
   a:
     path: /tmp
     sessionInitTimeout: 1000
-    ssh2: false
     mcpConfigScript: ./x.sh
     sessionMcpEnabled: true
     sessionMcpPath: .x
-    enableReverseMcp: true
-    reverseMcpPort: 1615
-    allowHttp: true
-    remoteOptions:
-      port: 22
-      identity: ~/.ssh/id
 "#;
     let config = fixture.load(yaml);
     assert_eq!(
@@ -1104,14 +1469,9 @@ teams:
             "dashboard.certPath",
             "dashboard.keyPath",
             "teams.a.sessionInitTimeout",
-            "teams.a.ssh2",
             "teams.a.mcpConfigScript",
             "teams.a.sessionMcpEnabled",
             "teams.a.sessionMcpPath",
-            "teams.a.enableReverseMcp",
-            "teams.a.reverseMcpPort",
-            "teams.a.allowHttp",
-            "teams.a.remoteOptions",
         ]
     );
     assert_eq!(

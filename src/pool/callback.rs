@@ -64,6 +64,21 @@ impl Callbacks {
         Some(format!("{base}{CALLBACK_PREFIX}{token}"))
     }
 
+    /// The port Iris serves HTTP on, once it does (the target of remote teams' tunnels).
+    pub(crate) fn port(&self) -> Option<u16> {
+        let state = self.state.lock().ok()?;
+        let base = state.base.as_deref()?;
+        base.rsplit_once(':')?.1.parse().ok()
+    }
+
+    /// The agent URL of `pair` as seen through a tunnel ending at `port` on a remote
+    /// host's loopback: the same token, another address.
+    pub(crate) fn url_through(&self, pair: &Pair, port: u16) -> Option<String> {
+        let url = self.url(pair)?;
+        let path = &url[url.find(CALLBACK_PREFIX)?..];
+        Some(format!("http://127.0.0.1:{port}{path}"))
+    }
+
     /// The pair whose agent holds `token` (the agent's team is its target).
     pub(crate) fn pair(&self, token: &str) -> Option<Pair> {
         self.state.lock().ok()?.by_token.get(token).cloned()
@@ -71,7 +86,7 @@ impl Callbacks {
 }
 
 /// The `--mcp-config` JSON that points an agent's `iris` MCP server at `url`.
-fn mcp_config(url: &str) -> String {
+pub(crate) fn mcp_config(url: &str) -> String {
     serde_json::json!({"mcpServers": {"iris": {"type": "http", "url": url}}}).to_string()
 }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Pair;
 use crate::agent::{AgentSpec, AlwaysSource, PermissionPolicy, RulesSource};
 use crate::config::{Config, TeamConfig, TeamName};
+use crate::remote::{self, Link, RemoteAgent};
 
 /// Whether a spawn starts the pair's session or continues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,11 @@ pub struct Launch<'a> {
     pub rules: RulesSource,
     /// What people allowed for good for the pair (`iris approve --always`), if anyone can.
     pub always: Option<AlwaysSource>,
+    /// For a remote team: the connection to its host (`None`: ssh connects on its own).
+    pub link: Option<&'a Link>,
+    /// For a remote team: the agent's MCP config (one line of JSON, its URL through the
+    /// tunnel), handed to the wrapper on stdin; `None` gives it no Iris MCP server.
+    pub remote_mcp_config: Option<String>,
 }
 
 /// Builds the spec that starts `team`'s agent for `pair`.
@@ -69,7 +75,7 @@ pub fn agent_spec(
         SessionMode::New => format!("--session-id={}", launch.session),
         SessionMode::Resume => format!("--resume={}", launch.session),
     });
-    if let Some(file) = launch.mcp_config {
+    if let (Some(file), None) = (launch.mcp_config, &team.remote) {
         args.push(format!("--mcp-config={}", file.display()));
     }
     if let Some(model) = &team.model {
@@ -100,19 +106,57 @@ pub fn agent_spec(
             .iter()
             .map(|(key, value)| (key.clone(), value.clone())),
     );
-    // `~/` in rules is the agent's home: its team's HOME if it sets one.
+    // `~/` in rules is the agent's home: its team's HOME if it sets one (on a host, only
+    // then: the host's own HOME is not known here).
     let home = env
         .iter()
         .rev()
         .find(|(key, _)| key == "HOME")
         .map(|(_, home)| PathBuf::from(home))
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from));
+        .or_else(|| {
+            team.remote
+                .is_none()
+                .then(|| std::env::var_os("HOME").map(PathBuf::from))
+                .flatten()
+        });
+    let (program, program_source, args, env, local_dir, stdin_preamble) = match &team.remote {
+        None => (program, program_source, args, env, None, None),
+        Some(remote) => {
+            // Only the agent key goes into the local ssh's environment (a restarted Iris
+            // recognises a leftover ssh by it); the rest travels on stdin to the host.
+            let local_env = vec![(AGENT_KEY_VARIABLE.to_owned(), launch.agent_key.to_owned())];
+            let remote_env: Vec<(String, String)> = env
+                .into_iter()
+                .filter(|(name, _)| remote::shell::is_variable_name(name))
+                .collect();
+            let preamble = remote::preamble(&RemoteAgent {
+                program: &program,
+                args: &args,
+                env: &remote_env,
+                mcp_config: launch.remote_mcp_config.as_deref(),
+            });
+            let command = remote::agent_command(team, &program, &args);
+            (
+                "ssh".to_owned(),
+                format!(
+                    "the system ssh client, for remote team {} (its claude on the host: {program}, {program_source})",
+                    team.name
+                ),
+                remote::session_args(remote, launch.link, &command),
+                local_env,
+                Some(config.iris_home.clone()),
+                Some(preamble),
+            )
+        }
+    };
     AgentSpec {
         label: Arc::from(pair.to_string()),
         program,
         program_source,
         args,
         cwd: team.path.clone(),
+        local_dir,
+        stdin_preamble,
         env,
         env_remove: Vec::new(),
         spawn_timeout: team.spawn_timeout.unwrap_or(settings.spawn_timeout),
@@ -171,6 +215,14 @@ fn program(config: &Config, team: &TeamConfig) -> (String, String) {
         (Some(path), _) => (
             path.clone(),
             format!("set by teams.{}.claudePath", team.name),
+        ),
+        // `settings.claudePath` is a path on this machine, not on a team's host.
+        (None, _) if team.remote.is_some() => (
+            "claude".to_owned(),
+            format!(
+                "looked up on the host's PATH: teams.{}.claudePath is not set",
+                team.name
+            ),
         ),
         (None, Some(path)) => (path.clone(), "set by settings.claudePath".to_owned()),
         (None, None) => (
@@ -248,19 +300,28 @@ pub struct ForkCommand {
     pub cwd: PathBuf,
     /// The claude executable.
     pub program: String,
-    /// `--resume=<id>` and `--fork-session`.
+    /// `--resume=<id>` and `--fork-session` (for a remote team: `ssh`'s arguments, the
+    /// last one the command run on the host).
     pub args: Vec<String>,
+    /// Whether this is `ssh -t <host> 'cd <path> && claude ...'` for a remote team (then
+    /// `cwd` is only where to run it).
+    #[serde(default)]
+    pub remote: bool,
 }
 
 impl ForkCommand {
     /// The command as one shell line, every part quoted.
     #[must_use]
     pub fn shell_line(&self) -> String {
-        let mut line = format!(
-            "cd {} && {}",
-            shell_quote(&self.cwd.to_string_lossy()),
+        let mut line = if self.remote {
             shell_quote(&self.program)
-        );
+        } else {
+            format!(
+                "cd {} && {}",
+                shell_quote(&self.cwd.to_string_lossy()),
+                shell_quote(&self.program)
+            )
+        };
         for arg in &self.args {
             line.push(' ');
             line.push_str(&shell_quote(arg));
@@ -269,27 +330,29 @@ impl ForkCommand {
     }
 }
 
-/// The fork command for `team`'s session `session`.
+/// The fork command for `team`'s session `session`; for a remote team, `ssh -t` to its host
+/// running it there.
 #[must_use]
 pub fn fork_command(config: &Config, team: &TeamConfig, session: Uuid) -> ForkCommand {
-    ForkCommand {
-        cwd: team.path.clone(),
-        program: program(config, team).0,
-        args: vec![format!("--resume={session}"), "--fork-session".to_owned()],
+    let program = program(config, team).0;
+    let args = vec![format!("--resume={session}"), "--fork-session".to_owned()];
+    match &team.remote {
+        None => ForkCommand {
+            cwd: team.path.clone(),
+            program,
+            args,
+            remote: false,
+        },
+        Some(remote) => ForkCommand {
+            cwd: config.iris_home.clone(),
+            args: remote::fork_args(team, remote, &program, &args),
+            program: "ssh".to_owned(),
+            remote: true,
+        },
     }
 }
 
-/// Quotes `text` for a POSIX shell (single quotes; a quote inside becomes `'\''`).
-fn shell_quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || "-_./=:@%+,".contains(character))
-    {
-        return text.to_owned();
-    }
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
+use remote::shell::quote as shell_quote;
 
 #[cfg(test)]
 mod tests {
@@ -320,6 +383,7 @@ mod tests {
             cwd: PathBuf::from("/srv/it's here"),
             program: "claude".to_owned(),
             args: vec!["--resume=0000".to_owned(), "--fork-session".to_owned()],
+            remote: false,
         };
         assert_eq!(
             command.shell_line(),

@@ -528,6 +528,8 @@ pub(crate) struct Inner {
     sessions: tokio::sync::Mutex<()>,
     /// Per-agent MCP URLs and the teams they identify.
     callbacks: callback::Callbacks,
+    /// The ssh connections to remote teams' hosts.
+    remotes: crate::remote::Remotes,
     /// Tool-permission requests waiting for people, and what people allowed for good.
     approvals: Arc<approvals::Approvals>,
     /// Which message's turn sent which; what each team's turns cost lately.
@@ -618,6 +620,7 @@ impl Pool {
         recovery::stop_leftover_agents(&store, config.settings.stop_grace_period).await?;
         callback::clear_agent_configs(&callback::agent_config_dir(&config.iris_home));
         let (events, _) = broadcast::channel(4096);
+        let remotes = crate::remote::Remotes::new(&config.iris_home, options.guard.clone());
         let pool = Self {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
@@ -631,6 +634,7 @@ impl Pool {
                 store,
                 sessions: tokio::sync::Mutex::new(()),
                 callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
+                remotes,
                 approvals,
                 lineage,
                 clients: Arc::default(),
@@ -1051,7 +1055,34 @@ impl Pool {
         let mut deleted = None;
         if let (Some(old), true) = (old, delete_transcript) {
             let config = self.config();
-            if let Some(team) = config.team(pair.target.as_str()) {
+            if let Some(team) = config.team(pair.target.as_str())
+                && let Some(remote) = &team.remote
+            {
+                // On the host, through its connection: found by the session's id.
+                let script = crate::remote::delete_transcript_script(team, old);
+                match self
+                    .inner
+                    .remotes
+                    .run(
+                        team,
+                        remote,
+                        self.inner.callbacks.port(),
+                        &script,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                {
+                    Ok(output) => {
+                        deleted = String::from_utf8_lossy(&output.stdout)
+                            .lines()
+                            .next()
+                            .map(std::path::PathBuf::from);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, session = %old, "cannot delete the session's transcript on the host");
+                    }
+                }
+            } else if let Some(team) = config.team(pair.target.as_str()) {
                 let path = launch::transcript_path(team, old);
                 match std::fs::remove_file(&path) {
                     Ok(()) => deleted = Some(path),
@@ -1378,6 +1409,8 @@ impl Pool {
         while stops.join_next().await.is_some() {}
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // The agents on remote hosts are gone: their connections can go too.
+        self.inner.remotes.close().await;
         // Their tokens die with this pool.
         callback::clear_agent_configs(&callback::agent_config_dir(&self.config().iris_home));
     }

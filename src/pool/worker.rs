@@ -832,7 +832,27 @@ impl Worker {
                 resume: mode == SessionMode::Resume,
             });
             let agent_key = Uuid::new_v4().to_string();
-            let mcp_config = self.pool.callbacks.url(&self.pair).and_then(|url| {
+            // A remote team's host first: its connection (and tunnel) is made, or found
+            // alive, before the agent starts through it.
+            let link = match &team.remote {
+                Some(remote) => Some(
+                    self.pool
+                        .remotes
+                        .link(team, remote, self.pool.callbacks.port())
+                        .await
+                        .map_err(|error| PoolError::Spawn {
+                            pair: self.pair.to_string(),
+                            source: SpawnError::Remote(error),
+                        })?,
+                ),
+                None => None,
+            };
+            let remote_mcp_config = link
+                .as_ref()
+                .and_then(|link| link.tunnel)
+                .and_then(|port| self.pool.callbacks.url_through(&self.pair, port))
+                .map(|url| super::callback::mcp_config(&url));
+            let mcp_config = self.pool.callbacks.url(&self.pair).filter(|_| team.remote.is_none()).and_then(|url| {
                 let dir = super::agent_config_dir(&config.iris_home);
                 super::callback::write_agent_config(&dir, &self.pair, &url)
                     .inspect_err(|error| {
@@ -859,6 +879,8 @@ impl Worker {
                     mcp_config: mcp_config.as_deref(),
                     rules,
                     always: Some(self.pool.approvals.always_source(&self.pair)),
+                    link: link.as_ref(),
+                    remote_mcp_config,
                 },
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {
@@ -893,6 +915,19 @@ impl Worker {
                         .await?;
                 }
                 Err(source) => {
+                    // A remote wrapper that ended before the agent ran says why.
+                    let source = match (&source, &team.remote) {
+                        (SpawnError::ExitedEarly { exit, .. }, Some(remote)) => {
+                            crate::remote::wrapper_failure(
+                                team,
+                                remote,
+                                exit.code,
+                                &exit.stderr_tail,
+                            )
+                            .map_or(source, SpawnError::Remote)
+                        }
+                        _ => source,
+                    };
                     return Err(PoolError::Spawn {
                         pair: self.pair.to_string(),
                         source,

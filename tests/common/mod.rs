@@ -17,6 +17,8 @@ use iris::store::MessageMode;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 
+pub mod sshd;
+
 pub const FAKE_AGENT: &str = env!("CARGO_BIN_EXE_iris-fake-agent");
 pub const IRIS: &str = env!("CARGO_BIN_EXE_iris");
 

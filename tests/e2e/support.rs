@@ -113,6 +113,28 @@ impl RealWorld {
         self.config.teams.get_mut(&name).expect("just inserted")
     }
 
+    /// Adds a team on the "remote" host `remote` (`ssh [options] host`): its directory
+    /// `dir` there (created by the caller), the real CLI by its absolute path, the same
+    /// environment as [`Self::team`] but the host's own HOME (sshd sets it).
+    pub fn remote_team(&mut self, name: &str, remote: &str, dir: &str) -> &mut TeamConfig {
+        let claude = common::real_claude();
+        let team = self.team(name);
+        team.path = PathBuf::from(dir);
+        team.claude_path = Some(claude.display().to_string());
+        team.env.remove("HOME");
+        team.env.remove("CLAUDE_CONFIG_DIR");
+        let words: Vec<String> = remote
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        let mut config = iris::config::RemoteConfig::new(words.last().expect("a host"));
+        config.command = remote.to_owned();
+        config.ssh_args = words;
+        team.remote = Some(config);
+        team
+    }
+
     /// A pool on this world's config and database file.
     pub async fn pool(&self) -> Pool {
         Pool::start(Arc::new(self.config.clone()), PoolOptions::default())
@@ -187,6 +209,18 @@ impl RealWorld {
                 quote(&team.path.display().to_string()),
                 team.grant_permission.as_str(),
             ));
+            if let Some(remote) = &team.remote {
+                yaml.push_str(&format!("    remote: {}\n", quote(&remote.command)));
+                if let Some(claude) = &team.claude_path {
+                    yaml.push_str(&format!("    claudePath: {}\n", quote(claude)));
+                }
+                if let Some(port) = remote.reverse_mcp_port {
+                    yaml.push_str(&format!("    reverseMcpPort: {port}\n"));
+                }
+                if remote.compression {
+                    yaml.push_str("    remoteOptions:\n      compression: true\n");
+                }
+            }
             if let Some(timeout) = team.approval_timeout {
                 yaml.push_str(&format!("    approvalTimeout: {}ms\n", timeout.as_millis()));
             }

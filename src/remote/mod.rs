@@ -1,0 +1,854 @@
+//! Remote teams: agents on other hosts, reached with the system `ssh` (so the user's ssh
+//! config, agent, keys and jump hosts just work).
+//!
+//! Per remote host Iris keeps one **control master** (`ssh -M -f -N`, its socket under
+//! `$IRIS_HOME/run/ssh/`, 0700), which carries the handshake once and, for teams with
+//! `enableReverseMcp`, one reverse tunnel from a port on the host's loopback (picked by the
+//! host's sshd unless `reverseMcpPort` says) to Iris's HTTP address. Every agent is a
+//! multiplexed `ssh -T` session through it running a small POSIX `sh` wrapper
+//! ([`agent_script`]) that:
+//! - enters the team's directory and checks the claude executable, saying what is missing;
+//! - reads, from its stdin before anything else, the agent's MCP config (written to a 0600
+//!   file in a private temporary directory, removed when the wrapper ends) and its
+//!   environment (as `printf` formats: never on a command line, which every user of the host
+//!   can read);
+//! - runs `claude` with stdin through `cat`, and kills its own process group (the agent and
+//!   everything it started) as soon as either side ends: stdin at EOF (Iris stopped the
+//!   agent, Iris died, or the connection dropped) or the agent exiting. So no remote process
+//!   outlives its ssh connection.
+//!
+//! The master is registered with the guard like an agent's process group, so it dies with
+//! Iris, however Iris dies.
+
+pub mod shell;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{RemoteConfig, TeamConfig};
+use crate::guard::Guard;
+use shell::quote;
+
+/// Exit codes of the agent wrapper on the host, before the agent runs.
+const EXIT_NO_DIRECTORY: i32 = 97;
+const EXIT_NO_CLAUDE: i32 = 98;
+const EXIT_NO_TEMP: i32 = 96;
+const EXIT_NO_PREAMBLE: i32 = 95;
+
+/// The line that ends the environment the wrapper reads from its stdin.
+const PREAMBLE_END: &str = ".";
+
+/// What went wrong reaching a remote team's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The host name does not resolve.
+    UnknownHost,
+    /// Nothing listens on the host's ssh port.
+    Refused,
+    /// The host did not answer in time.
+    Timeout,
+    /// The host refused every key offered.
+    Auth,
+    /// The host's key differs from the one in `known_hosts`.
+    HostKeyChanged,
+    /// The host is not in `known_hosts` and strict checking is on.
+    HostKeyUnknown,
+    /// `ssh` itself cannot be run here.
+    NoSsh,
+    /// The reverse tunnel could not be opened on the host.
+    Tunnel,
+    /// The team's directory is missing on the host.
+    NoDirectory,
+    /// The claude executable is missing on the host.
+    NoClaude,
+    /// The claude executable on the host is older than Iris supports.
+    OldClaude,
+    /// Anything else ssh reported.
+    Other,
+}
+
+/// Why a remote team's host could not be used: the team, the host, what happened (ssh's
+/// own words) and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("team '{team}' on {host}: {}", self.explain())]
+pub struct RemoteError {
+    /// The team.
+    pub team: String,
+    /// The host word of its `remote`.
+    pub host: String,
+    /// The kind of failure.
+    pub failure: Failure,
+    /// What ssh (or the host) said.
+    pub detail: String,
+}
+
+impl RemoteError {
+    fn new(team: &TeamConfig, remote: &RemoteConfig, failure: Failure, detail: &str) -> Self {
+        Self {
+            team: team.name.to_string(),
+            host: remote.host.clone(),
+            failure,
+            detail: detail.trim().to_owned(),
+        }
+    }
+
+    fn explain(&self) -> String {
+        let host = &self.host;
+        let detail = &self.detail;
+        match self.failure {
+            Failure::UnknownHost => format!(
+                "the host name does not resolve ({detail}); check the host in `remote`, or its Host entry in your ssh config"
+            ),
+            Failure::Refused => format!(
+                "the connection was refused ({detail}); is sshd running on {host}, and is the port right (`-p` in `remote`, or remoteOptions.port)?"
+            ),
+            Failure::Timeout => format!(
+                "no answer ({detail}); is {host} up and reachable from here? (remoteOptions.connectTimeout sets how long to wait)"
+            ),
+            Failure::Auth => format!(
+                "the host refused our keys ({detail}); Iris connects without prompts (BatchMode): load the key into your ssh agent, or set remoteOptions.identity, and check `ssh {host} true` works"
+            ),
+            Failure::HostKeyChanged => format!(
+                "the host's key does not match the one in known_hosts ({detail}); if {host} was reinstalled, check its new key and remove the old one with `ssh-keygen -R {host}`; otherwise someone may be in between"
+            ),
+            Failure::HostKeyUnknown => format!(
+                "the host is not in known_hosts ({detail}); connect once with `ssh {host}` to check and accept its key"
+            ),
+            Failure::NoSsh => {
+                format!("cannot run the ssh client here ({detail}); install OpenSSH's client")
+            }
+            Failure::Tunnel => format!(
+                "the reverse tunnel for call-backs could not be opened ({detail}); another process may hold reverseMcpPort on {host}: choose another or remove it to let the host pick one, or set enableReverseMcp: false"
+            ),
+            Failure::NoDirectory => format!(
+                "the team's directory is not there ({detail}); create it on {host}, or fix teams.{}.path",
+                self.team
+            ),
+            Failure::NoClaude => format!(
+                "the claude executable was not found ({detail}); install Claude Code on {host}, or set teams.{}.claudePath to its full path there (a non-interactive ssh session may not read the PATH your login shell sets)",
+                self.team
+            ),
+            Failure::OldClaude => {
+                format!("the claude executable is too old ({detail}); update Claude Code on {host}")
+            }
+            Failure::Other => format!("ssh failed: {detail}"),
+        }
+    }
+}
+
+/// Classifies what `ssh` wrote to stderr when it exited with 255.
+fn classify(stderr: &str) -> Failure {
+    let text = stderr.to_ascii_lowercase();
+    if text.contains("could not resolve hostname") || text.contains("name or service not known") {
+        Failure::UnknownHost
+    } else if text.contains("connection refused") {
+        Failure::Refused
+    } else if text.contains("timed out")
+        || text.contains("no route to host")
+        || text.contains("network is unreachable")
+    {
+        Failure::Timeout
+    } else if text.contains("remote host identification has changed")
+        || text.contains("host key for") && text.contains("has changed")
+    {
+        Failure::HostKeyChanged
+    } else if text.contains("host key verification failed") {
+        Failure::HostKeyUnknown
+    } else if text.contains("permission denied") || text.contains("too many authentication") {
+        Failure::Auth
+    } else if text.contains("remote port forwarding failed")
+        || text.contains("port forwarding failed")
+    {
+        Failure::Tunnel
+    } else {
+        Failure::Other
+    }
+}
+
+/// The last few meaningful lines of ssh's stderr, for an error message.
+fn tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("Warning: Permanently added"))
+        .collect();
+    let start = lines.len().saturating_sub(3);
+    lines[start..].join("; ")
+}
+
+/// The `ssh` words for `remote` that come before the host: `-T`, no prompts, keep-alives,
+/// `remoteOptions`, then the options written in `remote` itself (`-J`, `-p`, `-F`...).
+/// Iris's fixed ones come first: for each option ssh keeps the first value it is given.
+#[must_use]
+pub fn ssh_options(remote: &RemoteConfig) -> Vec<String> {
+    let mut words: Vec<String> = ["-T", "-o", "BatchMode=yes"]
+        .iter()
+        .map(|word| (*word).to_owned())
+        .collect();
+    let host_at = remote.ssh_args.len().saturating_sub(1);
+    words.extend(remote.ssh_args[..host_at].iter().cloned());
+    let seconds = |duration: Duration| duration.as_secs().max(1);
+    words.push("-o".to_owned());
+    words.push(format!(
+        "ConnectTimeout={}",
+        seconds(remote.connect_timeout)
+    ));
+    words.push("-o".to_owned());
+    words.push(format!(
+        "ServerAliveInterval={}",
+        seconds(remote.server_alive_interval)
+    ));
+    words.push("-o".to_owned());
+    words.push(format!(
+        "ServerAliveCountMax={}",
+        remote.server_alive_count_max.max(1)
+    ));
+    if let Some(port) = remote.port {
+        words.push("-p".to_owned());
+        words.push(port.to_string());
+    }
+    if let Some(identity) = &remote.identity {
+        words.push("-i".to_owned());
+        words.push(identity.display().to_string());
+    }
+    if let Some(strict) = remote.strict_host_key_checking {
+        words.push("-o".to_owned());
+        words.push(format!(
+            "StrictHostKeyChecking={}",
+            if strict { "yes" } else { "no" }
+        ));
+    }
+    if remote.compression {
+        words.push("-C".to_owned());
+    }
+    if remote.forward_agent {
+        words.push("-A".to_owned());
+    }
+    words.extend(remote.extra_ssh_args.iter().cloned());
+    words
+}
+
+/// The program and the environment an agent runs with on the host.
+#[derive(Debug, Clone)]
+pub struct RemoteAgent<'a> {
+    /// The claude executable (a path on the host, `~` allowed, or a name on its PATH).
+    pub program: &'a str,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Its environment on the host (the team's `env` and Iris's variables).
+    pub env: &'a [(String, String)],
+    /// The agent's MCP config (one line of JSON), if it may call Iris back.
+    pub mcp_config: Option<&'a str>,
+}
+
+/// The command line (one word, for the host's login shell) that runs the agent wrapper.
+#[must_use]
+pub fn agent_command(team: &TeamConfig, program: &str, args: &[String]) -> String {
+    format!(
+        "exec sh -c {} iris-agent",
+        quote(&agent_script(team, program, args))
+    )
+}
+
+/// The wrapper script (see the module's documentation) for `team`'s agent.
+#[must_use]
+pub fn agent_script(team: &TeamConfig, program: &str, args: &[String]) -> String {
+    let path_text = team.path.to_string_lossy();
+    let path = shell::path_word(&path_text);
+    let program_word = shell::path_word(program);
+    let host = team
+        .remote
+        .as_ref()
+        .map_or_else(String::new, |remote| remote.host.clone());
+    let no_directory = quote(&format!(
+        "iris: no directory {path_text} on {host} (teams.{}.path)",
+        team.name
+    ));
+    let no_claude = quote(&format!(
+        "iris: claude executable {program} not found on {host} (teams.{}.claudePath)",
+        team.name
+    ));
+    let mut command = program_word.clone();
+    for arg in args {
+        command.push(' ');
+        command.push_str(&quote(arg));
+    }
+    let mut script = String::new();
+    let _ = write!(
+        script,
+        "cd {path} 2>/dev/null || {{ echo {no_directory} >&2; exit {EXIT_NO_DIRECTORY}; }}\n\
+         command -v {program_word} >/dev/null 2>&1 || {{ echo {no_claude} >&2; exit {EXIT_NO_CLAUDE}; }}\n\
+         umask 077\n\
+         d=$(mktemp -d \"${{TMPDIR:-/tmp}}/iris-agent.XXXXXXXX\") || exit {EXIT_NO_TEMP}\n\
+         trap 'rm -rf \"$d\"' EXIT\n\
+         trap 's=$(cat \"$d/status\" 2>/dev/null); exit \"${{s:-143}}\"' TERM HUP INT\n\
+         IFS= read -r m || exit {EXIT_NO_PREAMBLE}\n\
+         while IFS= read -r l && [ \"$l\" != {PREAMBLE_END} ]; do v=$(printf \"${{l#*=}}x\"); export \"${{l%%=*}}=${{v%x}}\"; done\n\
+         set --\n\
+         if [ -n \"$m\" ]; then printf '%s\\n' \"$m\" > \"$d/mcp.json\"; set -- --mcp-config=\"$d/mcp.json\"; fi\n\
+         (cat; kill -TERM 0) | {{ {command} \"$@\"; echo $? > \"$d/status\"; kill -TERM 0; }}\n"
+    );
+    script
+}
+
+/// What the agent wrapper reads from its stdin before the agent starts: the MCP config
+/// line (empty for none), the environment as `NAME=<printf format>` lines, and the end line.
+#[must_use]
+pub fn preamble(agent: &RemoteAgent<'_>) -> String {
+    let mut text = String::new();
+    text.push_str(agent.mcp_config.unwrap_or_default().trim());
+    text.push('\n');
+    for (name, value) in agent.env {
+        let _ = writeln!(text, "{name}={}", shell::printf_format(value));
+    }
+    text.push_str(PREAMBLE_END);
+    text.push('\n');
+    text
+}
+
+/// Reads what the wrapper said when it ended before the agent ran, as a [`RemoteError`].
+#[must_use]
+pub fn wrapper_failure(
+    team: &TeamConfig,
+    remote: &RemoteConfig,
+    code: Option<i32>,
+    stderr: &str,
+) -> Option<RemoteError> {
+    let said = |prefix: &str| {
+        stderr
+            .lines()
+            .rev()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or(stderr)
+            .to_owned()
+    };
+    match code {
+        Some(EXIT_NO_DIRECTORY) => Some(RemoteError::new(
+            team,
+            remote,
+            Failure::NoDirectory,
+            &said("iris: no directory"),
+        )),
+        Some(EXIT_NO_CLAUDE) => Some(RemoteError::new(
+            team,
+            remote,
+            Failure::NoClaude,
+            &said("iris: claude executable"),
+        )),
+        Some(255) => Some(RemoteError::new(
+            team,
+            remote,
+            classify(stderr),
+            &tail(stderr),
+        )),
+        _ => None,
+    }
+}
+
+/// A live connection to a host: the master's control socket and the reverse tunnel's port
+/// on the host's loopback (`None` without `enableReverseMcp`, or when Iris serves no HTTP).
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// `-S <socket>` for every session through the master.
+    pub socket: PathBuf,
+    /// The tunnel's port on the host.
+    pub tunnel: Option<u16>,
+    /// The master's pid.
+    pub master: u32,
+}
+
+/// `ssh` arguments for a session to `remote`'s host running `command` there: through
+/// `link`'s master (`-S`, `ControlMaster=no`), or on a connection of its own without one;
+/// then the options, the host, the command.
+#[must_use]
+pub fn session_args(remote: &RemoteConfig, link: Option<&Link>, command: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(link) = link {
+        args.extend([
+            "-S".to_owned(),
+            link.socket.display().to_string(),
+            "-o".to_owned(),
+            "ControlMaster=no".to_owned(),
+        ]);
+    }
+    args.extend(ssh_options(remote));
+    args.push(remote.host.clone());
+    args.push(command.to_owned());
+    args
+}
+
+/// The control masters of this Iris, one per distinct way of reaching a host (its `remote`
+/// words, `remoteOptions`, and the tunnel asked for). Teams that reach a host the same way
+/// share one master and one tunnel (call-backs are told apart by their URL's token).
+pub struct Remotes {
+    dir: PathBuf,
+    guard: Option<Guard>,
+    masters: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+}
+
+impl std::fmt::Debug for Remotes {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Remotes")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the control sockets of `iris_home` live.
+#[must_use]
+pub fn socket_dir(iris_home: &Path) -> PathBuf {
+    iris_home.join("run").join("ssh")
+}
+
+/// The longest control socket path ssh can use: `sun_path` holds 108 bytes, and ssh binds
+/// a temporary name 17 bytes longer first.
+const MAX_SOCKET_PATH: usize = 108 - 18;
+
+impl Remotes {
+    /// Masters under `iris_home/run/ssh`, registered with `guard` (if any).
+    #[must_use]
+    pub fn new(iris_home: &Path, guard: Option<Guard>) -> Self {
+        Self {
+            dir: socket_dir(iris_home),
+            guard,
+            masters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key of a way to reach a host; also the socket's file name.
+    fn key(remote: &RemoteConfig, target: Option<u16>) -> String {
+        // FNV-1a over everything that makes the connection what it is.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for byte in bytes {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            hash ^= 0xff;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        };
+        for word in ssh_options(remote) {
+            feed(word.as_bytes());
+        }
+        feed(remote.host.as_bytes());
+        if remote.reverse_mcp {
+            feed(format!("{:?}->{target:?}", remote.reverse_mcp_port).as_bytes());
+        }
+        format!("{hash:016x}")
+    }
+
+    /// A live link to `team`'s host, starting (or replacing a dead) master if needed, with
+    /// a tunnel to Iris's port `iris_port` when the team wants one and Iris serves HTTP.
+    ///
+    /// # Errors
+    /// [`RemoteError`] naming what failed: the host is unknown, refuses, times out, refuses
+    /// the keys, has another host key, or the tunnel cannot be opened.
+    pub async fn link(
+        &self,
+        team: &TeamConfig,
+        remote: &RemoteConfig,
+        iris_port: Option<u16>,
+    ) -> Result<Link, RemoteError> {
+        let target = iris_port.filter(|_| remote.reverse_mcp);
+        let key = Self::key(remote, target);
+        let slot = {
+            let mut masters = self
+                .masters
+                .lock()
+                .map_err(|_| RemoteError::new(team, remote, Failure::Other, "lock poisoned"))?;
+            masters.entry(key.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(link) = slot.as_ref() {
+            // Alive and still listening: a master whose connection just dropped stops
+            // listening before it exits, and a session through a socket that refuses would
+            // quietly connect on its own instead (no tunnel).
+            if crate::process::running(link.master)
+                && std::os::unix::net::UnixStream::connect(&link.socket).is_ok()
+            {
+                return Ok(link.clone());
+            }
+            tracing::warn!(team = %team.name, host = %remote.host, pid = link.master, "the ssh connection to the host ended; connecting again");
+            self.forget(link);
+            *slot = None;
+        }
+        let link = self.start(team, remote, &key, target).await?;
+        *slot = Some(link.clone());
+        Ok(link)
+    }
+
+    fn forget(&self, link: &Link) {
+        crate::process::reap_group(link.master);
+        if let Some(guard) = &self.guard {
+            guard.forget(link.master);
+        }
+    }
+
+    async fn start(
+        &self,
+        team: &TeamConfig,
+        remote: &RemoteConfig,
+        key: &str,
+        target: Option<u16>,
+    ) -> Result<Link, RemoteError> {
+        let fail = |failure: Failure, detail: &str| RemoteError::new(team, remote, failure, detail);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|error| {
+                fail(
+                    Failure::Other,
+                    &format!("cannot make {}: {error}", self.dir.display()),
+                )
+            })?;
+        let socket = self.dir.join(key);
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(fail(
+                Failure::Other,
+                &format!(
+                    "the control socket path {} is too long for a Unix socket; use a shorter IRIS_HOME",
+                    socket.display()
+                ),
+            ));
+        }
+        if socket.exists() {
+            // Left by an Iris that did not stop cleanly: end its master if one still answers,
+            // and start afresh.
+            let exit = self.control(remote, &socket, &["-O", "exit"]).await;
+            tracing::info!(socket = %socket.display(), answered = exit.as_ref().is_ok_and(|output| output.status.success()), "replacing a stale ssh control socket");
+            let _ = std::fs::remove_file(&socket);
+        }
+        let log = self.dir.join(format!("{key}.log"));
+        let stderr = std::fs::File::create(&log).map_err(|error| {
+            fail(
+                Failure::Other,
+                &format!("cannot write {}: {error}", log.display()),
+            )
+        })?;
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .args(["-f", "-N", "-M", "-S"])
+            .arg(&socket)
+            .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
+            .args(ssh_options(remote))
+            .arg(&remote.host)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let deadline = remote.connect_timeout + Duration::from_secs(30);
+        let started = std::time::Instant::now();
+        let status = match tokio::time::timeout(deadline, command.status()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(error)) => return Err(fail(Failure::NoSsh, &error.to_string())),
+            Err(_) => {
+                return Err(fail(
+                    Failure::Timeout,
+                    &format!("ssh did not finish connecting within {deadline:?}"),
+                ));
+            }
+        };
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if !status.success() {
+            let _ = std::fs::remove_file(&socket);
+            return Err(fail(classify(&said), &tail(&said)));
+        }
+        let check = self
+            .control(remote, &socket, &["-O", "check"])
+            .await
+            .map_err(|error| fail(Failure::Other, &error))?;
+        let answer = String::from_utf8_lossy(&check.stderr);
+        let Some(master) = answer
+            .split("pid=")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+        else {
+            return Err(fail(
+                Failure::Other,
+                &format!("the control master did not answer: {}", answer.trim()),
+            ));
+        };
+        // The master leads its own session (ssh -f daemonizes): its group is its pid.
+        if let Some(guard) = &self.guard {
+            guard.watch(master);
+        }
+        let mut link = Link {
+            socket,
+            tunnel: None,
+            master,
+        };
+        if let Some(iris_port) = target {
+            let forward = format!(
+                "{}:127.0.0.1:{iris_port}",
+                remote.reverse_mcp_port.unwrap_or(0)
+            );
+            let output = self
+                .control(remote, &link.socket, &["-O", "forward", "-R", &forward])
+                .await
+                .map_err(|error| fail(Failure::Tunnel, &error))?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() {
+                self.end(&link).await;
+                return Err(fail(Failure::Tunnel, &tail(&stderr)));
+            }
+            let allocated = String::from_utf8_lossy(&output.stdout).trim().parse().ok();
+            link.tunnel = remote.reverse_mcp_port.or(allocated);
+            if link.tunnel.is_none() {
+                self.end(&link).await;
+                return Err(fail(
+                    Failure::Tunnel,
+                    "ssh did not say which port the host allocated",
+                ));
+            }
+        }
+        tracing::info!(team = %team.name, host = %remote.host, master, tunnel = ?link.tunnel, connect_ms = started.elapsed().as_millis(), "ssh connection to the host ready");
+        Ok(link)
+    }
+
+    /// Runs `ssh -S socket <args> host` (a control command to the master).
+    async fn control(
+        &self,
+        remote: &RemoteConfig,
+        socket: &Path,
+        args: &[&str],
+    ) -> Result<std::process::Output, String> {
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .arg("-S")
+            .arg(socket)
+            .args(args)
+            .args(ssh_options(remote))
+            .arg(&remote.host)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(Duration::from_secs(20), command.output()).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => Err(format!("cannot run ssh: {error}")),
+            Err(_) => Err("the control master did not answer within 20 s".to_owned()),
+        }
+    }
+
+    /// Runs `script` on `team`'s host through its master (started if needed), with a time
+    /// limit; returns its exit code and output.
+    ///
+    /// # Errors
+    /// [`RemoteError`] when the host cannot be reached or the script does not finish in time.
+    pub async fn run(
+        &self,
+        team: &TeamConfig,
+        remote: &RemoteConfig,
+        iris_port: Option<u16>,
+        script: &str,
+        limit: Duration,
+    ) -> Result<std::process::Output, RemoteError> {
+        let link = self.link(team, remote, iris_port).await?;
+        let mut command = tokio::process::Command::new("ssh");
+        command
+            .args(session_args(
+                remote,
+                Some(&link),
+                &format!("sh -c {}", quote(script)),
+            ))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(limit, command.output()).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => Err(RemoteError::new(
+                team,
+                remote,
+                Failure::NoSsh,
+                &error.to_string(),
+            )),
+            Err(_) => Err(RemoteError::new(
+                team,
+                remote,
+                Failure::Timeout,
+                &format!("the command did not finish within {limit:?}"),
+            )),
+        }
+    }
+
+    /// Ends a master: `SIGTERM` (ssh removes its socket and closes the connection), then
+    /// `SIGKILL` for what is left after a grace.
+    async fn end(&self, link: &Link) {
+        crate::process::terminate_group(link.master, Duration::from_secs(2)).await;
+        self.forget(link);
+        let _ = std::fs::remove_file(&link.socket);
+    }
+
+    /// Ends every master (Iris is stopping; its agents are already stopped).
+    pub async fn close(&self) {
+        let slots: Vec<_> = self
+            .masters
+            .lock()
+            .map(|mut masters| masters.drain().map(|(_, slot)| slot).collect())
+            .unwrap_or_default();
+        for slot in slots {
+            if let Some(link) = slot.lock().await.take() {
+                self.end(&link).await;
+            }
+        }
+    }
+
+    /// The live masters: pid and socket.
+    #[must_use]
+    pub fn masters(&self) -> Vec<Link> {
+        let slots: Vec<_> = self
+            .masters
+            .lock()
+            .map(|masters| masters.values().cloned().collect())
+            .unwrap_or_default();
+        slots
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok().and_then(|link| link.clone()))
+            .collect()
+    }
+}
+
+/// A shell script that deletes the transcript of `session` on the host (found by its name
+/// under the agent's claude directory: `CLAUDE_CONFIG_DIR`, else `$HOME/.claude`, the team's
+/// `env` first) and prints the path it deleted.
+#[must_use]
+pub fn delete_transcript_script(team: &TeamConfig, session: uuid::Uuid) -> String {
+    let mut script = String::new();
+    for name in ["HOME", "CLAUDE_CONFIG_DIR"] {
+        if let Some(value) = team.env.get(name) {
+            let _ = writeln!(script, "export {name}={}", quote(value));
+        }
+    }
+    let _ = write!(
+        script,
+        "for f in \"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}\"/projects/*/{session}.jsonl; do \
+         [ -f \"$f\" ] && rm -f \"$f\" && printf '%s\\n' \"$f\"; done; exit 0"
+    );
+    script
+}
+
+/// What `iris doctor` found on a remote team's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The team directory's real path there, if it exists.
+    pub directory: Option<String>,
+    /// Where the claude executable is there, if found.
+    pub claude: Option<String>,
+    /// What `claude --version` printed.
+    pub version: Option<String>,
+}
+
+/// Connects to `team`'s host directly (no master: `iris doctor` runs without Iris) and
+/// looks at the team's directory and claude executable there.
+///
+/// # Errors
+/// [`RemoteError`] when the host cannot be reached (each failure named).
+pub async fn probe(team: &TeamConfig, remote: &RemoteConfig) -> Result<Probe, RemoteError> {
+    let path = shell::path_word(&team.path.to_string_lossy());
+    let program = shell::path_word(team.claude_path.as_deref().unwrap_or("claude"));
+    let mut script = String::new();
+    for (name, value) in &team.env {
+        if shell::is_variable_name(name) {
+            let _ = writeln!(script, "export {name}={}", quote(value));
+        }
+    }
+    let _ = write!(
+        script,
+        "if cd {path} 2>/dev/null; then printf 'dir=%s\\n' \"$(pwd -P)\"; else echo dir=; fi; \
+         if p=$(command -v {program} 2>/dev/null); then printf 'claude=%s\\n' \"$p\"; \
+         printf 'version=%s\\n' \"$({program} --version 2>&1 | head -n 1)\"; else echo claude=; fi"
+    );
+    let mut command = tokio::process::Command::new("ssh");
+    command
+        .args(ssh_options(remote))
+        .arg(&remote.host)
+        .arg(format!("sh -c {}", quote(&script)))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let limit = remote.connect_timeout + Duration::from_secs(30);
+    let output = match tokio::time::timeout(limit, command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => {
+            return Err(RemoteError::new(
+                team,
+                remote,
+                Failure::NoSsh,
+                &error.to_string(),
+            ));
+        }
+        Err(_) => {
+            return Err(RemoteError::new(
+                team,
+                remote,
+                Failure::Timeout,
+                &format!("no answer within {limit:?}"),
+            ));
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(255) {
+        return Err(RemoteError::new(
+            team,
+            remote,
+            classify(&stderr),
+            &tail(&stderr),
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    Ok(Probe {
+        directory: field("dir"),
+        claude: field("claude"),
+        version: field("version"),
+    })
+}
+
+/// The argument vector (after `ssh`) that opens a pair's conversation on `team`'s host in
+/// a terminal: `-t`, the options of `remote`, the host, and `cd <path> && <claude> <args>`.
+#[must_use]
+pub fn fork_args(
+    team: &TeamConfig,
+    remote: &RemoteConfig,
+    program: &str,
+    args: &[String],
+) -> Vec<String> {
+    let mut words = vec!["-t".to_owned()];
+    let host_at = remote.ssh_args.len().saturating_sub(1);
+    words.extend(remote.ssh_args[..host_at].iter().cloned());
+    if let Some(port) = remote.port {
+        words.push("-p".to_owned());
+        words.push(port.to_string());
+    }
+    if let Some(identity) = &remote.identity {
+        words.push("-i".to_owned());
+        words.push(identity.display().to_string());
+    }
+    words.extend(remote.extra_ssh_args.iter().cloned());
+    words.push(remote.host.clone());
+    let mut line = format!(
+        "cd {} && {}",
+        shell::path_word(&team.path.to_string_lossy()),
+        shell::path_word(program)
+    );
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    words.push(line);
+    words
+}
+
+#[cfg(test)]
+mod tests;
