@@ -129,6 +129,9 @@ async fn a_remote_team_answers_keeps_its_history_and_resumes_after_a_restart() {
         std::fs::read_link(format!("/proc/{claude}/cwd")).unwrap(),
         dir
     );
+    // The control socket lives in a directory only this user can enter.
+    let sockets = world.dir.path().join("iris/run/ssh");
+    assert_eq!(mode(&sockets), 0o700);
     let config = remote_mcp_config(&sshd).expect("the agent's MCP config on the host");
     assert_eq!(mode(&config), 0o600);
     assert_eq!(mode(config.parent().unwrap()), 0o700);
@@ -365,7 +368,10 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
     let failed = failed.expect("the turn ended");
     assert_eq!(failed.state, MessageState::Failed, "{failed:?}");
     let error = failed.error.clone().unwrap_or_default();
-    assert_contains(&error, "far");
+    // ssh's own words, and whose turn it was.
+    assert_contains(&error, "home->far");
+    assert_contains(&error, "exited during the turn");
+    assert_contains(&error, "the ssh connection to iris-test-remote ended");
     wait_for("no process left on the host", || {
         sshd.remote_processes().is_empty()
     })
@@ -553,4 +559,89 @@ fn doctor_checks_each_remote_team() {
     for team in ["unknown", "refused", "nokey", "changed"] {
         assert_contains(&line(team), &format!("team '{team}' on "));
     }
+}
+
+/// A host Iris cannot use fails the message at once (not after `spawnTimeout`), with an
+/// error naming the team, the host and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_host_fails_the_message_at_once_with_what_to_do() {
+    let sshd = Sshd::start();
+    let mut world = RealWorld::new().await;
+    // A failure found by waiting would take this long and say so.
+    world.config.settings.spawn_timeout = std::time::Duration::from_secs(600);
+    std::fs::create_dir_all(sshd.remote_home().join("proj")).unwrap();
+    let proj = sshd.remote_home().join("proj").display().to_string();
+    let config = common::sshd::shell_quote(&sshd.ssh_config_path().display().to_string());
+    let no_key = common::sshd::shell_quote(
+        &sshd
+            .ssh_config_with(&sshd.known_hosts_path(), &sshd.unauthorized_client_key())
+            .display()
+            .to_string(),
+    );
+    let wrong_key = common::sshd::shell_quote(
+        &sshd
+            .ssh_config_with(&sshd.known_hosts_with_wrong_key(), &sshd.client_key_path())
+            .display()
+            .to_string(),
+    );
+    let refused = common::sshd::unused_port();
+    let cases = [
+        (
+            "refused",
+            format!("ssh -F {config} -p {refused} iris-test-remote"),
+            proj.clone(),
+            "the connection was refused",
+        ),
+        (
+            "nokey",
+            format!("ssh -F {no_key} iris-test-remote"),
+            proj.clone(),
+            "the host refused our keys",
+        ),
+        (
+            "changed",
+            format!("ssh -F {wrong_key} iris-test-remote"),
+            proj.clone(),
+            "does not match the one in known_hosts",
+        ),
+        (
+            "unknown",
+            format!("ssh -F {config} no-such-host.invalid"),
+            proj.clone(),
+            "the host name does not resolve",
+        ),
+        (
+            "nodir",
+            format!("ssh -F {config} iris-test-remote"),
+            "~/not-there".to_owned(),
+            "the team's directory is not there (iris: no directory ~/not-there on iris-test-remote (teams.nodir.path))",
+        ),
+        (
+            "noclaude",
+            format!("ssh -F {config} iris-test-remote"),
+            proj.clone(),
+            "the claude executable was not found (iris: claude executable /no/such/claude not found on iris-test-remote",
+        ),
+    ];
+    for (name, remote, dir, _) in &cases {
+        let team = world.remote_team(name, remote, dir);
+        if *name == "noclaude" {
+            team.claude_path = Some("/no/such/claude".to_owned());
+        }
+    }
+    let pool = world.pool().await;
+    for (name, _, _, expected) in &cases {
+        let pair = pool.pair("home", name).unwrap();
+        let error = pool
+            .send(&pair, "hello".to_owned())
+            .await
+            .expect_err("the host cannot be used")
+            .to_string();
+        assert_contains(&error, &format!("team '{name}' on "));
+        assert_contains(&error, expected);
+        // Found from what ssh or the host said, not by waiting out spawnTimeout.
+        assert!(!error.contains("spawnTimeout"), "{error}");
+    }
+    pool.shutdown().await;
+    assert!(sshd.remote_processes().is_empty());
 }

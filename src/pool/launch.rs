@@ -378,6 +378,66 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_agent_runs_ssh_with_its_environment_on_stdin() {
+        use crate::config::{GrantPermission, RemoteConfig};
+        let mut config = Config::defaults(PathBuf::from("/iris-home"));
+        config.settings.claude_path = Some("/local/only/claude".to_owned());
+        let name = TeamName::new("far").expect("name");
+        let mut team = TeamConfig::new(name.clone(), PathBuf::from("~/my app"));
+        team.grant_permission = GrantPermission::Yes;
+        team.remote = Some(RemoteConfig::new("box"));
+        team.env
+            .insert("API_KEY".to_owned(), "s3cret value".to_owned());
+        let pair = Pair::new(TeamName::new("home").expect("name"), name);
+        let link = Link {
+            socket: PathBuf::from("/iris-home/run/ssh/00"),
+            tunnel: Some(4000),
+            master: 7,
+        };
+        let spec = agent_spec(
+            &config,
+            &team,
+            &pair,
+            &Launch {
+                session: Uuid::nil(),
+                mode: SessionMode::New,
+                cost_baseline: 0.0,
+                agent_key: "key-1",
+                mcp_config: Some(Path::new("/iris-home/run/agents/home@far.json")),
+                rules: fixed_rules(&config, &team),
+                always: None,
+                link: Some(&link),
+                remote_mcp_config: Some("{\"mcpServers\":{}}".to_owned()),
+            },
+        );
+        assert_eq!(spec.program, "ssh");
+        assert_eq!(&spec.args[..2], ["-S", "/iris-home/run/ssh/00"]);
+        let command = spec.args.last().expect("the remote command");
+        assert!(command.starts_with("exec sh -c "), "{command}");
+        // `settings.claudePath` is this machine's: the host's PATH is used instead.
+        assert!(command.contains("command -v claude"), "{command}");
+        assert!(command.contains("--session-id=00000000-0000-0000-0000-000000000000"));
+        // Nothing secret or local on the command line: the local config file is not passed
+        // (the wrapper gets the tunnel's config on stdin), nor the environment.
+        assert!(!command.contains("/iris-home/run/agents"), "{command}");
+        assert!(!spec.args.iter().any(|arg| arg.contains("s3cret")));
+        assert_eq!(
+            spec.env,
+            [("IRIS_AGENT_KEY".to_owned(), "key-1".to_owned())]
+        );
+        assert_eq!(spec.local_dir.as_deref(), Some(Path::new("/iris-home")));
+        assert_eq!(spec.cwd, Path::new("~/my app"));
+        let preamble = spec.stdin_preamble.expect("a preamble");
+        let mut lines = preamble.lines();
+        assert_eq!(lines.next(), Some("{\"mcpServers\":{}}"));
+        let rest: Vec<&str> = lines.collect();
+        assert!(rest.contains(&"API_KEY=s3cret value"), "{rest:?}");
+        assert!(rest.contains(&"IRIS_TEAM=far"), "{rest:?}");
+        assert!(rest.contains(&"IRIS_AGENT_KEY=key-1"), "{rest:?}");
+        assert_eq!(rest.last(), Some(&"."));
+    }
+
+    #[test]
     fn fork_command_is_quoted_for_the_shell() {
         let command = ForkCommand {
             cwd: PathBuf::from("/srv/it's here"),

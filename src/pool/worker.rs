@@ -491,6 +491,7 @@ impl Worker {
                     if self.session_id() == turn_session {
                         self.mark_resumable(true).await;
                     }
+                    let error = self.say_connection_dropped(error);
                     self.pool.emit(PoolEvent::TurnFailed {
                         pair: self.pair.clone(),
                         error: error.to_string(),
@@ -504,6 +505,34 @@ impl Worker {
                     );
                 }
             }
+        }
+    }
+
+    /// For a remote team, a turn ended by ssh itself (exit 255: the connection or its master
+    /// went away) says so, naming the host: a multiplexed session often ends without a word.
+    fn say_connection_dropped(&self, error: TurnError) -> TurnError {
+        let config = self.pool.config();
+        let Some(remote) = config
+            .team(self.pair.target.as_str())
+            .and_then(|team| team.remote.as_ref())
+        else {
+            return error;
+        };
+        match error {
+            TurnError::Exited { mut exit, partial } if exit.code == Some(255) => {
+                let said = exit.stderr_tail.trim();
+                exit.stderr_tail = format!(
+                    "the ssh connection to {} ended{}; the next message connects again",
+                    remote.host,
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({said})")
+                    }
+                );
+                TurnError::Exited { exit, partial }
+            }
+            other => other,
         }
     }
 
