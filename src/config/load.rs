@@ -1398,6 +1398,15 @@ impl Loader<'_> {
                         entry.key
                     ),
                 );
+            } else if entry.key.starts_with(crate::remote::WRAPPER_PREFIX) {
+                self.problem(
+                    &var_key,
+                    entry.position,
+                    format!(
+                        "names starting with {:?} are reserved for the wrapper that runs a remote team's agent",
+                        crate::remote::WRAPPER_PREFIX
+                    ),
+                );
             }
             if matches!(entry.value.kind, Kind::Null) {
                 self.problem(

@@ -1397,6 +1397,7 @@ teams:
     color: "#12345"
     env:
       1BAD: x
+      __iris_d: /
       EMPTY:
       LIST: [1]
 "##;
@@ -1406,6 +1407,7 @@ teams:
             "teams.a.permissionMode: expected one of default, acceptEdits, plan, dontAsk, bypassPermissions, manual, auto, got \"acceptEdit\"; did you mean 'acceptEdits'?",
             "teams.a.color: expected a color like \"#336699\" (#rrggbb), got \"#12345\"",
             "teams.a.env.1BAD: invalid environment variable name \"1BAD\" (use letters, digits and '_', not starting with a digit)",
+            "teams.a.env.__iris_d: names starting with \"__iris_\" are reserved for the wrapper that runs a remote team's agent",
             "teams.a.env.EMPTY: expected a value, got nothing (write \"\" for an empty value)",
             "teams.a.env.LIST: expected a string, number or boolean, got a list",
         ]

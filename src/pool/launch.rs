@@ -127,7 +127,10 @@ pub fn agent_spec(
             let local_env = vec![(AGENT_KEY_VARIABLE.to_owned(), launch.agent_key.to_owned())];
             let remote_env: Vec<(String, String)> = env
                 .into_iter()
-                .filter(|(name, _)| remote::shell::is_variable_name(name))
+                .filter(|(name, _)| {
+                    remote::shell::is_variable_name(name)
+                        && !name.starts_with(remote::WRAPPER_PREFIX)
+                })
                 .collect();
             let preamble = remote::preamble(&RemoteAgent {
                 program: &program,

@@ -43,6 +43,15 @@ const EXIT_NO_PREAMBLE: i32 = 95;
 /// The line that ends the environment the wrapper reads from its stdin.
 const PREAMBLE_END: &str = ".";
 
+/// The host name a session through a master gives for a connection of its own, which it
+/// must never make (see [`session_args`]).
+const NO_MASTER_HOST: &str = "iris-control-master-gone.invalid";
+
+/// The prefix of the wrapper's own shell variables: an environment variable of the team
+/// with this prefix could overwrite them, so none is passed (the config loader refuses
+/// them).
+pub const WRAPPER_PREFIX: &str = "__iris_";
+
 /// What went wrong reaching a remote team's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -62,12 +71,14 @@ pub enum Failure {
     NoSsh,
     /// The reverse tunnel could not be opened on the host.
     Tunnel,
+    /// The control master went away as a session was starting through it.
+    MasterGone,
+    /// The host's sshd refused another session on the connection (`MaxSessions`).
+    TooManySessions,
     /// The team's directory is missing on the host.
     NoDirectory,
     /// The claude executable is missing on the host.
     NoClaude,
-    /// The claude executable on the host is older than Iris supports.
-    OldClaude,
     /// Anything else ssh reported.
     Other,
 }
@@ -133,9 +144,12 @@ impl RemoteError {
                 "the claude executable was not found ({detail}); install Claude Code on {host}, or set teams.{}.claudePath to its full path there (a non-interactive ssh session may not read the PATH your login shell sets)",
                 self.team
             ),
-            Failure::OldClaude => {
-                format!("the claude executable is too old ({detail}); update Claude Code on {host}")
-            }
+            Failure::MasterGone => format!(
+                "the shared ssh connection to the host (its control master) went away as the agent was starting ({detail}); the next message connects again"
+            ),
+            Failure::TooManySessions => format!(
+                "the host's sshd refused another session on Iris's connection ({detail}); sshd allows MaxSessions (default 10) per connection: raise MaxSessions in {host}'s sshd_config, or lower settings.maxProcesses"
+            ),
             Failure::Other => format!("ssh failed: {detail}"),
         }
     }
@@ -144,7 +158,14 @@ impl RemoteError {
 /// Classifies what `ssh` wrote to stderr when it exited with 255.
 fn classify(stderr: &str) -> Failure {
     let text = stderr.to_ascii_lowercase();
-    if text.contains("could not resolve hostname") || text.contains("name or service not known") {
+    if text.contains(NO_MASTER_HOST) {
+        Failure::MasterGone
+    } else if text.contains("session open refused") || text.contains("administratively prohibited")
+    {
+        Failure::TooManySessions
+    } else if text.contains("could not resolve hostname")
+        || text.contains("name or service not known")
+    {
         Failure::UnknownHost
     } else if text.contains("connection refused") {
         Failure::Refused
@@ -281,17 +302,19 @@ pub fn agent_script(team: &TeamConfig, program: &str, args: &[String]) -> String
     let mut script = String::new();
     let _ = write!(
         script,
-        "cd {path} 2>/dev/null || {{ echo {no_directory} >&2; exit {EXIT_NO_DIRECTORY}; }}\n\
+        "IFS= read -r {V}m || exit {EXIT_NO_PREAMBLE}\n\
+         while IFS= read -r {V}l && [ \"${V}l\" != {PREAMBLE_END} ]; do {V}v=$(printf \"${{{V}l#*=}}x\"); export \"${{{V}l%%=*}}=${{{V}v%x}}\"; done\n\
+         cd {path} 2>/dev/null || {{ echo {no_directory} >&2; exit {EXIT_NO_DIRECTORY}; }}\n\
          command -v {program_word} >/dev/null 2>&1 || {{ echo {no_claude} >&2; exit {EXIT_NO_CLAUDE}; }}\n\
          umask 077\n\
-         d=$(mktemp -d \"${{TMPDIR:-/tmp}}/iris-agent.XXXXXXXX\") || exit {EXIT_NO_TEMP}\n\
-         trap 'rm -rf \"$d\"' EXIT\n\
-         trap 's=$(cat \"$d/status\" 2>/dev/null); exit \"${{s:-143}}\"' TERM HUP INT\n\
-         IFS= read -r m || exit {EXIT_NO_PREAMBLE}\n\
-         while IFS= read -r l && [ \"$l\" != {PREAMBLE_END} ]; do v=$(printf \"${{l#*=}}x\"); export \"${{l%%=*}}=${{v%x}}\"; done\n\
+         {V}d=$(mktemp -d \"${{TMPDIR:-/tmp}}/iris-agent.XXXXXXXX\") || exit {EXIT_NO_TEMP}\n\
+         trap 'rm -rf \"${V}d\"' EXIT\n\
+         trap '{V}s=$(cat \"${V}d/status\" 2>/dev/null); exit \"${{{V}s:-143}}\"' TERM HUP INT\n\
          set --\n\
-         if [ -n \"$m\" ]; then printf '%s\\n' \"$m\" > \"$d/mcp.json\"; set -- --mcp-config=\"$d/mcp.json\"; fi\n\
-         (cat; kill -TERM 0) | {{ {command} \"$@\"; echo $? > \"$d/status\"; kill -TERM 0; }}\n"
+         if [ -n \"${V}m\" ]; then printf '%s\\n' \"${V}m\" > \"${V}d/mcp.json\"; set -- --mcp-config=\"${V}d/mcp.json\"; fi\n\
+         unset {V}m {V}l {V}v\n\
+         (cat; kill -TERM 0) | {{ {command} \"$@\"; echo $? > \"${V}d/status\"; kill -TERM 0; }}\n",
+        V = WRAPPER_PREFIX
     );
     script
 }
@@ -319,27 +342,19 @@ pub fn wrapper_failure(
     code: Option<i32>,
     stderr: &str,
 ) -> Option<RemoteError> {
+    // The wrapper's own line, not an agent that happened to exit with the same code.
     let said = |prefix: &str| {
         stderr
             .lines()
             .rev()
             .find(|line| line.starts_with(prefix))
-            .unwrap_or(stderr)
-            .to_owned()
+            .map(str::to_owned)
     };
     match code {
-        Some(EXIT_NO_DIRECTORY) => Some(RemoteError::new(
-            team,
-            remote,
-            Failure::NoDirectory,
-            &said("iris: no directory"),
-        )),
-        Some(EXIT_NO_CLAUDE) => Some(RemoteError::new(
-            team,
-            remote,
-            Failure::NoClaude,
-            &said("iris: claude executable"),
-        )),
+        Some(EXIT_NO_DIRECTORY) => said("iris: no directory")
+            .map(|line| RemoteError::new(team, remote, Failure::NoDirectory, &line)),
+        Some(EXIT_NO_CLAUDE) => said("iris: claude executable")
+            .map(|line| RemoteError::new(team, remote, Failure::NoClaude, &line)),
         Some(255) => Some(RemoteError::new(
             team,
             remote,
@@ -374,6 +389,11 @@ pub fn session_args(remote: &RemoteConfig, link: Option<&Link>, command: &str) -
             link.socket.display().to_string(),
             "-o".to_owned(),
             "ControlMaster=no".to_owned(),
+            // A session through the master never uses the host name (the master's
+            // connection is made); if the master is gone, ssh would quietly connect on its
+            // own, without the tunnel: this name makes that fail instead.
+            "-o".to_owned(),
+            format!("HostName={NO_MASTER_HOST}"),
         ]);
     }
     args.extend(ssh_options(remote));

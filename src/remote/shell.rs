@@ -22,6 +22,10 @@ pub fn quote(text: &str) -> String {
 /// nothing) unquoted so that the host expands it to a home directory there.
 #[must_use]
 pub fn path_word(path: &str) -> String {
+    if path.starts_with('-') {
+        // Not an option of `cd` or `command`: the same relative path.
+        return quote(&format!("./{path}"));
+    }
     let Some(rest) = path.strip_prefix('~') else {
         return quote(path);
     };
@@ -151,6 +155,8 @@ mod tests {
             ("/abs/~/x", "/abs/~/x"),
             ("~user's/x", "~user's/x"),
             ("~ x", "~ x"),
+            ("-L", "./-L"),
+            ("-", "./-"),
         ];
         for (path, expanded) in table {
             assert_eq!(

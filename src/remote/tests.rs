@@ -91,6 +91,17 @@ impl Run {
         }
     }
 
+    /// Sends an empty preamble and waits for the end.
+    fn ended(mut self) -> (Option<i32>, String) {
+        self.write(&preamble(&RemoteAgent {
+            program: "",
+            args: &[],
+            env: &[],
+            mcp_config: None,
+        }));
+        self.wait()
+    }
+
     fn wait(mut self) -> (Option<i32>, String) {
         drop(self.child.stdin.take());
         let output = self.child.wait_with_output().expect("wait");
@@ -167,6 +178,41 @@ fn the_wrapper_runs_the_agent_in_a_hostile_directory_with_its_environment_from_s
 }
 
 #[test]
+fn the_environment_applies_before_the_directory_and_claude_are_looked_up() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let bin = root.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let claude = fake_claude(&bin);
+    let home = root.path().join("elsewhere");
+    std::fs::create_dir_all(home.join("proj")).expect("mkdir");
+    // `~/proj` under the team's HOME, and claude found on the team's PATH, as `iris doctor`
+    // looks them up.
+    let team = team("~/proj");
+    let name = claude
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let mut run = Run::start(&team, &name, &[]);
+    let env = vec![
+        ("HOME".to_owned(), home.display().to_string()),
+        (
+            "PATH".to_owned(),
+            format!("{}:/usr/bin:/bin", bin.display()),
+        ),
+    ];
+    run.write(&preamble(&RemoteAgent {
+        program: "",
+        args: &[],
+        env: &env,
+        mcp_config: None,
+    }));
+    assert_eq!(run.expect("pwd="), home.join("proj").display().to_string());
+    let (code, _) = run.wait();
+    assert_eq!(code, Some(143));
+}
+
+#[test]
 fn the_agent_ending_by_itself_ends_the_wrapper_with_its_status() {
     let root = tempfile::tempdir().expect("tempdir");
     let claude = fake_claude(root.path());
@@ -200,7 +246,7 @@ fn a_missing_directory_or_claude_is_said_with_its_own_exit_code() {
     let root = tempfile::tempdir().expect("tempdir");
     let claude = fake_claude(root.path());
     let missing = team(&root.path().join("nope").to_string_lossy());
-    let (code, stderr) = Run::start(&missing, &claude.to_string_lossy(), &[]).wait();
+    let (code, stderr) = Run::start(&missing, &claude.to_string_lossy(), &[]).ended();
     assert_eq!(code, Some(EXIT_NO_DIRECTORY));
     let error = wrapper_failure(
         &missing,
@@ -220,7 +266,7 @@ fn a_missing_directory_or_claude_is_said_with_its_own_exit_code() {
     assert!(text.contains("teams.far.path"), "{text}");
 
     let here = team(&root.path().to_string_lossy());
-    let (code, stderr) = Run::start(&here, "/no/such/claude", &[]).wait();
+    let (code, stderr) = Run::start(&here, "/no/such/claude", &[]).ended();
     assert_eq!(code, Some(EXIT_NO_CLAUDE));
     let error = wrapper_failure(&here, here.remote.as_ref().expect("remote"), code, &stderr)
         .expect("classified");
@@ -267,6 +313,14 @@ fn ssh_errors_are_classified() {
         (
             "kex_exchange_identification: read: Connection reset by peer",
             Failure::Other,
+        ),
+        (
+            "Control socket connect(/h/run/ssh/00): Connection refused\nssh: Could not resolve hostname iris-control-master-gone.invalid: Name or service not known",
+            Failure::MasterGone,
+        ),
+        (
+            "mux_client_request_session: session request failed: Session open refused by peer",
+            Failure::TooManySessions,
         ),
     ];
     for (stderr, failure) in table {
