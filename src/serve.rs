@@ -184,6 +184,34 @@ pub async fn serve(
     }
     let pool = start_pool(config, Some(callback_base(local))).await?;
     let _reload = crate::reload::watch_config(&pool);
+    // Remote teams' tunnels lead to a loopback listener that serves agent URLs only: a
+    // user of a remote host who finds a tunnel's port there reaches no tool, no status and
+    // no dashboard without an agent's token.
+    {
+        let tunnels = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        match tokio::net::TcpListener::bind(tunnels).await {
+            Ok(listener) => {
+                if let Ok(address) = listener.local_addr() {
+                    pool.set_tunnel_port(address.port());
+                }
+                tokio::spawn(serve_http(
+                    listener,
+                    pool.clone(),
+                    logs.clone(),
+                    shutdown.clone(),
+                    HttpAccess {
+                        require_token: false,
+                        callbacks_only: false,
+                        agents_only: true,
+                    },
+                ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for remote teams' tunnels; remote agents start without Iris's MCP server");
+                pool.set_tunnel_port(0);
+            }
+        }
+    }
     let iris_home = pool.config().iris_home.clone();
     let approver = crate::approver::ApproverFile {
         url: callback_base(local),
@@ -254,6 +282,7 @@ async fn serve_pool(
         let access = HttpAccess {
             require_token: !options.bind.is_loopback(),
             callbacks_only: false,
+            agents_only: false,
         };
         return serve_http(listener, pool.clone(), logs, shutdown.clone(), access)
             .await
@@ -275,6 +304,7 @@ async fn serve_pool(
     let callbacks = HttpAccess {
         require_token: false,
         callbacks_only: true,
+        agents_only: false,
     };
     tokio::spawn(serve_http(
         listener,

@@ -409,6 +409,7 @@ async fn a_server_that_requires_tokens_admits_only_proven_callers() {
         iris::mcp::HttpAccess {
             require_token: true,
             callbacks_only: false,
+            agents_only: false,
         },
     ));
     let url = format!("{base}/mcp");

@@ -283,6 +283,25 @@ async fn a_remote_agent_calls_back_through_the_tunnel_as_its_team() {
             .and_then(|rest| rest.split('/').next())
             .unwrap()
             .to_owned();
+        // What the tunnel reaches is agent URLs only: nothing else for whoever else on
+        // the host finds the port.
+        let http = reqwest::Client::new();
+        for path in [
+            "/mcp",
+            "/status",
+            "/",
+            "/metrics",
+            "/approvals",
+            "/mcp/s/not-a-token",
+        ] {
+            let status = http
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{path}");
+        }
         ports.push(port);
     }
     assert_eq!(ports.len(), 2);

@@ -41,7 +41,7 @@ pub fn router(
 ) -> Router {
     let mcp_pool = pool.clone();
     // The call-back listener of the in-process stdio server serves agents, not people.
-    let dashboard = (!access.callbacks_only)
+    let dashboard = (!access.callbacks_only && !access.agents_only)
         .then(|| crate::dashboard::routes(pool.clone(), logs.clone(), access.require_token));
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())

@@ -55,6 +55,9 @@ pub struct HttpAccess {
     /// Only agents' own URLs (and `/health`, `/status`, `/approvals`) are served: the
     /// call-back listener of `iris serve --stdio --in-process`.
     pub callbacks_only: bool,
+    /// Nothing but agents' own URLs (and `/health`): the listener remote teams' tunnels
+    /// lead to, which anyone on those hosts may reach.
+    pub agents_only: bool,
 }
 
 #[derive(Clone)]
@@ -118,6 +121,11 @@ fn identify(gate: &Gate, request: &Request) -> Result<Option<ProvenCaller>, Refu
     }
     let by_url = match path.strip_prefix(CALLBACK_PREFIX) {
         Some(token) => Some(agent_url(gate, token)?),
+        None if gate.access.agents_only => {
+            return Err(Refusal::NotFound(format!(
+                "{path}: this listener serves only the agents Iris started on remote hosts (their {CALLBACK_PREFIX}<token> URLs)"
+            )));
+        }
         // A person's approvals reach the stdio server's listener too (they carry the
         // approver token, checked by the routes), and so does `iris status`.
         None if gate.access.callbacks_only

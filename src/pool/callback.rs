@@ -29,6 +29,9 @@ pub(crate) struct Callbacks {
 struct State {
     /// `http://127.0.0.1:PORT`, once Iris listens; no call-back URL before.
     base: Option<String>,
+    /// The loopback port remote teams' tunnels lead to: a listener that serves agent URLs
+    /// only (`None`: the port of `base`, when that one serves nothing else).
+    tunnel_port: Option<u16>,
     by_token: HashMap<String, Pair>,
     by_pair: HashMap<Pair, String>,
 }
@@ -64,11 +67,19 @@ impl Callbacks {
         Some(format!("{base}{CALLBACK_PREFIX}{token}"))
     }
 
-    /// The port Iris serves HTTP on, once it does (the target of remote teams' tunnels).
-    pub(crate) fn port(&self) -> Option<u16> {
+    /// Where remote teams' tunnels lead on this machine's loopback, once Iris serves HTTP.
+    pub(crate) fn tunnel_port(&self) -> Option<u16> {
         let state = self.state.lock().ok()?;
         let base = state.base.as_deref()?;
-        base.rsplit_once(':')?.1.parse().ok()
+        state
+            .tunnel_port
+            .or_else(|| base.rsplit_once(':')?.1.parse().ok())
+    }
+
+    pub(crate) fn set_tunnel_port(&self, port: u16) {
+        if let Ok(mut state) = self.state.lock() {
+            state.tunnel_port = Some(port);
+        }
     }
 
     /// The agent URL of `pair` as seen through a tunnel ending at `port` on a remote

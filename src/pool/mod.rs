@@ -672,6 +672,14 @@ impl Pool {
         self.inner.callbacks.set_base(base);
     }
 
+    /// The loopback port of a listener that serves agent URLs only (`/mcp/s/<token>`):
+    /// remote teams' tunnels lead there, so whoever else can reach a tunnel's port on a
+    /// host finds nothing but the agent URLs, whose tokens it does not know. Without it
+    /// they lead to the call-back base's port.
+    pub fn set_tunnel_port(&self, port: u16) {
+        self.inner.callbacks.set_tunnel_port(port);
+    }
+
     /// The pair of the agent that holds the call-back `token` (the last segment of its
     /// `/mcp/s/<token>` URL; the agent's team is the pair's target); `None` for a token this
     /// Iris never gave out.
@@ -1066,7 +1074,7 @@ impl Pool {
                     .run(
                         team,
                         remote,
-                        self.inner.callbacks.port(),
+                        self.inner.callbacks.tunnel_port(),
                         &script,
                         Duration::from_secs(30),
                     )

@@ -867,7 +867,7 @@ impl Worker {
                 Some(remote) => Some(
                     self.pool
                         .remotes
-                        .link(team, remote, self.pool.callbacks.port())
+                        .link(team, remote, self.pool.callbacks.tunnel_port())
                         .await
                         .map_err(|error| PoolError::Spawn {
                             pair: self.pair.to_string(),

@@ -475,7 +475,7 @@ impl Remotes {
         remote: &RemoteConfig,
         iris_port: Option<u16>,
     ) -> Result<Link, RemoteError> {
-        let target = iris_port.filter(|_| remote.reverse_mcp);
+        let target = iris_port.filter(|port| *port != 0 && remote.reverse_mcp);
         let key = Self::key(remote, target);
         let slot = {
             let mut masters = self
@@ -606,8 +606,9 @@ impl Remotes {
             master,
         };
         if let Some(iris_port) = target {
+            // Bound on the host's loopback whatever its sshd's GatewayPorts says.
             let forward = format!(
-                "{}:127.0.0.1:{iris_port}",
+                "127.0.0.1:{}:127.0.0.1:{iris_port}",
                 remote.reverse_mcp_port.unwrap_or(0)
             );
             let output = self
