@@ -194,6 +194,7 @@ async fn warm_turn_latency(root: &Path, turns: usize) -> (Vec<Duration>, Vec<Dur
             always: None,
             link: None,
             remote_mcp_config: None,
+            remote_place: None,
         },
     );
     let sink: EventSink = Arc::new(|_event: AgentEvent| {});

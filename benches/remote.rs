@@ -176,6 +176,7 @@ async fn direct(
                 always: None,
                 link: None,
                 remote_mcp_config: None,
+                remote_place: None,
             },
         )
     };

@@ -633,7 +633,7 @@ async fn an_unusable_host_fails_the_message_at_once_with_what_to_do() {
             "nodir",
             format!("ssh -F {config} iris-test-remote"),
             "~/not-there".to_owned(),
-            "the team's directory is not there (iris: no directory ~/not-there on iris-test-remote (teams.nodir.path))",
+            "the team's directory is not there (no directory ~/not-there on iris-test-remote); create it on iris-test-remote, or fix teams.nodir.path",
         ),
         (
             "noclaude",
@@ -663,4 +663,47 @@ async fn an_unusable_host_fails_the_message_at_once_with_what_to_do() {
     }
     pool.shutdown().await;
     assert!(sshd.remote_processes().is_empty());
+}
+
+/// A remote team's permission rules see the paths of its tool calls as the host does: the
+/// team's `~/…` directory resolved there, so a deny rule relative to it holds (and an allow
+/// rule lets the write through while grantPermission is no).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_rules_resolve_against_the_directory_on_the_host() {
+    use iris::permissions::{Rule, Rules};
+    let sshd = Sshd::start();
+    let mut world = RealWorld::new().await;
+    let real = sshd.remote_home().join("work/far");
+    std::fs::create_dir_all(real.join("notes")).unwrap();
+    let team = world.remote_team("far", &sshd.remote_value(), "~/work/far");
+    team.grant_permission = iris::config::GrantPermission::No;
+    let parse = |list: &[&str]| -> Vec<Rule> {
+        list.iter().map(|text| Rule::parse(text).unwrap()).collect()
+    };
+    team.permissions = std::sync::Arc::new(Rules {
+        allow: parse(&["Write(notes/**)"]),
+        ask: Vec::new(),
+        deny: parse(&["Write(notes/secret*)"]),
+    });
+    let pool = world.pool().await;
+    let pair = pool.pair("home", "far").unwrap();
+    let write = |path: &Path| {
+        format!(
+            r#"write it [[tool:Write:{{"file_path":"{}","content":"from far"}}]]"#,
+            path.display()
+        )
+    };
+    let allowed = pool.send(&pair, write(&real.join("notes/a.md"))).await.unwrap();
+    assert!(real.join("notes/a.md").exists(), "{:?}", allowed.result);
+    let denied = pool
+        .send(&pair, write(&real.join("notes/secret.txt")))
+        .await
+        .unwrap();
+    assert!(!real.join("notes/secret.txt").exists());
+    assert_contains(&denied.result.answer, "permissions.deny");
+    pool.shutdown().await;
+    wait_for("no process left on the host", || {
+        sshd.remote_processes().is_empty()
+    })
+    .await;
 }

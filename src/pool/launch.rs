@@ -58,6 +58,9 @@ pub struct Launch<'a> {
     /// For a remote team: the agent's MCP config (one line of JSON, its URL through the
     /// tunnel), handed to the wrapper on stdin; `None` gives it no Iris MCP server.
     pub remote_mcp_config: Option<String>,
+    /// For a remote team: its directory and HOME as the host resolved them (permission
+    /// rules are checked against them); `None`: the path as written, and no HOME.
+    pub remote_place: Option<remote::Place>,
 }
 
 /// Builds the spec that starts `team`'s agent for `pair`.
@@ -113,12 +116,15 @@ pub fn agent_spec(
         .rev()
         .find(|(key, _)| key == "HOME")
         .map(|(_, home)| PathBuf::from(home))
-        .or_else(|| {
-            team.remote
-                .is_none()
-                .then(|| std::env::var_os("HOME").map(PathBuf::from))
-                .flatten()
+        .or_else(|| match &team.remote {
+            None => std::env::var_os("HOME").map(PathBuf::from),
+            Some(_) => launch.remote_place.as_ref().map(|place| place.home.clone()),
         });
+    let cwd = launch
+        .remote_place
+        .as_ref()
+        .filter(|_| team.remote.is_some())
+        .map_or_else(|| team.path.clone(), |place| place.directory.clone());
     let (program, program_source, args, env, local_dir, stdin_preamble) = match &team.remote {
         None => (program, program_source, args, env, None, None),
         Some(remote) => {
@@ -157,7 +163,7 @@ pub fn agent_spec(
         program,
         program_source,
         args,
-        cwd: team.path.clone(),
+        cwd,
         local_dir,
         stdin_preamble,
         env,
@@ -411,6 +417,7 @@ mod tests {
                 always: None,
                 link: Some(&link),
                 remote_mcp_config: Some("{\"mcpServers\":{}}".to_owned()),
+                remote_place: None,
             },
         );
         assert_eq!(spec.program, "ssh");

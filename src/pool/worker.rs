@@ -876,6 +876,20 @@ impl Worker {
                 ),
                 None => None,
             };
+            // Where the agent works there, resolved by the host (asked once per team).
+            let remote_place = match (&team.remote, &link) {
+                (Some(remote), Some(link)) => Some(
+                    self.pool
+                        .remotes
+                        .place(team, remote, link)
+                        .await
+                        .map_err(|error| PoolError::Spawn {
+                            pair: self.pair.to_string(),
+                            source: SpawnError::Remote(error),
+                        })?,
+                ),
+                _ => None,
+            };
             let remote_mcp_config = link
                 .as_ref()
                 .and_then(|link| link.tunnel)
@@ -910,6 +924,7 @@ impl Worker {
                     always: Some(self.pool.approvals.always_source(&self.pair)),
                     link: link.as_ref(),
                     remote_mcp_config,
+                    remote_place,
                 },
             );
             match Agent::spawn(spec, self.sink(), self.pool.guard.clone()).await {

@@ -409,6 +409,18 @@ pub struct Remotes {
     dir: PathBuf,
     guard: Option<Guard>,
     masters: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
+    /// Teams' directories as the host resolved them: (host key, path, HOME) → place.
+    places: Mutex<HashMap<(String, PathBuf, Option<String>), Place>>,
+}
+
+/// Where a remote team's agent works on its host, resolved there (`~` expanded, links
+/// followed): permission rules resolve the paths of the agent's tool calls against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The team directory's real path on the host.
+    pub directory: PathBuf,
+    /// The agent's HOME there (for `~/` in rules).
+    pub home: PathBuf,
 }
 
 impl std::fmt::Debug for Remotes {
@@ -438,6 +450,75 @@ impl Remotes {
             dir: socket_dir(iris_home),
             guard,
             masters: Mutex::new(HashMap::new()),
+            places: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `team`'s directory and HOME as its host resolves them, through `link` (asked once,
+    /// then remembered).
+    ///
+    /// # Errors
+    /// [`RemoteError`]: the directory is not there, or the host cannot be reached.
+    pub async fn place(
+        &self,
+        team: &TeamConfig,
+        remote: &RemoteConfig,
+        link: &Link,
+    ) -> Result<Place, RemoteError> {
+        let home = team.env.get("HOME").cloned();
+        let key = (
+            Self::key(remote, None),
+            team.path.clone(),
+            home.clone(),
+        );
+        if let Some(place) = self.places.lock().ok().and_then(|places| places.get(&key).cloned()) {
+            return Ok(place);
+        }
+        let path_text = team.path.to_string_lossy();
+        let mut script = String::new();
+        if let Some(home) = &home {
+            let _ = writeln!(script, "export HOME={}", quote(home));
+        }
+        let _ = write!(
+            script,
+            "cd {} 2>/dev/null || exit {EXIT_NO_DIRECTORY}; pwd -P; printf '%s\\n' \"$HOME\"",
+            shell::path_word(&path_text)
+        );
+        let output = self
+            .session(team, remote, link, &script, Duration::from_secs(30))
+            .await?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut lines = stdout.lines();
+        match (output.status.code(), lines.next(), lines.next()) {
+            (Some(0), Some(directory), Some(home)) => {
+                let place = Place {
+                    directory: PathBuf::from(directory),
+                    home: PathBuf::from(home),
+                };
+                if let Ok(mut places) = self.places.lock() {
+                    places.insert(key, place.clone());
+                }
+                Ok(place)
+            }
+            (Some(EXIT_NO_DIRECTORY), _, _) => Err(RemoteError::new(
+                team,
+                remote,
+                Failure::NoDirectory,
+                &format!("no directory {path_text} on {}", remote.host),
+            )),
+            (code, _, _) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                Err(RemoteError::new(
+                    team,
+                    remote,
+                    if code == Some(255) {
+                        classify(&stderr)
+                    } else {
+                        Failure::Other
+                    },
+                    &format!("resolving {path_text} there: {}", tail(&stderr)),
+                ))
+            }
         }
     }
 
@@ -671,11 +752,23 @@ impl Remotes {
         limit: Duration,
     ) -> Result<std::process::Output, RemoteError> {
         let link = self.link(team, remote, iris_port).await?;
+        self.session(team, remote, &link, script, limit).await
+    }
+
+    /// Runs `script` on the host through `link`, within `limit`.
+    async fn session(
+        &self,
+        team: &TeamConfig,
+        remote: &RemoteConfig,
+        link: &Link,
+        script: &str,
+        limit: Duration,
+    ) -> Result<std::process::Output, RemoteError> {
         let mut command = tokio::process::Command::new("ssh");
         command
             .args(session_args(
                 remote,
-                Some(&link),
+                Some(link),
                 &format!("sh -c {}", quote(script)),
             ))
             .stdin(Stdio::null())
