@@ -693,7 +693,10 @@ async fn permission_rules_resolve_against_the_directory_on_the_host() {
             path.display()
         )
     };
-    let allowed = pool.send(&pair, write(&real.join("notes/a.md"))).await.unwrap();
+    let allowed = pool
+        .send(&pair, write(&real.join("notes/a.md")))
+        .await
+        .unwrap();
     assert!(real.join("notes/a.md").exists(), "{:?}", allowed.result);
     let denied = pool
         .send(&pair, write(&real.join("notes/secret.txt")))
@@ -704,6 +707,61 @@ async fn permission_rules_resolve_against_the_directory_on_the_host() {
     pool.shutdown().await;
     wait_for("no process left on the host", || {
         sshd.remote_processes().is_empty()
+    })
+    .await;
+}
+
+/// A fixed `reverseMcpPort` that is taken on the host fails the message with what to do,
+/// instead of an agent that cannot call back (ssh would only warn without
+/// `ExitOnForwardFailure`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_tunnel_port_is_an_error_naming_the_fix() {
+    let sshd = Sshd::start();
+    let mut world = RealWorld::new().await;
+    std::fs::create_dir_all(sshd.remote_home().join("far")).unwrap();
+    let dir = sshd.remote_home().join("far").display().to_string();
+    // The "host" is this machine: a port taken here is taken there.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    world
+        .remote_team("far", &sshd.remote_value(), &dir)
+        .remote
+        .as_mut()
+        .unwrap()
+        .reverse_mcp_port = Some(port);
+    let pool = iris::pool::Pool::start(
+        std::sync::Arc::new(world.config.clone()),
+        iris::pool::PoolOptions {
+            guard: None,
+            callback_base: Some("http://127.0.0.1:9".to_owned()),
+        },
+    )
+    .await
+    .unwrap();
+    let pair = pool.pair("home", "far").unwrap();
+    let error = pool
+        .send(&pair, "hello".to_owned())
+        .await
+        .expect_err("the tunnel cannot open")
+        .to_string();
+    assert_contains(&error, "team 'far' on iris-test-remote");
+    assert_contains(
+        &error,
+        "the reverse tunnel for call-backs could not be opened",
+    );
+    assert_contains(&error, "reverseMcpPort");
+    pool.shutdown().await;
+    drop(taken);
+    // No master left behind by the failed start.
+    let socket_dir = world.dir.path().join("iris/run/ssh").display().to_string();
+    wait_for("no master left", || {
+        common::reap_children();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| iris::process::running(*pid))
+            .all(|pid| !cmdline(pid).iter().any(|arg| arg.contains(&socket_dir)))
     })
     .await;
 }

@@ -1080,11 +1080,14 @@ impl Pool {
                     )
                     .await
                 {
-                    Ok(output) => {
+                    Ok(output) if output.status.success() => {
                         deleted = String::from_utf8_lossy(&output.stdout)
                             .lines()
                             .next()
                             .map(std::path::PathBuf::from);
+                    }
+                    Ok(output) => {
+                        tracing::warn!(session = %old, status = %output.status, stderr = %String::from_utf8_lossy(&output.stderr).trim(), "cannot delete the session's transcript on the host");
                     }
                     Err(error) => {
                         tracing::warn!(%error, session = %old, "cannot delete the session's transcript on the host");

@@ -519,7 +519,22 @@ impl Worker {
             return error;
         };
         match error {
-            TurnError::Exited { mut exit, partial } if exit.code == Some(255) => {
+            // ssh's own exit: 255 with nothing said (a multiplexed session whose master
+            // went) or ssh's words about the connection; not an agent that exited 255 and
+            // said why.
+            TurnError::Exited { mut exit, partial }
+                if exit.code == Some(255)
+                    && (exit.stderr_tail.trim().is_empty()
+                        || [
+                            "connection",
+                            "closed by",
+                            "broken pipe",
+                            "timeout",
+                            "mux_client",
+                        ]
+                        .iter()
+                        .any(|word| exit.stderr_tail.to_ascii_lowercase().contains(word))) =>
+            {
                 let said = exit.stderr_tail.trim();
                 exit.stderr_tail = format!(
                     "the ssh connection to {} ended{}; the next message connects again",
@@ -877,19 +892,18 @@ impl Worker {
                 None => None,
             };
             // Where the agent works there, resolved by the host (asked once per team).
-            let remote_place = match (&team.remote, &link) {
-                (Some(remote), Some(link)) => Some(
-                    self.pool
-                        .remotes
-                        .place(team, remote, link)
-                        .await
-                        .map_err(|error| PoolError::Spawn {
-                            pair: self.pair.to_string(),
-                            source: SpawnError::Remote(error),
-                        })?,
-                ),
-                _ => None,
-            };
+            let remote_place =
+                match (&team.remote, &link) {
+                    (Some(remote), Some(link)) => {
+                        Some(self.pool.remotes.place(team, remote, link).await.map_err(
+                            |error| PoolError::Spawn {
+                                pair: self.pair.to_string(),
+                                source: SpawnError::Remote(error),
+                            },
+                        )?)
+                    }
+                    _ => None,
+                };
             let remote_mcp_config = link
                 .as_ref()
                 .and_then(|link| link.tunnel)

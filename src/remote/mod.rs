@@ -1,7 +1,8 @@
 //! Remote teams: agents on other hosts, reached with the system `ssh` (so the user's ssh
 //! config, agent, keys and jump hosts just work).
 //!
-//! Per remote host Iris keeps one **control master** (`ssh -M -f -N`, its socket under
+//! Per remote host Iris keeps one **control master** (`ssh -M -N` as its child, in its own
+//! process group with a parent-death signal, registered with the guard; its socket under
 //! `$IRIS_HOME/run/ssh/`, 0700), which carries the handshake once and, for teams with
 //! `enableReverseMcp`, one reverse tunnel from a port on the host's loopback (picked by the
 //! host's sshd unless `reverseMcpPort` says) to Iris's HTTP address. Every agent is a
@@ -15,10 +16,11 @@
 //! - runs `claude` with stdin through `cat`, and kills its own process group (the agent and
 //!   everything it started) as soon as either side ends: stdin at EOF (Iris stopped the
 //!   agent, Iris died, or the connection dropped) or the agent exiting. So no remote process
-//!   outlives its ssh connection.
+//!   outlives its ssh session. A session ends when the host's sshd sees the connection go:
+//!   at once when it is closed or reset; after a network partition, only when the host's
+//!   sshd notices (its `ClientAliveInterval`, or TCP keep-alive), which Iris cannot set.
 //!
-//! The master is registered with the guard like an agent's process group, so it dies with
-//! Iris, however Iris dies.
+//! The master dies with Iris, however Iris dies (parent-death signal, and the guard).
 
 pub mod shell;
 
@@ -466,12 +468,13 @@ impl Remotes {
         link: &Link,
     ) -> Result<Place, RemoteError> {
         let home = team.env.get("HOME").cloned();
-        let key = (
-            Self::key(remote, None),
-            team.path.clone(),
-            home.clone(),
-        );
-        if let Some(place) = self.places.lock().ok().and_then(|places| places.get(&key).cloned()) {
+        let key = (Self::key(remote, None), team.path.clone(), home.clone());
+        if let Some(place) = self
+            .places
+            .lock()
+            .ok()
+            .and_then(|places| places.get(&key).cloned())
+        {
             return Ok(place);
         }
         let path_text = team.path.to_string_lossy();
@@ -633,54 +636,72 @@ impl Remotes {
                 &format!("cannot write {}: {error}", log.display()),
             )
         })?;
+        // In the foreground, as Iris's child: its own process group and a parent-death
+        // signal like an agent's, registered with the guard before it connects.
         let mut command = tokio::process::Command::new("ssh");
         command
-            .args(["-f", "-N", "-M", "-S"])
+            .args(["-N", "-M", "-S"])
             .arg(&socket)
             .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
             .args(ssh_options(remote))
             .arg(&remote.host)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true);
+            .stderr(stderr);
+        crate::process::configure_child(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|error| fail(Failure::NoSsh, &error.to_string()))?;
+        let Some(master) = child.id() else {
+            return Err(fail(Failure::Other, "ssh exited before its pid was known"));
+        };
+        if let Some(guard) = &self.guard {
+            guard.watch(master);
+        }
+        let ended = |failure: Failure, detail: &str| {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&socket);
+            if said.trim().is_empty() {
+                fail(failure, detail)
+            } else {
+                fail(classify(&said), &tail(&said))
+            }
+        };
+        // Connected once its control socket accepts; failed if it exits first.
         let deadline = remote.connect_timeout + Duration::from_secs(30);
         let started = std::time::Instant::now();
-        let status = match tokio::time::timeout(deadline, command.status()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(error)) => return Err(fail(Failure::NoSsh, &error.to_string())),
-            Err(_) => {
-                return Err(fail(
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                if let Some(guard) = &self.guard {
+                    guard.forget(master);
+                }
+                return Err(ended(Failure::Other, &format!("ssh exited ({status})")));
+            }
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            if started.elapsed() >= deadline {
+                crate::process::terminate_group(master, Duration::from_secs(1)).await;
+                let _ = child.wait().await;
+                if let Some(guard) = &self.guard {
+                    guard.forget(master);
+                }
+                return Err(ended(
                     Failure::Timeout,
                     &format!("ssh did not finish connecting within {deadline:?}"),
                 ));
             }
-        };
-        let said = std::fs::read_to_string(&log).unwrap_or_default();
-        if !status.success() {
-            let _ = std::fs::remove_file(&socket);
-            return Err(fail(classify(&said), &tail(&said)));
+            // Polling a socket path is the only way to see the master listen (it says
+            // nothing on a pipe); the back-off keeps it cheap, and a handshake takes
+            // tens to hundreds of milliseconds.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
-        let check = self
-            .control(remote, &socket, &["-O", "check"])
-            .await
-            .map_err(|error| fail(Failure::Other, &error))?;
-        let answer = String::from_utf8_lossy(&check.stderr);
-        let Some(master) = answer
-            .split("pid=")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-        else {
-            return Err(fail(
-                Failure::Other,
-                &format!("the control master did not answer: {}", answer.trim()),
-            ));
-        };
-        // The master leads its own session (ssh -f daemonizes): its group is its pid.
-        if let Some(guard) = &self.guard {
-            guard.watch(master);
-        }
+        // Reaped when it exits; `running(pid)` then says it is gone.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
         let mut link = Link {
             socket,
             tunnel: None,
