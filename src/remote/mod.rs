@@ -411,9 +411,12 @@ pub struct Remotes {
     dir: PathBuf,
     guard: Option<Guard>,
     masters: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Link>>>>>,
-    /// Teams' directories as the host resolved them: (host key, path, HOME) → place.
-    places: Mutex<HashMap<(String, PathBuf, Option<String>), Place>>,
+    /// Teams' directories as the host resolved them.
+    places: Mutex<HashMap<PlaceKey, Place>>,
 }
+
+/// A path on a host, with the HOME it is resolved under: (host key, path, HOME).
+type PlaceKey = (String, PathBuf, Option<String>);
 
 /// Where a remote team's agent works on its host, resolved there (`~` expanded, links
 /// followed): permission rules resolve the paths of the agent's tool calls against it.
