@@ -54,7 +54,6 @@ impl LaunchKey {
 pub(super) fn staleness(config: &Config, pair: &Pair, launched: &LaunchKey) -> Option<ExitReason> {
     match config.teams.get(pair.target.as_str()) {
         None => Some(ExitReason::TeamRemoved),
-        Some(team) if team.remote.is_some() => Some(ExitReason::TeamRemoved),
         Some(team) if LaunchKey::of(config, team) != *launched => Some(ExitReason::Reconfigured),
         Some(_) => None,
     }
@@ -221,9 +220,10 @@ mod tests {
         );
         let mut remote = team();
         remote.remote = Some(crate::config::RemoteConfig::new("host"));
+        // Moved to a host: a new process there.
         assert_eq!(
             staleness(&config_with(remote), &pair(), &key),
-            Some(ExitReason::TeamRemoved)
+            Some(ExitReason::Reconfigured)
         );
         let empty = Config::defaults(PathBuf::from("/iris-home"));
         assert_eq!(
