@@ -1242,7 +1242,8 @@ impl Pool {
 
     /// Wakes `caller`'s agent on every configured team but its own (an agent waking itself
     /// would start a process for a pair with itself), at most `wakeConcurrency` spawns at a
-    /// time. Results in team name order; a team that cannot be woken (remote) has its error.
+    /// time. Results in team name order; a team that cannot be woken (its host unreachable, a
+    /// missing directory...) has its error.
     ///
     /// # Errors
     /// [`PoolError::InvalidName`] when `caller` is not a valid name.

@@ -6,9 +6,9 @@
 //! process:
 //!
 //! - a pair whose team is gone holds its queued messages for `removedTeamGracePeriod` (the
-//!   team may be back with the next edit), then refuses them ([`PoolError::TeamRemoved`]);
-//!   one whose team became remote refuses them at once; either stops its process when it is
-//!   idle: a running turn is never cut short, the process is stopped after it;
+//!   team may be back with the next edit), then refuses them ([`PoolError::TeamRemoved`]),
+//!   and stops its process when it is idle: a running turn is never cut short, the process
+//!   is stopped after it;
 //! - a pair whose process was started with settings that have changed since (see
 //!   [`LaunchKey`]) stops that process when it is idle, so the next message starts one with
 //!   the new settings (resuming the pair's session);
