@@ -182,35 +182,42 @@ pub async fn serve(
             config.iris_home.join("config.yaml").display()
         );
     }
-    let pool = start_pool(config, Some(callback_base(local))).await?;
-    let _reload = crate::reload::watch_config(&pool);
     // Remote teams' tunnels lead to a loopback listener that serves agent URLs only: a
     // user of a remote host who finds a tunnel's port there reaches no tool, no status and
-    // no dashboard without an agent's token.
+    // no dashboard without an agent's token. Bound before the pool starts, so that even
+    // the agents delivering messages queued before a restart get it.
+    let tunnels = match tokio::net::TcpListener::bind(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        0,
+    ))
+    .await
     {
-        let tunnels = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        match tokio::net::TcpListener::bind(tunnels).await {
-            Ok(listener) => {
-                if let Ok(address) = listener.local_addr() {
-                    pool.set_tunnel_port(address.port());
-                }
-                tokio::spawn(serve_http(
-                    listener,
-                    pool.clone(),
-                    logs.clone(),
-                    shutdown.clone(),
-                    HttpAccess {
-                        require_token: false,
-                        callbacks_only: false,
-                        agents_only: true,
-                    },
-                ));
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for remote teams' tunnels; remote agents start without Iris's MCP server");
-                pool.set_tunnel_port(0);
-            }
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for remote teams' tunnels; remote agents start without Iris's MCP server");
+            None
         }
+    };
+    let tunnel_port = tunnels
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
+        .map(|address| address.port());
+    let pool = start_pool(config, Some(callback_base(local)), tunnel_port).await?;
+    let _reload = crate::reload::watch_config(&pool);
+    // `iris stop` (over the socket) and an idle daemon stop through this token.
+    let stop = shutdown.child_token();
+    if let Some(listener) = tunnels {
+        tokio::spawn(serve_http(
+            listener,
+            pool.clone(),
+            logs.clone(),
+            stop.clone(),
+            HttpAccess {
+                require_token: false,
+                callbacks_only: false,
+                agents_only: true,
+            },
+        ));
     }
     let iris_home = pool.config().iris_home.clone();
     let approver = crate::approver::ApproverFile {
@@ -221,8 +228,6 @@ pub async fn serve(
     if let Err(error) = crate::approver::write_approver_file(&iris_home, &approver) {
         tracing::warn!(%error, "cannot write the approver file; `iris approvals` cannot reach this Iris");
     }
-    // `iris stop` (over the socket) and an idle daemon stop through this token.
-    let stop = shutdown.child_token();
     let sessions = socket.map(|socket| {
         let context = SocketContext {
             pool: pool.clone(),
@@ -347,7 +352,7 @@ pub async fn console(
     events: bool,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let pool = start_pool(config, None).await?;
+    let pool = start_pool(config, None, None).await?;
     let _reload = crate::reload::watch_config(&pool);
     crate::console::run(pool, events, shutdown)
         .await
@@ -355,7 +360,11 @@ pub async fn console(
 }
 
 /// Starts the orphan guard and the pool (Iris becomes its agents' child subreaper first).
-async fn start_pool(config: Config, callback_base: Option<String>) -> Result<Pool, ServeError> {
+async fn start_pool(
+    config: Config,
+    callback_base: Option<String>,
+    tunnel_port: Option<u16>,
+) -> Result<Pool, ServeError> {
     if let Err(error) = crate::process::become_subreaper() {
         tracing::warn!(%error, "cannot become child subreaper; orphaned agent tools may linger as zombies");
     }
@@ -367,6 +376,7 @@ async fn start_pool(config: Config, callback_base: Option<String>) -> Result<Poo
         PoolOptions {
             guard: Some(guard),
             callback_base,
+            tunnel_port,
         },
     )
     .await

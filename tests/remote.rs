@@ -734,6 +734,7 @@ async fn a_taken_tunnel_port_is_an_error_naming_the_fix() {
         iris::pool::PoolOptions {
             guard: None,
             callback_base: Some("http://127.0.0.1:9".to_owned()),
+            tunnel_port: Some(9),
         },
     )
     .await
@@ -764,4 +765,70 @@ async fn a_taken_tunnel_port_is_an_error_naming_the_fix() {
             .all(|pid| !cmdline(pid).iter().any(|arg| arg.contains(&socket_dir)))
     })
     .await;
+}
+
+/// A session meant to go through a control master that is gone fails, saying so, instead of
+/// quietly making a connection of its own (which would have no tunnel), also when `remote`
+/// names a jump host; through a live master the same arguments work.
+#[test]
+fn a_session_without_its_master_never_connects_on_its_own() {
+    let sshd = Sshd::start();
+    let root = tempfile::tempdir().unwrap();
+    let config = sshd.ssh_config_path().display().to_string();
+    let mut remote = iris::config::RemoteConfig::new("iris-test-remote");
+    // Jump through the host itself: a direct connection would work, so only the master
+    // (or its absence) decides.
+    remote.ssh_args = ["-F", &config, "-J", "iris-test-remote", "iris-test-remote"]
+        .map(str::to_owned)
+        .to_vec();
+    let link = iris::remote::Link {
+        socket: root.path().join("no-master"),
+        tunnel: None,
+        master: 0,
+    };
+    let output = Command::new("ssh")
+        .args(iris::remote::session_args(
+            &remote,
+            Some(&link),
+            "echo connected",
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(255), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("connected"));
+    assert_contains(&stderr, "iris-control-master-gone");
+
+    // With a master on that socket, the very same arguments reach the host.
+    let master = Command::new("ssh")
+        .args(["-F", &config, "-f", "-N", "-M", "-S"])
+        .arg(&link.socket)
+        .args(["-o", "ControlPersist=no", "iris-test-remote"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(master.success());
+    let output = Command::new("ssh")
+        .args(iris::remote::session_args(
+            &remote,
+            Some(&link),
+            "echo connected",
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "connected",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let exit = Command::new("ssh")
+        .args(["-F", &config, "-S"])
+        .arg(&link.socket)
+        .args(["-O", "exit", "iris-test-remote"])
+        .output()
+        .unwrap();
+    assert!(exit.status.success());
 }

@@ -30,7 +30,7 @@ struct State {
     /// `http://127.0.0.1:PORT`, once Iris listens; no call-back URL before.
     base: Option<String>,
     /// The loopback port remote teams' tunnels lead to: a listener that serves agent URLs
-    /// only (`None`: the port of `base`, when that one serves nothing else).
+    /// only (`None`: remote agents get no tunnel).
     tunnel_port: Option<u16>,
     by_token: HashMap<String, Pair>,
     by_pair: HashMap<Pair, String>,
@@ -67,13 +67,12 @@ impl Callbacks {
         Some(format!("{base}{CALLBACK_PREFIX}{token}"))
     }
 
-    /// Where remote teams' tunnels lead on this machine's loopback, once Iris serves HTTP.
+    /// Where remote teams' tunnels lead on this machine's loopback: a listener that serves
+    /// agent URLs only, once there is one (never Iris's main listener).
     pub(crate) fn tunnel_port(&self) -> Option<u16> {
         let state = self.state.lock().ok()?;
-        let base = state.base.as_deref()?;
-        state
-            .tunnel_port
-            .or_else(|| base.rsplit_once(':')?.1.parse().ok())
+        state.base.as_ref()?;
+        state.tunnel_port
     }
 
     pub(crate) fn set_tunnel_port(&self, port: u16) {

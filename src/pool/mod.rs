@@ -504,6 +504,10 @@ pub struct PoolOptions {
     /// [`Pool::set_callback_base`]): then even the agents that deliver messages queued before
     /// a restart get their Iris MCP server.
     pub callback_base: Option<String>,
+    /// The port of a loopback listener that serves agent URLs only, which remote teams'
+    /// tunnels lead to (see [`Pool::set_tunnel_port`]); without one, remote agents start
+    /// without Iris's MCP server.
+    pub tunnel_port: Option<u16>,
 }
 
 /// The pool. Cheap to clone; all clones are the same pool.
@@ -621,6 +625,10 @@ impl Pool {
         callback::clear_agent_configs(&callback::agent_config_dir(&config.iris_home));
         let (events, _) = broadcast::channel(4096);
         let remotes = crate::remote::Remotes::new(&config.iris_home, options.guard.clone());
+        let callbacks = callback::Callbacks::with_base(options.callback_base.as_deref());
+        if let Some(port) = options.tunnel_port {
+            callbacks.set_tunnel_port(port);
+        }
         let pool = Self {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
@@ -633,7 +641,7 @@ impl Pool {
                 tasks: TaskTracker::new(),
                 store,
                 sessions: tokio::sync::Mutex::new(()),
-                callbacks: callback::Callbacks::with_base(options.callback_base.as_deref()),
+                callbacks,
                 remotes,
                 approvals,
                 lineage,
@@ -675,7 +683,7 @@ impl Pool {
     /// The loopback port of a listener that serves agent URLs only (`/mcp/s/<token>`):
     /// remote teams' tunnels lead there, so whoever else can reach a tunnel's port on a
     /// host finds nothing but the agent URLs, whose tokens it does not know. Without it
-    /// they lead to the call-back base's port.
+    /// remote agents get no tunnel.
     pub fn set_tunnel_port(&self, port: u16) {
         self.inner.callbacks.set_tunnel_port(port);
     }

@@ -45,9 +45,13 @@ const EXIT_NO_PREAMBLE: i32 = 95;
 /// The line that ends the environment the wrapper reads from its stdin.
 const PREAMBLE_END: &str = ".";
 
-/// The host name a session through a master gives for a connection of its own, which it
-/// must never make (see [`session_args`]).
-const NO_MASTER_HOST: &str = "iris-control-master-gone.invalid";
+/// What a session through a master says if its master is gone and ssh tries to connect
+/// on its own, which it must never do (see [`session_args`]).
+const NO_MASTER: &str = "iris-control-master-gone";
+
+/// The team `env` variables that change where a path or program is found on the host
+/// (harmless on a command line, unlike the rest of `env`).
+const LOOKUP_VARIABLES: [&str; 3] = ["HOME", "PATH", "CLAUDE_CONFIG_DIR"];
 
 /// The prefix of the wrapper's own shell variables: an environment variable of the team
 /// with this prefix could overwrite them, so none is passed (the config loader refuses
@@ -160,7 +164,7 @@ impl RemoteError {
 /// Classifies what `ssh` wrote to stderr when it exited with 255.
 fn classify(stderr: &str) -> Failure {
     let text = stderr.to_ascii_lowercase();
-    if text.contains(NO_MASTER_HOST) {
+    if text.contains(NO_MASTER) {
         Failure::MasterGone
     } else if text.contains("session open refused") || text.contains("administratively prohibited")
     {
@@ -385,20 +389,33 @@ pub struct Link {
 #[must_use]
 pub fn session_args(remote: &RemoteConfig, link: Option<&Link>, command: &str) -> Vec<String> {
     let mut args = Vec::new();
-    if let Some(link) = link {
-        args.extend([
-            "-S".to_owned(),
-            link.socket.display().to_string(),
-            "-o".to_owned(),
-            "ControlMaster=no".to_owned(),
-            // A session through the master never uses the host name (the master's
-            // connection is made); if the master is gone, ssh would quietly connect on its
-            // own, without the tunnel: this name makes that fail instead.
-            "-o".to_owned(),
-            format!("HostName={NO_MASTER_HOST}"),
-        ]);
+    let Some(link) = link else {
+        args.extend(ssh_options(remote));
+        args.push(remote.host.clone());
+        args.push(command.to_owned());
+        return args;
+    };
+    args.extend([
+        "-S".to_owned(),
+        link.socket.display().to_string(),
+        "-o".to_owned(),
+        "ControlMaster=no".to_owned(),
+        // A session through the master never makes a connection of its own (the master's
+        // is made). If the master is gone, ssh would quietly connect on its own, without
+        // the tunnel: this proxy, the only way it could, fails saying why. (ssh keeps the
+        // first value of an option, so it wins over the user's config; `-J`, which ssh
+        // refuses beside a ProxyCommand, is left out: it is the master's business.)
+        "-o".to_owned(),
+        format!("ProxyCommand=sh -c 'echo {NO_MASTER} >&2; exit 1'"),
+    ]);
+    let mut words = ssh_options(remote).into_iter();
+    while let Some(word) = words.next() {
+        if word == "-J" {
+            words.next();
+        } else if !word.starts_with("-J") {
+            args.push(word);
+        }
     }
-    args.extend(ssh_options(remote));
     args.push(remote.host.clone());
     args.push(command.to_owned());
     args
@@ -585,6 +602,11 @@ impl Remotes {
             self.forget(link);
             *slot = None;
         }
+        // A new connection: ask the host again where teams' directories are.
+        let place_key = Self::key(remote, None);
+        if let Ok(mut places) = self.places.lock() {
+            places.retain(|(key, _, _), _| *key != place_key);
+        }
         let link = self.start(team, remote, &key, target).await?;
         *slot = Some(link.clone());
         Ok(link)
@@ -645,7 +667,15 @@ impl Remotes {
         command
             .args(["-N", "-M", "-S"])
             .arg(&socket)
-            .args(["-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes"])
+            .args([
+                "-o",
+                "ControlPersist=no",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                // In the foreground whatever the user's config says: Iris owns it.
+                "-o",
+                "ForkAfterAuthentication=no",
+            ])
             .args(ssh_options(remote))
             .arg(&remote.host)
             .stdin(Stdio::null())
@@ -716,10 +746,16 @@ impl Remotes {
                 "127.0.0.1:{}:127.0.0.1:{iris_port}",
                 remote.reverse_mcp_port.unwrap_or(0)
             );
-            let output = self
+            let output = match self
                 .control(remote, &link.socket, &["-O", "forward", "-R", &forward])
                 .await
-                .map_err(|error| fail(Failure::Tunnel, &error))?;
+            {
+                Ok(output) => output,
+                Err(error) => {
+                    self.end(&link).await;
+                    return Err(fail(Failure::Tunnel, &error));
+                }
+            };
             let stderr = String::from_utf8_lossy(&output.stderr);
             if !output.status.success() {
                 self.end(&link).await;
@@ -864,8 +900,8 @@ pub fn delete_transcript_script(team: &TeamConfig, session: uuid::Uuid) -> Strin
     }
     let _ = write!(
         script,
-        "for f in \"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}\"/projects/*/{session}.jsonl; do \
-         [ -f \"$f\" ] && rm -f \"$f\" && printf '%s\\n' \"$f\"; done; exit 0"
+        "s=0; for f in \"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}\"/projects/*/{session}.jsonl; do \
+         [ -f \"$f\" ] || continue; if rm -f \"$f\"; then printf '%s\\n' \"$f\"; else s=1; fi; done; exit $s"
     );
     script
 }
@@ -890,8 +926,10 @@ pub async fn probe(team: &TeamConfig, remote: &RemoteConfig) -> Result<Probe, Re
     let path = shell::path_word(&team.path.to_string_lossy());
     let program = shell::path_word(team.claude_path.as_deref().unwrap_or("claude"));
     let mut script = String::new();
-    for (name, value) in &team.env {
-        if shell::is_variable_name(name) {
+    // What changes where `~` and claude are found; other values (secrets, maybe) stay
+    // off the command line.
+    for name in LOOKUP_VARIABLES {
+        if let Some(value) = team.env.get(name) {
             let _ = writeln!(script, "export {name}={}", quote(value));
         }
     }
@@ -975,7 +1013,16 @@ pub fn fork_args(
     }
     words.extend(remote.extra_ssh_args.iter().cloned());
     words.push(remote.host.clone());
-    let mut line = format!(
+    // The team's HOME and claude directory, as its agents run with them (the conversation
+    // is found under them).
+    let mut line = String::new();
+    for name in ["HOME", "CLAUDE_CONFIG_DIR"] {
+        if let Some(value) = team.env.get(name) {
+            let _ = write!(line, "export {name}={} && ", quote(value));
+        }
+    }
+    let _ = write!(
+        line,
         "cd {} && {}",
         shell::path_word(&team.path.to_string_lossy()),
         shell::path_word(program)

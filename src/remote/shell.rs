@@ -52,15 +52,16 @@ fn quote_or_empty(text: &str) -> String {
 }
 
 /// `text` as a `printf` format that prints exactly `text`: every byte outside a small safe
-/// set (letters, digits, ` _./:,@+=-`) becomes a three-digit octal escape (`%` is `\045`,
-/// `\` is `\134`, a newline `\012`), so the format holds no directive, no quote and no
-/// newline and can be sent as one line.
+/// set (letters, digits, ` _./:,@+=`) becomes a three-digit octal escape (`%` is `\045`,
+/// `\` is `\134`, a newline `\012`, `-` is `\055` so that a format is never read as an
+/// option of `printf`), so the format holds no directive, no quote and no newline and can
+/// be sent as one line.
 #[must_use]
 pub fn printf_format(text: &str) -> String {
     use std::fmt::Write as _;
     let mut format = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b" _./:,@+=-".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || b" _./:,@+=".contains(&byte) {
             format.push(char::from(byte));
         } else {
             let _ = write!(format, "\\{byte:03o}");
@@ -196,6 +197,9 @@ mod tests {
             "ünïcödé",
             "",
             " leading and trailing ",
+            "--max-old-space-size=4096",
+            "-n",
+            "-Xmx4g",
         ];
         for text in table {
             let format = printf_format(text);

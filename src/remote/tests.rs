@@ -375,6 +375,20 @@ fn ssh_options_put_iris_first_then_remote_then_remote_options() {
         ["-S", "/h/run/ssh/0123", "-o", "ControlMaster=no"]
     );
     assert_eq!(&args[args.len() - 2..], ["deploy@app", "exec sh -c x"]);
+    // Through the master: never a connection of its own (a proxy that fails, saying why),
+    // and no `-J` (the master's business; ssh refuses it beside a ProxyCommand).
+    assert!(
+        args.contains(&"ProxyCommand=sh -c 'echo iris-control-master-gone >&2; exit 1'".to_owned())
+    );
+    assert!(
+        !args
+            .iter()
+            .any(|arg| arg.starts_with("-J") || arg == "bastion"),
+        "{args:?}"
+    );
+    // On its own connection (no master), `-J` stays.
+    let direct = session_args(&remote, None, "true");
+    assert_eq!(&direct[3..5], ["-J", "bastion"]);
 }
 
 #[test]
