@@ -29,19 +29,11 @@ use rmcp::ServiceExt;
 use rmcp::model::{
     ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
 };
-use rmcp::service::{RequestContext, RunningService};
+use rmcp::service::RequestContext;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ErrorData, RoleClient};
 use serde_json::{Value, json};
-use support::RealWorld;
-
-type Client = RunningService<RoleClient, ()>;
-
-async fn connect(url: &str) -> Client {
-    ().serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
-        .await
-        .unwrap()
-}
+use support::{RealWorld, connect, message};
 
 /// `ask_message` from `from` to `to` on `peer`, waiting for the answer.
 async fn ask_on(
@@ -147,18 +139,6 @@ fn decisions(
             _ => None,
         })
         .collect()
-}
-
-async fn message(client: &Client, from: &str, id: &str) -> MessageView {
-    typed(
-        &client
-            .call_tool(call(
-                "message_status",
-                json!({"fromTeam": from, "messageId": id}),
-            ))
-            .await
-            .unwrap(),
-    )
 }
 
 fn team_dir(world: &RealWorld, team: &str) -> PathBuf {

@@ -18,32 +18,8 @@ use iris::api::{
 };
 use iris::config::GrantPermission;
 use iris::store::MessageState;
-use rmcp::ServiceExt;
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::json;
-use support::{RealWorld, TURN_COST_USD};
-
-type Client = RunningService<rmcp::RoleClient, ()>;
-
-async fn connect(url: &str) -> Client {
-    ().serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
-        .await
-        .unwrap()
-}
-
-/// `ask_message` from `from` to `to`, waiting for the answer.
-async fn ask(client: &Client, from: &str, to: &str, message: &str) -> MessageOutcome {
-    typed(
-        &client
-            .call_tool(call(
-                "ask_message",
-                json!({"fromTeam": from, "toTeam": to, "message": message, "timeout": 120_000}),
-            ))
-            .await
-            .unwrap(),
-    )
-}
+use support::{RealWorld, TURN_COST_USD, ask, connect};
 
 /// Tests 1 and 2: the answer of the fake model, with exactly one model request for a first
 /// message (starting the agent costs none); the next message on the pair carries the first

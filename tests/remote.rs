@@ -16,33 +16,10 @@ use std::process::Command;
 
 use common::sshd::Sshd;
 use common::{assert_contains, call, typed, wait_for};
-use iris::api::{CallerStatus, Deleted, Fork, MessageOutcome, MessageView};
+use iris::api::{CallerStatus, Deleted, Fork, MessageOutcome};
 use iris::store::MessageState;
-use rmcp::ServiceExt;
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::json;
-use support::RealWorld;
-
-type Client = RunningService<rmcp::RoleClient, ()>;
-
-async fn connect(url: &str) -> Client {
-    ().serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
-        .await
-        .unwrap()
-}
-
-async fn ask(client: &Client, from: &str, to: &str, message: &str) -> MessageOutcome {
-    typed(
-        &client
-            .call_tool(call(
-                "ask_message",
-                json!({"fromTeam": from, "toTeam": to, "message": message, "timeout": 120_000}),
-            ))
-            .await
-            .unwrap(),
-    )
-}
+use support::{Client, RealWorld, ask, connect, message};
 
 /// Sends without waiting (`timeout: 0`): the message id comes back at once.
 async fn send(client: &Client, from: &str, to: &str, message: &str) -> MessageOutcome {
@@ -57,16 +34,32 @@ async fn send(client: &Client, from: &str, to: &str, message: &str) -> MessageOu
     )
 }
 
-async fn message(client: &Client, from: &str, id: &str) -> MessageView {
-    typed(
-        &client
-            .call_tool(call(
-                "message_status",
-                json!({"fromTeam": from, "messageId": id}),
-            ))
-            .await
-            .unwrap(),
-    )
+/// A world with the remote team `far` in `~/far` on `sshd`'s host.
+async fn far_world(sshd: &Sshd) -> RealWorld {
+    let mut world = RealWorld::new().await;
+    std::fs::create_dir_all(sshd.remote_home().join("far")).unwrap();
+    let dir = sshd.remote_home().join("far").display().to_string();
+    world.remote_team("far", &sshd.remote_value(), &dir);
+    world
+}
+
+/// Waits until no process started by `sshd`'s sessions is left on the host.
+async fn nothing_left_on(sshd: &Sshd) {
+    wait_for("no process left on the host", || {
+        sshd.remote_processes().is_empty()
+    })
+    .await;
+}
+
+/// Live processes with an argument containing `fragment` (a path unique to one test).
+fn processes_naming(fragment: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| iris::process::running(*pid))
+        .filter(|pid| cmdline(*pid).iter().any(|arg| arg.contains(fragment)))
+        .collect()
 }
 
 /// The arguments of process `pid`.
@@ -147,10 +140,7 @@ async fn a_remote_team_answers_keeps_its_history_and_resumes_after_a_restart() {
     // Iris stops: the agent on the host stops, and its MCP config goes with it.
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
     assert!(!config.exists(), "{} left on the host", config.display());
     assert!(!config.parent().unwrap().exists());
 
@@ -211,10 +201,7 @@ async fn a_remote_team_answers_keeps_its_history_and_resumes_after_a_restart() {
 
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
     wait_for("no agent left", || world.live_processes().is_empty()).await;
 }
 
@@ -308,10 +295,7 @@ async fn a_remote_agent_calls_back_through_the_tunnel_as_its_team() {
     assert_ne!(ports[0], ports[1], "two tunnels, two ports");
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
 }
 
 /// `kill -9` of Iris in the middle of a remote turn leaves nothing running on the host (nor
@@ -319,10 +303,7 @@ async fn a_remote_agent_calls_back_through_the_tunnel_as_its_team() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_iris_mid_turn_leaves_no_remote_claude() {
     let sshd = Sshd::start();
-    let mut world = RealWorld::new().await;
-    std::fs::create_dir_all(sshd.remote_home().join("far")).unwrap();
-    let dir = sshd.remote_home().join("far").display().to_string();
-    world.remote_team("far", &sshd.remote_value(), &dir);
+    let world = far_world(&sshd).await;
     let (mut server, url) = world.serve();
     let client = connect(&url).await;
     let pending = send(&client, "home", "far", "[[slow:600000]] never ends").await;
@@ -335,20 +316,12 @@ async fn killing_iris_mid_turn_leaves_no_remote_claude() {
     let iris_home = world.dir.path().join("iris");
     server.0.kill().unwrap();
     server.0.wait().unwrap();
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
     // Nor an ssh of Iris's here (found by the control socket path under this IRIS_HOME).
     let home = iris_home.display().to_string();
     wait_for("no ssh of this Iris left", || {
         common::reap_children();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-            .filter(|pid| iris::process::running(*pid))
-            .all(|pid| !cmdline(pid).iter().any(|arg| arg.contains(&home)))
+        processes_naming(&home).is_empty()
     })
     .await;
 }
@@ -359,10 +332,7 @@ async fn killing_iris_mid_turn_leaves_no_remote_claude() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects() {
     let sshd = Sshd::start();
-    let mut world = RealWorld::new().await;
-    std::fs::create_dir_all(sshd.remote_home().join("far")).unwrap();
-    let dir = sshd.remote_home().join("far").display().to_string();
-    world.remote_team("far", &sshd.remote_value(), &dir);
+    let world = far_world(&sshd).await;
     let (mut server, url) = world.serve();
     let client = connect(&url).await;
     let first = ask(&client, "home", "far", "the word is ochre").await;
@@ -391,10 +361,7 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
     assert_contains(&error, "home->far");
     assert_contains(&error, "exited during the turn");
     assert_contains(&error, "the ssh connection to iris-test-remote ended");
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
 
     let again = ask(&client, "home", "far", "still there? [[history]]").await;
     assert_eq!(again.status, CallerStatus::Completed, "{again:?}");
@@ -402,27 +369,10 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
 
     // The control master killed: its socket stays behind, stale; the next spawn replaces it.
     let socket_dir = world.dir.path().join("iris/run/ssh");
-    let master = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-        .find(|pid| {
-            let args = cmdline(*pid);
-            args.iter().any(|arg| arg == "-M")
-                && args
-                    .iter()
-                    .any(|arg| arg.starts_with(&socket_dir.display().to_string()))
-        })
-        .unwrap_or_else(|| {
-            let all: Vec<Vec<String>> = std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-                .map(cmdline)
-                .filter(|args| args.first().is_some_and(|arg| arg.starts_with("ssh")))
-                .collect();
-            panic!("no control master under {}: {all:#?}", socket_dir.display())
-        });
+    let master = processes_naming(&socket_dir.display().to_string())
+        .into_iter()
+        .find(|pid| cmdline(*pid).iter().any(|arg| arg == "-M"))
+        .expect("the control master, named by its socket under this IRIS_HOME");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(master).unwrap()),
         nix::sys::signal::Signal::SIGKILL,
@@ -445,10 +395,7 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
 
     client.cancel().await.unwrap();
     assert!(server.terminate().success());
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
 }
 
 use std::os::unix::fs::FileTypeExt as _;
@@ -705,10 +652,7 @@ async fn permission_rules_resolve_against_the_directory_on_the_host() {
     assert!(!real.join("notes/secret.txt").exists());
     assert_contains(&denied.result.answer, "permissions.deny");
     pool.shutdown().await;
-    wait_for("no process left on the host", || {
-        sshd.remote_processes().is_empty()
-    })
-    .await;
+    nothing_left_on(&sshd).await;
 }
 
 /// A fixed `reverseMcpPort` that is taken on the host fails the message with what to do,
@@ -757,12 +701,7 @@ async fn a_taken_tunnel_port_is_an_error_naming_the_fix() {
     let socket_dir = world.dir.path().join("iris/run/ssh").display().to_string();
     wait_for("no master left", || {
         common::reap_children();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
-            .filter(|pid| iris::process::running(*pid))
-            .all(|pid| !cmdline(pid).iter().any(|arg| arg.contains(&socket_dir)))
+        processes_naming(&socket_dir).is_empty()
     })
     .await;
 }

@@ -255,3 +255,47 @@ impl RealWorld {
         (child, url)
     }
 }
+
+/// An MCP client of a real `iris serve` (Streamable HTTP).
+pub type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+/// Connects an MCP client to `url`.
+pub async fn connect(url: &str) -> Client {
+    use rmcp::ServiceExt as _;
+    ().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(
+        url.to_owned(),
+    ))
+    .await
+    .expect("an MCP client connects")
+}
+
+/// `ask_message` from `from` to `to`, waiting for the answer.
+pub async fn ask(
+    client: &Client,
+    from: &str,
+    to: &str,
+    message: &str,
+) -> iris::api::MessageOutcome {
+    common::typed(
+        &client
+            .call_tool(common::call(
+                "ask_message",
+                serde_json::json!({"fromTeam": from, "toTeam": to, "message": message, "timeout": 120_000}),
+            ))
+            .await
+            .expect("ask_message answers"),
+    )
+}
+
+/// `message_status` of message `id`, as `from` sees it.
+pub async fn message(client: &Client, from: &str, id: &str) -> iris::api::MessageView {
+    common::typed(
+        &client
+            .call_tool(common::call(
+                "message_status",
+                serde_json::json!({"fromTeam": from, "messageId": id}),
+            ))
+            .await
+            .expect("message_status answers"),
+    )
+}
