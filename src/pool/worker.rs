@@ -846,6 +846,7 @@ impl Worker {
     /// transcript, `--session-id` otherwise, correcting the choice once if the CLI disagrees.
     async fn spawn_agent(&self) -> Result<Started, PoolError> {
         let mut corrected = false;
+        let mut reconnected = false;
         loop {
             // The version first: a change that lands while this spawns makes the process
             // look out of date, and it is checked again, never the other way round.
@@ -971,6 +972,17 @@ impl Worker {
                     corrected = true;
                     self.correct_session(session_problem(&exit.stderr_tail), session_id)
                         .await?;
+                }
+                // ssh itself failed through a master that looked alive: it may have been
+                // ending (its connection just dropped). Once more, on a new connection.
+                Err(SpawnError::ExitedEarly { ref exit, .. })
+                    if !reconnected && exit.code == Some(255) && link.is_some() =>
+                {
+                    reconnected = true;
+                    if let (Some(remote), Some(link)) = (&team.remote, &link) {
+                        tracing::info!(pair = %self.pair, stderr = %exit.stderr_tail.trim(), "ssh failed through the host's connection; connecting again");
+                        self.pool.remotes.replace(remote, link).await;
+                    }
                 }
                 Err(source) => {
                     // A remote wrapper that ended before the agent ran says why.

@@ -612,6 +612,28 @@ impl Remotes {
         Ok(link)
     }
 
+    /// Ends `link`'s master if it is still the one in use for `remote` (a session through
+    /// it failed), so that the next [`Remotes::link`] connects again.
+    pub async fn replace(&self, remote: &RemoteConfig, link: &Link) {
+        let slots: Vec<_> = self
+            .masters
+            .lock()
+            .map(|masters| masters.values().cloned().collect())
+            .unwrap_or_default();
+        for slot in slots {
+            let mut slot = slot.lock().await;
+            if slot
+                .as_ref()
+                .is_some_and(|current| current.master == link.master)
+            {
+                tracing::info!(host = %remote.host, pid = link.master, "ending the ssh connection to the host");
+                *slot = None;
+                self.end(link).await;
+                return;
+            }
+        }
+    }
+
     fn forget(&self, link: &Link) {
         crate::process::reap_group(link.master);
         if let Some(guard) = &self.guard {
