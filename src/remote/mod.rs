@@ -282,7 +282,9 @@ pub fn agent_command(team: &TeamConfig, program: &str, args: &[String]) -> Strin
     )
 }
 
-/// The wrapper script (see the module's documentation) for `team`'s agent.
+/// The wrapper script (see the module's documentation) for `team`'s agent: one line, so
+/// that any login shell on the host (csh too, which takes no newline inside quotes) passes
+/// it to `sh` whole.
 #[must_use]
 pub fn agent_script(team: &TeamConfig, program: &str, args: &[String]) -> String {
     let path_text = team.path.to_string_lossy();
@@ -308,18 +310,18 @@ pub fn agent_script(team: &TeamConfig, program: &str, args: &[String]) -> String
     let mut script = String::new();
     let _ = write!(
         script,
-        "IFS= read -r {V}m || exit {EXIT_NO_PREAMBLE}\n\
-         while IFS= read -r {V}l && [ \"${V}l\" != {PREAMBLE_END} ]; do {V}v=$(printf \"${{{V}l#*=}}x\"); export \"${{{V}l%%=*}}=${{{V}v%x}}\"; done\n\
-         cd {path} 2>/dev/null || {{ echo {no_directory} >&2; exit {EXIT_NO_DIRECTORY}; }}\n\
-         command -v {program_word} >/dev/null 2>&1 || {{ echo {no_claude} >&2; exit {EXIT_NO_CLAUDE}; }}\n\
-         umask 077\n\
-         {V}d=$(mktemp -d \"${{TMPDIR:-/tmp}}/iris-agent.XXXXXXXX\") || exit {EXIT_NO_TEMP}\n\
-         trap 'rm -rf \"${V}d\"' EXIT\n\
-         trap '{V}s=$(cat \"${V}d/status\" 2>/dev/null); exit \"${{{V}s:-143}}\"' TERM HUP INT\n\
-         set --\n\
-         if [ -n \"${V}m\" ]; then printf '%s\\n' \"${V}m\" > \"${V}d/mcp.json\"; set -- --mcp-config=\"${V}d/mcp.json\"; fi\n\
-         unset {V}m {V}l {V}v\n\
-         (cat; kill -TERM 0) | {{ {command} \"$@\"; echo $? > \"${V}d/status\"; kill -TERM 0; }}\n",
+        "IFS= read -r {V}m || exit {EXIT_NO_PREAMBLE}; \
+         while IFS= read -r {V}l && [ \"${V}l\" != {PREAMBLE_END} ]; do {V}v=$(printf \"${{{V}l#*=}}x\"); export \"${{{V}l%%=*}}=${{{V}v%x}}\"; done; \
+         cd {path} 2>/dev/null || {{ echo {no_directory} >&2; exit {EXIT_NO_DIRECTORY}; }}; \
+         command -v {program_word} >/dev/null 2>&1 || {{ echo {no_claude} >&2; exit {EXIT_NO_CLAUDE}; }}; \
+         umask 077; \
+         {V}d=$(mktemp -d \"${{TMPDIR:-/tmp}}/iris-agent.XXXXXXXX\") || exit {EXIT_NO_TEMP}; \
+         trap 'rm -rf \"${V}d\"' EXIT; \
+         trap '{V}s=$(cat \"${V}d/status\" 2>/dev/null); exit \"${{{V}s:-143}}\"' TERM HUP INT; \
+         set --; \
+         if [ -n \"${V}m\" ]; then printf '%s\\n' \"${V}m\" > \"${V}d/mcp.json\"; set -- --mcp-config=\"${V}d/mcp.json\"; fi; \
+         unset {V}m {V}l {V}v; \
+         (cat; kill -TERM 0) | {{ {command} \"$@\"; echo $? > \"${V}d/status\"; kill -TERM 0; }}",
         V = WRAPPER_PREFIX
     );
     script

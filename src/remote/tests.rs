@@ -280,6 +280,17 @@ fn a_missing_directory_or_claude_is_said_with_its_own_exit_code() {
 }
 
 #[test]
+fn the_command_is_one_line_for_any_login_shell() {
+    let command = agent_command(
+        &team("~/my app"),
+        "claude",
+        &["--append-system-prompt=be brief".to_owned()],
+    );
+    assert!(!command.contains('\n'), "{command}");
+    assert!(command.starts_with("exec sh -c '"), "{command}");
+}
+
+#[test]
 fn ssh_errors_are_classified() {
     let table = [
         (
