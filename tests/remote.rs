@@ -725,15 +725,18 @@ fn a_session_without_its_master_never_connects_on_its_own() {
         tunnel: None,
         master: 0,
     };
-    let output = Command::new("ssh")
-        .args(iris::remote::session_args(
-            &remote,
-            Some(&link),
-            "echo connected",
-        ))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let through_link = || {
+        Command::new("ssh")
+            .args(iris::remote::session_args(
+                &remote,
+                Some(&link),
+                "echo connected",
+            ))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = through_link();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(255), "{stderr}");
     assert!(!String::from_utf8_lossy(&output.stdout).contains("connected"));
@@ -748,15 +751,7 @@ fn a_session_without_its_master_never_connects_on_its_own() {
         .status()
         .unwrap();
     assert!(master.success());
-    let output = Command::new("ssh")
-        .args(iris::remote::session_args(
-            &remote,
-            Some(&link),
-            "echo connected",
-        ))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let output = through_link();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "connected",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Pair;
 use crate::agent::{AgentSpec, AlwaysSource, PermissionPolicy, RulesSource};
 use crate::config::{Config, TeamConfig, TeamName};
-use crate::remote::{self, Link, RemoteAgent};
+use crate::remote::{self, Link};
 
 /// Whether a spawn starts the pair's session or continues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +138,7 @@ pub fn agent_spec(
                         && !name.starts_with(remote::WRAPPER_PREFIX)
                 })
                 .collect();
-            let preamble = remote::preamble(&RemoteAgent {
-                program: &program,
-                args: &args,
-                env: &remote_env,
-                mcp_config: launch.remote_mcp_config.as_deref(),
-            });
+            let preamble = remote::preamble(&remote_env, launch.remote_mcp_config.as_deref());
             let command = remote::agent_command(team, &program, &args);
             (
                 "ssh".to_owned(),

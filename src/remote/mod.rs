@@ -53,6 +53,18 @@ const NO_MASTER: &str = "iris-control-master-gone";
 /// (harmless on a command line, unlike the rest of `env`).
 const LOOKUP_VARIABLES: [&str; 3] = ["HOME", "PATH", "CLAUDE_CONFIG_DIR"];
 
+/// `export NAME='value'` commands for those of `names` the team's `env` sets, each
+/// followed by `separator`.
+fn exports(team: &TeamConfig, names: &[&str], separator: &str) -> String {
+    let mut text = String::new();
+    for name in names {
+        if let Some(value) = team.env.get(*name) {
+            let _ = write!(text, "export {name}={}{separator}", quote(value));
+        }
+    }
+    text
+}
+
 /// The prefix of the wrapper's own shell variables: an environment variable of the team
 /// with this prefix could overwrite them, so none is passed (the config loader refuses
 /// them).
@@ -260,19 +272,6 @@ pub fn ssh_options(remote: &RemoteConfig) -> Vec<String> {
     words
 }
 
-/// The program and the environment an agent runs with on the host.
-#[derive(Debug, Clone)]
-pub struct RemoteAgent<'a> {
-    /// The claude executable (a path on the host, `~` allowed, or a name on its PATH).
-    pub program: &'a str,
-    /// Its arguments.
-    pub args: &'a [String],
-    /// Its environment on the host (the team's `env` and Iris's variables).
-    pub env: &'a [(String, String)],
-    /// The agent's MCP config (one line of JSON), if it may call Iris back.
-    pub mcp_config: Option<&'a str>,
-}
-
 /// The command line (one word, for the host's login shell) that runs the agent wrapper.
 #[must_use]
 pub fn agent_command(team: &TeamConfig, program: &str, args: &[String]) -> String {
@@ -330,11 +329,11 @@ pub fn agent_script(team: &TeamConfig, program: &str, args: &[String]) -> String
 /// What the agent wrapper reads from its stdin before the agent starts: the MCP config
 /// line (empty for none), the environment as `NAME=<printf format>` lines, and the end line.
 #[must_use]
-pub fn preamble(agent: &RemoteAgent<'_>) -> String {
+pub fn preamble(env: &[(String, String)], mcp_config: Option<&str>) -> String {
     let mut text = String::new();
-    text.push_str(agent.mcp_config.unwrap_or_default().trim());
+    text.push_str(mcp_config.unwrap_or_default().trim());
     text.push('\n');
-    for (name, value) in agent.env {
+    for (name, value) in env {
         let _ = writeln!(text, "{name}={}", shell::printf_format(value));
     }
     text.push_str(PREAMBLE_END);
@@ -501,9 +500,7 @@ impl Remotes {
         }
         let path_text = team.path.to_string_lossy();
         let mut script = String::new();
-        if let Some(home) = &home {
-            let _ = writeln!(script, "export HOME={}", quote(home));
-        }
+        script.push_str(&exports(team, &["HOME"], "\n"));
         let _ = write!(
             script,
             "cd {} 2>/dev/null || exit {EXIT_NO_DIRECTORY}; pwd -P; printf '%s\\n' \"$HOME\"",
@@ -895,20 +892,6 @@ impl Remotes {
             }
         }
     }
-
-    /// The live masters: pid and socket.
-    #[must_use]
-    pub fn masters(&self) -> Vec<Link> {
-        let slots: Vec<_> = self
-            .masters
-            .lock()
-            .map(|masters| masters.values().cloned().collect())
-            .unwrap_or_default();
-        slots
-            .iter()
-            .filter_map(|slot| slot.try_lock().ok().and_then(|link| link.clone()))
-            .collect()
-    }
 }
 
 /// A shell script that deletes the transcript of `session` on the host (found by its name
@@ -917,11 +900,7 @@ impl Remotes {
 #[must_use]
 pub fn delete_transcript_script(team: &TeamConfig, session: uuid::Uuid) -> String {
     let mut script = String::new();
-    for name in ["HOME", "CLAUDE_CONFIG_DIR"] {
-        if let Some(value) = team.env.get(name) {
-            let _ = writeln!(script, "export {name}={}", quote(value));
-        }
-    }
+    script.push_str(&exports(team, &["HOME", "CLAUDE_CONFIG_DIR"], "\n"));
     let _ = write!(
         script,
         "s=0; for f in \"${{CLAUDE_CONFIG_DIR:-$HOME/.claude}}\"/projects/*/{session}.jsonl; do \
@@ -952,11 +931,7 @@ pub async fn probe(team: &TeamConfig, remote: &RemoteConfig) -> Result<Probe, Re
     let mut script = String::new();
     // What changes where `~` and claude are found; other values (secrets, maybe) stay
     // off the command line.
-    for name in LOOKUP_VARIABLES {
-        if let Some(value) = team.env.get(name) {
-            let _ = writeln!(script, "export {name}={}", quote(value));
-        }
-    }
+    script.push_str(&exports(team, &LOOKUP_VARIABLES, "\n"));
     let _ = write!(
         script,
         "if cd {path} 2>/dev/null; then printf 'dir=%s\\n' \"$(pwd -P)\"; else echo dir=; fi; \
@@ -965,9 +940,11 @@ pub async fn probe(team: &TeamConfig, remote: &RemoteConfig) -> Result<Probe, Re
     );
     let mut command = tokio::process::Command::new("ssh");
     command
-        .args(ssh_options(remote))
-        .arg(&remote.host)
-        .arg(format!("sh -c {}", quote(&script)))
+        .args(session_args(
+            remote,
+            None,
+            &format!("sh -c {}", quote(&script)),
+        ))
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let limit = remote.connect_timeout + Duration::from_secs(30);
@@ -1039,12 +1016,7 @@ pub fn fork_args(
     words.push(remote.host.clone());
     // The team's HOME and claude directory, as its agents run with them (the conversation
     // is found under them).
-    let mut line = String::new();
-    for name in ["HOME", "CLAUDE_CONFIG_DIR"] {
-        if let Some(value) = team.env.get(name) {
-            let _ = write!(line, "export {name}={} && ", quote(value));
-        }
-    }
+    let mut line = exports(team, &["HOME", "CLAUDE_CONFIG_DIR"], " && ");
     let _ = write!(
         line,
         "cd {} && {}",

@@ -93,12 +93,7 @@ impl Run {
 
     /// Sends an empty preamble and waits for the end.
     fn ended(mut self) -> (Option<i32>, String) {
-        self.write(&preamble(&RemoteAgent {
-            program: "",
-            args: &[],
-            env: &[],
-            mcp_config: None,
-        }));
+        self.write(&preamble(&[], None));
         self.wait()
     }
 
@@ -112,15 +107,21 @@ impl Run {
     }
 }
 
-fn gone(pid: u32) -> bool {
+/// Waits for `condition` (polling: these are processes of a shell, not ours to await),
+/// for at most 20 s; whether it came.
+fn came(mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if !crate::process::running(pid) {
-            return true;
+    while !condition() {
+        if Instant::now() >= deadline {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    false
+    true
+}
+
+fn gone(pid: u32) -> bool {
+    came(|| !crate::process::running(pid))
 }
 
 #[test]
@@ -140,14 +141,10 @@ fn the_wrapper_runs_the_agent_in_a_hostile_directory_with_its_environment_from_s
         ("SECRET".to_owned(), secret.to_owned()),
         ("IRIS_TEAM".to_owned(), "far".to_owned()),
     ];
-    run.write(&preamble(&RemoteAgent {
-        program: "",
-        args: &[],
-        env: &env,
-        mcp_config: Some(
-            r#"{"mcpServers":{"iris":{"type":"http","url":"http://127.0.0.1:9/mcp/s/t"}}}"#,
-        ),
-    }));
+    run.write(&preamble(
+        &env,
+        Some(r#"{"mcpServers":{"iris":{"type":"http","url":"http://127.0.0.1:9/mcp/s/t"}}}"#),
+    ));
     assert_eq!(run.expect("arg="), "--print");
     assert_eq!(run.expect("arg="), args[1]);
     let config_arg = run.expect("arg=");
@@ -201,12 +198,7 @@ fn the_environment_applies_before_the_directory_and_claude_are_looked_up() {
             format!("{}:/usr/bin:/bin", bin.display()),
         ),
     ];
-    run.write(&preamble(&RemoteAgent {
-        program: "",
-        args: &[],
-        env: &env,
-        mcp_config: None,
-    }));
+    run.write(&preamble(&env, None));
     assert_eq!(run.expect("pwd="), home.join("proj").display().to_string());
     let (code, _) = run.wait();
     assert_eq!(code, Some(143));
@@ -218,26 +210,21 @@ fn the_agent_ending_by_itself_ends_the_wrapper_with_its_status() {
     let claude = fake_claude(root.path());
     let team = team(&root.path().to_string_lossy());
     let mut run = Run::start(&team, &claude.to_string_lossy(), &[]);
-    run.write(&preamble(&RemoteAgent {
-        program: "",
-        args: &[],
-        env: &[],
-        mcp_config: None,
-    }));
+    run.write(&preamble(&[], None));
     let child: u32 = run.expect("child=").parse().expect("pid");
     run.write("exit\n");
     assert_eq!(run.expect("got="), "exit");
     // The agent exited (7): `cat` still waits on stdin, but the wrapper kills the group and
     // ends with the agent's status, so Iris sees the exit at once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = run.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the wrapper outlived its agent");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(7));
+    let mut status = None;
+    assert!(
+        came(|| {
+            status = run.child.try_wait().expect("try_wait");
+            status.is_some()
+        }),
+        "the wrapper outlived its agent"
+    );
+    assert_eq!(status.and_then(|status| status.code()), Some(7));
     assert!(gone(child));
 }
 
