@@ -13,12 +13,10 @@ mod common;
 mod support;
 
 use std::process::Command;
-use std::sync::Arc;
 
 use common::{IRIS, assert_contains, assert_cost, real_claude, wait_event};
 use iris::agent::TranscriptEntry;
 use iris::config::GrantPermission;
-use iris::permissions::{Rule, Rules};
 use iris::pool::{PoolEvent, transcript_path};
 use iris::store::{MessageMode, MessageState, Store};
 use support::{RealWorld, TURN_COST_USD};
@@ -130,16 +128,7 @@ fn permission_of(result: &iris::agent::TurnResult, tool: &str) -> (bool, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_rules_decide_before_grant_permission_and_apply_on_reload() {
     let mut world = RealWorld::new().await;
-    let rules = |allow: &[&str], deny: &[&str]| {
-        let parse = |list: &[&str]| -> Vec<Rule> {
-            list.iter().map(|text| Rule::parse(text).unwrap()).collect()
-        };
-        Arc::new(Rules {
-            allow: parse(allow),
-            ask: Vec::new(),
-            deny: parse(deny),
-        })
-    };
+    let rules = support::rules;
     let team = world.team("backend");
     team.grant_permission = GrantPermission::No;
     team.permissions = rules(&["Write(notes/**)"], &["Write(notes/secret*)"]);

@@ -22,7 +22,6 @@ use common::{assert_contains, call, iris_command, typed, wait_for, wait_for_bloc
 use iris::agent::TranscriptEntry;
 use iris::api::{CallerStatus, MessageOutcome, MessageView, TeamStatusPage};
 use iris::config::{GrantPermission, TeamConfig};
-use iris::permissions::{Rule, Rules};
 use iris::store::{ApprovalRecord, DecidedBy, Decision, MessageState, PairRuleRecord, now_ms};
 use iris::testing::fake_api::ScriptEntry;
 use rmcp::ServiceExt;
@@ -33,7 +32,7 @@ use rmcp::service::RequestContext;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ErrorData, RoleClient};
 use serde_json::{Value, json};
-use support::{RealWorld, connect, message};
+use support::{RealWorld, connect, message, rules};
 
 /// `ask_message` from `from` to `to` on `peer`, waiting for the answer.
 async fn ask_on(
@@ -51,17 +50,6 @@ async fn ask_on(
             .await
             .unwrap(),
     )
-}
-
-fn rules(allow: &[&str], deny: &[&str]) -> Arc<Rules> {
-    let parse = |list: &[&str]| -> Vec<Rule> {
-        list.iter().map(|text| Rule::parse(text).unwrap()).collect()
-    };
-    Arc::new(Rules {
-        allow: parse(allow),
-        ask: Vec::new(),
-        deny: parse(deny),
-    })
 }
 
 fn write(path: &Path) -> String {

@@ -617,21 +617,13 @@ async fn an_unusable_host_fails_the_message_at_once_with_what_to_do() {
 /// rule lets the write through while grantPermission is no).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_rules_resolve_against_the_directory_on_the_host() {
-    use iris::permissions::{Rule, Rules};
     let sshd = Sshd::start();
     let mut world = RealWorld::new().await;
     let real = sshd.remote_home().join("work/far");
     std::fs::create_dir_all(real.join("notes")).unwrap();
     let team = world.remote_team("far", &sshd.remote_value(), "~/work/far");
     team.grant_permission = iris::config::GrantPermission::No;
-    let parse = |list: &[&str]| -> Vec<Rule> {
-        list.iter().map(|text| Rule::parse(text).unwrap()).collect()
-    };
-    team.permissions = std::sync::Arc::new(Rules {
-        allow: parse(&["Write(notes/**)"]),
-        ask: Vec::new(),
-        deny: parse(&["Write(notes/secret*)"]),
-    });
+    team.permissions = support::rules(&["Write(notes/**)"], &["Write(notes/secret*)"]);
     let pool = world.pool().await;
     let pair = pool.pair("home", "far").unwrap();
     let write = |path: &Path| {

@@ -150,17 +150,24 @@ fn a_control_master_and_a_remote_forward_work_through_it() {
     common::wait_for_blocking("the master to remove its socket", || !path.exists());
 }
 
-#[test]
-fn killing_the_session_processes_cuts_a_running_session() {
-    let sshd = Sshd::start();
-    let mut session = sshd
+/// `ssh alias sleep 1000`, its stdout and stderr made by `output`, once the sleep runs on
+/// the host.
+fn remote_sleep(sshd: &Sshd, output: fn() -> Stdio) -> std::process::Child {
+    let session = sshd
         .ssh()
         .args(["iris-test-remote", "sleep 1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output())
+        .stderr(output())
         .spawn()
         .unwrap();
     common::wait_for_blocking("the remote sleep", || !sshd.remote_processes().is_empty());
+    session
+}
+
+#[test]
+fn killing_the_session_processes_cuts_a_running_session() {
+    let sshd = Sshd::start();
+    let mut session = remote_sleep(&sshd, Stdio::piped);
 
     sshd.kill_session_processes();
     common::wait_for_blocking("ssh to end after the cut", || {
@@ -185,14 +192,7 @@ fn killing_the_session_processes_cuts_a_running_session() {
 #[test]
 fn dropping_it_ends_sessions_and_their_commands() {
     let sshd = Sshd::start();
-    let mut session = sshd
-        .ssh()
-        .args(["iris-test-remote", "sleep 1000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for_blocking("the remote sleep", || !sshd.remote_processes().is_empty());
+    let mut session = remote_sleep(&sshd, Stdio::null);
     let marker = sshd.marker().to_owned();
     let listener = sshd.pid();
     drop(sshd);

@@ -299,3 +299,17 @@ pub async fn message(client: &Client, from: &str, id: &str) -> iris::api::Messag
             .expect("message_status answers"),
     )
 }
+
+/// Permission rules that allow `allow` and deny `deny` (Claude Code's rule syntax).
+pub fn rules(allow: &[&str], deny: &[&str]) -> Arc<iris::permissions::Rules> {
+    let parse = |list: &[&str]| -> Vec<iris::permissions::Rule> {
+        list.iter()
+            .map(|text| iris::permissions::Rule::parse(text).expect("a valid rule"))
+            .collect()
+    };
+    Arc::new(iris::permissions::Rules {
+        allow: parse(allow),
+        ask: Vec::new(),
+        deny: parse(deny),
+    })
+}
