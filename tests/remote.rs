@@ -43,6 +43,25 @@ async fn far_world(sshd: &Sshd) -> RealWorld {
     world
 }
 
+/// Asks `check` until it gives a value (polling: the MCP client gets no event for it), for
+/// at most 60 s.
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until no process started by `sshd`'s sessions is left on the host.
 async fn nothing_left_on(sshd: &Sshd) {
     wait_for("no process left on the host", || {
@@ -345,16 +364,11 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
     })
     .await;
     sshd.kill_session_processes();
-    let mut failed = None;
-    for _ in 0..600 {
+    let failed = until("the turn ended", || async {
         let view = message(&client, "home", &id).await;
-        if view.state != MessageState::Running && view.state != MessageState::Queued {
-            failed = Some(view);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let failed = failed.expect("the turn ended");
+        (view.state != MessageState::Running && view.state != MessageState::Queued).then_some(view)
+    })
+    .await;
     assert_eq!(failed.state, MessageState::Failed, "{failed:?}");
     let error = failed.error.clone().unwrap_or_default();
     // ssh's own words, and whose turn it was.
@@ -388,7 +402,25 @@ async fn a_dropped_connection_fails_the_turn_at_once_and_the_next_one_reconnects
         1,
         "the stale socket is still there"
     );
-    // The agent rode on the master: it is gone too; the next message starts over.
+    // The agent rode on the master: it is gone too, once Iris has seen it end (a message
+    // written to it before then would fail with it, as with any agent that crashes); the
+    // next message starts over.
+    until(
+        "Iris to see the agent whose master was killed end",
+        || async {
+            let status: iris::api::TeamStatusPage = common::typed(
+                &client
+                    .call_tool(call(
+                        "team_status",
+                        json!({"fromTeam": "home", "team": "far"}),
+                    ))
+                    .await
+                    .unwrap(),
+            );
+            status.teams[0].pid.is_none().then_some(())
+        },
+    )
+    .await;
     let after = ask(&client, "home", "far", "after the master died [[history]]").await;
     assert_eq!(after.status, CallerStatus::Completed, "{after:?}");
     assert_contains(&after.answer.unwrap(), "the word is ochre");
