@@ -147,6 +147,11 @@ async fn a_remote_team_answers_keeps_its_history_and_resumes_after_a_restart() {
     let config = remote_mcp_config(&sshd).expect("the agent's MCP config on the host");
     assert_eq!(mode(&config), 0o600);
     assert_eq!(mode(config.parent().unwrap()), 0o700);
+    assert!(
+        config.starts_with(sshd.remote_tmp()),
+        "{} not in TMPDIR",
+        config.display()
+    );
     assert_contains(&std::fs::read_to_string(&config).unwrap(), "/mcp/s/");
 
     let tell = send(&client, "home", "far", "remember: the colour is teal").await;

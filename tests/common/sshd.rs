@@ -3,7 +3,9 @@
 //! its own host key, client key, `authorized_keys`, `known_hosts` and client `ssh_config`, all
 //! in a temp dir. Remote sessions get another `HOME` (`remote_home`; sshd's `SetEnv`), so the
 //! "remote" host does not share the test's home; it is also their working directory when the
-//! user's login shell is bash (a `.bashrc` there moves to it, see [`Sshd::try_start`]).
+//! user's login shell is bash (a `.bashrc` there moves to it, see [`Sshd::try_start`]). Their
+//! `TMPDIR` is in the temp dir too ([`Sshd::remote_tmp`]), so what an agent wrapper killed
+//! with SIGKILL by [`Sshd::stop`] could not remove goes with it.
 //!
 //! `ssh -F <ssh_config> iris-test-remote <command>` reaches it; [`Sshd::remote_value`] is
 //! that as a `remote:` config value. Dropping an [`Sshd`] kills the listener, every
@@ -127,6 +129,8 @@ impl Sshd {
         // ~/.bashrc (with the new HOME) for a command sshd runs, and moves to HOME here.
         fs::write(remote_home.join(".bashrc"), "cd \"$HOME\" || exit 1\n")
             .map_err(|error| format!("remote .bashrc: {error}"))?;
+        fs::create_dir(root.join("remote-tmp"))
+            .map_err(|error| format!("remote TMPDIR: {error}"))?;
         let marker = uuid::Uuid::new_v4().to_string();
         write_file(
             &root.join("sshd_config"),
@@ -281,6 +285,11 @@ impl Sshd {
     /// The client's private key (its public key is the only authorized one).
     pub fn client_key_path(&self) -> PathBuf {
         self.dir.path().join("client_ed25519")
+    }
+
+    /// `TMPDIR` of every remote session (where the agent wrapper keeps its MCP config).
+    pub fn remote_tmp(&self) -> PathBuf {
+        self.dir.path().join("remote-tmp")
     }
 
     /// `HOME` of every remote session, and its working directory when the login shell is
@@ -513,11 +522,12 @@ PrintLastLog no
 MaxSessions 64
 MaxStartups 64:30:100
 LogLevel VERBOSE
-SetEnv HOME={remote_home} {MARKER_VAR}={marker}
+SetEnv HOME={remote_home} TMPDIR={remote_tmp} {MARKER_VAR}={marker}
 ",
         host_key = root.join("host_ed25519").display(),
         authorized_keys = root.join("authorized_keys").display(),
         remote_home = remote_home.display(),
+        remote_tmp = root.join("remote-tmp").display(),
     )
 }
 
