@@ -567,8 +567,8 @@ impl Actor {
         if protocol::is_lifecycle(bytes) {
             return;
         }
-        let line: Value = match serde_json::from_slice(bytes) {
-            Ok(line) => line,
+        let kind = match protocol::read(bytes) {
+            Ok(kind) => kind,
             Err(error) => {
                 let preview: String =
                     String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
@@ -576,10 +576,12 @@ impl Actor {
                 return;
             }
         };
-        let kind = protocol::classify(&line);
         if matches!(
             kind,
-            Incoming::System | Incoming::Assistant | Incoming::User | Incoming::Result
+            Incoming::System
+                | Incoming::Assistant { .. }
+                | Incoming::User { .. }
+                | Incoming::Result(_)
         ) && let Some(turn) = &mut self.turn
             && !std::mem::replace(&mut turn.answering, true)
         {
@@ -599,12 +601,12 @@ impl Actor {
             }
             Incoming::ControlCancel { request_id } => self.on_control_cancel(&request_id),
             Incoming::System | Incoming::Lifecycle => {}
-            Incoming::Assistant => {
+            Incoming::Assistant { text, tool_uses } => {
                 // Outside a turn (never expected) there is nobody to tell.
                 if self.turn.is_none() {
                     return;
                 }
-                if let Some(text) = protocol::assistant_text(&line) {
+                if let Some(text) = text {
                     self.emit(AgentEvent::AssistantText { text: text.clone() });
                     if let Some(turn) = &mut self.turn {
                         if let Some(stream) = &turn.text_stream {
@@ -617,25 +619,25 @@ impl Actor {
                         turn.answer_parts.push(text);
                     }
                 }
-                for (name, input) in protocol::tool_uses(&line) {
+                for (name, input) in tool_uses {
                     self.step(TranscriptEntry::ToolUse {
                         name,
                         input: truncate(&input.to_string()),
                     });
                 }
             }
-            Incoming::User => {
+            Incoming::User { tool_results } => {
                 if self.turn.is_none() {
                     return;
                 }
-                for (content, is_error) in protocol::tool_results(&line) {
+                for (content, is_error) in tool_results {
                     self.step(TranscriptEntry::ToolResult {
                         content: truncate(&content),
                         is_error,
                     });
                 }
             }
-            Incoming::Result => self.on_result(line),
+            Incoming::Result(result) => self.on_result(result),
             Incoming::Unknown(kind) => {
                 tracing::debug!(agent = %self.label, kind, "agent line of unknown type");
                 self.emit(AgentEvent::Skipped {
@@ -838,8 +840,7 @@ impl Actor {
         }
     }
 
-    fn on_result(&mut self, line: Value) {
-        let result = protocol::result_line(&line);
+    fn on_result(&mut self, result: protocol::ResultLine) {
         let cost = self.turn_cost(result.total_cost_usd, result.cost_since_last_result);
         if let Some(total) = result.total_cost_usd {
             self.cost_baseline = total;

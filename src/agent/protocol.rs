@@ -2,6 +2,9 @@
 //! reads the lines on its stdout. Only this module knows the JSON shapes; the actor works on
 //! [`Incoming`].
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// One parsed stdout line, classified by what the driver must do with it.
@@ -34,13 +37,161 @@ pub enum Incoming {
     /// completed. Nothing to do.
     Lifecycle,
     /// An assistant message: one content block per line in practice.
-    Assistant,
+    Assistant {
+        /// Its text blocks, joined ([`assistant_text`]).
+        text: Option<String>,
+        /// Its `tool_use` blocks ([`tool_uses`]).
+        tool_uses: Vec<(String, Value)>,
+    },
     /// A user message echoed by the CLI: tool results, interrupt notices.
-    User,
+    User {
+        /// Its `tool_result` blocks ([`tool_results`]).
+        tool_results: Vec<(String, bool)>,
+    },
     /// The end of a turn.
-    Result,
+    Result(ResultLine),
     /// A valid JSON line of a type this driver does not know: logged and passed on.
     Unknown(String),
+}
+
+/// Reads one stdout line. Most lines of a turn (`system`, `assistant`, `result`) are read
+/// into typed structs that skip, without building them, the fields Iris does not keep (the
+/// `init` line lists every tool and server); the rest, and any line whose shape the typed
+/// read does not take, go through a [`Value`] and [`classify`], with the same result.
+///
+/// # Errors
+/// The line is not JSON.
+pub fn read(line: &[u8]) -> Result<Incoming, serde_json::Error> {
+    let typed = serde_json::from_slice::<Head<'_>>(line)
+        .ok()
+        .and_then(|head| match head.kind.as_ref() {
+            "system" => Some(Incoming::System),
+            "command_lifecycle" => Some(Incoming::Lifecycle),
+            "assistant" => serde_json::from_slice::<AssistantWire<'_>>(line)
+                .ok()
+                .map(AssistantWire::into_incoming),
+            "result" => serde_json::from_slice::<ResultWire>(line)
+                .ok()
+                .map(|wire| Incoming::Result(wire.into_result())),
+            _ => None,
+        });
+    match typed {
+        Some(incoming) => Ok(incoming),
+        None => Ok(classify(&serde_json::from_slice::<Value>(line)?)),
+    }
+}
+
+/// A line's `type`, and nothing else of it.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+/// What Iris reads of an `assistant` line.
+#[derive(Deserialize)]
+struct AssistantWire<'a> {
+    #[serde(borrow)]
+    message: Option<MessageWire<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessageWire<'a> {
+    #[serde(borrow)]
+    content: Option<Vec<BlockWire<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct BlockWire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    name: Option<String>,
+    input: Option<Value>,
+}
+
+impl AssistantWire<'_> {
+    fn into_incoming(self) -> Incoming {
+        let blocks = self
+            .message
+            .and_then(|message| message.content)
+            .unwrap_or_default();
+        let mut text: Option<String> = None;
+        let mut tool_uses = Vec::new();
+        for block in blocks {
+            match block.kind.as_deref() {
+                Some("text") => {
+                    if let Some(part) = block.text {
+                        text.get_or_insert_with(String::new).push_str(&part);
+                    }
+                }
+                Some("tool_use") => tool_uses.push((
+                    block.name.unwrap_or_default(),
+                    block.input.unwrap_or(Value::Null),
+                )),
+                _ => {}
+            }
+        }
+        Incoming::Assistant { text, tool_uses }
+    }
+}
+
+/// What Iris reads of a `result` line ([`ResultLine`]).
+#[derive(Deserialize)]
+struct ResultWire {
+    result: Option<String>,
+    is_error: Option<bool>,
+    subtype: Option<String>,
+    terminal_reason: Option<String>,
+    duration_ms: Option<u64>,
+    num_turns: Option<u64>,
+    session_id: Option<String>,
+    total_cost_usd: Option<f64>,
+    model_usage_since_last_result: Option<serde_json::Map<String, Value>>,
+    // Present (even as `null`) or not, as the `Value` reading keeps it.
+    #[serde(default, deserialize_with = "present")]
+    usage: Option<Value>,
+    errors: Option<Vec<Value>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(value).map(Some)
+}
+
+impl ResultWire {
+    fn into_result(self) -> ResultLine {
+        ResultLine {
+            text: self.result,
+            is_error: self.is_error.unwrap_or(false),
+            subtype: self.subtype.unwrap_or_default(),
+            terminal_reason: self.terminal_reason,
+            duration_ms: self.duration_ms,
+            num_turns: self.num_turns,
+            session_id: self.session_id,
+            total_cost_usd: self.total_cost_usd,
+            cost_since_last_result: self.model_usage_since_last_result.map(|models| {
+                models
+                    .values()
+                    .filter_map(|usage| usage.get("costUSD").and_then(Value::as_f64))
+                    .sum::<f64>()
+            }),
+            usage: self.usage,
+            errors: self.errors.map(|errors| join_errors(&errors)),
+        }
+    }
+}
+
+fn join_errors(errors: &[Value]) -> String {
+    errors
+        .iter()
+        .map(|error| {
+            error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Classifies a parsed line.
@@ -78,9 +229,14 @@ pub fn classify(line: &Value) -> Incoming {
         },
         "system" => Incoming::System,
         "command_lifecycle" => Incoming::Lifecycle,
-        "assistant" => Incoming::Assistant,
-        "user" => Incoming::User,
-        "result" => Incoming::Result,
+        "assistant" => Incoming::Assistant {
+            text: assistant_text(line),
+            tool_uses: tool_uses(line),
+        },
+        "user" => Incoming::User {
+            tool_results: tool_results(line),
+        },
+        "result" => Incoming::Result(result_line(line)),
         other => Incoming::Unknown(other.to_owned()),
     }
 }
@@ -112,13 +268,34 @@ fn to_line(value: &Value) -> Vec<u8> {
 /// [`rewind_conversation`] names to take the turn back.
 #[must_use]
 pub fn user_message(text: &str, uuid: &str) -> Vec<u8> {
-    to_line(&json!({
-        "type": "user",
-        "message": {"role": "user", "content": text},
-        "parent_tool_use_id": null,
-        "session_id": "",
-        "uuid": uuid,
-    }))
+    #[derive(Serialize)]
+    struct UserLine<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message: UserMessage<'a>,
+        parent_tool_use_id: Option<()>,
+        session_id: &'static str,
+        uuid: &'a str,
+    }
+    #[derive(Serialize)]
+    struct UserMessage<'a> {
+        role: &'static str,
+        content: &'a str,
+    }
+    // A struct of strings always serializes.
+    let mut line = serde_json::to_vec(&UserLine {
+        kind: "user",
+        message: UserMessage {
+            role: "user",
+            content: text,
+        },
+        parent_tool_use_id: None,
+        session_id: "",
+        uuid,
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 /// Asks the CLI to cut its conversation back to just before the user message `uuid`: that
@@ -305,17 +482,10 @@ pub fn result_line(line: &Value) -> ResultLine {
                 .filter_map(|usage| usage.get("costUSD").and_then(Value::as_f64))
                 .sum::<f64>()
         });
-    let errors = line.get("errors").and_then(Value::as_array).map(|errors| {
-        errors
-            .iter()
-            .map(|error| {
-                error
-                    .as_str()
-                    .map_or_else(|| error.to_string(), str::to_owned)
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    });
+    let errors = line
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|errors| join_errors(errors));
     ResultLine {
         text: line
             .get("result")
@@ -498,14 +668,64 @@ mod tests {
         ));
     }
 
+    /// The typed read gives what the `Value` reading gives, for the lines of a turn and for
+    /// shapes the typed read refuses (which then go through the `Value`).
+    #[test]
+    fn the_typed_read_agrees_with_the_value_reading() {
+        let lines = [
+            // The fake agent's turn (the real CLI's lines have these shapes).
+            r#"{"type":"system","fast_mode_state":"off","subtype":"init","cwd":"/t","session_id":"35c2","tools":["Task","Bash"],"mcp_servers":[{"name":"iris","status":"connected"}],"model":"fake-model","uuid":"a8b9"}"#,
+            r#"{"type":"assistant","request_id":"req_1","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"fake answer #1: hi"}],"stop_reason":null,"usage":{"input_tokens":5}},"parent_tool_use_id":null,"session_id":"35c2","uuid":"5811"}"#,
+            r#"{"type":"result","result":"fake answer #1: hi","subtype":"success","is_error":false,"api_error_status":null,"duration_ms":0,"num_turns":1,"session_id":"35c2","total_cost_usd":0.0001,"usage":{"input_tokens":5,"service_tier":"standard"},"modelUsage":{"m":{"costUSD":0.0001}},"model_usage_since_last_result":{"m":{"inputTokens":5,"costUSD":0.0001},"n":{"costUSD":0.00002}},"permission_denials":[],"terminal_reason":"completed"}"#,
+            // Text and tools in one line, thinking skipped, escapes in text.
+            r#"{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"text","text":"a\"\n\u00e9"},{"type":"tool_use","id":"t","name":"Bash","input":{"command":"ls"}},{"type":"text","text":""},{"type":"tool_use"}]}}"#,
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","content":"no","is_error":true}]}}"#,
+            // Shapes the typed read does not take.
+            r#"{"type":"assistant","message":{"content":"plain"}}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":7},{"type":"text","text":"x"}]}}"#,
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":3}]}}"#,
+            r#"{"type":"assistant","message":null}"#,
+            r#"{"type":"assistant"}"#,
+            r#"{"type":"result","usage":null,"errors":["x",{"code":1}],"is_error":"yes","duration_ms":1.5}"#,
+            r#"{"type":"result","result":null,"subtype":null,"errors":"x","model_usage_since_last_result":[1],"total_cost_usd":"1"}"#,
+            r#"{"type":"result","result":"a","result":"b"}"#,
+            r#"{"type":"result"}"#,
+            r#"{"type":"result","usage":null,"errors":[]}"#,
+            r#"{"type":"result","errors":["x",{"code":1}],"model_usage_since_last_result":{}}"#,
+            r#"{"type":"system","subtype":"api_retry","attempt":1}"#,
+            r#"{"type":"command_lifecycle","state":"started"}"#,
+            r#"{"subtype":"init","type":"system"}"#,
+            r#"{"type":7}"#,
+            r#"{}"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"{"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{}}}"#,
+        ];
+        for line in lines {
+            let typed = read(line.as_bytes()).unwrap();
+            let valued = classify(&parse(line));
+            assert_eq!(format!("{typed:?}"), format!("{valued:?}"), "{line}");
+        }
+        assert!(read(b"{not json").is_err());
+        assert!(read(b"").is_err());
+    }
+
     #[test]
     fn messages_are_single_ndjson_lines() {
         let message = user_message("multi\nline \"quoted\"", "u-7");
         assert_eq!(message.iter().filter(|&&byte| byte == b'\n').count(), 1);
         assert!(message.ends_with(b"\n"));
         let value: Value = serde_json::from_slice(&message).unwrap();
-        assert_eq!(value["message"]["content"], "multi\nline \"quoted\"");
-        assert_eq!(value["uuid"], "u-7");
+        assert_eq!(
+            value,
+            json!({
+                "type": "user",
+                "message": {"role": "user", "content": "multi\nline \"quoted\""},
+                "parent_tool_use_id": null,
+                "session_id": "",
+                "uuid": "u-7",
+            })
+        );
         let request: Value = serde_json::from_slice(&control_request("r1", "interrupt")).unwrap();
         assert_eq!(request["request"]["subtype"], "interrupt");
         assert_eq!(request["request_id"], "r1");

@@ -463,22 +463,28 @@ impl Db {
         id: MessageId,
         session_id: Uuid,
     ) -> Result<Option<MessageMode>, StoreError> {
+        // A read, then the update: both run in the write's savepoint (`commit.rs`), and
+        // `RETURNING` would build a temporary table for its one row at every turn.
+        let id = id.to_string();
+        let sql = fail(&self.path, "mark_running");
         let mode: Option<String> = self
             .connection
+            .prepare_cached("SELECT mode FROM messages WHERE id = ?1 AND state = 'queued'")
+            .and_then(|mut statement| statement.query_row([&id], |row| row.get(0)).optional())
+            .map_err(&sql)?;
+        let Some(mode) = mode else {
+            return Ok(None);
+        };
+        self.connection
             .prepare_cached(
                 "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2
-                 WHERE id = ?1 AND state = 'queued' RETURNING mode",
+                 WHERE id = ?1",
             )
             .and_then(|mut statement| {
-                statement
-                    .query_row(
-                        params![id.to_string(), session_id.to_string(), now_ms()],
-                        |row| row.get(0),
-                    )
-                    .optional()
+                statement.execute(params![id, session_id.to_string(), now_ms()])
             })
-            .map_err(fail(&self.path, "mark_running"))?;
-        Ok(mode.and_then(|mode| MessageMode::parse(&mode)))
+            .map_err(&sql)?;
+        Ok(MessageMode::parse(&mode))
     }
 
     /// The sender of a queued or running ask stopped waiting (it was told `pending`): the

@@ -134,6 +134,71 @@ CREATE INDEX approval_rules_pair ON approval_rules (caller, target);
     r"
 ALTER TABLE messages ADD COLUMN parent_id TEXT;
 ",
+    // Version 5.
+    //
+    // The same tables and rows, with the CHECKs on `mode`, `state` and `status` written as
+    // comparisons: SQLite evaluates `x IN (three or more values)` by building a temporary
+    // b-tree of the values, and these run at every insert and state change (four times a
+    // turn). The tables are rebuilt, as SQLite cannot change a constraint in place.
+    r"
+CREATE TABLE messages_v5 (
+    id             TEXT    NOT NULL PRIMARY KEY,
+    caller         TEXT    NOT NULL,
+    target         TEXT    NOT NULL,
+    session_id     TEXT,
+    mode           TEXT    NOT NULL CHECK (mode = 'ask' OR mode = 'tell' OR mode = 'quick'),
+    text           TEXT    NOT NULL,
+    state          TEXT    NOT NULL CHECK (state = 'queued' OR state = 'running'
+                                           OR state = 'completed' OR state = 'failed'
+                                           OR state = 'cancelled' OR state = 'timed_out'
+                                           OR state = 'interrupted'),
+    answer         TEXT,
+    is_error       INTEGER NOT NULL DEFAULT 0 CHECK (is_error IN (0, 1)),
+    error          TEXT,
+    cost_usd       REAL,
+    usage          TEXT,
+    duration_ms    INTEGER CHECK (duration_ms >= 0),
+    created_at_ms  INTEGER NOT NULL,
+    started_at_ms  INTEGER,
+    finished_at_ms INTEGER,
+    transcript     TEXT    NOT NULL DEFAULT '[]',
+    truncated      INTEGER NOT NULL DEFAULT 0 CHECK (truncated IN (0, 1)),
+    parent_id      TEXT
+) STRICT;
+INSERT INTO messages_v5 (id, caller, target, session_id, mode, text, state, answer, is_error,
+    error, cost_usd, usage, duration_ms, created_at_ms, started_at_ms, finished_at_ms,
+    transcript, truncated, parent_id)
+SELECT id, caller, target, session_id, mode, text, state, answer, is_error, error, cost_usd,
+    usage, duration_ms, created_at_ms, started_at_ms, finished_at_ms, transcript, truncated,
+    parent_id
+FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v5 RENAME TO messages;
+CREATE INDEX messages_pair ON messages (caller, target, id);
+CREATE INDEX messages_finished ON messages (finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+
+CREATE TABLE sessions_v5 (
+    session_id      TEXT    NOT NULL PRIMARY KEY,
+    caller          TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status = 'active' OR status = 'rebooted'
+                                            OR status = 'deleted'),
+    created_at_ms   INTEGER NOT NULL,
+    last_used_at_ms INTEGER NOT NULL,
+    turns           INTEGER NOT NULL DEFAULT 0 CHECK (turns >= 0),
+    total_cost_usd  REAL    NOT NULL DEFAULT 0,
+    cli_total_usd   REAL    NOT NULL DEFAULT 0,
+    resumable       INTEGER NOT NULL DEFAULT 0 CHECK (resumable IN (0, 1))
+) STRICT;
+INSERT INTO sessions_v5 (session_id, caller, target, status, created_at_ms, last_used_at_ms,
+    turns, total_cost_usd, cli_total_usd, resumable)
+SELECT session_id, caller, target, status, created_at_ms, last_used_at_ms, turns,
+    total_cost_usd, cli_total_usd, resumable
+FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE sessions_v5 RENAME TO sessions;
+CREATE UNIQUE INDEX sessions_active_pair ON sessions (caller, target) WHERE status = 'active';
+",
 ];
 
 /// The schema version this build writes and the newest it can open.

@@ -1052,6 +1052,7 @@ const RELEASED: &[(&str, i64)] = &[
     ("store-v2.db", 2),
     ("store-v3.db", 3),
     ("store-v4.db", 4),
+    ("store-v5.db", 5),
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -1244,6 +1245,128 @@ async fn v4_fixture_generator() {
         .expect("read")
         .expect("child");
     assert_eq!(child.parent_id, Some(V1_COMPLETED.parse().expect("id")));
+}
+
+/// The v4 rows in a schema-5 database (the tables rebuilt by the migration).
+fn write_v5_database(path: &Path) -> rusqlite::Result<()> {
+    write_v4_database(path)?;
+    let mut connection = Connection::open(path)?;
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(MIGRATIONS[4])?;
+    transaction.pragma_update(None, "user_version", 5)?;
+    transaction.commit()?;
+    connection.close().map_err(|(_, error)| error)
+}
+
+/// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v5.db`. Otherwise this
+/// checks that the migration keeps every row and constraint.
+#[tokio::test]
+async fn v5_fixture_generator() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join("store-v5.db");
+    write_v5_database(&generated).expect("write v5 database");
+    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
+        fs::create_dir_all(fixture("")).expect("fixture dir");
+        fs::copy(&generated, fixture("store-v5.db")).expect("write fixture");
+    }
+    {
+        let connection = Connection::open(&generated).expect("open");
+        let count = |table: &str| -> i64 {
+            connection
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .expect("count")
+        };
+        assert_eq!((count("messages"), count("sessions")), (4, 2));
+        let indexes: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .expect("indexes");
+        assert_eq!(
+            indexes,
+            [
+                "approval_rules_pair",
+                "approvals_decided",
+                "approvals_message",
+                "approvals_pending",
+                "messages_finished",
+                "messages_pair",
+                "sessions_active_pair"
+            ]
+        );
+        // The constraints still hold.
+        for bad in [
+            "UPDATE messages SET state = 'lost'",
+            "UPDATE messages SET mode = 'shout'",
+            "UPDATE sessions SET status = 'gone'",
+            "UPDATE messages SET is_error = 2",
+        ] {
+            let error = connection.execute(bad, []).expect_err(bad);
+            assert!(
+                error.to_string().contains("CHECK constraint failed"),
+                "{bad}: {error}"
+            );
+        }
+    }
+    let store = Store::open(&DatabaseConfig::file(generated))
+        .await
+        .expect("generated v5 database opens");
+    check_v1_rows(&store).await;
+    let child = store
+        .message(V4_CHILD.parse().expect("id"))
+        .await
+        .expect("read")
+        .expect("child");
+    assert_eq!(child.parent_id, Some(V1_COMPLETED.parse().expect("id")));
+}
+
+/// What a turn writes (insert, running, finish, the session's count) and a new session run
+/// without a temporary b-tree: SQLite builds one for `x IN (three or more values)` in a
+/// CHECK, or for `RETURNING`, at every execution.
+#[test]
+fn a_turns_statements_build_no_temporary_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("iris.db");
+    let connection = Connection::open(&path).expect("open");
+    for migration in MIGRATIONS {
+        connection.execute_batch(migration).expect("migrate");
+    }
+    let source = include_str!("db.rs");
+    let hot = [
+        "INSERT INTO messages (id, caller, target, session_id, mode, text, state,",
+        "SELECT mode FROM messages WHERE id = ?1 AND state = 'queued'",
+        "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2",
+        "UPDATE messages\n                 SET state = ?2, answer = ?3",
+        "UPDATE sessions\n             SET turns = turns + 1",
+        "INSERT INTO sessions (session_id, caller, target, status, created_at_ms,",
+    ];
+    for start in hot {
+        let at = source
+            .find(start)
+            .unwrap_or_else(|| panic!("statement not found in db.rs: {start}"));
+        let end = at + source[at..].find('"').expect("end of the statement");
+        let sql = &source[at..end];
+        let mut explain = connection
+            .prepare(&format!("EXPLAIN {sql}"))
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+        let parameters = explain.parameter_count();
+        let opcodes: Vec<String> = explain
+            .query_map(
+                rusqlite::params_from_iter(std::iter::repeat_n(rusqlite::types::Null, parameters)),
+                |row| row.get(1),
+            )
+            .and_then(Iterator::collect)
+            .expect("explain");
+        assert!(
+            !opcodes.iter().any(|opcode| opcode == "OpenEphemeral"),
+            "{sql}: {opcodes:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1961,12 +2084,13 @@ async fn inspecting_checks_every_page_without_changing_the_file() {
         .expect("an intact file")
         .expect("a file");
     assert_eq!(inspected.schema, schema::current_version());
-    // A page in the middle of the messages table overwritten: opening does not read it,
-    // the integrity check does.
+    // A page of the messages table overwritten (the rows written last fill the last pages):
+    // opening does not read it, the integrity check does.
     let mut bytes = fs::read(db.path()).expect("read");
     let page = 4096;
     assert!(bytes.len() > 40 * page, "{} bytes", bytes.len());
-    for byte in &mut bytes[20 * page..21 * page] {
+    let last = bytes.len() / page - 1;
+    for byte in &mut bytes[(last - 2) * page..(last - 1) * page] {
         *byte = 0xA5;
     }
     fs::write(db.path(), &bytes).expect("damage");
