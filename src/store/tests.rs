@@ -1055,6 +1055,35 @@ const RELEASED: &[(&str, i64)] = &[
     ("store-v5.db", 5),
 ];
 
+/// Applies migration `version` (1-based) to the database at `path` as the code of that
+/// release did, with its version bump, then `rows`, in one transaction.
+fn apply_migration(path: &Path, version: i64, rows: &str) -> rusqlite::Result<()> {
+    let mut connection = Connection::open(path)?;
+    let transaction = connection.transaction()?;
+    let index = usize::try_from(version - 1).expect("a migration number");
+    transaction.execute_batch(MIGRATIONS[index])?;
+    transaction.pragma_update(None, "user_version", version)?;
+    transaction.execute_batch(rows)?;
+    transaction.commit()?;
+    connection.close().map_err(|(_, error)| error)
+}
+
+/// Writes a database with `write` into a temp dir (returned, to be kept while the file is
+/// used), and over the checked-in fixture `name` when `IRIS_WRITE_STORE_FIXTURE` is set.
+fn generate_fixture(
+    name: &str,
+    write: fn(&Path) -> rusqlite::Result<()>,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let generated = dir.path().join(name);
+    write(&generated).unwrap_or_else(|error| panic!("write {name}: {error}"));
+    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
+        fs::create_dir_all(fixture("")).expect("fixture dir");
+        fs::copy(&generated, fixture(name)).expect("write fixture");
+    }
+    (dir, generated)
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -1072,12 +1101,11 @@ const V1_QUEUED: &str = "01890a5d-ac98-774b-bcce-b302099a8059";
 /// Writes a schema-1 database with a few rows, by hand-written SQL against migration 1 only,
 /// so that it stays a v1 file however the schema moves on.
 fn write_v1_database(path: &Path) -> rusqlite::Result<()> {
-    let mut connection = Connection::open(path)?;
-    let transaction = connection.transaction()?;
-    transaction.execute_batch(MIGRATIONS[0])?;
-    transaction.pragma_update(None, "user_version", 1)?;
-    transaction.execute_batch(&format!(
-        r#"
+    apply_migration(
+        path,
+        1,
+        &format!(
+            r#"
 INSERT INTO sessions VALUES ('{V1_ACTIVE_SESSION}', 'frontend', 'backend', 'active',
     1700000000000, 1700000500000, 3, 0.42, 0.5, 1);
 INSERT INTO sessions VALUES ('{V1_REBOOTED_SESSION}', 'frontend', 'backend', 'rebooted',
@@ -1095,22 +1123,15 @@ INSERT INTO messages (id, caller, target, mode, text, state, created_at_ms, trun
     1700000300000, 0);
 INSERT INTO agents VALUES (31337, 'frontend->backend#1', 'frontend', 'backend', 1700000000001);
 "#
-    ))?;
-    transaction.commit()?;
-    connection.close().map_err(|(_, error)| error)
+        ),
+    )
 }
 
 /// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v1.db`. Otherwise this
 /// checks that the generator still produces a database that opens.
 #[tokio::test]
 async fn v1_fixture_generator() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = dir.path().join("store-v1.db");
-    write_v1_database(&generated).expect("write v1 database");
-    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
-        fs::create_dir_all(fixture("")).expect("fixture dir");
-        fs::copy(&generated, fixture("store-v1.db")).expect("write fixture");
-    }
+    let (_dir, generated) = generate_fixture("store-v1.db", write_v1_database);
     let store = Store::open(&DatabaseConfig::file(generated))
         .await
         .expect("generated v1 database opens");
@@ -1121,25 +1142,14 @@ async fn v1_fixture_generator() {
 /// The v1 fixture's rows in a schema-2 database: migration 2 applied by hand-written SQL.
 fn write_v2_database(path: &Path) -> rusqlite::Result<()> {
     write_v1_database(path)?;
-    let mut connection = Connection::open(path)?;
-    let transaction = connection.transaction()?;
-    transaction.execute_batch(MIGRATIONS[1])?;
-    transaction.pragma_update(None, "user_version", 2)?;
-    transaction.commit()?;
-    connection.close().map_err(|(_, error)| error)
+    apply_migration(path, 2, "")
 }
 
 /// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v2.db`. Otherwise this
 /// checks that the generator still produces a database that opens.
 #[tokio::test]
 async fn v2_fixture_generator() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = dir.path().join("store-v2.db");
-    write_v2_database(&generated).expect("write v2 database");
-    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
-        fs::create_dir_all(fixture("")).expect("fixture dir");
-        fs::copy(&generated, fixture("store-v2.db")).expect("write fixture");
-    }
+    let (_dir, generated) = generate_fixture("store-v2.db", write_v2_database);
     let store = Store::open(&DatabaseConfig::file(generated))
         .await
         .expect("generated v2 database opens");
@@ -1150,12 +1160,11 @@ async fn v2_fixture_generator() {
 /// schema-3 database: migration 3 applied by hand-written SQL.
 fn write_v3_database(path: &Path) -> rusqlite::Result<()> {
     write_v2_database(path)?;
-    let mut connection = Connection::open(path)?;
-    let transaction = connection.transaction()?;
-    transaction.execute_batch(MIGRATIONS[2])?;
-    transaction.pragma_update(None, "user_version", 3)?;
-    transaction.execute_batch(&format!(
-        r#"
+    apply_migration(
+        path,
+        3,
+        &format!(
+            r#"
 INSERT INTO approvals VALUES ('{V3_DECIDED}', '{V1_COMPLETED}', 'frontend', 'backend', 'Bash',
     '{{"command":"cargo test"}}', '[]', 1700000100100, 1700000100200, 'allow', 'rule',
     'rule `Bash(cargo test:*)` in permissions.allow', NULL);
@@ -1165,9 +1174,8 @@ INSERT INTO approvals (id, message_id, caller, target, tool, input, suggestions,
 INSERT INTO approval_rules VALUES ('{V3_RULE}', 'frontend', 'backend', 'Bash', 'Bash(ls:*)',
     NULL, '{V3_DECIDED}', 1700000100300);
 "#
-    ))?;
-    transaction.commit()?;
-    connection.close().map_err(|(_, error)| error)
+        ),
+    )
 }
 
 const V3_DECIDED: &str = "0f0e0d0c0b0a09080706050403020100";
@@ -1179,13 +1187,7 @@ const V3_RULE: &str = "ffeeddccbbaa99887766554433221100";
 /// the pending approval.
 #[tokio::test]
 async fn v3_fixture_generator() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = dir.path().join("store-v3.db");
-    write_v3_database(&generated).expect("write v3 database");
-    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
-        fs::create_dir_all(fixture("")).expect("fixture dir");
-        fs::copy(&generated, fixture("store-v3.db")).expect("write fixture");
-    }
+    let (_dir, generated) = generate_fixture("store-v3.db", write_v3_database);
     let store = Store::open(&DatabaseConfig::file(generated))
         .await
         .expect("generated v3 database opens");
@@ -1206,20 +1208,18 @@ async fn v3_fixture_generator() {
 /// The v3 rows plus a message sent during another's turn, in a schema-4 database.
 fn write_v4_database(path: &Path) -> rusqlite::Result<()> {
     write_v3_database(path)?;
-    let mut connection = Connection::open(path)?;
-    let transaction = connection.transaction()?;
-    transaction.execute_batch(MIGRATIONS[3])?;
-    transaction.pragma_update(None, "user_version", 4)?;
-    transaction.execute_batch(&format!(
-        r#"
+    apply_migration(
+        path,
+        4,
+        &format!(
+            r#"
 INSERT INTO messages (id, caller, target, mode, text, state, created_at_ms, truncated,
     parent_id)
     VALUES ('{V4_CHILD}', 'backend', 'infra', 'ask', 'Is the queue up?', 'completed',
     1700000100050, 0, '{V1_COMPLETED}');
 "#
-    ))?;
-    transaction.commit()?;
-    connection.close().map_err(|(_, error)| error)
+        ),
+    )
 }
 
 const V4_CHILD: &str = "01890a5d-ac99-774b-bcce-b302099a805a";
@@ -1228,13 +1228,7 @@ const V4_CHILD: &str = "01890a5d-ac99-774b-bcce-b302099a805a";
 /// checks that the generator still produces a database that opens, with the parent kept.
 #[tokio::test]
 async fn v4_fixture_generator() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = dir.path().join("store-v4.db");
-    write_v4_database(&generated).expect("write v4 database");
-    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
-        fs::create_dir_all(fixture("")).expect("fixture dir");
-        fs::copy(&generated, fixture("store-v4.db")).expect("write fixture");
-    }
+    let (_dir, generated) = generate_fixture("store-v4.db", write_v4_database);
     let store = Store::open(&DatabaseConfig::file(generated))
         .await
         .expect("generated v4 database opens");
@@ -1250,25 +1244,14 @@ async fn v4_fixture_generator() {
 /// The v4 rows in a schema-5 database (the tables rebuilt by the migration).
 fn write_v5_database(path: &Path) -> rusqlite::Result<()> {
     write_v4_database(path)?;
-    let mut connection = Connection::open(path)?;
-    let transaction = connection.transaction()?;
-    transaction.execute_batch(MIGRATIONS[4])?;
-    transaction.pragma_update(None, "user_version", 5)?;
-    transaction.commit()?;
-    connection.close().map_err(|(_, error)| error)
+    apply_migration(path, 5, "")
 }
 
 /// Set `IRIS_WRITE_STORE_FIXTURE=1` to (re)write `tests/fixtures/store-v5.db`. Otherwise this
 /// checks that the migration keeps every row and constraint.
 #[tokio::test]
 async fn v5_fixture_generator() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let generated = dir.path().join("store-v5.db");
-    write_v5_database(&generated).expect("write v5 database");
-    if std::env::var_os("IRIS_WRITE_STORE_FIXTURE").is_some() {
-        fs::create_dir_all(fixture("")).expect("fixture dir");
-        fs::copy(&generated, fixture("store-v5.db")).expect("write fixture");
-    }
+    let (_dir, generated) = generate_fixture("store-v5.db", write_v5_database);
     {
         let connection = Connection::open(&generated).expect("open");
         let count = |table: &str| -> i64 {
