@@ -3,8 +3,9 @@
 //! - `build/iris.order` (made by `scripts/symbol-order`) is handed to the linker, which lays
 //!   the functions a running Iris uses next to each other: it then touches ~4 MiB of its
 //!   code, not pages all over its 13 MiB of text. Only for release builds on
-//!   x86_64-unknown-linux-gnu, whose linker (rust-lld) takes `--symbol-ordering-file`;
-//!   `IRIS_NO_SYMBOL_ORDER=1` leaves it out.
+//!   x86_64-unknown-linux-gnu with the toolchain's own linker (rust-lld, the default there,
+//!   which takes `--symbol-ordering-file`; GNU ld does not): not when a linker is configured
+//!   or the flags choose another one. `IRIS_NO_SYMBOL_ORDER=1` leaves it out.
 //! - Relative relocations are packed (`DT_RELR`) when the C library linked against can load
 //!   them (glibc 2.36 and later): 20,000 relocations the loader reads at every start become a
 //!   few hundred words.
@@ -17,6 +18,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build/iris.order");
     println!("cargo:rerun-if-env-changed=IRIS_NO_SYMBOL_ORDER");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let linux_gnu = var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu";
     if !linux_gnu {
@@ -30,6 +32,7 @@ fn main() {
     if var("PROFILE") == "release"
         && var("TARGET") == "x86_64-unknown-linux-gnu"
         && var("IRIS_NO_SYMBOL_ORDER").is_empty()
+        && links_with_rust_lld(&var("CARGO_ENCODED_RUSTFLAGS"), &var("RUSTC_LINKER"))
         && order.is_file()
     {
         println!(
@@ -39,6 +42,25 @@ fn main() {
         // Names that a later change renamed or inlined away are skipped, silently.
         println!("cargo:rustc-link-arg-bin=iris=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// Whether the link runs through rust-lld as the toolchain sets it up on
+/// x86_64-unknown-linux-gnu: no linker of the project's or user's choosing (`RUSTC_LINKER`,
+/// `-C linker=`), and no flag that changes the linker (`-C linker-features`,
+/// `-C link-self-contained`, `-fuse-ld=`, `-C linker-flavor`).
+fn links_with_rust_lld(encoded_rustflags: &str, rustc_linker: &str) -> bool {
+    rustc_linker.is_empty()
+        && !encoded_rustflags.split('\u{1f}').any(|flag| {
+            [
+                "linker",
+                "link-self-contained",
+                "fuse-ld",
+                "linker-flavor",
+                "linker-features",
+            ]
+            .iter()
+            .any(|setting| flag.contains(setting))
+        })
 }
 
 /// Whether the `libc.so.6` the C compiler links against defines `GLIBC_ABI_DT_RELR`, the

@@ -57,27 +57,53 @@ pub enum Incoming {
 /// Reads one stdout line. Most lines of a turn (`system`, `assistant`, `result`) are read
 /// into typed structs that skip, without building them, the fields Iris does not keep (the
 /// `init` line lists every tool and server); the rest, and any line whose shape the typed
-/// read does not take, go through a [`Value`] and [`classify`], with the same result.
+/// read does not take, go through a [`Value`] and [`classify`], with the same result. One
+/// difference, on purpose: what the typed read skips is only scanned, so a line whose
+/// skipped fields hold what a `Value` refuses (a lone UTF-16 surrogate escape, bytes that
+/// are not UTF-8, nesting deeper than 128) is still read, where the `Value` reading
+/// skipped the whole line.
 ///
 /// # Errors
 /// The line is not JSON.
 pub fn read(line: &[u8]) -> Result<Incoming, serde_json::Error> {
-    let typed = serde_json::from_slice::<Head<'_>>(line)
+    let typed = serde_json::from_slice::<Obj<Head<'_>>>(line)
         .ok()
-        .and_then(|head| match head.kind.as_ref() {
+        .and_then(|Obj(head)| match head.kind.as_ref() {
             "system" => Some(Incoming::System),
             "command_lifecycle" => Some(Incoming::Lifecycle),
-            "assistant" => serde_json::from_slice::<AssistantWire<'_>>(line)
+            "assistant" => serde_json::from_slice::<Obj<AssistantWire<'_>>>(line)
                 .ok()
-                .map(AssistantWire::into_incoming),
-            "result" => serde_json::from_slice::<ResultWire>(line)
+                .map(|Obj(wire)| wire.into_incoming()),
+            "result" => serde_json::from_slice::<Obj<ResultWire>>(line)
                 .ok()
-                .map(|wire| Incoming::Result(wire.into_result())),
+                .map(|Obj(wire)| Incoming::Result(wire.into_result())),
             _ => None,
         });
     match typed {
         Some(incoming) => Ok(incoming),
         None => Ok(classify(&serde_json::from_slice::<Value>(line)?)),
+    }
+}
+
+/// A JSON object read as `T`. Derived structs also take an array of their fields in order;
+/// the `Value` reading does not, so neither does the typed read.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Visit(std::marker::PhantomData))
+            .map(Obj)
     }
 }
 
@@ -92,13 +118,13 @@ struct Head<'a> {
 #[derive(Deserialize)]
 struct AssistantWire<'a> {
     #[serde(borrow)]
-    message: Option<MessageWire<'a>>,
+    message: Option<Obj<MessageWire<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct MessageWire<'a> {
     #[serde(borrow)]
-    content: Option<Vec<BlockWire<'a>>>,
+    content: Option<Vec<Obj<BlockWire<'a>>>>,
 }
 
 #[derive(Deserialize)]
@@ -115,11 +141,11 @@ impl AssistantWire<'_> {
     fn into_incoming(self) -> Incoming {
         let blocks = self
             .message
-            .and_then(|message| message.content)
+            .and_then(|Obj(message)| message.content)
             .unwrap_or_default();
         let mut text: Option<String> = None;
         let mut tool_uses = Vec::new();
-        for block in blocks {
+        for Obj(block) in blocks {
             match block.kind.as_deref() {
                 Some("text") => {
                     if let Some(part) = block.text {
@@ -699,6 +725,12 @@ mod tests {
             r#"{}"#,
             r#"[1,2]"#,
             r#""text""#,
+            r#"["system"]"#,
+            r#"["command_lifecycle"]"#,
+            r#"["assistant",{"content":[{"type":"text","text":"a"}]}]"#,
+            r#"{"type":"assistant","message":[[{"type":"text","text":"hi"}]]}"#,
+            r#"{"type":"assistant","message":{"content":[["text","hi",null,null]]}}"#,
+            r#"{"type":"result","model_usage_since_last_result":{"m":["costUSD",1]}}"#,
             r#"{"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{}}}"#,
         ];
         for line in lines {
@@ -708,6 +740,14 @@ mod tests {
         }
         assert!(read(b"{not json").is_err());
         assert!(read(b"").is_err());
+        // What the typed read skips is only scanned: a lone surrogate there (which a
+        // `Value` refuses) does not cost the line.
+        let lenient = r#"{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"\ud83d"},{"type":"text","text":"kept"}]}}"#;
+        assert!(serde_json::from_str::<Value>(lenient).is_err());
+        assert_eq!(
+            format!("{:?}", read(lenient.as_bytes()).unwrap()),
+            r#"Assistant { text: Some("kept"), tool_uses: [] }"#
+        );
     }
 
     #[test]

@@ -475,16 +475,17 @@ impl Db {
         let Some(mode) = mode else {
             return Ok(None);
         };
-        self.connection
+        let changed = self
+            .connection
             .prepare_cached(
                 "UPDATE messages SET state = 'running', started_at_ms = ?3, session_id = ?2
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'queued'",
             )
             .and_then(|mut statement| {
                 statement.execute(params![id, session_id.to_string(), now_ms()])
             })
             .map_err(&sql)?;
-        Ok(MessageMode::parse(&mode))
+        Ok(MessageMode::parse(&mode).filter(|_| changed == 1))
     }
 
     /// The sender of a queued or running ask stopped waiting (it was told `pending`): the
