@@ -215,14 +215,17 @@ fn dropping_it_ends_sessions_and_their_commands() {
 #[test]
 fn a_changed_host_key_fails_verification() {
     let sshd = Sshd::start();
+    // `ssh iris-test-remote true`, checking the host against `known_hosts`.
+    let connect_with = |known_hosts: &Path| {
+        sshd.ssh()
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["iris-test-remote", "true"])
+            .output()
+            .unwrap()
+    };
     let wrong = sshd.known_hosts_with_wrong_key();
-    let output = sshd
-        .ssh()
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", wrong.display()))
-        .args(["iris-test-remote", "true"])
-        .output()
-        .unwrap();
+    let output = connect_with(&wrong);
     assert_eq!(output.status.code(), Some(255));
     let text = stderr(&output);
     assert_contains(&text, "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!");
@@ -250,13 +253,7 @@ fn a_changed_host_key_fails_verification() {
     // An empty known_hosts: the key is unknown, not changed.
     let empty = sshd.dir().join("known_hosts.empty");
     std::fs::write(&empty, "").unwrap();
-    let output = sshd
-        .ssh()
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", empty.display()))
-        .args(["iris-test-remote", "true"])
-        .output()
-        .unwrap();
+    let output = connect_with(&empty);
     assert_eq!(output.status.code(), Some(255));
     assert_eq!(
         stderr(&output),
