@@ -1,6 +1,7 @@
 //! Child-process hygiene shared by everything that starts a process: each child leads its own
 //! process group and gets a parent-death signal; groups are signalled as a whole; orphaned
-//! group members are reaped.
+//! group members are reaped. Agents are started by [`spawn`] (no fork of Iris); the guard
+//! and ssh control masters by tokio's `Command` with [`configure_child`].
 //!
 //! Invariant: a pid or pgid is only ever signalled by the owner that started it (the agent actor
 //! or the guard), never found by name.
@@ -12,6 +13,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+pub mod spawn;
+
+/// The signal a child of Iris gets when the thread that started it ends (for Iris: when Iris
+/// dies).
+pub const PARENT_DEATH_SIGNAL: Signal = Signal::SIGTERM;
 
 /// Makes this process a child subreaper, so that orphaned grandchildren of agents (tools the
 /// agent started) are re-parented to Iris, which reaps them, instead of to PID 1 (which, in
@@ -38,7 +45,7 @@ pub fn configure_child(command: &mut tokio::process::Command) {
     // and the closure allocates nothing.
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL).map_err(io::Error::from)?;
             // The parent may have died between fork and prctl: then no signal will ever come.
             if nix::unistd::getppid().as_raw().cast_unsigned() != parent {
                 return Err(io::Error::other("parent exited before the child started"));

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::process::{Child, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -73,25 +73,19 @@ pub(super) async fn spawn(
         }
     }
 
-    let mut command = tokio::process::Command::new(&program);
-    command
-        .args(&spec.args)
-        .current_dir(directory)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for name in NESTED_SESSION_VARIABLES
+    let env_remove: Vec<&str> = NESTED_SESSION_VARIABLES
         .iter()
         .copied()
         .chain(spec.env_remove.iter().map(String::as_str))
-    {
-        command.env_remove(name);
-    }
-    command.envs(spec.env.iter().map(|(key, value)| (key, value)));
-    process::configure_child(&mut command);
-
-    let mut child = command.spawn().map_err(|error| match error.kind() {
+        .collect();
+    let spawned = process::spawn::spawn(&process::spawn::Spec {
+        program: &program,
+        args: &spec.args,
+        cwd: directory,
+        env: &spec.env,
+        env_remove: &env_remove,
+    })
+    .map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => SpawnError::MissingBinary {
             program: program.clone(),
             source_key: spec.program_source.clone(),
@@ -106,12 +100,13 @@ pub(super) async fn spawn(
             message: error.to_string(),
         },
     })?;
-    let Some(pid) = child.id() else {
-        return Err(SpawnError::Io {
-            label: spec.label.clone(),
-            message: "process exited before its pid was known".to_owned(),
-        });
-    };
+    let process::spawn::Spawned {
+        child,
+        stdin,
+        stdout,
+        stderr,
+    } = spawned;
+    let pid = child.id();
     // From here on the group must be killed whatever happens: the drop guard covers panics
     // and cancellation, the actor covers everything else.
     let group = GroupGuard {
@@ -121,14 +116,6 @@ pub(super) async fn spawn(
     if let Some(guard) = &guard {
         guard.watch(pid);
     }
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(SpawnError::Io {
-            label: spec.label.clone(),
-            message: "stdio was not piped".to_owned(),
-        });
-    };
     tracing::info!(agent = %spec.label, pid, program = %program, "agent process started");
 
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -326,10 +313,10 @@ struct Actor {
     spec: AgentSpec,
     label: Arc<str>,
     pid: u32,
-    child: Child,
+    child: process::spawn::Child,
     group: GroupGuard,
     guard: Option<Guard>,
-    stdout: LineReader<ChildStdout>,
+    stdout: LineReader<pipe::Receiver>,
     stdout_eof: bool,
     /// Lines for the stdin writer task; `None` once stdin is closed.
     writes: Option<mpsc::UnboundedSender<Vec<u8>>>,
@@ -1009,7 +996,7 @@ fn truncate(text: &str) -> String {
 /// Writes queued lines to the agent's stdin, in order. Ends (closing stdin) when the actor
 /// drops its sender, or when the pipe breaks because the process died.
 async fn write_stdin(
-    mut stdin: tokio::process::ChildStdin,
+    mut stdin: pipe::Sender,
     mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
     label: Arc<str>,
 ) {

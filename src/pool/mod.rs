@@ -1467,7 +1467,7 @@ impl Pool {
             None => {
                 self.inner
                     .store
-                    .create_session(&pair.caller, &pair.target, Uuid::new_v4())
+                    .create_first_session(&pair.caller, &pair.target, Uuid::new_v4())
                     .await?
             }
         };

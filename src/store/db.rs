@@ -86,6 +86,9 @@ impl Db {
         connection
             .busy_timeout(options.busy_timeout)
             .map_err(fail(&path, "open"))?;
+        // Room for every statement of `prepare_cached` (about 25), so none of a turn's is
+        // evicted by a rarer one and prepared again.
+        connection.set_prepared_statement_cache_capacity(64);
         check_identity(&connection, &path)?;
         if !config.in_memory {
             let mode: String = connection
@@ -275,13 +278,15 @@ impl Db {
         let sql = fail(path, "create_session");
         let transaction = self.connection.savepoint().map_err(&sql)?;
         let active: Option<String> = transaction
-            .query_row(
+            .prepare_cached(
                 "SELECT session_id FROM sessions
                  WHERE caller = ?1 AND target = ?2 AND status = 'active'",
-                params![caller.as_str(), target.as_str()],
-                |row| row.get(0),
             )
-            .optional()
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![caller.as_str(), target.as_str()], |row| row.get(0))
+                    .optional()
+            })
             .map_err(&sql)?;
         if let Some(active) = active {
             return Err(StoreError::ActiveSessionExists {
@@ -291,11 +296,10 @@ impl Db {
             });
         }
         let used: bool = transaction
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = ?1)",
-                [session_id.to_string()],
-                |row| row.get(0),
-            )
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = ?1)")
+            .and_then(|mut statement| {
+                statement.query_row([session_id.to_string()], |row| row.get(0))
+            })
             .map_err(&sql)?;
         if used {
             return Err(StoreError::Invalid {
@@ -305,11 +309,18 @@ impl Db {
         }
         let now = now_ms();
         transaction
-            .execute(
+            .prepare_cached(
                 "INSERT INTO sessions (session_id, caller, target, status, created_at_ms, last_used_at_ms)
                  VALUES (?1, ?2, ?3, 'active', ?4, ?4)",
-                params![session_id.to_string(), caller.as_str(), target.as_str(), now],
             )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    session_id.to_string(),
+                    caller.as_str(),
+                    target.as_str(),
+                    now
+                ])
+            })
             .map_err(&sql)?;
         transaction.commit().map_err(&sql)?;
         Ok(SessionRecord {
@@ -901,24 +912,27 @@ impl Db {
 
     pub(super) fn agent_started(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
         self.connection
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO agents (pgid, agent_key, caller, target, started_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     agent.pgid,
                     agent.agent_key,
                     agent.caller.as_str(),
                     agent.target.as_str(),
                     agent.started_at_ms,
-                ],
-            )
+                ])
+            })
             .map_err(fail(&self.path, "agent_started"))?;
         Ok(())
     }
 
     pub(super) fn agent_stopped(&mut self, pgid: u32) -> Result<(), StoreError> {
         self.connection
-            .execute("DELETE FROM agents WHERE pgid = ?1", [pgid])
+            .prepare_cached("DELETE FROM agents WHERE pgid = ?1")
+            .and_then(|mut statement| statement.execute([pgid]))
             .map_err(fail(&self.path, "agent_stopped"))?;
         Ok(())
     }

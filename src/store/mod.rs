@@ -724,6 +724,8 @@ impl Store {
     }
 
     /// Records a new active session for the pair: no turns, no cost, not yet resumable.
+    /// Synced: a session that replaces another (a reboot, a delete) is acknowledged to
+    /// whoever asked for it.
     ///
     /// # Errors
     /// [`StoreError::ActiveSessionExists`] if the pair already has an active session (retire
@@ -736,6 +738,26 @@ impl Store {
     ) -> Result<SessionRecord, StoreError> {
         let (caller, target) = (caller.clone(), target.clone());
         self.write(Durability::Synced, move |db| {
+            db.create_session(caller, target, session_id)
+        })
+        .await
+    }
+
+    /// [`Store::create_session`] for a pair's first message, not synced: nothing is
+    /// acknowledged by it. A message that must survive power loss syncs it with its own
+    /// insert (the log is synced in order), and an ask is acknowledged by its answer alone;
+    /// a session lost with a power cut is created anew by the next Iris.
+    ///
+    /// # Errors
+    /// As [`Store::create_session`].
+    pub async fn create_first_session(
+        &self,
+        caller: &TeamName,
+        target: &TeamName,
+        session_id: Uuid,
+    ) -> Result<SessionRecord, StoreError> {
+        let (caller, target) = (caller.clone(), target.clone());
+        self.write(Durability::Lazy, move |db| {
             db.create_session(caller, target, session_id)
         })
         .await

@@ -1,0 +1,211 @@
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+/// Both ways of starting a child: the clone here, and tokio's fork it falls back to.
+const MODES: [bool; 2] = [false, true];
+
+fn spec<'a>(
+    program: &'a str,
+    args: &'a [String],
+    cwd: &'a Path,
+    env: &'a [(String, String)],
+    env_remove: &'a [&'a str],
+) -> Spec<'a> {
+    Spec {
+        program,
+        args,
+        cwd,
+        env,
+        env_remove,
+    }
+}
+
+/// Waits (polling, with a deadline) until `condition` holds, the runtime running meanwhile
+/// (a dropped child is reaped by a task of it).
+async fn until_async(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .expect("field")
+        .trim()
+        .to_owned()
+}
+
+/// Whether `pid` exists at all (a zombie counts).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn runs_the_program_with_its_arguments_environment_and_directory() {
+    let directory = tempfile::tempdir().expect("dir");
+    let cwd = std::fs::canonicalize(directory.path()).expect("canonical");
+    for fork in MODES {
+        let args = [
+            "-c".to_owned(),
+            r#"read line; printf '%s|%s|%s|%s|%s|%s' "$0" "$1" "$line" "$IRIS_SPAWN_TEST" "${HOME-unset}" "$(pwd -P)"; echo oops >&2; exit 3"#.to_owned(),
+            "name".to_owned(),
+            "first arg".to_owned(),
+        ];
+        // The later of two values of a name wins.
+        let env = [
+            ("IRIS_SPAWN_TEST".to_owned(), "early".to_owned()),
+            ("IRIS_SPAWN_TEST".to_owned(), "a value".to_owned()),
+        ];
+        // A variable every test run has, taken away.
+        assert!(std::env::var_os("HOME").is_some());
+        let removed = ["HOME"];
+        let Spawned {
+            mut child,
+            mut stdin,
+            mut stdout,
+            mut stderr,
+        } = spawn_with(&spec("/bin/sh", &args, &cwd, &env, &removed), fork).expect("spawn");
+        stdin.write_all(b"from stdin\n").await.expect("write");
+        drop(stdin);
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.expect("stdout");
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).await.expect("stderr");
+        let status = child.wait().await.expect("wait");
+        assert_eq!(
+            out,
+            format!("name|first arg|from stdin|a value|unset|{}", cwd.display()),
+            "fork: {fork}"
+        );
+        assert_eq!(err, "oops\n");
+        assert_eq!(status.code(), Some(3));
+        // Asked again, the same status.
+        assert_eq!(child.wait().await.expect("again").code(), Some(3));
+    }
+}
+
+#[tokio::test]
+async fn the_child_leads_its_group_with_no_signal_blocked_or_sigpipe_ignored() {
+    for fork in MODES {
+        let args = ["1000".to_owned()];
+        let spawned =
+            spawn_with(&spec("/bin/sleep", &args, Path::new("/"), &[], &[]), fork).expect("spawn");
+        let pid = spawned.child.id();
+        // The exec'd program, not the moment between clone and exec.
+        until_async("sleep runs", || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim() == "sleep")
+        })
+        .await;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let group: u32 = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .nth(2)
+            .expect("pgrp")
+            .parse()
+            .expect("number");
+        assert_eq!(group, pid, "fork: {fork}");
+        assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
+        let ignored = u64::from_str_radix(&status_field(pid, "SigIgn"), 16).expect("hex");
+        assert_eq!(
+            ignored & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE is ignored"
+        );
+        // Dropped unreaped: killed and reaped, no zombie left.
+        drop(spawned);
+        until_async("the dropped child is reaped", || !exists(pid)).await;
+    }
+}
+
+#[test]
+fn the_child_gets_sigterm_when_the_thread_that_started_it_ends() {
+    for fork in MODES {
+        let pid = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let args = ["1000".to_owned()];
+                let spawned =
+                    spawn_with(&spec("/bin/sleep", &args, Path::new("/"), &[], &[]), fork)
+                        .expect("spawn");
+                let pid = spawned.child.id();
+                // Not dropped (which would kill it): only the thread's end may end it.
+                std::mem::forget(spawned.child);
+                pid
+            })
+        })
+        .join()
+        .expect("thread");
+        let raw = nix::unistd::Pid::from_raw(pid.cast_signed());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            let status = nix::sys::wait::waitpid(raw, Some(WaitPidFlag::WNOHANG)).expect("waitpid");
+            if status != WaitStatus::StillAlive {
+                break status;
+            }
+            if Instant::now() > deadline {
+                // Leave no process behind, then fail.
+                let _ = nix::sys::signal::kill(raw, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(raw, None);
+                panic!("the child outlived the thread that started it (fork: {fork})");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(
+            status,
+            WaitStatus::Signaled(raw, Signal::SIGTERM, false),
+            "fork: {fork}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_cannot_start_says_why() {
+    let directory = tempfile::tempdir().expect("dir");
+    let plain = directory.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+    let plain = plain.to_string_lossy().into_owned();
+    let missing = directory.path().join("missing");
+    for fork in MODES {
+        let error = spawn_with(
+            &spec("/nonexistent/claude", &[], Path::new("/"), &[], &[]),
+            fork,
+        )
+        .err()
+        .expect("a missing program");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        let error = spawn_with(&spec(&plain, &[], Path::new("/"), &[], &[]), fork)
+            .err()
+            .expect("a file that is not executable");
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied, "{error}");
+        let error = spawn_with(&spec("/bin/true", &[], &missing, &[], &[]), fork)
+            .err()
+            .expect("a missing directory");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        if !fork {
+            assert!(
+                error.to_string().contains("entering the directory"),
+                "{error}"
+            );
+        }
+        let args = ["a\0b".to_owned()];
+        let error = spawn_with(&spec("/bin/true", &args, Path::new("/"), &[], &[]), fork)
+            .err()
+            .expect("a NUL byte");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+    }
+}
