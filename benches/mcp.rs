@@ -576,6 +576,52 @@ async fn floor_run(root: &Path, warm: usize, colds: usize, pairs: usize, per_pai
     .expect("floor")
 }
 
+/// The floor as issue 10 measured it: the fake agent driven by a script (`support/floor.js`,
+/// Node), the same measures as [`floor_run`]. `Err` says why it could not run (no `node`).
+fn script_floor(
+    root: &Path,
+    warm: usize,
+    colds: usize,
+    pairs: usize,
+    per_pair: usize,
+) -> Result<Floor, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/floor.js");
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .arg(FAKE_AGENT)
+        .arg(root)
+        .args([warm, colds, pairs, per_pair].map(|number| number.to_string()))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|error| format!("cannot run node: {error}"))?;
+    if !output.status.success() {
+        return Err(format!("node {} ended with {}", script.display(), output.status));
+    }
+    let result: Value = serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
+    let samples = |key: &str| -> Vec<Duration> {
+        result[key]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(|micros| Duration::from_secs_f64(micros / 1e6))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let elapsed = result["parallelElapsed"]
+        .as_f64()
+        .filter(|micros| micros.is_finite() && *micros > 0.0)
+        .ok_or("the script printed no parallelElapsed")?;
+    Ok(Floor {
+        warm: samples("warm"),
+        cold: samples("cold"),
+        parallel: samples("parallel"),
+        parallel_elapsed: Duration::from_secs_f64(elapsed / 1e6),
+    })
+}
+
 /// The pid of `iris guard`, the server's child.
 fn guard_pid(server: &str) -> Option<String> {
     std::fs::read_dir("/proc")
@@ -867,6 +913,19 @@ async fn targets(root: &Path, config: &Path, sizes: &Sizes) {
         us(p99(&floor.parallel)),
         100.0 * iris_rate / floor_rate
     );
+    match script_floor(root, warm, colds, TEAMS, per_pair) {
+        Ok(script) => {
+            let script_rate = calls_per_second(script.parallel.len(), script.parallel_elapsed);
+            println!(
+                "| the same, floor driven by a Node script (issue 10's kind of floor; warm p50 {}, cold p50 {}) | {iris_rate:.0} | {script_rate:.0} ({}) | 60 % of it: {:.0} % |",
+                us(p50(&script.warm)),
+                us(p50(&script.cold)),
+                us(p99(&script.parallel)),
+                100.0 * iris_rate / script_rate
+            );
+        }
+        Err(why) => println!("| the same, floor driven by a Node script | | skipped: {why} | |"),
+    }
     println!(
         "| cold first message to a new pair p50 ({colds}) | {} | {} | ≤ floor + 1 ms: floor + {} |",
         us(p50(&cold)),
