@@ -595,9 +595,14 @@ fn script_floor(
         .output()
         .map_err(|error| format!("cannot run node: {error}"))?;
     if !output.status.success() {
-        return Err(format!("node {} ended with {}", script.display(), output.status));
+        return Err(format!(
+            "node {} ended with {}",
+            script.display(),
+            output.status
+        ));
     }
-    let result: Value = serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
+    let result: Value =
+        serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
     let samples = |key: &str| -> Vec<Duration> {
         result[key]
             .as_array()

@@ -86,6 +86,13 @@ pub(super) async fn spawn(
         env_remove: &env_remove,
     })
     .map_err(|error| match error.kind() {
+        // `chdir` refused (a directory without search permission passes the check above).
+        _ if process::spawn::failed_step(&error) == Some(process::spawn::Step::Directory) => {
+            SpawnError::BadDirectory {
+                path: directory.clone(),
+                message: error.to_string(),
+            }
+        }
         std::io::ErrorKind::NotFound => SpawnError::MissingBinary {
             program: program.clone(),
             source_key: spec.program_source.clone(),

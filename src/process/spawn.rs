@@ -60,8 +60,8 @@ pub struct Spawned {
     pub stderr: pipe::Receiver,
 }
 
-/// A child process. Dropped before it was reaped, it is killed (`SIGKILL`) and reaped in the
-/// background.
+/// A child process. Dropped before it was reaped, it is killed (`SIGKILL`) and reaped by a
+/// thread of its own.
 pub struct Child {
     pid: u32,
     inner: Inner,
@@ -72,7 +72,9 @@ enum Inner {
     Running(AsyncFd<OwnedFd>),
     /// Started here and reaped.
     Reaped(ExitStatus),
-    /// Started by tokio (no `CLONE_PIDFD` on this kernel).
+    /// Started here, and reaped by someone else (`waitid` said `ECHILD`): its status is lost.
+    Lost,
+    /// Started by tokio (no usable pidfds on this kernel).
     Tokio(tokio::process::Child),
 }
 
@@ -83,58 +85,68 @@ impl Child {
         self.pid
     }
 
-    /// Waits for the process to exit and reaps it. Cancel-safe; once it returned, it returns
-    /// the same status again.
+    /// Waits for the process to exit and reaps it. Cancel-safe; once it returned a status,
+    /// it returns the same status again.
     ///
     /// # Errors
     /// If the process was reaped by someone else (`ECHILD`) or the pidfd cannot be polled.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = match &mut self.inner {
+        let reaped = match &mut self.inner {
             Inner::Tokio(child) => return child.wait().await,
             Inner::Reaped(status) => return Ok(*status),
+            Inner::Lost => return Err(io::Error::from_raw_os_error(libc::ECHILD)),
             Inner::Running(fd) => loop {
                 let mut ready = fd.readable().await?;
-                match reap(fd.get_ref(), WaitPidFlag::WNOHANG)? {
-                    Some(status) => break status,
-                    None => ready.clear_ready(),
+                match reap(fd.get_ref(), WaitPidFlag::WNOHANG) {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) => ready.clear_ready(),
+                    Err(error) => break Err(error),
                 }
             },
         };
-        // Dropping the pidfd here: nothing is left to watch.
-        self.inner = Inner::Reaped(status);
-        Ok(status)
+        // Either way nothing is left to watch or to kill: the pidfd is closed here.
+        self.inner = match &reaped {
+            Ok(status) => Inner::Reaped(*status),
+            Err(_) => Inner::Lost,
+        };
+        reaped
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let Inner::Running(_) = &self.inner else {
+        let Inner::Running(fd) = std::mem::replace(&mut self.inner, Inner::Lost) else {
             return; // reaped, or tokio's: its `kill_on_drop` and reaper do the same
         };
-        let Inner::Running(fd) =
-            std::mem::replace(&mut self.inner, Inner::Reaped(ExitStatus::from_raw(0)))
-        else {
-            return;
-        };
-        // Not reaped yet, so the pid is still this process's.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid.cast_signed()),
-            Signal::SIGKILL,
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                while let Ok(mut ready) = fd.readable().await {
-                    match reap(fd.get_ref(), WaitPidFlag::WNOHANG) {
-                        Ok(None) => ready.clear_ready(),
-                        Ok(Some(_)) | Err(_) => return,
-                    }
-                }
+        let fd = fd.into_inner();
+        // Through the pidfd: should the process have been reaped meanwhile, this reaches
+        // nobody else (ESRCH), where a `kill(pid)` could hit a process that took the pid.
+        send_signal(&fd, Signal::SIGKILL);
+        // Reaped by a thread of its own, which neither a runtime shutting down nor a caller
+        // outside any runtime can stop; a SIGKILLed process is gone within moments.
+        let spawned = std::thread::Builder::new()
+            .name("iris-reap".to_owned())
+            .spawn(move || {
+                let _ = reap(&fd, WaitPidFlag::empty());
             });
-        } else {
-            // No runtime to wait on: reap now if it is already gone (a SIGKILLed process
-            // usually is); otherwise Iris, its subreaper, reaps it with its group.
-            let _ = reap(fd.get_ref(), WaitPidFlag::WNOHANG);
+        if let Err(error) = spawned {
+            tracing::warn!(pid = self.pid, %error, "cannot start a thread to reap a dropped agent process; it stays a zombie until Iris exits");
         }
+    }
+}
+
+/// Sends `signal` to the process behind `pidfd` (nothing if it was reaped).
+fn send_signal(pidfd: &OwnedFd, signal: Signal) {
+    #[expect(unsafe_code, reason = "pidfd_send_signal has no wrapper in nix")]
+    // SAFETY: a plain syscall on a descriptor we own; a null siginfo is allowed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
     }
 }
 
@@ -150,19 +162,150 @@ fn reap(pidfd: &OwnedFd, flags: WaitPidFlag) -> io::Result<Option<ExitStatus>> {
     }
 }
 
-/// Starts `spec` as a new process group leader with stdin, stdout and stderr piped.
+/// Whether this kernel gives what the clone path needs: `CLONE_PIDFD` (Linux 5.2), pidfds
+/// that can be polled (5.3) and `waitid(P_PIDFD)` (5.4). Asked once: `pidfd_open` of Iris
+/// itself, then `waitid` on it, which says `ECHILD` (not our child) where it is known and
+/// `EINVAL` where it is not.
+fn pidfds_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        #[expect(unsafe_code, reason = "pidfd_open has no wrapper in nix")]
+        // SAFETY: a plain syscall; a descriptor it returns is owned right below.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+        let Ok(raw) = RawFd::try_from(raw) else {
+            return false;
+        };
+        if raw < 0 {
+            return false;
+        }
+        #[expect(unsafe_code, reason = "owning the descriptor pidfd_open made")]
+        // SAFETY: a new descriptor nothing else owns.
+        let own = unsafe { OwnedFd::from_raw_fd(raw) };
+        matches!(
+            nix::sys::wait::waitid(
+                Id::PIDFd(own.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG
+            ),
+            Err(nix::errno::Errno::ECHILD)
+        )
+    })
+}
+
+/// A step of starting a child, named in the error of one that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Emptying the signal mask.
+    Mask,
+    /// Making a new process group.
+    Group,
+    /// Setting the parent-death signal.
+    DeathSignal,
+    /// Checking Iris still runs (it died before the child could set the signal).
+    ParentGone,
+    /// Putting the pipes on 0, 1 and 2.
+    Stdio,
+    /// Entering the directory.
+    Directory,
+    /// Executing the program.
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 7] = [
+        Step::Mask,
+        Step::Group,
+        Step::DeathSignal,
+        Step::ParentGone,
+        Step::Stdio,
+        Step::Directory,
+        Step::Exec,
+    ];
+
+    fn code(self) -> libc::c_int {
+        match self {
+            Step::Mask => 1,
+            Step::Group => 2,
+            Step::DeathSignal => 3,
+            Step::ParentGone => 4,
+            Step::Stdio => 5,
+            Step::Directory => 6,
+            Step::Exec => 7,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::Mask => "resetting the signal mask",
+            Step::Group => "making a new process group",
+            Step::DeathSignal => "setting the parent-death signal",
+            Step::ParentGone => "starting (Iris exited before the child could run)",
+            Step::Stdio => "connecting standard input and output",
+            Step::Directory => "entering the directory",
+            Step::Exec => "executing the program",
+        }
+    }
+}
+
+/// The error of a step that failed in the child: an `io::Error` of the step's errno (so
+/// its kind is `NotFound`, `PermissionDenied`...), carrying this.
+#[derive(Debug)]
+struct Failed {
+    step: Step,
+    source: io::Error,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} failed: {}",
+            self.step.describe(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Which step of starting the child failed, when `error` came from one (`None`: it failed
+/// before or after the child ran, or on the fork path).
+#[must_use]
+pub fn failed_step(error: &io::Error) -> Option<Step> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Failed>())
+        .map(|failed| failed.step)
+}
+
+/// Starts `spec` as a new process group leader with stdin, stdout and stderr piped. Must be
+/// called inside a tokio runtime (the child's exit and its pipes are watched by it).
 ///
 /// # Errors
-/// As `execve`, `chdir` and friends fail: `NotFound` for a missing program, `PermissionDenied`
-/// for one that is not executable, `InvalidInput` for a NUL byte in an argument, a variable
-/// or a path.
+/// As `execve`, `chdir` and friends fail: `NotFound` for a missing program or directory,
+/// `PermissionDenied` for one that is not executable ([`failed_step`] tells which);
+/// `InvalidInput` for a program named without a `/`, or a NUL byte in an argument, a
+/// variable or a path; any error outside a tokio runtime.
 pub fn spawn(spec: &Spec<'_>) -> io::Result<Spawned> {
-    spawn_with(spec, false)
+    spawn_with(spec, !pidfds_work())
 }
 
 /// [`spawn`], with tokio's fork path when `fork` is true (what it falls back to on a kernel
-/// without `CLONE_PIDFD`; the tests run both).
+/// without usable pidfds; the tests run both).
 pub(crate) fn spawn_with(spec: &Spec<'_>, fork: bool) -> io::Result<Spawned> {
+    if !spec.program.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the program {:?} has no `/`: look it up on PATH first",
+                spec.program
+            ),
+        ));
+    }
+    tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     if fork {
         return spawn_forked(spec);
     }
@@ -175,50 +318,48 @@ pub(crate) fn spawn_with(spec: &Spec<'_>, fork: bool) -> io::Result<Spawned> {
         stdout_write.as_raw_fd(),
         stderr_write.as_raw_fd(),
     ];
-    match clone_exec(&prepared, fds)? {
-        Cloned::Started { pid, pidfd } => {
-            drop((stdin_read, stdout_write, stderr_write));
-            #[expect(unsafe_code, reason = "registering the pidfd with tokio's reactor")]
-            // SAFETY: an `OwnedFd` is open, refers to the same pidfd and returns the same
-            // number for as long as the `AsyncFd` owns it.
-            let registered =
-                unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
-            let pidfd = match registered {
-                Ok(pidfd) => pidfd,
-                Err(error) => {
-                    // The process must not outlive this.
-                    let pidfd = error.into_parts().0;
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid.cast_signed()),
-                        Signal::SIGKILL,
-                    );
-                    let _ = reap(&pidfd, WaitPidFlag::empty());
-                    return Err(io::Error::other("cannot watch the started process's pidfd"));
-                }
-            };
-            // From here on, dropping `child` kills and reaps the process.
-            let child = Child {
-                pid,
-                inner: Inner::Running(pidfd),
-            };
-            Ok(Spawned {
-                child,
-                stdin: pipe::Sender::from_owned_fd(stdin_write)?,
-                stdout: pipe::Receiver::from_owned_fd(stdout_read)?,
-                stderr: pipe::Receiver::from_owned_fd(stderr_read)?,
-            })
+    let (pid, pidfd) = clone_exec(&prepared, fds)?;
+    drop((stdin_read, stdout_write, stderr_write));
+    #[expect(unsafe_code, reason = "registering the pidfd with tokio's reactor")]
+    // SAFETY: an `OwnedFd` is open, refers to the same pidfd and returns the same number
+    // for as long as the `AsyncFd` owns it.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) };
+    let pidfd = match registered {
+        Ok(pidfd) => pidfd,
+        Err(error) => {
+            // The process must not outlive this.
+            let (pidfd, cause) = error.into_parts();
+            send_signal(&pidfd, Signal::SIGKILL);
+            let _ = reap(&pidfd, WaitPidFlag::empty());
+            return Err(io::Error::other(format!(
+                "cannot watch the started process's pidfd: {cause}"
+            )));
         }
-        Cloned::Unsupported => spawn_forked(spec),
-    }
+    };
+    // From here on, dropping `child` kills and reaps the process.
+    let child = Child {
+        pid,
+        inner: Inner::Running(pidfd),
+    };
+    Ok(Spawned {
+        child,
+        stdin: pipe::Sender::from_owned_fd(stdin_write)?,
+        stdout: pipe::Receiver::from_owned_fd(stdout_read)?,
+        stderr: pipe::Receiver::from_owned_fd(stderr_read)?,
+    })
 }
 
 /// Everything the child reads between clone and exec, built beforehand.
 struct Prepared {
     program: CString,
     cwd: CString,
-    /// Owners of the strings `argv` and `envp` point into.
+    /// Owners of the strings `argv`, `shell_argv` and `envp` point into.
     _strings: Vec<CString>,
     argv: Vec<*const libc::c_char>,
+    /// `/bin/sh program args...`, for a program the kernel cannot execute itself (a script
+    /// without `#!`), as `execvp` does.
+    shell_argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
 }
 
@@ -227,6 +368,7 @@ impl Prepared {
         let program = c_string(OsStr::new(spec.program), "the program")?;
         let cwd = c_string(spec.cwd.as_os_str(), "the directory")?;
         let mut strings = Vec::with_capacity(spec.args.len() + 64);
+        strings.push(c"/bin/sh".to_owned());
         strings.push(program.clone());
         for arg in spec.args {
             strings.push(c_string(OsStr::new(arg), "an argument")?);
@@ -256,13 +398,15 @@ impl Prepared {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
-        let argv = pointers(&strings[..arguments]);
+        let shell_argv = pointers(&strings[..arguments]);
+        let argv = pointers(&strings[1..arguments]);
         let envp = pointers(&strings[arguments..]);
         Ok(Self {
             program,
             cwd,
             _strings: strings,
             argv,
+            shell_argv,
             envp,
         })
     }
@@ -297,54 +441,20 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-enum Cloned {
-    Started {
-        pid: u32,
-        pidfd: OwnedFd,
-    },
-    /// The kernel does not know `CLONE_PIDFD`.
-    Unsupported,
-}
-
 /// What the child reads, and where it leaves why it could not exec.
 #[repr(C)]
 struct ChildArgs {
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
+    shell: *const libc::c_char,
+    shell_argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     fds: [RawFd; 3],
     parent: libc::pid_t,
-    /// Set by the child when a step failed: which one (see [`Step`]) and its errno.
+    /// Set by the child when a step failed: which one ([`Step::code`]) and its errno.
     failed_step: libc::c_int,
     errno: libc::c_int,
-}
-
-/// The child's steps, for the error of one that failed.
-#[derive(Clone, Copy)]
-#[repr(i32)]
-enum Step {
-    Mask = 1,
-    Group = 2,
-    DeathSignal = 3,
-    ParentGone = 4,
-    Stdio = 5,
-    Directory = 6,
-    Exec = 7,
-}
-
-impl Step {
-    fn describe(code: libc::c_int) -> &'static str {
-        match code {
-            1 => "resetting the signal mask",
-            2 => "making a new process group",
-            3 => "setting the parent-death signal",
-            4 => "starting (Iris exited before the child could run)",
-            5 => "connecting standard input and output",
-            6 => "entering the directory",
-            _ => "executing the program",
-        }
-    }
 }
 
 /// The child's stack: its own mapping with an inaccessible page below it, so an overflow
@@ -400,13 +510,40 @@ impl Drop for Stack {
     }
 }
 
+/// Every signal, glibc's own two (32 and 33, which `sigfillset` leaves out) included, as
+/// the kernel's 64-bit mask.
+static ALL_SIGNALS: u64 = u64::MAX;
+static NO_SIGNALS: u64 = 0;
+
+/// `rt_sigprocmask(SIG_SETMASK, mask, previous)` as a raw syscall: glibc's wrappers keep
+/// their own signals out of the mask.
+///
+/// # Safety
+/// Async-signal-safe; `previous` may be null.
+#[expect(unsafe_code, reason = "a raw rt_sigprocmask")]
+unsafe fn set_signal_mask(mask: *const u64, previous: *mut u64) -> libc::c_long {
+    // SAFETY: the kernel reads 8 bytes from `mask` and writes 8 to `previous` if not null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            mask,
+            previous,
+            std::mem::size_of::<u64>(),
+        )
+    }
+}
+
 /// Clones the child onto `prepared`, with `fds` as its stdin, stdout and stderr, and waits
-/// (the kernel suspends this thread) until it has exec'd or failed.
-fn clone_exec(prepared: &Prepared, fds: [RawFd; 3]) -> io::Result<Cloned> {
+/// (the kernel suspends this thread) until it has exec'd or failed. Returns its pid and
+/// pidfd.
+fn clone_exec(prepared: &Prepared, fds: [RawFd; 3]) -> io::Result<(u32, OwnedFd)> {
     let stack = Stack::new()?;
     let mut args = ChildArgs {
         program: prepared.program.as_ptr(),
         argv: prepared.argv.as_ptr(),
+        shell: c"/bin/sh".as_ptr(),
+        shell_argv: prepared.shell_argv.as_ptr(),
         envp: prepared.envp.as_ptr(),
         cwd: prepared.cwd.as_ptr(),
         fds,
@@ -415,15 +552,14 @@ fn clone_exec(prepared: &Prepared, fds: [RawFd; 3]) -> io::Result<Cloned> {
         errno: 0,
     };
     let mut pidfd: libc::c_int = -1;
+    let mut previous: u64 = NO_SIGNALS;
     // Every signal blocked while the child runs on this memory: a handler of Iris's must
     // not run in it. The child resets handlers to default before it unblocks them.
-    let all = nix::sys::signal::SigSet::all();
-    let mut previous = nix::sys::signal::SigSet::empty();
-    nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&all),
-        Some(&mut previous),
-    )?;
+    #[expect(unsafe_code, reason = "blocking every signal around the clone")]
+    // SAFETY: a raw rt_sigprocmask on this thread with valid pointers.
+    if unsafe { set_signal_mask(&raw const ALL_SIGNALS, &raw mut previous) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     #[expect(
         unsafe_code,
@@ -434,7 +570,8 @@ fn clone_exec(prepared: &Prepared, fds: [RawFd; 3]) -> io::Result<Cloned> {
     // SAFETY: `child_main` only reads `args` and the arrays it points to (alive until this
     // function returns, and this thread is suspended until the child exec'd or exited), and
     // writes `failed_step`/`errno`. `stack` is a mapping of its own, unmapped only after
-    // the child is done with it. With CLONE_PIDFD the kernel writes the pidfd to `pidfd`.
+    // the child is done with it. With CLONE_PIDFD the kernel writes the pidfd to `pidfd`
+    // (the `parent_tid` argument).
     let pid = unsafe {
         libc::clone(
             child_main,
@@ -444,45 +581,46 @@ fn clone_exec(prepared: &Prepared, fds: [RawFd; 3]) -> io::Result<Cloned> {
             std::ptr::from_mut(&mut pidfd),
         )
     };
+    // Read before anything else can set errno; only meaningful when the clone failed (the
+    // child shares this thread's errno while it runs).
     let clone_error = io::Error::last_os_error();
-    let restored = nix::sys::signal::pthread_sigmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&previous),
-        None,
-    );
+    #[expect(unsafe_code, reason = "restoring the signal mask after the clone")]
+    // SAFETY: a raw rt_sigprocmask on this thread with a valid pointer.
+    let restored = unsafe { set_signal_mask(&raw const previous, std::ptr::null_mut()) };
     drop(stack);
     if pid < 0 {
-        return match clone_error.raw_os_error() {
-            Some(libc::EINVAL) => Ok(Cloned::Unsupported),
-            _ => Err(clone_error),
-        };
+        return Err(clone_error);
+    }
+    let pid_number = nix::unistd::Pid::from_raw(pid);
+    if pidfd < 0 {
+        // The kernel ignored CLONE_PIDFD (`pidfds_work` should have caught that): the
+        // child cannot be watched; it must not outlive this.
+        let _ = nix::sys::signal::kill(pid_number, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid_number, None);
+        return Err(io::Error::other("the kernel gave no pidfd for the child"));
     }
     #[expect(unsafe_code, reason = "taking ownership of the pidfd the kernel made")]
     // SAFETY: with CLONE_PIDFD and a successful clone, `pidfd` is a new descriptor nothing
     // else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // The child wrote these before it exec'd or exited, and it has (CLONE_VFORK).
-    let failed_step = args.failed_step;
-    let errno = args.errno;
-    if failed_step != 0 {
+    let failed = Step::ALL
+        .into_iter()
+        .find(|step| step.code() == args.failed_step);
+    if let Some(step) = failed {
         // It has exited (127): reap it, and say which step failed.
         let _ = reap(&pidfd, WaitPidFlag::empty());
-        let error = io::Error::from_raw_os_error(errno);
-        return Err(io::Error::new(
-            error.kind(),
-            format!("{} failed: {error}", Step::describe(failed_step)),
-        ));
+        let source = io::Error::from_raw_os_error(args.errno);
+        return Err(io::Error::new(source.kind(), Failed { step, source }));
     }
-    if let Err(error) = restored {
+    if restored != 0 {
         // Started, but this thread would keep every signal blocked: undo the start.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        let error = io::Error::last_os_error();
+        send_signal(&pidfd, Signal::SIGKILL);
         let _ = reap(&pidfd, WaitPidFlag::empty());
-        return Err(io::Error::from(error));
+        return Err(error);
     }
-    Ok(Cloned::Started {
-        pid: pid.cast_unsigned(),
-        pidfd,
-    })
+    Ok((pid.cast_unsigned(), pidfd))
 }
 
 /// The child, from clone to exec. Runs on Iris's memory with every signal blocked; makes
@@ -500,7 +638,7 @@ extern "C" fn child_main(raw: *mut libc::c_void) -> libc::c_int {
         let mut action: libc::sigaction = std::mem::zeroed();
         for signal in 1..65 {
             if libc::sigaction(signal, std::ptr::null(), &raw mut action) != 0 {
-                continue; // SIGKILL, SIGSTOP, signals glibc keeps for itself
+                continue; // SIGKILL, SIGSTOP, and glibc's own two (below)
             }
             let handler = action.sa_sigaction;
             if (handler != libc::SIG_DFL && handler != libc::SIG_IGN) || signal == libc::SIGPIPE {
@@ -509,10 +647,20 @@ extern "C" fn child_main(raw: *mut libc::c_void) -> libc::c_int {
                 libc::sigaction(signal, &raw const action, std::ptr::null_mut());
             }
         }
+        // glibc's wrapper refuses its own signals (32, 33): the kernel's call, with the
+        // kernel's `struct sigaction` all zeros (SIG_DFL, no flags, no mask).
+        let default = [0_u64; 4];
+        for signal in [32, 33] {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &raw const default,
+                std::ptr::null_mut::<u64>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
         // An empty mask, as `Command` gives.
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut()) != 0 {
+        if set_signal_mask(&raw const NO_SIGNALS, std::ptr::null_mut()) != 0 {
             fail(args, Step::Mask);
         }
         if libc::setpgid(0, 0) != 0 {
@@ -535,6 +683,10 @@ extern "C" fn child_main(raw: *mut libc::c_void) -> libc::c_int {
             fail(args, Step::Directory);
         }
         libc::execve(args.program, args.argv, args.envp);
+        if *libc::__errno_location() == libc::ENOEXEC {
+            // Not a binary and no `#!`: a shell script, as `execvp` runs it.
+            libc::execve(args.shell, args.shell_argv, args.envp);
+        }
         fail(args, Step::Exec)
     }
 }
@@ -548,7 +700,7 @@ unsafe fn fail(args: &mut ChildArgs, step: Step) -> ! {
     // SAFETY: `__errno_location` is this thread's errno; `_exit` ends only the child.
     unsafe {
         args.errno = *libc::__errno_location();
-        args.failed_step = step as libc::c_int;
+        args.failed_step = step.code();
         libc::_exit(127)
     }
 }

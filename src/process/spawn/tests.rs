@@ -55,18 +55,21 @@ async fn runs_the_program_with_its_arguments_environment_and_directory() {
     for fork in MODES {
         let args = [
             "-c".to_owned(),
-            r#"read line; printf '%s|%s|%s|%s|%s|%s' "$0" "$1" "$line" "$IRIS_SPAWN_TEST" "${HOME-unset}" "$(pwd -P)"; echo oops >&2; exit 3"#.to_owned(),
+            r#"read line; printf '%s|%s|%s|%s|%s|%s|%s|%s' "$0" "$1" "$line" "$IRIS_SPAWN_TEST" "${HOME-unset}" "$PATH" "$USER" "$(pwd -P)"; echo oops >&2; exit 3"#.to_owned(),
             "name".to_owned(),
             "first arg".to_owned(),
         ];
-        // The later of two values of a name wins.
+        // The later of two values of a name wins; a set value wins over Iris's own, and
+        // over a removal of the same name.
         let env = [
             ("IRIS_SPAWN_TEST".to_owned(), "early".to_owned()),
             ("IRIS_SPAWN_TEST".to_owned(), "a value".to_owned()),
+            ("PATH".to_owned(), "/iris/spawn/test".to_owned()),
+            ("USER".to_owned(), "set anyway".to_owned()),
         ];
         // A variable every test run has, taken away.
         assert!(std::env::var_os("HOME").is_some());
-        let removed = ["HOME"];
+        let removed = ["HOME", "USER"];
         let Spawned {
             mut child,
             mut stdin,
@@ -82,7 +85,10 @@ async fn runs_the_program_with_its_arguments_environment_and_directory() {
         let status = child.wait().await.expect("wait");
         assert_eq!(
             out,
-            format!("name|first arg|from stdin|a value|unset|{}", cwd.display()),
+            format!(
+                "name|first arg|from stdin|a value|unset|/iris/spawn/test|set anyway|{}",
+                cwd.display()
+            ),
             "fork: {fork}"
         );
         assert_eq!(err, "oops\n");
@@ -201,11 +207,108 @@ async fn what_cannot_start_says_why() {
                 error.to_string().contains("entering the directory"),
                 "{error}"
             );
+            assert_eq!(failed_step(&error), Some(Step::Directory));
         }
+        let error = spawn_with(&spec("true", &[], Path::new("/"), &[], &[]), fork)
+            .err()
+            .expect("a name without a slash");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
         let args = ["a\0b".to_owned()];
         let error = spawn_with(&spec("/bin/true", &args, Path::new("/"), &[], &[]), fork)
             .err()
             .expect("a NUL byte");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+    }
+}
+
+#[test]
+fn a_start_that_fails_leaves_no_child() {
+    // A runtime on this thread only: the children of this thread are the ones started here.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let children = || {
+        std::fs::read_to_string("/proc/thread-self/children")
+            .expect("children")
+            .trim()
+            .to_owned()
+    };
+    runtime.block_on(async {
+        let missing = Path::new("/nonexistent-iris-directory");
+        for program in ["/nonexistent/claude", "/bin/true"] {
+            let cwd = if program == "/bin/true" {
+                missing
+            } else {
+                Path::new("/")
+            };
+            let error = spawn_with(&spec(program, &[], cwd, &[], &[]), false)
+                .err()
+                .expect("a start that fails");
+            assert!(failed_step(&error).is_some(), "{error}");
+            // Reaped before the error came back (its descriptors are owned, and closed with
+            // their owners).
+            assert_eq!(children(), "", "after {error}");
+        }
+    });
+}
+
+#[tokio::test]
+async fn waiting_is_cancel_safe_and_scripts_without_an_interpreter_line_run() {
+    let directory = tempfile::tempdir().expect("dir");
+    let script = directory.path().join("script");
+    // No `#!`: the kernel refuses it (ENOEXEC) and it runs under /bin/sh, as with `execvp`.
+    std::fs::write(
+        &script,
+        "read line\necho \"got $line in $(pwd -P)\"\nexit 4\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let cwd = std::fs::canonicalize(directory.path()).expect("canonical");
+    for fork in MODES {
+        // A relative path is found from the child's directory.
+        let Spawned {
+            mut child,
+            mut stdin,
+            mut stdout,
+            ..
+        } = spawn_with(&spec("./script", &[], &cwd, &[], &[]), fork).expect("spawn");
+        // Given up on while the script waits for its input...
+        let waited = tokio::time::timeout(Duration::from_millis(20), child.wait()).await;
+        assert!(waited.is_err(), "the script ended before its input came");
+        // ...and waited for again.
+        stdin.write_all(b"it\n").await.expect("write");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.expect("read");
+        assert_eq!(
+            out,
+            format!("got it in {}\n", cwd.display()),
+            "fork: {fork}"
+        );
+        assert_eq!(child.wait().await.expect("wait").code(), Some(4));
+    }
+}
+
+#[test]
+fn a_child_dropped_outside_any_runtime_is_killed_and_reaped() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let args = ["1000".to_owned()];
+    let spawned = runtime
+        .block_on(async { spawn_with(&spec("/bin/sleep", &args, Path::new("/"), &[], &[]), false) })
+        .expect("spawn");
+    let pid = spawned.child.id();
+    drop(runtime);
+    drop(spawned);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exists(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped child {pid} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
