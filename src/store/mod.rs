@@ -736,11 +736,8 @@ impl Store {
         target: &TeamName,
         session_id: Uuid,
     ) -> Result<SessionRecord, StoreError> {
-        let (caller, target) = (caller.clone(), target.clone());
-        self.write(Durability::Synced, move |db| {
-            db.create_session(caller, target, session_id)
-        })
-        .await
+        self.insert_session(caller, target, session_id, Durability::Synced)
+            .await
     }
 
     /// [`Store::create_session`] for a pair's first message, not synced: nothing is
@@ -756,8 +753,19 @@ impl Store {
         target: &TeamName,
         session_id: Uuid,
     ) -> Result<SessionRecord, StoreError> {
+        self.insert_session(caller, target, session_id, Durability::Lazy)
+            .await
+    }
+
+    async fn insert_session(
+        &self,
+        caller: &TeamName,
+        target: &TeamName,
+        session_id: Uuid,
+        durability: Durability,
+    ) -> Result<SessionRecord, StoreError> {
         let (caller, target) = (caller.clone(), target.clone());
-        self.write(Durability::Lazy, move |db| {
+        self.write(durability, move |db| {
             db.create_session(caller, target, session_id)
         })
         .await

@@ -1867,6 +1867,43 @@ async fn a_lone_write_commits_at_once_and_syncs_only_when_asked() {
     assert_eq!(store.commit_stats().syncs - before_sync.syncs, 1);
 }
 
+#[tokio::test]
+async fn a_pairs_first_session_is_not_synced_and_a_replacing_one_is() {
+    let file = FileDb::new();
+    let store = file.open().await;
+    let (a, b) = (team("a"), team("b"));
+    let before = store.commit_stats();
+    let first = store
+        .create_first_session(&a, &b, Uuid::new_v4())
+        .await
+        .expect("first");
+    let after_first = store.commit_stats();
+    assert_eq!(after_first.commits - before.commits, 1);
+    assert_eq!(
+        after_first.syncs, before.syncs,
+        "nothing is acknowledged by it"
+    );
+    assert_eq!(
+        store
+            .current_session(&a, &b)
+            .await
+            .expect("read")
+            .map(|session| session.session_id),
+        Some(first.session_id)
+    );
+    // A reboot's new session is acknowledged to whoever asked: synced.
+    store
+        .retire_session(first.session_id, SessionStatus::Rebooted)
+        .await
+        .expect("retire");
+    let before_new = store.commit_stats();
+    store
+        .create_session(&a, &b, Uuid::new_v4())
+        .await
+        .expect("new");
+    assert_eq!(store.commit_stats().syncs - before_new.syncs, 1);
+}
+
 /// Writers that arrive while a commit waits for the connection all join its batch: one
 /// transaction and one sync for all of them, each write answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
