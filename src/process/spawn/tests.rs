@@ -157,19 +157,16 @@ fn the_child_gets_sigterm_when_the_thread_that_started_it_ends() {
         .join()
         .expect("thread");
         let raw = nix::unistd::Pid::from_raw(pid.cast_signed());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            let status = nix::sys::wait::waitpid(raw, Some(WaitPidFlag::WNOHANG)).expect("waitpid");
-            if status != WaitStatus::StillAlive {
-                break status;
-            }
-            if Instant::now() > deadline {
-                // Leave no process behind, then fail.
+        // Its exit, awaited by a thread blocked in `waitpid`: the test waits for that, at
+        // most 20 s, and on a timeout kills the child (which also ends the thread).
+        let (exited, exit) = std::sync::mpsc::channel();
+        std::thread::spawn(move || exited.send(nix::sys::wait::waitpid(raw, None)));
+        let status = match exit.recv_timeout(Duration::from_secs(20)) {
+            Ok(status) => status.expect("waitpid"),
+            Err(_) => {
                 let _ = nix::sys::signal::kill(raw, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(raw, None);
                 panic!("the child outlived the thread that started it (fork: {fork})");
             }
-            std::thread::sleep(Duration::from_millis(5));
         };
         assert_eq!(
             status,
@@ -303,12 +300,11 @@ fn a_child_dropped_outside_any_runtime_is_killed_and_reaped() {
     let pid = spawned.child.id();
     drop(runtime);
     drop(spawned);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while exists(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the dropped child {pid} is still there"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Reaped by a thread of the module, so nothing here can wait on it but the process
+    // table: `until_async` on a runtime of its own.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(until_async("the dropped child is reaped", || !exists(pid)));
 }
